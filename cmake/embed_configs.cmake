@@ -1,0 +1,10 @@
+# Writes a C++ file holding each configs/models/*.json as a string, keyed by file stem.
+separate_arguments(files UNIX_COMMAND "${FILES}")
+set(body "// Generated from configs/models by cmake/embed_configs.cmake.\n#include <map>\n#include <string>\nnamespace strata {\nconst std::map<std::string, std::string>& embedded_model_configs() {\n  static const std::map<std::string, std::string> configs = {\n")
+foreach(f IN LISTS files)
+  get_filename_component(stem "${f}" NAME_WLE)
+  file(READ "${f}" text)
+  string(APPEND body "    {\"${stem}\", R\"strata_json(${text})strata_json\"},\n")
+endforeach()
+string(APPEND body "  };\n  return configs;\n}\n}  // namespace strata\n")
+file(WRITE "${OUT}" "${body}")

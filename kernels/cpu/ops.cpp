@@ -1,0 +1,164 @@
+#include "kernels/cpu/ops.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <vector>
+
+namespace strata::cpu {
+
+GemmCounters& gemm_counters() {
+  static GemmCounters counters;
+  return counters;
+}
+
+void linear(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
+            int64_t k) {
+  const auto begin = std::chrono::steady_clock::now();
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m),
+              static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, x, static_cast<blasint>(k), w,
+              static_cast<blasint>(k), 0.0f, y, static_cast<blasint>(n));
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::chrono::steady_clock::now() - begin);
+  gemm_counters().nanoseconds += static_cast<uint64_t>(ns.count());
+  gemm_counters().flops += static_cast<uint64_t>(2 * m * n * k);
+  if (!bias) return;
+  for (int64_t i = 0; i < m; ++i) {
+    float* row = y + i * n;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) row[j] += bias[j];
+  }
+}
+
+void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows,
+                int64_t dim, float eps) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* in = x + r * dim;
+    float* out = y + r * dim;
+    double sum = 0;
+    for (int64_t i = 0; i < dim; ++i) sum += in[i];
+    const float mean = static_cast<float>(sum / static_cast<double>(dim));
+    double sq = 0;
+    for (int64_t i = 0; i < dim; ++i) {
+      const float d = in[i] - mean;
+      sq += static_cast<double>(d) * d;
+    }
+    const float inv = static_cast<float>(1.0 / std::sqrt(sq / static_cast<double>(dim) + eps));
+    if (gamma) {
+#pragma omp simd
+      for (int64_t i = 0; i < dim; ++i) out[i] = (in[i] - mean) * inv * gamma[i] + beta[i];
+    } else {
+#pragma omp simd
+      for (int64_t i = 0; i < dim; ++i) out[i] = (in[i] - mean) * inv;
+    }
+  }
+}
+
+void relu(float* x, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void gelu(float* x, int64_t n) {
+  constexpr float kInvSqrt2 = 0.70710678118654752f;
+  for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * kInvSqrt2));
+}
+
+void add_inplace(float* y, const float* x, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void scale_inplace(float* y, float s, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] *= s;
+}
+
+namespace {
+
+// Below this many new tokens a sequence's attention is a few dot products: loops beat sgemm.
+constexpr int64_t kGemmAttentionMinQueries = 8;
+
+// Turns row i of scores (keys [0, n_valid)) into probabilities in place; the rest become 0.
+void causal_softmax_row(float* row, int64_t n_valid, int64_t n_total) {
+  float max = row[0];
+  for (int64_t j = 1; j < n_valid; ++j) max = std::max(max, row[j]);
+  double sum = 0;
+  for (int64_t j = 0; j < n_valid; ++j) {
+    row[j] = std::exp(row[j] - max);
+    sum += row[j];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+#pragma omp simd
+  for (int64_t j = 0; j < n_valid; ++j) row[j] *= inv;
+  std::fill(row + n_valid, row + n_total, 0.0f);
+}
+
+void attention_gemm(const float* q, int64_t ld_q, const float* k, const float* v, int64_t ld_kv,
+                    float* out, int64_t start, int64_t n_new, int64_t n_heads, int64_t head_dim) {
+  const int64_t n_keys = start + n_new;
+  std::vector<float> scores(static_cast<size_t>(n_new * n_keys));
+  for (int64_t h = 0; h < n_heads; ++h) {
+    const int64_t col = h * head_dim;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_new, n_keys, head_dim, 1.0f, q + col,
+                ld_q, k + col, ld_kv, 0.0f, scores.data(), n_keys);
+    for (int64_t i = 0; i < n_new; ++i) {
+      causal_softmax_row(scores.data() + i * n_keys, start + i + 1, n_keys);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n_new, head_dim, n_keys, 1.0f,
+                scores.data(), n_keys, v + col, ld_kv, 0.0f, out + col, ld_q);
+  }
+}
+
+void attention_loops(const float* q, int64_t ld_q, const float* k, const float* v, int64_t ld_kv,
+                     float* out, int64_t start, int64_t n_new, int64_t n_heads,
+                     int64_t head_dim) {
+  std::vector<float> p(static_cast<size_t>(start + n_new));
+  std::vector<float> acc(static_cast<size_t>(head_dim));
+  for (int64_t i = 0; i < n_new; ++i) {
+    const int64_t n_keys = start + i + 1;
+    for (int64_t h = 0; h < n_heads; ++h) {
+      const float* qh = q + i * ld_q + h * head_dim;
+      for (int64_t j = 0; j < n_keys; ++j) {
+        const float* kj = k + j * ld_kv + h * head_dim;
+        float s = 0;
+#pragma omp simd reduction(+ : s)
+        for (int64_t d = 0; d < head_dim; ++d) s += qh[d] * kj[d];
+        p[j] = s;
+      }
+      causal_softmax_row(p.data(), n_keys, n_keys);
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t j = 0; j < n_keys; ++j) {
+        const float* vj = v + j * ld_kv + h * head_dim;
+        const float pj = p[j];
+#pragma omp simd
+        for (int64_t d = 0; d < head_dim; ++d) acc[d] += pj * vj[d];
+      }
+      std::copy(acc.begin(), acc.end(), out + i * ld_q + h * head_dim);
+    }
+  }
+}
+
+}  // namespace
+
+void attention(const float* q, int64_t ld_q, const float* k, const float* v, int64_t ld_kv,
+               float* out, int64_t start, int64_t n_new, int64_t n_heads, int64_t head_dim) {
+  if (n_new >= kGemmAttentionMinQueries) {
+    attention_gemm(q, ld_q, k, v, ld_kv, out, start, n_new, n_heads, head_dim);
+  } else {
+    attention_loops(q, ld_q, k, v, ld_kv, out, start, n_new, n_heads, head_dim);
+  }
+}
+
+void log_softmax(const float* logits, float* out, int64_t n) {
+  float max = logits[0];
+  for (int64_t i = 1; i < n; ++i) max = std::max(max, logits[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(logits[i] - max));
+  const float lse = max + static_cast<float>(std::log(sum));
+  for (int64_t i = 0; i < n; ++i) out[i] = logits[i] - lse;
+}
+
+}  // namespace strata::cpu

@@ -1,0 +1,46 @@
+// CPU kernels in fp32. Matrices are row-major; a weight is [out, in] as Hugging Face stores it.
+// Each kernel has a plain counterpart in reference.h that tests hold it against.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace strata::cpu {
+
+// What linear() has done since the last reset: lets a benchmark give GEMM's share of the time.
+struct GemmCounters {
+  std::atomic<uint64_t> flops{0};
+  std::atomic<uint64_t> nanoseconds{0};
+  void reset() {
+    flops = 0;
+    nanoseconds = 0;
+  }
+};
+GemmCounters& gemm_counters();
+
+inline constexpr float kLayerNormEps = 1e-5f;
+
+// y[m, n] = x[m, k] * w[n, k]^T + bias[n] (bias may be null). Through OpenBLAS sgemm.
+void linear(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
+            int64_t k);
+
+// Normalises each of `rows` rows of `dim` values; gamma / beta may be null (no affine).
+void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows,
+                int64_t dim, float eps = kLayerNormEps);
+
+void relu(float* x, int64_t n);
+void gelu(float* x, int64_t n);  // exact (erf) GELU, as Hugging Face's "gelu"
+void add_inplace(float* y, const float* x, int64_t n);
+void scale_inplace(float* y, float s, int64_t n);
+
+// Causal attention of one sequence. Queries are the n_new tokens at positions
+// [start, start + n_new); keys and values hold positions [0, start + n_new). Rows of q / out
+// have stride ld_q, rows of k / v stride ld_kv; head h is columns [h * head_dim, (h+1) * head_dim).
+// q is already scaled by 1 / sqrt(head_dim).
+void attention(const float* q, int64_t ld_q, const float* k, const float* v, int64_t ld_kv,
+               float* out, int64_t start, int64_t n_new, int64_t n_heads, int64_t head_dim);
+
+// out[i] = log_softmax(logits)[i], accumulated in double.
+void log_softmax(const float* logits, float* out, int64_t n);
+
+}  // namespace strata::cpu

@@ -1,0 +1,51 @@
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <map>
+#include <string>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+namespace {
+
+using Command = int (*)(int, char**);
+
+const std::map<std::string, std::pair<Command, const char*>>& commands() {
+  static const std::map<std::string, std::pair<Command, const char*>> table = {
+      {"generate", {strata::cli::run_generate, "generate tokens for JSONL requests"}},
+      {"bench", {strata::cli::run_bench, "measure throughput on synthetic prompts"}},
+      {"synth", {strata::cli::run_synth, "write a random-weight OPT checkpoint"}},
+  };
+  return table;
+}
+
+void usage(FILE* out) {
+  std::fprintf(out, "usage: strata <command> [flags]   (strata <command> --help)\n\ncommands:\n");
+  for (const auto& [name, entry] : commands()) std::fprintf(out, "  %-10s %s\n", name.c_str(), entry.second);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? strata::kExitBadInput : 0;
+  }
+  auto it = commands().find(argv[1]);
+  if (it == commands().end()) {
+    std::fprintf(stderr, "strata: error: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return strata::kExitBadInput;
+  }
+  try {
+    return it->second.first(argc - 1, argv + 1);
+  } catch (const strata::Error& e) {
+    std::fprintf(stderr, "strata %s: error: %s\n", argv[1], e.what());
+    return e.exit_status();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "strata %s: internal error: %s [%s]\n", argv[1], e.what(),
+                 strata::process_location().c_str());
+    return strata::kExitInternal;
+  }
+}

@@ -1,0 +1,146 @@
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <vector>
+
+#include "core/error.h"
+#include "model/weight_source.h"
+
+namespace strata {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Located {
+  const SafetensorsFile* file;
+  const TensorInfo* info;
+};
+
+class CheckpointSource : public WeightSource {
+ public:
+  explicit CheckpointSource(const std::string& dir) : description_(dir) {
+    const fs::path root(dir);
+    STRATA_INPUT_CHECK(fs::is_directory(root), dir, ": not a model directory");
+    config_ = load_opt_config((root / "config.json").string());
+    const fs::path single = root / "model.safetensors";
+    const fs::path index = root / "model.safetensors.index.json";
+    if (fs::exists(index)) {
+      open_index(root, index.string());
+    } else {
+      STRATA_INPUT_CHECK(fs::exists(single), dir,
+                         ": has neither model.safetensors nor model.safetensors.index.json");
+      files_.push_back(std::make_unique<SafetensorsFile>(single.string()));
+      for (const auto& [name, info] : files_.back()->tensors()) {
+        names_[name] = files_.back().get();
+      }
+    }
+    validate();
+  }
+
+  const OptConfig& config() const override { return config_; }
+  const std::string& description() const override { return description_; }
+  bool has_separate_lm_head() const override { return has_lm_head_; }
+
+  void read(const std::string& name, DType dtype, void* dst) const override {
+    const Located t = locate(name == "lm_head.weight" && !has_lm_head_ ? "embed_tokens.weight"
+                                                                        : name);
+    const size_t n = static_cast<size_t>(shape_numel(t.info->shape));
+    const void* src = t.file->data(*t.info);
+    if (t.info->dtype == dtype) {
+      std::memcpy(dst, src, n * dtype_size(dtype));
+    } else if (dtype == DType::kF32) {
+      convert_to_f32(t.info->dtype, src, static_cast<float*>(dst), n);
+    } else {
+      std::vector<float> tmp(n);
+      convert_to_f32(t.info->dtype, src, tmp.data(), n);
+      convert_from_f32(dtype, tmp.data(), dst, n);
+    }
+  }
+
+ private:
+  void open_index(const fs::path& root, const std::string& index_path) {
+    std::ifstream in(index_path);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::parse_error& e) {
+      throw_input(index_path + ": not JSON (" + e.what() + ")");
+    }
+    STRATA_INPUT_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
+                       index_path, ": missing field 'weight_map'");
+    std::map<std::string, const SafetensorsFile*> by_file;
+    for (const auto& [name, file] : j["weight_map"].items()) {
+      STRATA_INPUT_CHECK(file.is_string(), index_path, ": weight_map['", name,
+                         "'] is not a file name");
+      const std::string shard = file.get<std::string>();
+      STRATA_INPUT_CHECK(shard.find('/') == std::string::npos, index_path, ": weight_map['", name,
+                         "'] names a file outside the directory");
+      auto it = by_file.find(shard);
+      if (it == by_file.end()) {
+        files_.push_back(std::make_unique<SafetensorsFile>((root / shard).string()));
+        it = by_file.emplace(shard, files_.back().get()).first;
+      }
+      STRATA_INPUT_CHECK(it->second->find(name) != nullptr, index_path, ": tensor '", name,
+                         "' is mapped to ", shard, " which does not hold it");
+      names_[name] = it->second;
+    }
+  }
+
+  // Checkpoints saved from OPTForCausalLM say "model.decoder.X", from OPTModel "decoder.X".
+  std::optional<Located> try_locate(const std::string& name) const {
+    const std::string candidates[] = {name == "lm_head.weight" ? name : "model.decoder." + name,
+                                      "decoder." + name, name};
+    for (const auto& full : candidates) {
+      auto it = names_.find(full);
+      if (it != names_.end()) return Located{it->second, it->second->find(full)};
+    }
+    return std::nullopt;
+  }
+
+  Located locate(const std::string& name) const {
+    auto t = try_locate(name);
+    STRATA_INPUT_CHECK(t.has_value(), description_, ": missing tensor 'model.decoder.", name, "'");
+    return *t;
+  }
+
+  void check(const std::string& name, const Shape& shape) const {
+    const Located t = locate(name);
+    STRATA_INPUT_CHECK(t.info->shape == shape, t.file->path(), ": tensor '", name, "' has shape ",
+                       shape_string(t.info->shape), " but config.json implies ",
+                       shape_string(shape));
+    STRATA_INPUT_CHECK(t.info->dtype == config_.dtype, t.file->path(), ": tensor '", name,
+                       "' is ", dtype_name(t.info->dtype), " but config.json says torch_dtype ",
+                       dtype_name(config_.dtype));
+  }
+
+  void validate() {
+    for (const auto& spec : opt_tensor_specs(config_)) check(spec.name, spec.shape);
+    has_lm_head_ = try_locate("lm_head.weight").has_value();
+    if (has_lm_head_) {
+      check("lm_head.weight", {config_.vocab_size, config_.word_embed_proj_dim});
+    }
+  }
+
+  std::string description_;
+  OptConfig config_;
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, const SafetensorsFile*> names_;
+  bool has_lm_head_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<WeightSource> open_weight_source(const std::string& spec) {
+  const std::string prefix = "synthetic:";
+  if (spec.rfind(prefix, 0) == 0) {
+    const std::string arch = spec.substr(prefix.size());
+    const auto json = opt_family_config_json(arch);
+    return make_synthetic_source(parse_opt_config(json, arch), 0, spec);
+  }
+  return std::make_unique<CheckpointSource>(spec);
+}
+
+}  // namespace strata
