@@ -59,6 +59,12 @@ class SyntheticSource : public WeightSource {
         chunk[i] = centre + half_width * (2.0f * u0 - 1.0f);
         if (i + 1 < m) chunk[i + 1] = centre + half_width * (2.0f * u1 - 1.0f);
       }
+      // Values are those the stored dtype can hold, so a written checkpoint reads back the same.
+      if (config_.dtype != DType::kF32) {
+        std::vector<uint16_t> stored(m);
+        convert_from_f32(config_.dtype, chunk.data(), stored.data(), m);
+        convert_to_f32(config_.dtype, stored.data(), chunk.data(), m);
+      }
       convert_from_f32(dtype, chunk.data(),
                        static_cast<uint8_t*>(dst) + base * dtype_size(dtype), m);
     }

@@ -1,0 +1,45 @@
+// Shared helpers for the test suites: reference cases, temporary directories, running the CLI.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace strata::test {
+
+inline const std::string kDataDir = STRATA_TEST_DATA;
+inline const std::string kBinary = STRATA_BINARY;
+inline const std::vector<std::string> kReferenceModels = {"opt-pub-tiny", "opt-pub-350m-style",
+                                                          "opt-pub-gelu-nobias"};
+
+inline std::string model_dir(const std::string& name) { return kDataDir + "/" + name; }
+nlohmann::json load_cases(const std::string& model);
+
+// A fresh directory removed with everything in it when the object goes.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::filesystem::path& path() const { return path_; }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+void write_text(const std::string& path, const std::string& text);
+std::string read_text(const std::string& path);
+
+struct RunResult {
+  int exit_status;
+  std::string out;
+  std::string err;
+};
+// Runs `strata ARGS` (a shell-quoted string) and captures both streams.
+RunResult run_strata(const std::string& args);
+
+}  // namespace strata::test
