@@ -34,8 +34,10 @@ int main(int argc, char** argv) {
   }
   auto it = commands().find(argv[1]);
   if (it == commands().end()) {
-    std::fprintf(stderr, "strata: error: unknown command '%s'\n", argv[1]);
-    usage(stderr);
+    std::string names;
+    for (const auto& [name, entry] : commands()) names += (names.empty() ? "" : ", ") + name;
+    std::fprintf(stderr, "strata: error: unknown command '%s' (commands: %s)\n", argv[1],
+                 names.c_str());
     return strata::kExitBadInput;
   }
   try {

@@ -39,7 +39,7 @@ float fp16_to_fp32(uint16_t h) {
   uint32_t mant = h & 0x3ff;
   uint32_t bits;
   if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);
+    bits = sign | 0x7f800000u | (mant << 13) | (mant ? 0x400000u : 0u);  // NaNs come out quiet
   } else if (exp == 0) {
     if (mant == 0) {
       bits = sign;

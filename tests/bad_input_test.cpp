@@ -1,0 +1,242 @@
+// Every kind of bad input gets a one-line error naming what is wrong, and exit status 2.
+#include <filesystem>
+
+#include "core/error.h"
+#include "model/weight_source.h"
+#include "test_util.h"
+
+namespace strata {
+namespace {
+
+namespace fs = std::filesystem;
+using test::run_strata;
+using test::TempDir;
+
+// A model directory copied from opt-pub-tiny whose safetensors bytes and config a test edits.
+class BrokenModel {
+ public:
+  BrokenModel() {
+    const std::string src = test::model_dir("opt-pub-tiny");
+    config_ = nlohmann::json::parse(test::read_text(src + "/config.json"));
+    bytes_ = test::read_text(src + "/model.safetensors");
+    uint64_t n = 0;
+    std::memcpy(&n, bytes_.data(), 8);
+    header_ = nlohmann::json::parse(bytes_.substr(8, n));
+    data_ = bytes_.substr(8 + n);
+  }
+  nlohmann::json& config() { return config_; }
+  nlohmann::json& header() { return header_; }
+  std::string& data() { return data_; }
+  // Writes config.json and model.safetensors (header re-encoded) and returns the directory.
+  std::string write() {
+    test::write_text(dir_.file("config.json"), config_.dump());
+    const std::string h = header_.dump();
+    const uint64_t n = h.size();
+    test::write_text(dir_.file("model.safetensors"),
+                     std::string(reinterpret_cast<const char*>(&n), 8) + h + data_);
+    return dir_.path().string();
+  }
+  std::string dir() const { return dir_.path().string(); }
+
+ private:
+  TempDir dir_;
+  nlohmann::json config_, header_;
+  std::string bytes_, data_;
+};
+
+// Opening the model fails with an input error whose message holds every `parts`.
+void expect_input_error(const std::string& dir, std::initializer_list<std::string> parts) {
+  try {
+    open_weight_source(dir);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.exit_status(), kExitBadInput);
+    const std::string message = e.what();
+    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+    for (const auto& part : parts) EXPECT_NE(message.find(part), std::string::npos) << message;
+  }
+}
+
+const char* kQ = "model.decoder.layers.0.self_attn.q_proj.weight";
+
+TEST(BadModel, Unmodified) {
+  BrokenModel m;
+  EXPECT_NO_THROW(open_weight_source(m.write()));
+}
+
+TEST(BadModel, TruncatedFile) {
+  BrokenModel m;
+  const std::string dir = m.write();
+  fs::resize_file(dir + "/model.safetensors", fs::file_size(dir + "/model.safetensors") - 100);
+  expect_input_error(dir, {"model.safetensors", "past the end", "truncated"});
+  fs::resize_file(dir + "/model.safetensors", 5);
+  expect_input_error(dir, {"model.safetensors", "truncated"});
+}
+
+TEST(BadModel, HeaderLengthPastEnd) {
+  BrokenModel m;
+  const std::string dir = m.write();
+  std::string bytes = test::read_text(dir + "/model.safetensors");
+  const uint64_t huge = bytes.size() + 1;
+  std::memcpy(bytes.data(), &huge, 8);
+  test::write_text(dir + "/model.safetensors", bytes);
+  expect_input_error(dir, {"model.safetensors", "header length", "past the end"});
+}
+
+TEST(BadModel, HeaderNotJson) {
+  BrokenModel m;
+  const std::string dir = m.write();
+  std::string bytes = test::read_text(dir + "/model.safetensors");
+  bytes[8] = '[';
+  bytes[9] = '{';
+  test::write_text(dir + "/model.safetensors", bytes);
+  expect_input_error(dir, {"model.safetensors", "not JSON"});
+}
+
+TEST(BadModel, OffsetsOutOfRange) {
+  BrokenModel m;
+  m.header()[kQ]["data_offsets"] = {m.data().size() - 10, m.data().size() - 10 + 4608};
+  expect_input_error(m.write(), {kQ, "data_offsets"});
+}
+
+TEST(BadModel, OverlappingTensors) {
+  BrokenModel m;
+  auto k_offsets = m.header()["model.decoder.layers.0.self_attn.k_proj.weight"]["data_offsets"];
+  m.header()[kQ]["data_offsets"] = k_offsets;
+  expect_input_error(m.write(), {"overlap"});
+}
+
+TEST(BadModel, SizeDisagreesWithShape) {
+  BrokenModel m;
+  m.header()[kQ]["shape"] = {48, 47};
+  expect_input_error(m.write(), {kQ, "[48, 47]"});
+}
+
+TEST(BadModel, ShapeDisagreesWithConfig) {
+  BrokenModel m;
+  m.header()[kQ]["shape"] = {24, 96};
+  expect_input_error(m.write(), {"layers.0.self_attn.q_proj.weight", "[24, 96]", "config.json"});
+}
+
+TEST(BadModel, DtypeDisagreesWithConfig) {
+  BrokenModel m;
+  m.config()["torch_dtype"] = "bfloat16";
+  expect_input_error(m.write(), {"F16", "torch_dtype"});
+}
+
+TEST(BadModel, UnsupportedDtype) {
+  BrokenModel m;
+  m.header()[kQ]["dtype"] = "I8";
+  m.header()[kQ]["shape"] = {48, 96};
+  expect_input_error(m.write(), {kQ, "unsupported dtype I8"});
+}
+
+TEST(BadModel, MissingTensor) {
+  BrokenModel m;
+  m.header().erase("model.decoder.layers.1.fc2.bias");
+  expect_input_error(m.write(), {"missing tensor", "layers.1.fc2.bias"});
+}
+
+TEST(BadModel, ConfigNotJson) {
+  BrokenModel m;
+  const std::string dir = m.write();
+  test::write_text(dir + "/config.json", "{\"hidden_size\": 48,");
+  expect_input_error(dir, {"config.json", "not JSON"});
+}
+
+TEST(BadModel, ConfigLacksField) {
+  BrokenModel m;
+  m.config().erase("num_attention_heads");
+  expect_input_error(m.write(), {"config.json", "num_attention_heads"});
+}
+
+TEST(BadModel, UnsupportedActivation) {
+  BrokenModel m;
+  m.config()["activation_function"] = "swish";
+  expect_input_error(m.write(), {"config.json", "activation_function", "swish"});
+}
+
+// The CLI turns each of these into one line on stderr and exit status 2.
+void expect_cli_error(const std::string& args, std::initializer_list<std::string> parts) {
+  const auto r = run_strata(args);
+  EXPECT_EQ(r.exit_status, 2) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  ASSERT_FALSE(r.err.empty());
+  EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
+  for (const auto& part : parts) EXPECT_NE(r.err.find(part), std::string::npos) << r.err;
+}
+
+std::string generate_args(const std::string& input, const std::string& extra = "") {
+  return "generate --model " + test::model_dir("opt-pub-tiny") + " --input " + input + " " + extra;
+}
+
+TEST(BadRequestLines, NotJson) {
+  TempDir dir;
+  test::write_text(dir.file("in.jsonl"), "{\"id\": 1, \"input_ids\": [2, 5]}\n{\"id\": 2, \n");
+  expect_cli_error(generate_args(dir.file("in.jsonl")), {"in.jsonl:2", "not JSON"});
+}
+
+TEST(BadRequestLines, MissingId) {
+  TempDir dir;
+  test::write_text(dir.file("in.jsonl"), "\n{\"input_ids\": [2, 5]}\n");
+  expect_cli_error(generate_args(dir.file("in.jsonl")), {"in.jsonl:2", "'id'"});
+}
+
+TEST(BadRequestLines, TokenOutsideVocabulary) {
+  TempDir dir;
+  test::write_text(dir.file("in.jsonl"), "{\"id\": 1, \"input_ids\": [2, 400]}\n");
+  expect_cli_error(generate_args(dir.file("in.jsonl")), {"in.jsonl:1", "400", "vocabulary"});
+  test::write_text(dir.file("in.jsonl"), "{\"id\": 1, \"input_ids\": [-1]}\n");
+  expect_cli_error(generate_args(dir.file("in.jsonl")), {"in.jsonl:1", "-1", "vocabulary"});
+}
+
+TEST(BadRequestLines, TooLongForPositions) {
+  TempDir dir;
+  std::string ids = "2";
+  for (int i = 0; i < 119; ++i) ids += ", 5";
+  test::write_text(dir.file("in.jsonl"), "{\"id\": 1, \"input_ids\": [" + ids + "]}\n");
+  expect_cli_error(generate_args(dir.file("in.jsonl"), "--gen-len 9"),
+                   {"in.jsonl:1", "max_position_embeddings 128"});
+  EXPECT_EQ(run_strata(generate_args(dir.file("in.jsonl"), "--gen-len 8")).exit_status, 0);
+}
+
+TEST(BadFlags, UnknownAndMissing) {
+  expect_cli_error("generate --model x --input y --no-such-flag", {"no-such-flag"});
+  expect_cli_error("generate --input y", {"--model"});
+  expect_cli_error("generate --model " + test::model_dir("opt-pub-tiny") + " --input /nonexistent.jsonl",
+                   {"/nonexistent.jsonl"});
+  expect_cli_error("generate --model /nonexistent --input /dev/null", {"/nonexistent"});
+  expect_cli_error("generate --model synthetic:opt-7b --input /dev/null", {"opt-7b", "opt-6.7b"});
+  expect_cli_error("synth --arch opt-125m", {"--out"});
+  expect_cli_error("nonsense", {"nonsense"});
+}
+
+TEST(Cli, GenerateWritesResultsInInputOrder) {
+  TempDir dir;
+  const auto cases = test::load_cases("opt-pub-tiny");
+  std::string lines;
+  for (int i = 0; i < 5; ++i) {
+    lines += nlohmann::json{{"id", "case" + std::to_string(i)},
+                            {"input_ids", cases["cases"][i]["input_ids"][0]}}.dump() + "\n";
+  }
+  test::write_text(dir.file("in.jsonl"), lines);
+  const auto r = run_strata(generate_args(dir.file("in.jsonl"),
+                                          "--gen-len 20 --ignore-eos --gpu-batch-size 2 --output " +
+                                              dir.file("out.jsonl")));
+  ASSERT_EQ(r.exit_status, 0) << r.err;
+  std::istringstream out(test::read_text(dir.file("out.jsonl")));
+  std::string line;
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(std::getline(out, line));
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["id"], "case" + std::to_string(i));
+    EXPECT_EQ(j["output_ids"], cases["cases"][i]["output_ids"][0]);
+    EXPECT_EQ(j["input_ids"], cases["cases"][i]["input_ids"][0]);
+    EXPECT_EQ(j["token_logprobs"].size(), 20u);
+    EXPECT_EQ(j["finish_reason"], "length");
+  }
+  EXPECT_FALSE(std::getline(out, line));
+}
+
+}  // namespace
+}  // namespace strata

@@ -1,0 +1,157 @@
+// Every fast CPU kernel against its plain reference, on odd shapes.
+#include <immintrin.h>
+
+#include <cmath>
+#include <random>
+
+#include "core/dtype.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/reference.h"
+#include "test_util.h"
+
+namespace strata {
+namespace {
+
+std::vector<float> random_vector(size_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, double tol) {
+  ASSERT_EQ(got.size(), want.size());
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    worst = std::max(worst, std::abs(got[i] - want[i]) / std::max(1.0, std::abs(double(want[i]))));
+  }
+  EXPECT_LT(worst, tol);
+}
+
+TEST(Kernels, LinearMatchesReference) {
+  std::mt19937 rng(1);
+  for (auto [m, n, k] : {std::tuple{1, 1, 1}, {3, 5, 7}, {17, 33, 65}, {130, 67, 129}, {1, 1000, 48}}) {
+    SCOPED_TRACE(testing::Message() << m << "x" << n << "x" << k);
+    auto x = random_vector(size_t(m) * k, rng), w = random_vector(size_t(n) * k, rng);
+    auto bias = random_vector(size_t(n), rng);
+    std::vector<float> got(size_t(m) * n, NAN), want(size_t(m) * n);
+    cpu::linear(x.data(), w.data(), bias.data(), got.data(), m, n, k);
+    cpu::ref::linear(x.data(), w.data(), bias.data(), want.data(), m, n, k);
+    expect_close(got, want, 1e-4);
+    cpu::linear(x.data(), w.data(), nullptr, got.data(), m, n, k);
+    cpu::ref::linear(x.data(), w.data(), nullptr, want.data(), m, n, k);
+    expect_close(got, want, 1e-4);
+  }
+}
+
+TEST(Kernels, LayerNormMatchesReference) {
+  std::mt19937 rng(2);
+  for (auto [rows, dim] : {std::pair{1, 1}, {3, 7}, {5, 48}, {2, 1023}}) {
+    auto x = random_vector(size_t(rows) * dim, rng, 3.0f);
+    for (auto& v : x) v += 5.0f;  // a mean far from 0 tests the centring
+    auto gamma = random_vector(size_t(dim), rng), beta = random_vector(size_t(dim), rng);
+    std::vector<float> got(x.size(), NAN), want(x.size());
+    cpu::layer_norm(x.data(), gamma.data(), beta.data(), got.data(), rows, dim);
+    cpu::ref::layer_norm(x.data(), gamma.data(), beta.data(), want.data(), rows, dim, 1e-5f);
+    expect_close(got, want, 1e-5);
+    cpu::layer_norm(x.data(), nullptr, nullptr, got.data(), rows, dim);
+    cpu::ref::layer_norm(x.data(), nullptr, nullptr, want.data(), rows, dim, 1e-5f);
+    expect_close(got, want, 1e-5);
+  }
+}
+
+TEST(Kernels, GeluMatchesReference) {
+  std::mt19937 rng(3);
+  auto x = random_vector(1001, rng, 4.0f);
+  auto got = x, want = x;
+  cpu::gelu(got.data(), 1001);
+  cpu::ref::gelu(want.data(), 1001);
+  expect_close(got, want, 1e-6);
+}
+
+TEST(Kernels, AttentionMatchesReferenceForPrefillAndDecode) {
+  std::mt19937 rng(4);
+  // (start, n_new): both the loop path (few new tokens) and the GEMM path, with a cached prefix.
+  for (auto [start, n_new, heads, head_dim] :
+       {std::tuple{0, 1, 1, 1}, {0, 5, 3, 7}, {9, 1, 4, 16}, {0, 33, 2, 12}, {20, 13, 3, 8},
+        {101, 1, 5, 64}, {0, 100, 4, 64}}) {
+    SCOPED_TRACE(testing::Message() << start << "+" << n_new << " h" << heads << " d" << head_dim);
+    const int64_t ld = heads * head_dim + 3;  // padded rows test the strides
+    const int64_t n_keys = start + n_new;
+    auto q = random_vector(size_t(n_new * ld), rng), k = random_vector(size_t(n_keys * ld), rng, 2.0f);
+    auto v = random_vector(size_t(n_keys * ld), rng);
+    std::vector<float> got(size_t(n_new * ld), NAN), want(size_t(n_new * ld), NAN);
+    cpu::attention(q.data(), ld, k.data(), v.data(), ld, got.data(), start, n_new, heads, head_dim);
+    cpu::ref::attention(q.data(), ld, k.data(), v.data(), ld, want.data(), start, n_new, heads,
+                        head_dim);
+    for (int64_t i = 0; i < n_new; ++i) {
+      for (int64_t c = 0; c < heads * head_dim; ++c) {
+        ASSERT_NEAR(got[i * ld + c], want[i * ld + c], 1e-4) << "row " << i << " col " << c;
+      }
+    }
+  }
+}
+
+TEST(Kernels, LogSoftmaxMatchesReference) {
+  std::mt19937 rng(5);
+  auto x = random_vector(50272, rng, 10.0f);
+  std::vector<float> got(x.size()), want(x.size());
+  cpu::log_softmax(x.data(), got.data(), int64_t(x.size()));
+  cpu::ref::log_softmax(x.data(), want.data(), int64_t(x.size()));
+  expect_close(got, want, 1e-5);
+}
+
+__attribute__((target("f16c"))) uint16_t hardware_fp16(float f) {
+  return static_cast<uint16_t>(_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), 0), 0));
+}
+__attribute__((target("f16c"))) float hardware_fp32(uint16_t h) {
+  return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+}
+
+// The scalar conversions against the processor's own (F16C), over every fp16 value and many
+// fp32 values including subnormals, ties and overflow.
+TEST(DType, Fp16ConversionsMatchHardware) {
+  if (!__builtin_cpu_supports("f16c")) GTEST_SKIP() << "no F16C on this CPU to compare with";
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float want = hardware_fp32(uint16_t(h));
+    const float got = fp16_to_fp32(uint16_t(h));
+    if (std::isnan(want)) {
+      EXPECT_TRUE(std::isnan(got));
+    } else {
+      ASSERT_EQ(std::memcmp(&got, &want, 4), 0) << "fp16 bits " << h;
+    }
+  }
+  std::mt19937 rng(6);
+  std::uniform_int_distribution<uint32_t> bits;
+  for (int i = 0; i < 2000000; ++i) {
+    uint32_t b = bits(rng);
+    if (i % 2) b = (b & 0x80ffffff) | ((101 + (b >> 24) % 40) << 23);  // near fp16's range
+    float f;
+    std::memcpy(&f, &b, 4);
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(fp32_to_fp16(f), hardware_fp16(f)) << "fp32 bits " << b;
+  }
+  std::vector<uint16_t> h(37);
+  for (size_t i = 0; i < h.size(); ++i) h[i] = uint16_t(i * 1777);
+  std::vector<float> bulk(h.size());
+  convert_to_f32(DType::kF16, h.data(), bulk.data(), h.size());
+  for (size_t i = 0; i < h.size(); ++i) {
+    const float one = fp16_to_fp32(h[i]);
+    EXPECT_EQ(std::memcmp(&bulk[i], &one, 4), 0) << "fp16 bits " << h[i];
+  }
+}
+
+TEST(DType, Bf16RoundsToNearestEven) {
+  EXPECT_EQ(fp32_to_bf16(1.0f), 0x3f80);
+  EXPECT_EQ(bf16_to_fp32(0x3f80), 1.0f);
+  float f;
+  uint32_t tie = 0x3f808000;  // exactly between 0x3f80 and 0x3f81: to even
+  std::memcpy(&f, &tie, 4);
+  EXPECT_EQ(fp32_to_bf16(f), 0x3f80);
+  tie = 0x3f818000;
+  std::memcpy(&f, &tie, 4);
+  EXPECT_EQ(fp32_to_bf16(f), 0x3f82);
+}
+
+}  // namespace
+}  // namespace strata
