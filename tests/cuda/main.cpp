@@ -1,0 +1,15 @@
+// CUDA tests: skipped (exit 77, which CTest counts as skipped) where no GPU is present.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "kernels/cuda/launchers.h"
+
+int main(int argc, char** argv) {
+  if (strata::cuda::device_count() == 0) {
+    std::printf("no CUDA device: skipped\n");
+    return 77;
+  }
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
