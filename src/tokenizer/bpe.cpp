@@ -1,0 +1,142 @@
+#include "tokenizer/bpe.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "tokenizer/utf8.h"
+
+namespace strata {
+namespace {
+
+// Bytes that are printable in Latin-1 stand for themselves; the other 68 are moved to
+// U+0100 and up, in byte order, so that no token text holds spaces or control characters.
+bool is_printable_byte(int b) {
+  return (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+}
+
+struct ByteMap {
+  std::array<char32_t, 256> to_unicode{};
+  ByteMap() {
+    char32_t next = 256;
+    for (int b = 0; b < 256; ++b) to_unicode[b] = is_printable_byte(b) ? b : next++;
+  }
+};
+
+const ByteMap& byte_map() {
+  static const ByteMap map;
+  return map;
+}
+
+// A piece this long or longer is not cached: long runs of spaces or digits are rare and large.
+constexpr size_t kMaxCachedPieceBytes = 256;
+// The cache is emptied when it grows past this many pieces, which bounds its memory.
+constexpr size_t kMaxCacheEntries = size_t{1} << 18;
+
+struct Candidate {
+  int32_t rank;
+  int32_t left;  // index of the left symbol
+  int32_t left_id;
+  int32_t right_id;
+  int32_t merged;
+  // std heaps keep the largest on top; the best candidate is the lowest rank, then leftmost.
+  bool operator<(const Candidate& o) const {
+    return rank != o.rank ? rank > o.rank : left > o.left;
+  }
+};
+
+}  // namespace
+
+char32_t byte_to_unicode(uint8_t byte) { return byte_map().to_unicode[byte]; }
+
+int unicode_to_byte(char32_t c) {
+  if (c < 256 && is_printable_byte(static_cast<int>(c))) return static_cast<int>(c);
+  if (c < 256 || c >= 256 + 68) return -1;
+  const auto& map = byte_map().to_unicode;
+  for (int b = 0; b < 256; ++b) {
+    if (map[b] == c) return b;
+  }
+  return -1;
+}
+
+std::string bytes_to_token_text(std::string_view bytes) {
+  std::string text;
+  for (char b : bytes) append_utf8(text, byte_to_unicode(static_cast<uint8_t>(b)));
+  return text;
+}
+
+BytePairEncoder::BytePairEncoder(const std::array<int32_t, 256>& byte_ids,
+                                 const std::vector<MergeRule>& merges)
+    : byte_ids_(byte_ids) {
+  ranks_.reserve(merges.size());
+  for (size_t r = 0; r < merges.size(); ++r) {
+    const MergeRule& m = merges[r];
+    // A repeated pair keeps its first (best) rank.
+    ranks_.try_emplace(pair_key(m.left, m.right), Rank{static_cast<int32_t>(r), m.merged});
+  }
+}
+
+const BytePairEncoder::Rank* BytePairEncoder::find_rank(int32_t left, int32_t right) const {
+  const auto it = ranks_.find(pair_key(left, right));
+  return it == ranks_.end() ? nullptr : &it->second;
+}
+
+void BytePairEncoder::encode_piece(std::string_view bytes, std::vector<int32_t>& out) {
+  if (bytes.size() == 1) {
+    const int32_t id = byte_ids_[static_cast<uint8_t>(bytes[0])];
+    STRATA_INPUT_CHECK(id >= 0, "the vocabulary has no token for byte ",
+                       static_cast<int>(static_cast<uint8_t>(bytes[0])));
+    out.push_back(id);
+    return;
+  }
+  if (bytes.size() < kMaxCachedPieceBytes) {
+    const auto it = cache_.find(bytes);
+    if (it != cache_.end()) {
+      out.insert(out.end(), it->second.begin(), it->second.end());
+      return;
+    }
+  }
+  const size_t first = out.size();
+  merge(bytes, out);
+  if (bytes.size() < kMaxCachedPieceBytes) {
+    if (cache_.size() >= kMaxCacheEntries) cache_.clear();
+    cache_.emplace(std::string(bytes), std::vector<int32_t>(out.begin() + first, out.end()));
+  }
+}
+
+void BytePairEncoder::merge(std::string_view bytes, std::vector<int32_t>& out) {
+  auto& sym = symbols_;
+  sym.clear();
+  const auto n = static_cast<int32_t>(bytes.size());
+  for (int32_t i = 0; i < n; ++i) {
+    const auto b = static_cast<uint8_t>(bytes[i]);
+    STRATA_INPUT_CHECK(byte_ids_[b] >= 0, "the vocabulary has no token for byte ", int{b});
+    sym.push_back({byte_ids_[b], i - 1, i + 1 < n ? i + 1 : -1});
+  }
+  std::vector<Candidate> heap;
+  const auto push = [&](int32_t left) {
+    const int32_t right = sym[left].next;
+    if (const Rank* r = find_rank(sym[left].id, sym[right].id)) {
+      heap.push_back({r->rank, left, sym[left].id, sym[right].id, r->merged});
+      std::push_heap(heap.begin(), heap.end());
+    }
+  };
+  for (int32_t i = 0; i + 1 < n; ++i) push(i);
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end());
+    const Candidate c = heap.back();
+    heap.pop_back();
+    Symbol& left = sym[c.left];
+    // Stale entries: either side was merged since the pair was queued.
+    if (left.id != c.left_id || left.next < 0 || sym[left.next].id != c.right_id) continue;
+    Symbol& right = sym[left.next];
+    left.id = c.merged;
+    left.next = right.next;
+    right.id = -1;
+    if (left.next >= 0) sym[left.next].prev = c.left;
+    if (left.prev >= 0) push(left.prev);
+    if (left.next >= 0) push(c.left);
+  }
+  for (int32_t i = 0; i >= 0; i = sym[i].next) out.push_back(sym[i].id);
+}
+
+}  // namespace strata

@@ -1,0 +1,49 @@
+#include "tokenizer/text_stream.h"
+
+#include <algorithm>
+
+#include "tokenizer/utf8.h"
+
+namespace strata {
+
+std::string TextStream::push(int32_t id) {
+  if (!(skip_special_ && tokenizer_->is_special(id))) pending_ += tokenizer_->token_bytes(id);
+  const size_t complete = pending_.size() - incomplete_utf8_tail(pending_);
+  std::string out = replace_invalid_utf8(std::string_view(pending_).substr(0, complete));
+  pending_.erase(0, complete);
+  return out;
+}
+
+std::string TextStream::finish() {
+  std::string out = replace_invalid_utf8(pending_);
+  pending_.clear();
+  return out;
+}
+
+bool StopWatcher::push(int32_t id) {
+  if (stopped()) return true;
+  const size_t old_size = bytes_.size();
+  if (!tokenizer_->is_special(id)) bytes_ += tokenizer_->token_bytes(id);
+  ends_.push_back(bytes_.size());
+  // Nothing matched before, so a match must end in the new bytes.
+  for (const std::string& stop : *stops_) {
+    if (stop.empty()) continue;
+    const size_t from = old_size + 1 > stop.size() ? old_size + 1 - stop.size() : 0;
+    const size_t at = bytes_.find(stop, from);
+    if (at != std::string::npos) cut_ = std::min(cut_, at);
+  }
+  return stopped();
+}
+
+std::string StopWatcher::text() const {
+  return replace_invalid_utf8(std::string_view(bytes_).substr(0, std::min(cut_, bytes_.size())));
+}
+
+size_t StopWatcher::kept_ids() const {
+  if (!stopped()) return ends_.size();
+  size_t kept = 0;
+  while (kept < ends_.size() && (kept == 0 ? 0 : ends_[kept - 1]) < cut_) ++kept;
+  return kept;
+}
+
+}  // namespace strata

@@ -1,0 +1,55 @@
+// Generated ids turned into text while they arrive.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tokenizer/tokenizer.h"
+
+namespace strata {
+
+// Emits text as tokens come, never half of a multi-byte UTF-8 character: bytes that begin a
+// character still missing its continuation bytes are held back until they arrive. Ill-formed
+// bytes become U+FFFD, so the pieces joined equal replace_invalid_utf8 of the whole decode.
+class TextStream {
+ public:
+  explicit TextStream(const Tokenizer& tokenizer, bool skip_special = true)
+      : tokenizer_(&tokenizer), skip_special_(skip_special) {}
+
+  // The text that became complete with `id` (often empty, or more than one character).
+  std::string push(int32_t id);
+  // What is still held back, as U+FFFD; call at the end of the sequence.
+  std::string finish();
+
+ private:
+  const Tokenizer* tokenizer_;
+  bool skip_special_;
+  std::string pending_;
+};
+
+// Watches one sequence's generated text for stop strings. Specials (e.g. </s>) are not text.
+// On a stop, text() is everything before the first stop string, and kept_ids() is the shortest
+// prefix of the ids whose text covers it: ids lying wholly in the stop string or after it are
+// dropped, an id that straddles its start stays.
+class StopWatcher {
+ public:
+  StopWatcher(const Tokenizer& tokenizer, const std::vector<std::string>& stops)
+      : tokenizer_(&tokenizer), stops_(&stops) {}
+
+  // Adds the next id; true once the text holds a stop string.
+  bool push(int32_t id);
+  bool stopped() const { return cut_ != std::string::npos; }
+  // The text so far (cut before the stop when stopped), valid UTF-8.
+  std::string text() const;
+  size_t kept_ids() const;
+
+ private:
+  const Tokenizer* tokenizer_;
+  const std::vector<std::string>* stops_;
+  std::string bytes_;
+  std::vector<size_t> ends_;  // bytes_.size() after each id
+  size_t cut_ = std::string::npos;
+};
+
+}  // namespace strata

@@ -1,0 +1,272 @@
+// Reading a tokenizer as Hugging Face saves it. Precedence follows transformers: tokenizer.json
+// (the "fast" tokenizer) when present, else vocab.json + merges.txt with tokenizer_config.json.
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.h"
+#include "tokenizer/tokenizer.h"
+
+namespace strata {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  STRATA_INPUT_CHECK(in.good(), path.string(), ": cannot open: ", std::strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  STRATA_INPUT_CHECK(!in.bad(), path.string(), ": read failed");
+  return text.str();
+}
+
+std::optional<json> read_json_if_present(const fs::path& path) {
+  if (!fs::exists(path)) return std::nullopt;
+  try {
+    return json::parse(read_file(path));
+  } catch (const json::parse_error& e) {
+    throw_input(path.string() + ": not JSON (" + e.what() + ")");
+  }
+}
+
+// A special token is written either as its text or as {"content": text, ...}.
+std::optional<std::string> token_content(const json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string()) {
+    return v["content"].get<std::string>();
+  }
+  return std::nullopt;
+}
+
+MergeRule resolve_merge(const TokenizerSpec& spec, const std::string& left,
+                        const std::string& right, const std::string& where) {
+  const auto find = [&](const std::string& text) {
+    const auto it = spec.vocab.find(text);
+    STRATA_INPUT_CHECK(it != spec.vocab.end(), where, ": merge '", left, " ", right, "' uses '",
+                       text, "', which is not in the vocabulary");
+    return it->second;
+  };
+  return {find(left), find(right), find(left + right)};
+}
+
+void read_vocab_object(const json& vocab, const std::string& where, TokenizerSpec& spec) {
+  STRATA_INPUT_CHECK(vocab.is_object(), where, ": the vocabulary is not a JSON object");
+  spec.vocab.reserve(vocab.size());
+  for (const auto& [text, id] : vocab.items()) {
+    STRATA_INPUT_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0 &&
+                           id.get<int64_t>() < INT32_MAX,
+                       where, ": token '", text, "' has no valid id");
+    spec.vocab.emplace(text, id.get<int32_t>());
+  }
+}
+
+void read_merges_txt(const fs::path& path, TokenizerSpec& spec) {
+  std::istringstream in(read_file(path));
+  std::string line;
+  for (int64_t number = 1; std::getline(in, line); ++number) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || (number == 1 && line.rfind("#version", 0) == 0)) continue;
+    const std::string where = path.string() + ":" + std::to_string(number);
+    const size_t space = line.find(' ');
+    STRATA_INPUT_CHECK(space != std::string::npos && space > 0 && space + 1 < line.size() &&
+                           line.find(' ', space + 1) == std::string::npos,
+                       where, ": expected two tokens separated by one space");
+    spec.merges.push_back(resolve_merge(spec, line.substr(0, space), line.substr(space + 1), where));
+  }
+}
+
+struct PostProcessing {
+  std::vector<int32_t> prefix, suffix;
+};
+
+// A boolean setting; absent or null means the default.
+bool flag(const json& j, const char* key, bool fallback = false) {
+  return j.contains(key) && j[key].is_boolean() ? j[key].get<bool>() : fallback;
+}
+
+int32_t json_id(const json& v, const std::string& where) {
+  STRATA_INPUT_CHECK(v.is_number_integer(), where, ": a token id is not an integer");
+  return v.get<int32_t>();
+}
+
+// tokenizer.json's post_processor: the tokens put around a single text.
+void read_post_processor(const json& p, const std::string& where, PostProcessing& out) {
+  if (p.is_null()) return;
+  const std::string type = p.value("type", "");
+  if (type == "ByteLevel") return;
+  if (type == "Sequence") {
+    for (const auto& q : p.at("processors")) read_post_processor(q, where, out);
+  } else if (type == "TemplateProcessing") {
+    bool after = false;
+    for (const auto& item : p.at("single")) {
+      if (item.contains("Sequence")) {
+        after = true;
+        continue;
+      }
+      const std::string name = item.at("SpecialToken").at("id").get<std::string>();
+      STRATA_INPUT_CHECK(p.at("special_tokens").contains(name), where,
+                         ": post_processor uses undefined special token '", name, "'");
+      for (const auto& id : p["special_tokens"][name].at("ids")) {
+        (after ? out.suffix : out.prefix).push_back(json_id(id, where));
+      }
+    }
+  } else if (type == "RobertaProcessing" || type == "BertProcessing") {
+    out.prefix.push_back(json_id(p.at("cls").at(1), where));
+    out.suffix.push_back(json_id(p.at("sep").at(1), where));
+  } else {
+    throw_input(where + ": post_processor type '" + type + "' is not supported");
+  }
+}
+
+void read_tokenizer_json(const json& j, const std::string& where, TokenizerSpec& spec,
+                         PostProcessing& post) {
+  const json& model = j.at("model");
+  const std::string type = model.value("type", "BPE");
+  STRATA_INPUT_CHECK(type == "BPE", where, ": model type '", type, "' is not BPE");
+  const auto unset = [&](const char* key) {
+    return !model.contains(key) || model[key].is_null() || model[key] == "" || model[key] == false;
+  };
+  for (const char* key : {"dropout", "continuing_subword_prefix", "end_of_word_suffix",
+                          "byte_fallback", "ignore_merges"}) {
+    STRATA_INPUT_CHECK(unset(key), where, ": BPE option '", key, "' is not supported");
+  }
+  STRATA_INPUT_CHECK(!j.contains("normalizer") || j["normalizer"].is_null(), where,
+                     ": normalizers are not supported (GPT-2 and OPT have none)");
+  const json& pre = j.contains("pre_tokenizer") ? j["pre_tokenizer"] : json();
+  STRATA_INPUT_CHECK(pre.is_object() && pre.value("type", "") == "ByteLevel", where,
+                     ": pre_tokenizer must be ByteLevel");
+  spec.add_prefix_space = flag(pre, "add_prefix_space");
+  spec.use_regex = flag(pre, "use_regex", true);
+  read_vocab_object(model.at("vocab"), where, spec);
+  for (const auto& m : model.at("merges")) {
+    if (m.is_array()) {
+      STRATA_INPUT_CHECK(m.size() == 2, where, ": a merge is not a pair");
+      spec.merges.push_back(
+          resolve_merge(spec, m[0].get<std::string>(), m[1].get<std::string>(), where));
+    } else {
+      const std::string text = m.get<std::string>();
+      const size_t space = text.find(' ');
+      STRATA_INPUT_CHECK(space != std::string::npos, where, ": merge '", text, "' has no space");
+      spec.merges.push_back(resolve_merge(spec, text.substr(0, space), text.substr(space + 1), where));
+    }
+  }
+  if (j.contains("added_tokens")) {
+    for (const auto& t : j["added_tokens"]) {
+      spec.added.push_back({t.at("content").get<std::string>(), json_id(t.at("id"), where),
+                            flag(t, "special", true)});
+    }
+  }
+  if (j.contains("post_processor")) read_post_processor(j["post_processor"], where, post);
+}
+
+// The id of a special token's text: an added token, a vocabulary entry, or, as transformers
+// does for a special token it has not seen, a new id after all others.
+int32_t special_token_id(TokenizerSpec& spec, const std::string& content) {
+  for (auto& t : spec.added) {
+    if (t.content == content) return t.id;
+  }
+  int32_t id = 0;
+  const auto it = spec.vocab.find(content);
+  if (it != spec.vocab.end()) {
+    id = it->second;
+  } else {
+    for (const auto& [text, i] : spec.vocab) id = std::max(id, i + 1);
+    for (const auto& t : spec.added) id = std::max(id, t.id + 1);
+  }
+  spec.added.push_back({content, id, true});
+  return id;
+}
+
+const char* const kSpecialKeys[] = {"bos_token", "eos_token", "unk_token", "sep_token",
+                                    "pad_token", "cls_token", "mask_token"};
+
+void read_special_tokens(const fs::path& dir, const std::string& config_where,
+                         const std::optional<json>& config, TokenizerSpec& spec,
+                         std::optional<int32_t>* bos, std::optional<int32_t>* eos) {
+  const fs::path map_path = dir / "special_tokens_map.json";
+  const auto map = read_json_if_present(map_path);
+  if (config && config->contains("added_tokens_decoder")) {
+    for (const auto& [id, t] : (*config)["added_tokens_decoder"].items()) {
+      const auto content = token_content(t);
+      STRATA_INPUT_CHECK(content && !id.empty() && id.size() < 10 &&
+                             id.find_first_not_of("0123456789") == std::string::npos,
+                         config_where, ": added token '", id, "' has no content or no valid id");
+      const bool known = std::any_of(spec.added.begin(), spec.added.end(),
+                                     [&](const AddedToken& a) { return a.content == *content; });
+      if (!known) spec.added.push_back({*content, std::stoi(id), flag(t, "special", true)});
+    }
+  }
+  // tokenizer_config.json first, special_tokens_map.json for what it leaves out.
+  for (const json* source : {config ? &*config : nullptr, map ? &*map : nullptr}) {
+    if (!source) continue;
+    for (const char* key : kSpecialKeys) {
+      if (!source->contains(key)) continue;
+      const auto content = token_content((*source)[key]);
+      if (!content) continue;
+      const int32_t id = special_token_id(spec, *content);
+      if (std::strcmp(key, "bos_token") == 0 && !*bos) *bos = id;
+      if (std::strcmp(key, "eos_token") == 0 && !*eos) *eos = id;
+    }
+    if (source->contains("additional_special_tokens")) {
+      for (const auto& t : (*source)["additional_special_tokens"]) {
+        if (const auto content = token_content(t)) special_token_id(spec, *content);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+std::optional<TokenizerSpec> read_tokenizer_spec(const std::string& dir_name) {
+  const fs::path dir(dir_name);
+  const fs::path tokenizer_json = dir / "tokenizer.json";
+  const fs::path vocab_json = dir / "vocab.json";
+  const fs::path merges_txt = dir / "merges.txt";
+  const bool fast = fs::exists(tokenizer_json);
+  if (!fast && !fs::exists(vocab_json)) return std::nullopt;
+  TokenizerSpec spec;
+  PostProcessing post;
+  std::string where;
+  try {
+    if (fast) {
+      where = tokenizer_json.string();
+      read_tokenizer_json(*read_json_if_present(tokenizer_json), where, spec, post);
+    } else {
+      STRATA_INPUT_CHECK(fs::exists(merges_txt), dir_name, ": has vocab.json but no merges.txt");
+      where = vocab_json.string();
+      read_vocab_object(*read_json_if_present(vocab_json), where, spec);
+      read_merges_txt(merges_txt, spec);
+    }
+    const fs::path config_path = dir / "tokenizer_config.json";
+    where = config_path.string();
+    const auto config = read_json_if_present(config_path);
+    std::optional<int32_t> bos, eos;
+    read_special_tokens(dir, where, config, spec, &bos, &eos);
+    if (fast) {
+      spec.prefix_ids = post.prefix;
+      spec.suffix_ids = post.suffix;
+    } else if (config) {
+      // The slow tokenizers: GPT2Tokenizer's add_bos_token is how OPT gets its leading </s>.
+      if (flag(*config, "add_bos_token")) {
+        STRATA_INPUT_CHECK(bos, where, ": add_bos_token is set but there is no bos_token");
+        spec.prefix_ids.push_back(*bos);
+      }
+      if (flag(*config, "add_eos_token")) {
+        STRATA_INPUT_CHECK(eos, where, ": add_eos_token is set but there is no eos_token");
+        spec.suffix_ids.push_back(*eos);
+      }
+      spec.add_prefix_space = flag(*config, "add_prefix_space");
+    }
+  } catch (const json::exception& e) {
+    throw_input(where + ": unexpected content (" + e.what() + ")");
+  }
+  return spec;
+}
+
+}  // namespace strata
