@@ -103,6 +103,16 @@ __attribute__((target("avx2,f16c"))) void f16_to_f32_f16c(const uint16_t* src, f
   for (; i < n; ++i) dst[i] = fp16_to_fp32(src[i]);
 }
 
+__attribute__((target("avx2,f16c"))) void f32_to_f16_f16c(const float* src, uint16_t* dst,
+                                                           size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), h);
+  }
+  for (; i < n; ++i) dst[i] = fp32_to_fp16(src[i]);
+}
+
 bool has_f16c() {
   static const bool value = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx2");
   return value;
@@ -140,7 +150,11 @@ void convert_from_f32(DType dtype, const float* src, void* dst, size_t n) {
       return;
     case DType::kF16: {
       auto* h = static_cast<uint16_t*>(dst);
-      for (size_t i = 0; i < n; ++i) h[i] = fp32_to_fp16(src[i]);
+      if (has_f16c()) {
+        f32_to_f16_f16c(src, h, n);
+      } else {
+        for (size_t i = 0; i < n; ++i) h[i] = fp32_to_fp16(src[i]);
+      }
       return;
     }
     case DType::kBF16: {

@@ -84,6 +84,11 @@ OptModel::OptModel(const WeightSource& source) : config_(source.config()) {
   }
 }
 
+float* OptModel::reserve(std::vector<float>& buffer, int64_t n) {
+  if (buffer.size() < static_cast<size_t>(n)) buffer.resize(static_cast<size_t>(n));
+  return buffer.data();
+}
+
 void OptModel::forward(std::span<const SequenceStep> steps, KvCache& cache, float* logits) const {
   const OptConfig& c = config_;
   const int64_t h = c.hidden_size;
@@ -100,34 +105,28 @@ void OptModel::forward(std::span<const SequenceStep> steps, KvCache& cache, floa
   const int64_t rows = row_offsets.back();
 
   // Token embeddings (through project_in when the widths differ) plus learned positions.
-  std::vector<float> hidden(static_cast<size_t>(rows * h));
-  {
-    std::vector<float> words(static_cast<size_t>(rows * e));
-    for (size_t s = 0; s < steps.size(); ++s) {
-      for (size_t i = 0; i < steps[s].tokens.size(); ++i) {
-        const int32_t token = steps[s].tokens[i];
-        STRATA_CHECK(token >= 0 && token < c.vocab_size, "token id ", token, " out of range");
-        std::memcpy(&words[static_cast<size_t>((row_offsets[s] + i) * e)],
-                    &embed_tokens_[static_cast<size_t>(token * e)], static_cast<size_t>(e) * 4);
-      }
+  float* hidden = reserve(ws_.hidden, rows * h);
+  float* words = c.has_projection() ? reserve(ws_.words, rows * e) : hidden;
+  for (size_t s = 0; s < steps.size(); ++s) {
+    for (size_t i = 0; i < steps[s].tokens.size(); ++i) {
+      const int32_t token = steps[s].tokens[i];
+      STRATA_CHECK(token >= 0 && token < c.vocab_size, "token id ", token, " out of range");
+      std::memcpy(words + (row_offsets[s] + static_cast<int64_t>(i)) * e,
+                  &embed_tokens_[static_cast<size_t>(token * e)], static_cast<size_t>(e) * 4);
     }
-    if (c.has_projection()) {
-      apply_linear(project_in_, words.data(), hidden.data(), rows);
-    } else {
-      hidden.swap(words);
-    }
-    for (size_t s = 0; s < steps.size(); ++s) {
-      const int64_t start = cache.length(steps[s].slot);
-      for (size_t i = 0; i < steps[s].tokens.size(); ++i) {
-        const int64_t pos = start + static_cast<int64_t>(i) + kPositionOffset;
-        cpu::add_inplace(&hidden[static_cast<size_t>((row_offsets[s] + i) * h)],
-                         &embed_positions_[static_cast<size_t>(pos * h)], h);
-      }
+  }
+  if (c.has_projection()) apply_linear(project_in_, words, hidden, rows);
+  for (size_t s = 0; s < steps.size(); ++s) {
+    const int64_t start = cache.length(steps[s].slot);
+    for (size_t i = 0; i < steps[s].tokens.size(); ++i) {
+      const int64_t pos = start + static_cast<int64_t>(i) + kPositionOffset;
+      cpu::add_inplace(hidden + (row_offsets[s] + static_cast<int64_t>(i)) * h,
+                       &embed_positions_[static_cast<size_t>(pos * h)], h);
     }
   }
 
   for (int64_t l = 0; l < c.n_layers; ++l) {
-    run_layer(layers_[static_cast<size_t>(l)], l, steps, row_offsets, cache, hidden.data(), rows);
+    run_layer(layers_[static_cast<size_t>(l)], l, steps, row_offsets, cache, hidden, rows);
   }
   for (const auto& step : steps) {
     cache.set_length(step.slot, cache.length(step.slot) + static_cast<int64_t>(step.tokens.size()));
@@ -135,18 +134,16 @@ void OptModel::forward(std::span<const SequenceStep> steps, KvCache& cache, floa
 
   // Only each sequence's last row needs logits.
   const int64_t n_seq = static_cast<int64_t>(steps.size());
-  std::vector<float> last(static_cast<size_t>(n_seq * h));
+  float* last = reserve(ws_.last, n_seq * h);
   for (int64_t s = 0; s < n_seq; ++s) {
-    std::memcpy(&last[static_cast<size_t>(s * h)], &hidden[static_cast<size_t>((row_offsets[s + 1] - 1) * h)],
-                static_cast<size_t>(h) * 4);
+    std::memcpy(last + s * h, hidden + (row_offsets[s + 1] - 1) * h, static_cast<size_t>(h) * 4);
   }
-  if (c.final_layer_norm) apply_norm(final_norm_, last.data(), last.data(), n_seq, h);
-  std::vector<float> projected;
-  const float* head_in = last.data();
+  if (c.final_layer_norm) apply_norm(final_norm_, last, last, n_seq, h);
+  const float* head_in = last;
   if (c.has_projection()) {
-    projected.resize(static_cast<size_t>(n_seq * e));
-    apply_linear(project_out_, last.data(), projected.data(), n_seq);
-    head_in = projected.data();
+    float* projected = reserve(ws_.projected, n_seq * e);
+    apply_linear(project_out_, last, projected, n_seq);
+    head_in = projected;
   }
   const float* head = lm_head_.empty() ? embed_tokens_.data() : lm_head_.data();
   cpu::linear(head_in, head, nullptr, logits, n_seq, c.vocab_size, e);
@@ -157,50 +154,53 @@ void OptModel::run_layer(const DecoderLayer& layer, int64_t index,
                          KvCache& cache, float* hidden, int64_t rows) const {
   const OptConfig& c = config_;
   const int64_t h = c.hidden_size;
-  const size_t n = static_cast<size_t>(rows * h);
-  std::vector<float> x(n), q(n), attn(n), k(n), v(n);
+  float* x = reserve(ws_.x, rows * h);
+  float* q = reserve(ws_.q, rows * h);
+  float* k = reserve(ws_.k, rows * h);
+  float* v = reserve(ws_.v, rows * h);
+  float* attn = reserve(ws_.attn, rows * h);
+  float* mid = reserve(ws_.mid, rows * c.ffn_dim);
 
   // Self-attention block.
   const float* attn_in = hidden;
   if (c.pre_layer_norm) {
-    apply_norm(layer.attn_norm, hidden, x.data(), rows, h);
-    attn_in = x.data();
+    apply_norm(layer.attn_norm, hidden, x, rows, h);
+    attn_in = x;
   }
-  apply_linear(layer.q, attn_in, q.data(), rows);
-  cpu::scale_inplace(q.data(), 1.0f / std::sqrt(static_cast<float>(c.head_dim())), rows * h);
-  apply_linear(layer.k, attn_in, k.data(), rows);
-  apply_linear(layer.v, attn_in, v.data(), rows);
+  apply_linear(layer.q, attn_in, q, rows);
+  cpu::scale_inplace(q, 1.0f / std::sqrt(static_cast<float>(c.head_dim())), rows * h);
+  apply_linear(layer.k, attn_in, k, rows);
+  apply_linear(layer.v, attn_in, v, rows);
   for (size_t s = 0; s < steps.size(); ++s) {
     const int64_t slot = steps[s].slot;
     const int64_t start = cache.length(slot);
     const int64_t n_new = row_offsets[s + 1] - row_offsets[s];
     float* keys = cache.keys(index, slot);
     float* values = cache.values(index, slot);
-    const size_t row0 = static_cast<size_t>(row_offsets[s] * h);
-    std::memcpy(keys + start * h, &k[row0], static_cast<size_t>(n_new * h) * 4);
-    std::memcpy(values + start * h, &v[row0], static_cast<size_t>(n_new * h) * 4);
-    cpu::attention(&q[row0], h, keys, values, h, &attn[row0], start, n_new, c.n_heads,
+    const int64_t row0 = row_offsets[s] * h;
+    std::memcpy(keys + start * h, k + row0, static_cast<size_t>(n_new * h) * 4);
+    std::memcpy(values + start * h, v + row0, static_cast<size_t>(n_new * h) * 4);
+    cpu::attention(q + row0, h, keys, values, h, attn + row0, start, n_new, c.n_heads,
                    c.head_dim());
   }
-  apply_linear(layer.o, attn.data(), x.data(), rows);
-  cpu::add_inplace(hidden, x.data(), rows * h);
+  apply_linear(layer.o, attn, x, rows);
+  cpu::add_inplace(hidden, x, rows * h);
   if (!c.pre_layer_norm) apply_norm(layer.attn_norm, hidden, hidden, rows, h);
 
   // Feed-forward block.
   const float* ffn_in = hidden;
   if (c.pre_layer_norm) {
-    apply_norm(layer.ffn_norm, hidden, x.data(), rows, h);
-    ffn_in = x.data();
+    apply_norm(layer.ffn_norm, hidden, x, rows, h);
+    ffn_in = x;
   }
-  std::vector<float> mid(static_cast<size_t>(rows * c.ffn_dim));
-  apply_linear(layer.fc1, ffn_in, mid.data(), rows);
+  apply_linear(layer.fc1, ffn_in, mid, rows);
   if (c.activation == Activation::kRelu) {
-    cpu::relu(mid.data(), rows * c.ffn_dim);
+    cpu::relu(mid, rows * c.ffn_dim);
   } else {
-    cpu::gelu(mid.data(), rows * c.ffn_dim);
+    cpu::gelu(mid, rows * c.ffn_dim);
   }
-  apply_linear(layer.fc2, mid.data(), x.data(), rows);
-  cpu::add_inplace(hidden, x.data(), rows * h);
+  apply_linear(layer.fc2, mid, x, rows);
+  cpu::add_inplace(hidden, x, rows * h);
   if (!c.pre_layer_norm) apply_norm(layer.ffn_norm, hidden, hidden, rows, h);
 }
 

@@ -74,7 +74,14 @@ class OptModel {
                  std::span<const int64_t> row_offsets, KvCache& cache, float* hidden,
                  int64_t rows) const;
 
+  // Work buffers kept between steps so the steady state allocates nothing.
+  struct Workspace {
+    std::vector<float> hidden, words, x, q, k, v, attn, mid, last, projected;
+  };
+  static float* reserve(std::vector<float>& buffer, int64_t n);
+
   OptConfig config_;
+  mutable Workspace ws_;  // forward() is not reentrant: one model per thread of control
   std::vector<float> embed_tokens_;     // [vocab, word_embed_proj_dim], also the tied lm_head
   std::vector<float> embed_positions_;  // [max_positions + 2, hidden]
   std::vector<float> lm_head_;          // empty when tied
