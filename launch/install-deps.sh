@@ -4,7 +4,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git
   libopenblas-dev libglpk-dev libopenmpi-dev openmpi-bin
-  libcxxopts-dev nlohmann-json3-dev liburing-dev
+  libcxxopts-dev nlohmann-json3-dev liburing-dev libicu-dev
   libgtest-dev libgmock-dev
 )
 # The tokenizer tests run node and npm; a machine may carry its own newer ones.
