@@ -1,0 +1,457 @@
+#include "runtime/disk_store.h"
+
+#include <fcntl.h>
+#include <liburing.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "core/error.h"
+#include "runtime/disk_cleanup.h"
+
+namespace strata {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr uint64_t kStopTag = ~uint64_t{0};
+
+uint64_t round_up(uint64_t bytes, uint64_t multiple) {
+  return (bytes + multiple - 1) / multiple * multiple;
+}
+
+bool aligned(uint64_t value) { return value % DiskStore::kAlignment == 0; }
+
+std::string describe_errno(int error) { return std::strerror(error); }
+
+// The directory must exist, be a directory and take new files.
+void check_offload_dir(const std::string& dir) {
+  struct stat info {};
+  if (::stat(dir.c_str(), &info) != 0) {
+    STRATA_INPUT_CHECK(errno != ENOENT, "--offload-dir ", dir, ": does not exist");
+    throw_input(detail::concat("--offload-dir ", dir, ": ", describe_errno(errno)));
+  }
+  STRATA_INPUT_CHECK(S_ISDIR(info.st_mode), "--offload-dir ", dir, ": is not a directory");
+  STRATA_INPUT_CHECK(::access(dir.c_str(), W_OK | X_OK) == 0, "--offload-dir ", dir,
+                     ": is not writable (", describe_errno(errno), ")");
+}
+
+uint64_t free_bytes(const std::string& dir) {
+  struct statvfs info {};
+  STRATA_CHECK(::statvfs(dir.c_str(), &info) == 0, "statvfs ", dir, ": ", describe_errno(errno));
+  return uint64_t{info.f_bavail} * info.f_frsize;
+}
+
+// The store's file: closed and removed when this goes.
+class OwnedFile {
+ public:
+  OwnedFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  ~OwnedFile() {
+    ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+  OwnedFile(const OwnedFile&) = delete;
+  OwnedFile& operator=(const OwnedFile&) = delete;
+  int fd() const { return fd_; }
+
+ private:
+  std::string path_;
+  int fd_;
+};
+
+// Creates a new file `path` for direct I/O, or throws an input error naming `dir`.
+int create_direct_file(const std::string& dir, const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_DIRECT | O_CLOEXEC, 0600);
+  if (fd >= 0) return fd;
+  const int error = errno;
+  if (error == EINVAL) {
+    // Linux creates the file before it finds the filesystem refuses O_DIRECT.
+    ::unlink(path.c_str());
+    throw_input(detail::concat("--offload-dir ", dir,
+                               ": its filesystem does not support O_DIRECT (direct I/O), which "
+                               "the disk tier needs; choose a directory on a local disk, not "
+                               "tmpfs"));
+  }
+  STRATA_INPUT_CHECK(error != EACCES && error != EPERM && error != EROFS, "--offload-dir ", dir,
+                     ": is not writable (", describe_errno(error), ")");
+  throw_input(
+      detail::concat("--offload-dir ", dir, ": cannot create a file: ", describe_errno(error)));
+}
+
+std::string room_message(const std::string& dir, uint64_t capacity_bytes) {
+  return detail::concat("offload dir ", dir, " has room for ", free_bytes(dir),
+                        " bytes but the policy needs ", capacity_bytes);
+}
+
+class Ring {
+ public:
+  explicit Ring(unsigned entries) {
+    const int ret = io_uring_queue_init(entries, &ring_, 0);
+    STRATA_CHECK(ret == 0, "io_uring_queue_init: ", describe_errno(-ret),
+                 " (is io_uring disabled, sysctl kernel.io_uring_disabled?)");
+  }
+  ~Ring() { io_uring_queue_exit(&ring_); }
+  Ring(const Ring&) = delete;
+  Ring& operator=(const Ring&) = delete;
+  io_uring* get() { return &ring_; }
+
+ private:
+  io_uring ring_{};
+};
+
+// One io_uring request: part of a ticket's transfer, at most kChunkBytes.
+struct Chunk {
+  uint64_t ticket = 0;
+  bool is_write = false;
+  char* buffer = nullptr;
+  uint64_t file_offset = 0;
+  uint64_t size_bytes = 0;
+  uint64_t done_bytes = 0;
+};
+
+// A submitted transfer not yet cut into chunks.
+struct Pending {
+  uint64_t ticket;
+  bool is_write;
+  char* buffer;
+  uint64_t file_offset;
+  uint64_t size_bytes;
+};
+
+struct Ticket {
+  uint64_t chunks_left = 0;
+  int error = 0;  // the first errno among its chunks
+  bool is_write = false;
+  uint64_t size_bytes = 0;
+};
+
+std::atomic<uint64_t> g_file_sequence{0};
+
+}  // namespace
+
+struct DiskStore::State {
+  State(const std::string& dir, uint64_t capacity_bytes);
+  std::string make_path();
+
+  // All of these with `mutex` held. Errors come back as errno values: the completion thread
+  // cannot throw.
+  int fill_queue();
+  int prepare(unsigned slot);
+  void complete(unsigned slot, int result);
+  void completion_loop();
+  unsigned chunks_in_flight() const { return kQueueDepth - free_slots.size(); }
+  void throw_io_error(const Ticket& ticket, int error) const;
+  uint64_t submit(bool is_write, const Extent& extent, uint64_t offset_in_extent,
+                  const void* buffer, uint64_t size_bytes);
+
+  const std::string dir;
+  const uint64_t capacity_bytes;
+  const std::string path;
+  CleanupRegistration registration;
+  std::unique_ptr<OwnedFile> file;
+  std::unique_ptr<Ring> ring;
+
+  std::mutex mutex;
+  std::condition_variable completed;
+  uint64_t allocated_bytes = 0;
+  uint64_t next_ticket = 1;
+  std::map<uint64_t, Ticket> tickets;
+  std::deque<Pending> pending;
+  std::array<Chunk, kQueueDepth> slots;
+  std::vector<unsigned> free_slots;
+  int ring_error = 0;  // the completion thread has stopped on this error
+  uint64_t bytes_read = 0;
+  uint64_t bytes_written = 0;
+  bool busy = false;  // chunks in flight since busy_since
+  Clock::time_point busy_since{};
+  Clock::duration busy_total{};
+  std::thread completion_thread;
+};
+
+DiskStore::State::State(const std::string& dir_in, uint64_t capacity_in)
+    : dir(dir_in),
+      capacity_bytes(round_up(capacity_in, kAlignment)),
+      path(make_path()),
+      registration(path) {
+  check_offload_dir(dir);
+  // Checked first so a too-large policy fails at once instead of filling the disk to the brim.
+  STRATA_INPUT_CHECK(capacity_bytes <= free_bytes(dir), room_message(dir, capacity_bytes));
+  const int fd = create_direct_file(dir, path);
+  file = std::make_unique<OwnedFile>(path, fd);
+  STRATA_CHECK(::fchmod(fd, 0600) == 0, "fchmod ", path, ": ", describe_errno(errno));
+  if (capacity_bytes > 0) {
+    // Reserve now so the run cannot fail later for lack of space.
+    const int ret = ::posix_fallocate(fd, 0, static_cast<off_t>(capacity_bytes));
+    if (ret == EOPNOTSUPP || ret == EINVAL) {
+      STRATA_CHECK(::ftruncate(fd, static_cast<off_t>(capacity_bytes)) == 0, "ftruncate ", path,
+                   ": ", describe_errno(errno));
+    } else {
+      STRATA_INPUT_CHECK(ret != ENOSPC && ret != EDQUOT,
+                         room_message(dir, capacity_bytes));
+      STRATA_INPUT_CHECK(ret != EFBIG, room_message(dir, capacity_bytes),
+                         " (more than its filesystem allows in one file)");
+      STRATA_CHECK(ret == 0, "fallocate ", path, ": ", describe_errno(ret));
+    }
+  }
+  ring = std::make_unique<Ring>(kQueueDepth);
+  for (unsigned i = kQueueDepth; i-- > 0;) free_slots.push_back(i);
+  completion_thread = std::thread([this] { completion_loop(); });
+}
+
+std::string DiskStore::State::make_path() {
+  // The random part keeps processes with equal pids (containers sharing a dir) apart.
+  static const uint32_t process_salt = std::random_device{}();
+  char salt[9];
+  std::snprintf(salt, sizeof(salt), "%08x", process_salt);
+  return detail::concat(dir, "/strata-offload-", ::getpid(), "-", salt, "-",
+                        g_file_sequence.fetch_add(1), ".bin");
+}
+
+int DiskStore::State::prepare(unsigned slot) {
+  io_uring_sqe* sqe = io_uring_get_sqe(ring->get());
+  if (sqe == nullptr) return EBUSY;  // cannot happen: at most kQueueDepth chunks in flight
+  Chunk& chunk = slots[slot];
+  char* buffer = chunk.buffer + chunk.done_bytes;
+  const auto size = static_cast<unsigned>(chunk.size_bytes - chunk.done_bytes);
+  const uint64_t offset = chunk.file_offset + chunk.done_bytes;
+  if (chunk.is_write) {
+    io_uring_prep_write(sqe, file->fd(), buffer, size, offset);
+  } else {
+    io_uring_prep_read(sqe, file->fd(), buffer, size, offset);
+  }
+  io_uring_sqe_set_data64(sqe, slot);
+  return 0;
+}
+
+int DiskStore::State::fill_queue() {
+  while (!free_slots.empty() && !pending.empty()) {
+    Pending& next = pending.front();
+    const unsigned slot = free_slots.back();
+    free_slots.pop_back();
+    const uint64_t size = std::min(next.size_bytes, kChunkBytes);
+    slots[slot] = Chunk{next.ticket, next.is_write, next.buffer, next.file_offset, size, 0};
+    next.buffer += size;
+    next.file_offset += size;
+    next.size_bytes -= size;
+    if (next.size_bytes == 0) pending.pop_front();
+    if (const int error = prepare(slot)) return error;
+  }
+  if (!busy && chunks_in_flight() > 0) {
+    busy = true;
+    busy_since = Clock::now();
+  }
+  while (io_uring_sq_ready(ring->get()) > 0) {
+    const int ret = io_uring_submit(ring->get());
+    if (ret == -EINTR || ret == -EAGAIN) continue;
+    if (ret < 0) return -ret;
+  }
+  return 0;
+}
+
+void DiskStore::State::complete(unsigned slot, int result) {
+  Chunk& chunk = slots[slot];
+  Ticket& ticket = tickets.at(chunk.ticket);
+  if (result == -EAGAIN || result == -EINTR) {
+    if (prepare(slot) == 0) return;
+    result = -EBUSY;
+  }
+  if (result > 0) {
+    chunk.done_bytes += static_cast<uint64_t>(result);
+    // A short transfer: ask again for the rest.
+    if (chunk.done_bytes < chunk.size_bytes) {
+      if (prepare(slot) == 0) return;
+      result = -EBUSY;
+    } else {
+      (chunk.is_write ? bytes_written : bytes_read) += chunk.size_bytes;
+    }
+  }
+  if (result <= 0 && ticket.error == 0) ticket.error = result == 0 ? EIO : -result;
+  --ticket.chunks_left;
+  free_slots.push_back(slot);
+}
+
+void DiskStore::State::completion_loop() {
+  for (;;) {
+    io_uring_cqe* cqe = nullptr;
+    const int ret = io_uring_wait_cqe(ring->get(), &cqe);
+    if (ret == -EINTR) continue;
+    std::unique_lock<std::mutex> lock(mutex);
+    if (ret < 0) {
+      ring_error = -ret;
+      completed.notify_all();
+      return;
+    }
+    bool stop = false;
+    unsigned head = 0;
+    unsigned seen = 0;
+    io_uring_for_each_cqe(ring->get(), head, cqe) {
+      ++seen;
+      const uint64_t tag = io_uring_cqe_get_data64(cqe);
+      if (tag == kStopTag) {
+        stop = true;
+      } else {
+        complete(static_cast<unsigned>(tag), cqe->res);
+      }
+    }
+    io_uring_cq_advance(ring->get(), seen);
+    if (const int error = fill_queue()) ring_error = error;
+    if (busy && chunks_in_flight() == 0) {
+      busy = false;
+      busy_total += Clock::now() - busy_since;
+    }
+    lock.unlock();
+    completed.notify_all();
+    if (stop || ring_error != 0) return;
+  }
+}
+
+void DiskStore::State::throw_io_error(const Ticket& ticket, int error) const {
+  const char* what = ticket.is_write ? "writing" : "reading";
+  STRATA_INPUT_CHECK(error != ENOSPC && error != EDQUOT, "offload dir ", dir, ": disk full ",
+                     what, " ", ticket.size_bytes, " bytes of ", path);
+  STRATA_CHECK(false, "offload dir ", dir, ": I/O error ", what, " ", ticket.size_bytes,
+               " bytes of ", path, ": ", describe_errno(error));
+}
+
+DiskStore::DiskStore(const std::string& dir, uint64_t capacity_bytes)
+    : state_(std::make_unique<State>(dir, capacity_bytes)) {}
+
+DiskStore::~DiskStore() {
+  State& s = *state_;
+  std::unique_lock<std::mutex> lock(s.mutex);
+  // Buffers of tickets nobody waited for may still be written by the kernel: let them finish.
+  s.completed.wait(lock, [&] {
+    return s.ring_error != 0 || (s.pending.empty() && s.chunks_in_flight() == 0);
+  });
+  if (s.ring_error == 0) {
+    io_uring_sqe* sqe = io_uring_get_sqe(s.ring->get());
+    io_uring_prep_nop(sqe);
+    io_uring_sqe_set_data64(sqe, kStopTag);
+    io_uring_submit(s.ring->get());
+  }
+  lock.unlock();
+  s.completion_thread.join();
+}
+
+const std::string& DiskStore::dir() const { return state_->dir; }
+const std::string& DiskStore::path() const { return state_->path; }
+uint64_t DiskStore::capacity_bytes() const { return state_->capacity_bytes; }
+
+uint64_t DiskStore::allocated_bytes() const {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  return state_->allocated_bytes;
+}
+
+DiskStore::Extent DiskStore::allocate(uint64_t size_bytes) {
+  State& s = *state_;
+  const uint64_t rounded = round_up(size_bytes, kAlignment);
+  std::lock_guard<std::mutex> lock(s.mutex);
+  const uint64_t available = s.capacity_bytes - s.allocated_bytes;
+  STRATA_INPUT_CHECK(rounded <= available, "disk tier (offload dir ", s.dir, "): needs ", rounded,
+                     " more bytes but only ", available, " of ", s.capacity_bytes,
+                     " are left");
+  const Extent extent{s.allocated_bytes, rounded};
+  s.allocated_bytes += rounded;
+  return extent;
+}
+
+uint64_t DiskStore::State::submit(bool is_write, const Extent& extent, uint64_t offset_in_extent,
+                                  const void* buffer, uint64_t size_bytes) {
+  State& s = *this;
+  const auto address = reinterpret_cast<uintptr_t>(buffer);
+  STRATA_CHECK(aligned(address) && aligned(offset_in_extent) && aligned(size_bytes),
+               "disk tier I/O must be ", DiskStore::kAlignment, "-aligned: buffer ", buffer,
+               ", offset ", offset_in_extent, ", size ", size_bytes);
+  STRATA_CHECK(offset_in_extent <= extent.size_bytes &&
+                   size_bytes <= extent.size_bytes - offset_in_extent &&
+                   extent.offset_bytes + extent.size_bytes <= s.capacity_bytes,
+               "disk tier I/O outside its extent: offset ", offset_in_extent, " size ",
+               size_bytes, " in extent [", extent.offset_bytes, ", +", extent.size_bytes,
+               ") of a ", s.capacity_bytes, "-byte store");
+  std::lock_guard<std::mutex> lock(s.mutex);
+  STRATA_CHECK(s.ring_error == 0, "offload dir ", s.dir, ": io_uring failed earlier: ",
+               describe_errno(s.ring_error));
+  const uint64_t ticket = s.next_ticket++;
+  const uint64_t chunks = (size_bytes + DiskStore::kChunkBytes - 1) / DiskStore::kChunkBytes;
+  s.tickets[ticket] = Ticket{chunks, 0, is_write, size_bytes};
+  if (chunks == 0) return ticket;
+  // The kernel reads from a write's buffer; the cast only lets one queue hold both directions.
+  s.pending.push_back(Pending{ticket, is_write, static_cast<char*>(const_cast<void*>(buffer)),
+                              extent.offset_bytes + offset_in_extent, size_bytes});
+  const int error = s.fill_queue();
+  STRATA_CHECK(error == 0, "offload dir ", s.dir, ": io_uring submit: ", describe_errno(error));
+  return ticket;
+}
+
+uint64_t DiskStore::submit_read(const Extent& extent, uint64_t offset_in_extent, void* dst,
+                                uint64_t size_bytes) {
+  return state_->submit(false, extent, offset_in_extent, dst, size_bytes);
+}
+
+uint64_t DiskStore::submit_write(const Extent& extent, uint64_t offset_in_extent,
+                                 const void* src, uint64_t size_bytes) {
+  return state_->submit(true, extent, offset_in_extent, src, size_bytes);
+}
+
+void DiskStore::wait(uint64_t ticket_id) {
+  State& s = *state_;
+  std::unique_lock<std::mutex> lock(s.mutex);
+  auto it = s.tickets.find(ticket_id);
+  STRATA_CHECK(it != s.tickets.end(), "disk tier: ticket ", ticket_id,
+               " unknown or already waited for");
+  s.completed.wait(lock, [&] { return it->second.chunks_left == 0 || s.ring_error != 0; });
+  const Ticket ticket = it->second;
+  s.tickets.erase(it);
+  STRATA_CHECK(ticket.chunks_left == 0, "offload dir ", s.dir, ": io_uring failed: ",
+               describe_errno(s.ring_error));
+  if (ticket.error != 0) s.throw_io_error(ticket, ticket.error);
+}
+
+void DiskStore::read(const Extent& extent, uint64_t offset_in_extent, void* dst,
+                     uint64_t size_bytes) {
+  wait(submit_read(extent, offset_in_extent, dst, size_bytes));
+}
+
+void DiskStore::write(const Extent& extent, uint64_t offset_in_extent, const void* src,
+                      uint64_t size_bytes) {
+  wait(submit_write(extent, offset_in_extent, src, size_bytes));
+}
+
+void DiskStore::sync() {
+  STRATA_CHECK(::fdatasync(state_->file->fd()) == 0, "offload dir ", state_->dir,
+               ": fdatasync: ", describe_errno(errno));
+}
+
+uint64_t DiskStore::bytes_read() const {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  return state_->bytes_read;
+}
+
+uint64_t DiskStore::bytes_written() const {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  return state_->bytes_written;
+}
+
+double DiskStore::busy_seconds() const {
+  State& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  Clock::duration busy = s.busy_total;
+  if (s.busy) busy += Clock::now() - s.busy_since;
+  return std::chrono::duration<double>(busy).count();
+}
+
+}  // namespace strata

@@ -1,0 +1,86 @@
+// The disk tier: the engine's own file in the user's --offload-dir, read and written with
+// O_DIRECT through io_uring so weight and cache traffic bypasses the page cache and runs at the
+// disk's sequential bandwidth (FlexGen's memmap through the page cache does not).
+//
+// One store is one file, named uniquely, mode 0600, reserved up front with fallocate so the run
+// cannot fail half way for lack of space. The file is removed when the store is destroyed, at
+// exit, and on SIGINT / SIGTERM / SIGHUP: while any store lives, the process keeps a registry of
+// live store paths and a handler for those signals that unlinks them (async-signal-safe), puts
+// back the handler that was there before and re-raises the signal. The last store to go puts the
+// previous handlers back. A signal whose previous disposition was "ignore" stays ignored. SIGKILL
+// cannot be caught: a killed run leaves its file behind (named strata-offload-PID-*.bin).
+//
+// I/O: every buffer, offset and size is a multiple of kAlignment. A request is split into
+// kChunkBytes chunks kept kQueueDepth deep in flight; a completion thread reaps them, resubmits
+// short transfers and refills the queue, so requests progress while the submitter computes.
+// Requests are served in submission order. Any thread may submit and wait; each ticket is waited
+// for exactly once.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <memory>
+
+namespace strata {
+
+class DiskStore {
+ public:
+  static constexpr uint64_t kAlignment = 4096;       // O_DIRECT block and extent granularity
+  static constexpr uint64_t kChunkBytes = 1 << 20;   // one io_uring request
+  static constexpr unsigned kQueueDepth = 16;        // chunks in flight
+
+  // A range of the store's file: offset and size are multiples of kAlignment.
+  struct Extent {
+    uint64_t offset_bytes = 0;
+    uint64_t size_bytes = 0;
+  };
+
+  // Input errors, naming `dir`, when it is missing, not a directory, not writable, on a
+  // filesystem without O_DIRECT, or without room for `capacity_bytes` (rounded up to
+  // kAlignment); nothing is left behind then.
+  DiskStore(const std::string& dir, uint64_t capacity_bytes);
+  ~DiskStore();  // waits for outstanding I/O, then closes and removes the file
+  DiskStore(const DiskStore&) = delete;
+  DiskStore& operator=(const DiskStore&) = delete;
+
+  const std::string& dir() const;
+  const std::string& path() const;
+  uint64_t capacity_bytes() const;
+  uint64_t allocated_bytes() const;
+
+  // Bump allocation; the size is rounded up to kAlignment. An input error names the disk tier,
+  // the bytes needed and the bytes left when it does not fit.
+  Extent allocate(uint64_t size_bytes);
+
+  // Asynchronous transfers between `extent` (from offset_in_extent) and host memory; the buffer
+  // must stay valid until wait(ticket) returns. wait() throws on an I/O error, naming the dir.
+  uint64_t submit_read(const Extent& extent, uint64_t offset_in_extent, void* dst,
+                       uint64_t size_bytes);
+  uint64_t submit_write(const Extent& extent, uint64_t offset_in_extent, const void* src,
+                        uint64_t size_bytes);
+  void wait(uint64_t ticket);
+
+  void read(const Extent& extent, uint64_t offset_in_extent, void* dst, uint64_t size_bytes);
+  void write(const Extent& extent, uint64_t offset_in_extent, const void* src,
+             uint64_t size_bytes);
+  // fdatasync: written data is on the device, not only in its queue.
+  void sync();
+
+  // Completed transfers, and the seconds during which at least one chunk was in flight.
+  uint64_t bytes_read() const;
+  uint64_t bytes_written() const;
+  double busy_seconds() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// O_DIRECT sequential bandwidth of a scratch DiskStore of `size_bytes` in `dir`, through the
+// same io_uring path; the scratch file is removed afterwards. Writing includes the final
+// fdatasync; reading first writes the file (untimed) so the reads touch the device.
+double measure_disk_read_gbps(const std::string& dir, uint64_t size_bytes);
+double measure_disk_write_gbps(const std::string& dir, uint64_t size_bytes);
+
+}  // namespace strata
