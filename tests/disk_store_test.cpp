@@ -38,7 +38,8 @@ bool supports_direct_io(const fs::path& dir) {
 class DirectDir {
  public:
   DirectDir() {
-    for (const fs::path& base : {fs::temp_directory_path(), fs::path("/var/tmp"), fs::current_path()}) {
+    for (const fs::path& base :
+         {fs::temp_directory_path(), fs::path("/var/tmp"), fs::current_path()}) {
       if (!fs::is_directory(base) || !supports_direct_io(base)) continue;
       path_ = base / ("strata-disk-test-" + std::to_string(getpid()) + "-" +
                       std::to_string(std::random_device{}()));
@@ -85,15 +86,15 @@ HostBuffer random_buffer(uint64_t size_bytes, uint32_t seed) {
 }
 
 bool same_bytes(const HostBuffer& a, const HostBuffer& b) {
-  return a.size_bytes() == b.size_bytes() &&
-         std::memcmp(a.data(), b.data(), a.size_bytes()) == 0;
+  return a.size_bytes() == b.size_bytes() && std::memcmp(a.data(), b.data(), a.size_bytes()) == 0;
 }
 
 TEST(DiskStore, RoundTripsSeveralExtentsFromTwoThreads) {
   DirectDir dir;
   // Odd multiples of 4 KiB, around and across the 1 MiB chunk size.
-  const std::vector<uint64_t> sizes = {3 * 4096, 257 * 4096, 1000 * 4096, 4096,
-                                       769 * 4096, 255 * 4096, 2 * 1024 * 1024 + 4096, 13 * 4096};
+  const std::vector<uint64_t> sizes = {
+      3 * 4096, 257 * 4096, 1000 * 4096, 4096, 769 * 4096, 255 * 4096, 2 * 1024 * 1024 + 4096,
+      13 * 4096};
   uint64_t total = 0;
   for (uint64_t size : sizes) total += size;
   DiskStore store(dir.str(), total);
@@ -120,8 +121,8 @@ TEST(DiskStore, RoundTripsSeveralExtentsFromTwoThreads) {
       // Two requests per extent, the second from an offset inside it.
       const uint64_t half = sizes[i] / 2 / 4096 * 4096;
       tickets.push_back(store.submit_read(extents[i], 0, results[i].data(), half));
-      tickets.push_back(store.submit_read(extents[i], half, results[i].as<char>() + half,
-                                          sizes[i] - half));
+      tickets.push_back(
+          store.submit_read(extents[i], half, results[i].as<char>() + half, sizes[i] - half));
     }
     for (uint64_t ticket : tickets) store.wait(ticket);
   };
@@ -273,8 +274,12 @@ void expect_signal_removes_file(int signal_number) {
   EXPECT_TRUE(dir.empty()) << "the store file outlived the signal";
 }
 
-TEST(DiskStore, SigtermRemovesFile) { expect_signal_removes_file(SIGTERM); }
-TEST(DiskStore, SigintRemovesFile) { expect_signal_removes_file(SIGINT); }
+TEST(DiskStore, SigtermRemovesFile) {
+  expect_signal_removes_file(SIGTERM);
+}
+TEST(DiskStore, SigintRemovesFile) {
+  expect_signal_removes_file(SIGINT);
+}
 
 TEST(DiskStore, ExitWithLiveStoreRemovesFile) {
   DirectDir dir;
@@ -297,7 +302,8 @@ TEST(DiskStore, ExitWithLiveStoreRemovesFile) {
 
 TEST(DiskStore, HandlersArePutBackWhenTheLastStoreGoes) {
   DirectDir dir;
-  struct sigaction before {}, during {}, after {};
+  struct sigaction before {
+  }, during{}, after{};
   ::sigaction(SIGTERM, nullptr, &before);
   {
     DiskStore first(dir.str(), 4096);

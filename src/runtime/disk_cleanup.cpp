@@ -55,8 +55,8 @@ void on_signal(int signal_number) {
 void install_handlers() {
   for (int i = 0; i < kNumSignals; ++i) {
     struct sigaction previous {};
-    STRATA_CHECK(::sigaction(kSignals[i], nullptr, &previous) == 0, "sigaction: ",
-                 std::strerror(errno));
+    STRATA_CHECK(::sigaction(kSignals[i], nullptr, &previous) == 0,
+                 "sigaction: ", std::strerror(errno));
     // A signal the process ignores does not end it, so there is nothing to clean up.
     if (!(previous.sa_flags & SA_SIGINFO) && previous.sa_handler == SIG_IGN) continue;
     g_previous[i] = previous;
@@ -64,8 +64,8 @@ void install_handlers() {
     action.sa_handler = on_signal;
     sigemptyset(&action.sa_mask);
     action.sa_flags = SA_RESTART;
-    STRATA_CHECK(::sigaction(kSignals[i], &action, nullptr) == 0, "sigaction: ",
-                 std::strerror(errno));
+    STRATA_CHECK(::sigaction(kSignals[i], &action, nullptr) == 0,
+                 "sigaction: ", std::strerror(errno));
     g_installed[i] = true;
   }
 }

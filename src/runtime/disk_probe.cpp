@@ -14,8 +14,8 @@ namespace {
 
 // Requests of one buffer's size, all submitted at once so the queue never runs dry; the buffer
 // is reused by every request because the data does not matter.
-double timed_transfer_seconds(DiskStore& store, const DiskStore::Extent& extent,
-                              HostBuffer& buffer, bool is_write) {
+double timed_transfer_seconds(DiskStore& store, const DiskStore::Extent& extent, HostBuffer& buffer,
+                              bool is_write) {
   const auto start = std::chrono::steady_clock::now();
   std::vector<uint64_t> tickets;
   for (uint64_t offset = 0; offset < extent.size_bytes; offset += buffer.size_bytes()) {

@@ -10,9 +10,9 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
-#include <cstdio>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -34,9 +34,13 @@ uint64_t round_up(uint64_t bytes, uint64_t multiple) {
   return (bytes + multiple - 1) / multiple * multiple;
 }
 
-bool aligned(uint64_t value) { return value % DiskStore::kAlignment == 0; }
+bool aligned(uint64_t value) {
+  return value % DiskStore::kAlignment == 0;
+}
 
-std::string describe_errno(int error) { return std::strerror(error); }
+std::string describe_errno(int error) {
+  return std::strerror(error);
+}
 
 // The directory must exist, be a directory and take new files.
 void check_offload_dir(const std::string& dir) {
@@ -102,7 +106,8 @@ class Ring {
   explicit Ring(unsigned entries) {
     const int ret = io_uring_queue_init(entries, &ring_, 0);
     STRATA_CHECK(ret == 0, "io_uring_queue_init: ", describe_errno(-ret),
-                 " (is io_uring disabled, sysctl kernel.io_uring_disabled?)");
+                 " (io_uring disabled by sysctl kernel.io_uring_disabled or a container's seccomp "
+                 "profile?)");
   }
   ~Ring() { io_uring_queue_exit(&ring_); }
   Ring(const Ring&) = delete;
@@ -200,8 +205,7 @@ DiskStore::State::State(const std::string& dir_in, uint64_t capacity_in)
       STRATA_CHECK(::ftruncate(fd, static_cast<off_t>(capacity_bytes)) == 0, "ftruncate ", path,
                    ": ", describe_errno(errno));
     } else {
-      STRATA_INPUT_CHECK(ret != ENOSPC && ret != EDQUOT,
-                         room_message(dir, capacity_bytes));
+      STRATA_INPUT_CHECK(ret != ENOSPC && ret != EDQUOT, room_message(dir, capacity_bytes));
       STRATA_INPUT_CHECK(ret != EFBIG, room_message(dir, capacity_bytes),
                          " (more than its filesystem allows in one file)");
       STRATA_CHECK(ret == 0, "fallocate ", path, ": ", describe_errno(ret));
@@ -321,8 +325,8 @@ void DiskStore::State::completion_loop() {
 
 void DiskStore::State::throw_io_error(const Ticket& ticket, int error) const {
   const char* what = ticket.is_write ? "writing" : "reading";
-  STRATA_INPUT_CHECK(error != ENOSPC && error != EDQUOT, "offload dir ", dir, ": disk full ",
-                     what, " ", ticket.size_bytes, " bytes of ", path);
+  STRATA_INPUT_CHECK(error != ENOSPC && error != EDQUOT, "offload dir ", dir, ": disk full ", what,
+                     " ", ticket.size_bytes, " bytes of ", path);
   STRATA_CHECK(false, "offload dir ", dir, ": I/O error ", what, " ", ticket.size_bytes,
                " bytes of ", path, ": ", describe_errno(error));
 }
@@ -334,9 +338,8 @@ DiskStore::~DiskStore() {
   State& s = *state_;
   std::unique_lock<std::mutex> lock(s.mutex);
   // Buffers of tickets nobody waited for may still be written by the kernel: let them finish.
-  s.completed.wait(lock, [&] {
-    return s.ring_error != 0 || (s.pending.empty() && s.chunks_in_flight() == 0);
-  });
+  s.completed.wait(
+      lock, [&] { return s.ring_error != 0 || (s.pending.empty() && s.chunks_in_flight() == 0); });
   if (s.ring_error == 0) {
     io_uring_sqe* sqe = io_uring_get_sqe(s.ring->get());
     io_uring_prep_nop(sqe);
@@ -347,9 +350,15 @@ DiskStore::~DiskStore() {
   s.completion_thread.join();
 }
 
-const std::string& DiskStore::dir() const { return state_->dir; }
-const std::string& DiskStore::path() const { return state_->path; }
-uint64_t DiskStore::capacity_bytes() const { return state_->capacity_bytes; }
+const std::string& DiskStore::dir() const {
+  return state_->dir;
+}
+const std::string& DiskStore::path() const {
+  return state_->path;
+}
+uint64_t DiskStore::capacity_bytes() const {
+  return state_->capacity_bytes;
+}
 
 uint64_t DiskStore::allocated_bytes() const {
   std::lock_guard<std::mutex> lock(state_->mutex);
@@ -362,8 +371,7 @@ DiskStore::Extent DiskStore::allocate(uint64_t size_bytes) {
   std::lock_guard<std::mutex> lock(s.mutex);
   const uint64_t available = s.capacity_bytes - s.allocated_bytes;
   STRATA_INPUT_CHECK(rounded <= available, "disk tier (offload dir ", s.dir, "): needs ", rounded,
-                     " more bytes but only ", available, " of ", s.capacity_bytes,
-                     " are left");
+                     " more bytes but only ", available, " of ", s.capacity_bytes, " are left");
   const Extent extent{s.allocated_bytes, rounded};
   s.allocated_bytes += rounded;
   return extent;
@@ -379,12 +387,12 @@ uint64_t DiskStore::State::submit(bool is_write, const Extent& extent, uint64_t 
   STRATA_CHECK(offset_in_extent <= extent.size_bytes &&
                    size_bytes <= extent.size_bytes - offset_in_extent &&
                    extent.offset_bytes + extent.size_bytes <= s.capacity_bytes,
-               "disk tier I/O outside its extent: offset ", offset_in_extent, " size ",
-               size_bytes, " in extent [", extent.offset_bytes, ", +", extent.size_bytes,
-               ") of a ", s.capacity_bytes, "-byte store");
+               "disk tier I/O outside its extent: offset ", offset_in_extent, " size ", size_bytes,
+               " in extent [", extent.offset_bytes, ", +", extent.size_bytes, ") of a ",
+               s.capacity_bytes, "-byte store");
   std::lock_guard<std::mutex> lock(s.mutex);
-  STRATA_CHECK(s.ring_error == 0, "offload dir ", s.dir, ": io_uring failed earlier: ",
-               describe_errno(s.ring_error));
+  STRATA_CHECK(s.ring_error == 0, "offload dir ", s.dir,
+               ": io_uring failed earlier: ", describe_errno(s.ring_error));
   const uint64_t ticket = s.next_ticket++;
   const uint64_t chunks = (size_bytes + DiskStore::kChunkBytes - 1) / DiskStore::kChunkBytes;
   s.tickets[ticket] = Ticket{chunks, 0, is_write, size_bytes};
@@ -402,8 +410,8 @@ uint64_t DiskStore::submit_read(const Extent& extent, uint64_t offset_in_extent,
   return state_->submit(false, extent, offset_in_extent, dst, size_bytes);
 }
 
-uint64_t DiskStore::submit_write(const Extent& extent, uint64_t offset_in_extent,
-                                 const void* src, uint64_t size_bytes) {
+uint64_t DiskStore::submit_write(const Extent& extent, uint64_t offset_in_extent, const void* src,
+                                 uint64_t size_bytes) {
   return state_->submit(true, extent, offset_in_extent, src, size_bytes);
 }
 
@@ -416,8 +424,8 @@ void DiskStore::wait(uint64_t ticket_id) {
   s.completed.wait(lock, [&] { return it->second.chunks_left == 0 || s.ring_error != 0; });
   const Ticket ticket = it->second;
   s.tickets.erase(it);
-  STRATA_CHECK(ticket.chunks_left == 0, "offload dir ", s.dir, ": io_uring failed: ",
-               describe_errno(s.ring_error));
+  STRATA_CHECK(ticket.chunks_left == 0, "offload dir ", s.dir,
+               ": io_uring failed: ", describe_errno(s.ring_error));
   if (ticket.error != 0) s.throw_io_error(ticket, ticket.error);
 }
 

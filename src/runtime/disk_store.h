@@ -18,17 +18,16 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
-
 #include <memory>
+#include <string>
 
 namespace strata {
 
 class DiskStore {
  public:
-  static constexpr uint64_t kAlignment = 4096;       // O_DIRECT block and extent granularity
-  static constexpr uint64_t kChunkBytes = 1 << 20;   // one io_uring request
-  static constexpr unsigned kQueueDepth = 16;        // chunks in flight
+  static constexpr uint64_t kAlignment = 4096;      // O_DIRECT block and extent granularity
+  static constexpr uint64_t kChunkBytes = 1 << 20;  // one io_uring request
+  static constexpr unsigned kQueueDepth = 16;       // chunks in flight
 
   // A range of the store's file: offset and size are multiples of kAlignment.
   struct Extent {
@@ -40,7 +39,9 @@ class DiskStore {
   // filesystem without O_DIRECT, or without room for `capacity_bytes` (rounded up to
   // kAlignment); nothing is left behind then.
   DiskStore(const std::string& dir, uint64_t capacity_bytes);
-  ~DiskStore();  // waits for outstanding I/O, then closes and removes the file
+  // Waits for outstanding I/O (so the buffers of tickets not waited for must outlive the store),
+  // then closes and removes the file.
+  ~DiskStore();
   DiskStore(const DiskStore&) = delete;
   DiskStore& operator=(const DiskStore&) = delete;
 
@@ -62,8 +63,7 @@ class DiskStore {
   void wait(uint64_t ticket);
 
   void read(const Extent& extent, uint64_t offset_in_extent, void* dst, uint64_t size_bytes);
-  void write(const Extent& extent, uint64_t offset_in_extent, const void* src,
-             uint64_t size_bytes);
+  void write(const Extent& extent, uint64_t offset_in_extent, const void* src, uint64_t size_bytes);
   // fdatasync: written data is on the device, not only in its queue.
   void sync();
 
