@@ -91,7 +91,7 @@ std::string replace_invalid_utf8(std::string_view s) {
   for (size_t i = 0; i < s.size();) {
     size_t need = 0;
     const size_t k = valid_prefix(s, i, &need);
-    if (k == need) {
+    if (k == need && need > 0) {
       out.append(s.substr(i, k));
       i += k;
     } else {
