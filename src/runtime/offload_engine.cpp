@@ -1,0 +1,481 @@
+#include "runtime/offload_engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/units.h"
+#include "runtime/stream.h"
+#include "runtime/tiered_array.h"
+
+namespace strata {
+namespace {
+
+constexpr int kRing = 3;  // working buffers for batch k-1 (storing), k (computing), k+1 (loading)
+
+uint64_t align_block(uint64_t bytes) {
+  return (bytes + DiskStore::kAlignment - 1) / DiskStore::kAlignment * DiskStore::kAlignment;
+}
+
+// Bytes of one array on each tier, as TieredArray will allocate them.
+void add_split(uint64_t (&out)[kNumTiers], int64_t numel, DType stored, const TierSplit& split,
+               uint64_t* max_disk = nullptr) {
+  const ElementSplit e = ElementSplit::of(numel, split);
+  out[0] += static_cast<uint64_t>(e.gpu) * 4;
+  out[1] += static_cast<uint64_t>(e.cpu) * dtype_size(stored);
+  const uint64_t disk = e.disk > 0 ? align_block(static_cast<uint64_t>(e.disk) * dtype_size(stored)) : 0;
+  out[2] += disk;
+  if (max_disk) *max_disk = std::max(*max_disk, disk);
+}
+
+struct Shapes {
+  int64_t capacity;   // cache tokens per slot
+  int64_t act_rows;   // hidden rows per GPU batch
+  int64_t kv_numel;   // one (layer, batch) cache block
+  int64_t act_numel;  // one batch's hidden
+  int64_t max_stage_numel;
+  int64_t workspace_numel;
+};
+
+Shapes shapes_of(const OptConfig& c, const EngineOptions& o, const std::vector<StageLayout>& layouts) {
+  Shapes s;
+  const int64_t gbs = o.policy.gpu_batch_size;
+  s.capacity = o.max_prompt_len + o.gen_len;
+  s.act_rows = gbs * o.max_prompt_len;
+  s.kv_numel = KvBlock::numel(gbs, s.capacity, c.hidden_size);
+  s.act_numel = s.act_rows * c.hidden_size;
+  s.max_stage_numel = 0;
+  for (const auto& l : layouts) s.max_stage_numel = std::max(s.max_stage_numel, l.numel);
+  s.workspace_numel = s.act_rows * (5 * c.hidden_size + c.ffn_dim + c.word_embed_proj_dim) +
+                      gbs * (c.hidden_size + c.word_embed_proj_dim);
+  return s;
+}
+
+}  // namespace
+
+uint64_t MemoryPlan::total(Tier tier) const {
+  const auto t = static_cast<size_t>(tier);
+  return weights[t] + cache[t] + activations[t] + working[t];
+}
+
+MemoryPlan plan_memory(const OptConfig& c, const EngineOptions& o) {
+  const auto layouts = opt_stage_layouts(c);
+  const Shapes s = shapes_of(c, o, layouts);
+  const Policy& p = o.policy;
+  MemoryPlan plan;
+  uint64_t max_disk = 0;
+  for (const auto& l : layouts) add_split(plan.weights, l.numel, c.dtype, p.weights, &max_disk);
+  for (int64_t i = 0; i < c.n_layers * p.num_gpu_batches; ++i) {
+    add_split(plan.cache, s.kv_numel, DType::kF32, p.cache, &max_disk);
+  }
+  for (int64_t k = 0; k < p.num_gpu_batches; ++k) {
+    add_split(plan.activations, s.act_numel, DType::kF32, p.activations, &max_disk);
+  }
+  uint64_t& gpu_work = plan.working[0];
+  if (p.weights.gpu_percent < 100) gpu_work += 2 * static_cast<uint64_t>(s.max_stage_numel) * 4;
+  if (p.cache.gpu_percent < 100) gpu_work += kRing * static_cast<uint64_t>(s.kv_numel) * 4;
+  if (p.activations.gpu_percent < 100) gpu_work += kRing * static_cast<uint64_t>(s.act_numel) * 4;
+  gpu_work += static_cast<uint64_t>(s.workspace_numel + p.effective_batch() * c.vocab_size) * 4;
+  plan.working[1] += 2 * max_disk;  // staging for the load and the store stream
+  return plan;
+}
+
+void check_caps(const MemoryPlan& plan, const TierCaps& caps) {
+  const uint64_t cap[kNumTiers] = {caps.gpu_bytes, caps.cpu_bytes, caps.disk_bytes};
+  const char* flag[kNumTiers] = {"--gpu-mem", "--cpu-mem", "--disk-mem"};
+  for (int t = 0; t < kNumTiers; ++t) {
+    const uint64_t need = plan.total(static_cast<Tier>(t));
+    STRATA_INPUT_CHECK(cap[t] == 0 || need <= cap[t], "the policy needs ", need, " bytes (",
+                       format_bytes(static_cast<double>(need)), ") on the ",
+                       tier_name(static_cast<Tier>(t)), " tier but ", flag[t], " allows ", cap[t],
+                       " (", format_bytes(static_cast<double>(cap[t])), ")");
+  }
+}
+
+double EngineStats::overlap_efficiency() const {
+  if (wall_s <= 0) return 0;
+  return std::max({compute_busy_s, load_busy_s, store_busy_s}) / wall_s;
+}
+
+struct OffloadEngine::Impl {
+  OptConfig config;
+  EngineOptions options;
+  std::vector<StageLayout> layouts;
+  Shapes shapes;
+  MemoryPlan plan;
+  TierCounters counters;
+  std::unique_ptr<DiskStore> disk;
+  std::vector<std::unique_ptr<TieredArray>> weights;  // per stage
+  std::vector<std::unique_ptr<TieredArray>> cache;    // [layer * num_gpu_batches + k]
+  std::vector<std::unique_ptr<TieredArray>> acts;     // per GPU batch
+  HostBuffer weight_buffers[2];
+  HostBuffer cache_buffers[kRing];
+  HostBuffer act_buffers[kRing];
+  HostBuffer load_staging, store_staging;
+  Workspace ws;
+  std::vector<std::vector<float>> logits;  // per GPU batch: [gpu_batch_size, vocab]
+  Stream compute{"compute"};
+  Stream loader{"load"};
+  Stream storer{"store"};
+  double wall_s = 0;
+
+  Stream& load_stream() { return options.policy.overlap ? loader : compute; }
+  Stream& store_stream() { return options.policy.overlap ? storer : compute; }
+  const Policy& policy() const { return options.policy; }
+
+  HostBuffer working_buffer(uint64_t bytes) {
+    counters.add_allocation(Tier::kGpu, bytes);
+    return HostBuffer(bytes);
+  }
+
+  void run_step(const std::vector<std::vector<SequenceStep>>& steps,
+                const std::vector<std::vector<int64_t>>& lengths);
+};
+
+OffloadEngine::OffloadEngine(const WeightSource& source, const EngineOptions& options)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.config = source.config();
+  m.options = options;
+  const Policy& p = options.policy;
+  p.validate();
+  STRATA_INPUT_CHECK(!p.compress_weight && !p.compress_cache,
+                     "policy: compress_weight / compress_cache are not supported yet");
+  STRATA_INPUT_CHECK(p.attn_sparsity == 1.0, "policy: attn_sparsity < 1 is not supported yet");
+  STRATA_CHECK(options.max_prompt_len >= 1 && options.gen_len >= 1, "engine needs prompt and gen lengths");
+  m.layouts = opt_stage_layouts(m.config);
+  m.shapes = shapes_of(m.config, options, m.layouts);
+  m.plan = plan_memory(m.config, options);
+  check_caps(m.plan, options.caps);  // before anything is allocated
+
+  const uint64_t disk_need = m.plan.total(Tier::kDisk);
+  if (disk_need > 0) {
+    STRATA_INPUT_CHECK(!options.offload_dir.empty(), "the policy puts ",
+                       format_bytes(static_cast<double>(disk_need)),
+                       " on disk: give --offload-dir");
+    m.disk = std::make_unique<DiskStore>(options.offload_dir, disk_need);
+  }
+  // Weights are packed once, stage by stage, in their stored dtype.
+  std::vector<uint8_t> packed;
+  for (const auto& layout : m.layouts) {
+    packed.resize(static_cast<size_t>(layout.numel) * dtype_size(m.config.dtype));
+    read_stage(source, layout, m.config.dtype, packed.data());
+    m.weights.push_back(std::make_unique<TieredArray>(layout.numel, m.config.dtype, p.weights,
+                                                      m.disk.get(), m.counters));
+    m.weights.back()->fill_stored(packed.data());
+  }
+  packed = {};
+  for (int64_t i = 0; i < m.config.n_layers * p.num_gpu_batches; ++i) {
+    m.cache.push_back(std::make_unique<TieredArray>(m.shapes.kv_numel, DType::kF32, p.cache,
+                                                    m.disk.get(), m.counters));
+  }
+  for (int64_t k = 0; k < p.num_gpu_batches; ++k) {
+    m.acts.push_back(std::make_unique<TieredArray>(m.shapes.act_numel, DType::kF32, p.activations,
+                                                   m.disk.get(), m.counters));
+  }
+  if (p.weights.gpu_percent < 100) {
+    for (auto& b : m.weight_buffers) b = m.working_buffer(static_cast<uint64_t>(m.shapes.max_stage_numel) * 4);
+  }
+  if (p.cache.gpu_percent < 100) {
+    for (auto& b : m.cache_buffers) b = m.working_buffer(static_cast<uint64_t>(m.shapes.kv_numel) * 4);
+  }
+  if (p.activations.gpu_percent < 100) {
+    for (auto& b : m.act_buffers) b = m.working_buffer(static_cast<uint64_t>(m.shapes.act_numel) * 4);
+  }
+  uint64_t staging = 0;
+  for (const auto* group : {&m.weights, &m.cache, &m.acts}) {
+    for (const auto& a : *group) staging = std::max(staging, a->staging_bytes());
+  }
+  if (staging > 0) {
+    m.load_staging = HostBuffer(staging);
+    m.store_staging = HostBuffer(staging);
+    m.counters.add_allocation(Tier::kCpu, 2 * staging);
+  }
+  m.logits.assign(static_cast<size_t>(p.num_gpu_batches),
+                  std::vector<float>(static_cast<size_t>(p.gpu_batch_size * m.config.vocab_size)));
+  // Workspace and logits grow on first use; count them now so peaks include them.
+  m.counters.add_allocation(Tier::kGpu, static_cast<uint64_t>(m.shapes.workspace_numel +
+                                                              p.effective_batch() * m.config.vocab_size) * 4);
+  m.counters.clear_traffic();
+  m.compute.clear_stats();
+  m.loader.clear_stats();
+  m.storer.clear_stats();
+}
+
+OffloadEngine::~OffloadEngine() = default;
+
+const OptConfig& OffloadEngine::config() const { return impl_->config; }
+const Policy& OffloadEngine::policy() const { return impl_->options.policy; }
+
+void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& steps,
+                                   const std::vector<std::vector<int64_t>>& lengths) {
+  const int64_t n_batches = static_cast<int64_t>(steps.size());
+  const int64_t hidden = config.hidden_size;
+  const int64_t n_stages = static_cast<int64_t>(layouts.size());
+  std::vector<std::vector<int64_t>> offsets(steps.size());
+  std::vector<int64_t> rows(steps.size(), 0);
+  for (int64_t k = 0; k < n_batches; ++k) {
+    if (!steps[k].empty()) {
+      rows[k] = pack_rows(config, steps[k], lengths[k], shapes.capacity, offsets[k]);
+    }
+  }
+  std::vector<EventPtr> last_compute(static_cast<size_t>(n_stages));
+  EventPtr cache_free[kRing], act_free[kRing];
+  int64_t cache_item = 0, act_item = 0;
+  std::vector<EventPtr> act_stored(steps.size());  // batch k's hidden is back on its tiers
+
+  for (int64_t s = 0; s < n_stages; ++s) {
+    const StageLayout& layout = layouts[static_cast<size_t>(s)];
+    TieredArray& w_array = *weights[static_cast<size_t>(s)];
+    float* w = w_array.resident();
+    EventPtr w_ready;
+    if (!w) {
+      w = weight_buffers[s % 2].as<float>();
+      std::vector<EventPtr> deps;
+      if (s >= 2 && last_compute[s - 2]) deps.push_back(last_compute[s - 2]);
+      w_ready = load_stream().enqueue(
+          "load weights stage " + std::to_string(s),
+          [&w_array, w, this] { w_array.load(w, 0, w_array.numel(), load_staging); }, deps);
+    }
+    for (int64_t k = 0; k < n_batches; ++k) {
+      if (steps[k].empty()) continue;
+      const std::string tag = " stage " + std::to_string(s) + " batch " + std::to_string(k);
+      std::vector<EventPtr> deps = {w_ready};
+      // The batch's hidden state: resident, or loaded into a ring buffer.
+      TieredArray& act = *acts[static_cast<size_t>(k)];
+      float* h = act.resident();
+      const int act_slot = static_cast<int>(act_item % kRing);
+      if (!h) {
+        h = act_buffers[act_slot].as<float>();
+        ++act_item;
+        if (s == 0) {
+          deps.push_back(act_free[act_slot]);
+        } else {
+          const int64_t n = rows[k] * hidden;
+          deps.push_back(load_stream().enqueue(
+              "load activations" + tag, [&act, h, n, this] { act.load(h, 0, n, load_staging); },
+              {act_free[act_slot], act_stored[k]}));
+        }
+      }
+      // The layer's KV cache for the batch: resident, or its valid rows loaded.
+      KvBlock kv;
+      TieredArray* kv_array = nullptr;
+      int cache_slot = 0;
+      if (layout.kind == StageKind::kDecoder) {
+        kv_array = cache[static_cast<size_t>(layout.layer * policy().num_gpu_batches + k)].get();
+        float* base = kv_array->resident();
+        if (!base) {
+          cache_slot = static_cast<int>(cache_item++ % kRing);
+          base = cache_buffers[cache_slot].as<float>();
+          const bool any_cached = std::any_of(steps[k].begin(), steps[k].end(), [&](const auto& st) {
+            return lengths[k][static_cast<size_t>(st.slot)] > 0;
+          });
+          if (any_cached) {
+            KvBlock target{base, shapes.capacity, hidden, lengths[k]};
+            const auto& batch_steps = steps[k];
+            deps.push_back(load_stream().enqueue(
+                "load cache" + tag,
+                [kv_array, target, &batch_steps, this] {
+                  for (const auto& st : batch_steps) {
+                    const int64_t len = target.lengths[static_cast<size_t>(st.slot)];
+                    const int64_t kb = target.keys(st.slot) - target.base;
+                    const int64_t vb = target.values(st.slot) - target.base;
+                    kv_array->load(target.base, kb, kb + len * target.hidden, load_staging);
+                    kv_array->load(target.base, vb, vb + len * target.hidden, load_staging);
+                  }
+                },
+                {cache_free[cache_slot]}));
+          } else {
+            deps.push_back(cache_free[cache_slot]);
+          }
+        }
+        kv = {base, shapes.capacity, hidden, lengths[k]};
+      }
+
+      const auto& batch_steps = steps[k];
+      const auto& batch_offsets = offsets[k];
+      const auto& batch_lengths = lengths[k];
+      float* logits_k = logits[static_cast<size_t>(k)].data();
+      EventPtr done = compute.enqueue(
+          "compute" + tag,
+          [this, &layout, w, h, kv, &batch_steps, &batch_offsets, &batch_lengths, logits_k] {
+            switch (layout.kind) {
+              case StageKind::kEmbed:
+                embed_forward(config, w, batch_steps, batch_lengths, batch_offsets, h, ws);
+                break;
+              case StageKind::kDecoder:
+                decoder_forward(config, layout, w, batch_steps, batch_offsets, kv, h, ws);
+                break;
+              case StageKind::kHead:
+                head_forward(config, layout, w, batch_offsets, h, logits_k, ws);
+                break;
+            }
+          },
+          deps);
+      last_compute[static_cast<size_t>(s)] = done;
+
+      if (kv_array && !kv_array->resident()) {
+        const KvBlock source = kv;
+        cache_free[cache_slot] = store_stream().enqueue(
+            "store cache" + tag,
+            [kv_array, source, &batch_steps, &batch_offsets, this] {
+              for (size_t i = 0; i < batch_steps.size(); ++i) {
+                const auto& st = batch_steps[i];
+                const int64_t len = source.lengths[static_cast<size_t>(st.slot)];
+                const int64_t n = batch_offsets[i + 1] - batch_offsets[i];
+                for (float* part : {source.keys(st.slot), source.values(st.slot)}) {
+                  const int64_t b = (part - source.base) + len * source.hidden;
+                  kv_array->store(source.base, b, b + n * source.hidden, store_staging);
+                }
+              }
+            },
+            {done});
+      }
+      if (!act.resident()) {
+        if (layout.kind == StageKind::kHead) {
+          act_free[act_slot] = done;
+        } else {
+          const int64_t n = rows[k] * hidden;
+          act_free[act_slot] = store_stream().enqueue(
+              "store activations" + tag, [&act, h, n, this] { act.store(h, 0, n, store_staging); },
+              {done});
+          act_stored[k] = act_free[act_slot];
+        }
+      }
+    }
+  }
+  // Every stream drains before the tokens are sampled; errors surface here.
+  loader.synchronize();
+  compute.synchronize();
+  storer.synchronize();
+}
+
+std::vector<Generation> OffloadEngine::generate(std::span<const Prompt> prompts,
+                                                const GenerateOptions& options,
+                                                GenerationStats* stats,
+                                                std::vector<std::vector<float>>* prefill_logits) {
+  Impl& m = *impl_;
+  const Policy& p = m.policy();
+  const size_t gbs = static_cast<size_t>(p.gpu_batch_size);
+  const size_t n = prompts.size();
+  STRATA_CHECK(n <= gbs * static_cast<size_t>(p.num_gpu_batches), "block larger than the policy's");
+  STRATA_CHECK(options.gen_len <= m.options.gen_len, "gen_len past what the engine was sized for");
+  for (const auto& pr : prompts) {
+    STRATA_CHECK(!pr.ids.empty() && static_cast<int64_t>(pr.ids.size()) <= m.options.max_prompt_len,
+                 "prompt length outside what the engine was sized for");
+  }
+  std::vector<Generation> results(n);
+  const size_t n_batches = (n + gbs - 1) / gbs;
+  std::vector<std::vector<int64_t>> lengths(n_batches, std::vector<int64_t>(gbs, 0));
+  std::vector<RandomStream> streams;
+  for (const auto& pr : prompts) streams.emplace_back(options.sampling.seed, pr.index);
+  std::vector<int32_t> next(n);
+  std::vector<bool> active(n, true);
+  const size_t vocab = static_cast<size_t>(m.config.vocab_size);
+  std::vector<float> scratch(vocab);
+  if (prefill_logits) prefill_logits->assign(n, {});
+  GenerationStats local;
+  const auto wall_begin = std::chrono::steady_clock::now();
+
+  for (int64_t t = 0; t < options.gen_len; ++t) {
+    std::vector<std::vector<SequenceStep>> steps(n_batches);
+    std::vector<int64_t> n_new, n_cached;
+    for (size_t i = 0; i < n; ++i) {
+      if (!active[i]) continue;
+      const size_t k = i / gbs, slot = i % gbs;
+      std::span<const int32_t> tokens =
+          t == 0 ? std::span<const int32_t>(prompts[i].ids) : std::span<const int32_t>(&next[i], 1);
+      steps[k].push_back({static_cast<int64_t>(slot), tokens});
+      n_new.push_back(static_cast<int64_t>(tokens.size()));
+      n_cached.push_back(lengths[k][slot]);
+    }
+    if (n_new.empty()) break;
+    const auto begin = std::chrono::steady_clock::now();
+    m.run_step(steps, lengths);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+    (t == 0 ? local.prefill_s : local.decode_s) += seconds;
+    local.flops += forward_flops(m.config, n_new, n_cached);
+    if (t == 0) for (int64_t x : n_new) local.prompt_tokens += x;
+
+    for (size_t k = 0; k < n_batches; ++k) {
+      for (size_t j = 0; j < steps[k].size(); ++j) {
+        const size_t i = k * gbs + static_cast<size_t>(steps[k][j].slot);
+        lengths[k][static_cast<size_t>(steps[k][j].slot)] += static_cast<int64_t>(steps[k][j].tokens.size());
+        std::span<const float> row(m.logits[k].data() + j * vocab, vocab);
+        if (t == 0 && prefill_logits) (*prefill_logits)[i].assign(row.begin(), row.end());
+        const Sampled s = sample_token(row, options.sampling, streams[i], scratch);
+        Generation& g = results[i];
+        g.output_ids.push_back(s.token);
+        g.token_logprobs.push_back(s.logprob);
+        ++local.generated_tokens;
+        next[i] = s.token;
+        const bool eos = !options.ignore_eos && s.token == m.config.eos_token_id;
+        if (eos || (options.stop_check && options.stop_check(i, g.output_ids))) {
+          g.finish = FinishReason::kStop;
+          active[i] = false;
+        }
+      }
+    }
+  }
+  m.wall_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_begin).count();
+  if (stats) stats->add(local);
+  return results;
+}
+
+EngineStats OffloadEngine::stats() const {
+  const Impl& m = *impl_;
+  EngineStats s;
+  for (int t = 0; t < kNumTiers; ++t) {
+    TierStats& ts = s.tiers[t];
+    ts.peak_bytes = m.counters.peak[t].load();
+    ts.weight_bytes = m.plan.weights[t];
+    ts.cache_bytes = m.plan.cache[t];
+    ts.activation_bytes = m.plan.activations[t];
+    ts.bytes_read = m.counters.bytes_read[t].load();
+    ts.bytes_written = m.counters.bytes_written[t].load();
+  }
+  // With --no-overlap every span is on the compute stream: split them by kind.
+  auto busy = [](const Stream& stream, const std::string& prefix) {
+    double total = 0;
+    for (const auto& span : stream.spans()) {
+      if (span.name.rfind(prefix, 0) == 0) total += span.end_s - span.begin_s;
+    }
+    return total;
+  };
+  for (const Stream* stream : {&m.compute, &m.loader, &m.storer}) {
+    s.compute_busy_s += busy(*stream, "compute");
+    s.load_busy_s += busy(*stream, "load");
+    s.store_busy_s += busy(*stream, "store");
+  }
+  s.wall_s = m.wall_s;
+  return s;
+}
+
+void OffloadEngine::clear_stats() {
+  Impl& m = *impl_;
+  m.counters.clear_traffic();
+  m.compute.clear_stats();
+  m.loader.clear_stats();
+  m.storer.clear_stats();
+  m.wall_s = 0;
+}
+
+nlohmann::json OffloadEngine::trace() const {
+  const Impl& m = *impl_;
+  nlohmann::json events = nlohmann::json::array();
+  int tid = 0;
+  for (const Stream* stream : {&m.compute, &m.loader, &m.storer}) {
+    events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", 0}, {"tid", tid},
+                      {"args", {{"name", stream->name()}}}});
+    for (const auto& span : stream->spans()) {
+      events.push_back({{"name", span.name}, {"ph", "X"}, {"pid", 0}, {"tid", tid},
+                        {"ts", span.begin_s * 1e6}, {"dur", (span.end_s - span.begin_s) * 1e6}});
+    }
+    ++tid;
+  }
+  return {{"traceEvents", events}, {"displayTimeUnit", "ms"}};
+}
+
+}  // namespace strata

@@ -1,0 +1,83 @@
+// The offloading engine: weights, KV cache and activations placed over the GPU, CPU and disk
+// tiers by a Policy, and FlexGen's block schedule over (token, stage, GPU batch) run on three
+// streams: loads of stage j+1 and of batch k+1 overlap compute of (j, k) and stores of k-1.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json_fwd.hpp>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "runtime/generator.h"
+#include "runtime/opt_stages.h"
+#include "runtime/policy.h"
+
+namespace strata {
+
+struct EngineOptions {
+  Policy policy;
+  TierCaps caps;
+  std::string offload_dir;   // needed when anything is placed on disk
+  int64_t max_prompt_len = 0;  // sizes the KV cache and activations
+  int64_t gen_len = 0;
+};
+
+// What one tier held and moved.
+struct TierStats {
+  uint64_t peak_bytes = 0;
+  uint64_t weight_bytes = 0;
+  uint64_t cache_bytes = 0;
+  uint64_t activation_bytes = 0;
+  uint64_t bytes_read = 0;
+  uint64_t bytes_written = 0;
+};
+
+struct EngineStats {
+  TierStats tiers[kNumTiers];
+  double compute_busy_s = 0;
+  double load_busy_s = 0;
+  double store_busy_s = 0;
+  double wall_s = 0;
+  // max(compute-only, I/O-only time) / wall time: 1 when every transfer hides behind compute.
+  double overlap_efficiency() const;
+};
+
+// Bytes each tier must hold for a policy, before anything is allocated.
+struct MemoryPlan {
+  uint64_t weights[kNumTiers] = {};
+  uint64_t cache[kNumTiers] = {};
+  uint64_t activations[kNumTiers] = {};
+  uint64_t working[kNumTiers] = {};  // double buffers, workspaces, disk staging
+  uint64_t total(Tier tier) const;
+};
+MemoryPlan plan_memory(const OptConfig& config, const EngineOptions& options);
+// Input error naming the tier, the bytes needed and the bytes the cap allows.
+void check_caps(const MemoryPlan& plan, const TierCaps& caps);
+
+class OffloadEngine {
+ public:
+  OffloadEngine(const WeightSource& source, const EngineOptions& options);
+  ~OffloadEngine();
+
+  const OptConfig& config() const;
+  const Policy& policy() const;
+
+  // Generates for up to gpu_batch_size * num_gpu_batches prompts as one block; GPU batch k holds
+  // prompts [k * gpu_batch_size, (k + 1) * gpu_batch_size).
+  std::vector<Generation> generate(std::span<const Prompt> prompts, const GenerateOptions& options,
+                                   GenerationStats* stats,
+                                   std::vector<std::vector<float>>* prefill_logits = nullptr);
+
+  EngineStats stats() const;
+  void clear_stats();
+  // Chrome trace-event JSON: one track per stream, a span per load, store and compute.
+  nlohmann::json trace() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace strata

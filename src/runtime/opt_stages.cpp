@@ -1,0 +1,237 @@
+#include "runtime/opt_stages.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "kernels/cpu/ops.h"
+
+namespace strata {
+namespace {
+
+// OPT's learned positions start at index 2 (fairseq's padding offset).
+constexpr int64_t kPositionOffset = 2;
+
+float* reserve(std::vector<float>& buffer, int64_t n) {
+  if (buffer.size() < static_cast<size_t>(n)) buffer.resize(static_cast<size_t>(n));
+  return buffer.data();
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Pointers into a stage buffer by tensor name suffix; null where the model has no such tensor.
+struct StageView {
+  const StageLayout& layout;
+  const float* base;
+  const float* get(const std::string& suffix) const {
+    const StageTensor* t = layout.find(suffix);
+    return t ? base + t->offset : nullptr;
+  }
+};
+
+void linear(const StageView& w, const std::string& name, const float* x, float* y, int64_t rows,
+            int64_t out, int64_t in) {
+  const float* weight = w.get(name + ".weight");
+  STRATA_CHECK(weight != nullptr, "stage has no ", name);
+  cpu::linear(x, weight, w.get(name + ".bias"), y, rows, out, in);
+}
+
+void norm(const StageView& w, const std::string& name, const float* x, float* y, int64_t rows,
+          int64_t dim) {
+  cpu::layer_norm(x, w.get(name + ".weight"), w.get(name + ".bias"), y, rows, dim);
+}
+
+}  // namespace
+
+const StageTensor* StageLayout::find(const std::string& suffix) const {
+  for (const auto& t : tensors) {
+    if (ends_with(t.name, suffix) && (t.name.size() == suffix.size() ||
+                                      t.name[t.name.size() - suffix.size() - 1] == '.')) {
+      return &t;
+    }
+  }
+  return nullptr;
+}
+
+std::vector<StageLayout> opt_stage_layouts(const OptConfig& c) {
+  auto make = [](StageKind kind, int64_t layer, const std::vector<TensorSpec>& specs) {
+    StageLayout s{kind, layer, {}, 0};
+    for (const auto& spec : specs) {
+      const int64_t n = shape_numel(spec.shape);
+      s.tensors.push_back({spec.name, s.numel, n});
+      s.numel += n;
+    }
+    return s;
+  };
+  const int64_t h = c.hidden_size, e = c.word_embed_proj_dim;
+  std::vector<TensorSpec> embed = {{"embed_tokens.weight", {c.vocab_size, e}},
+                                   {"embed_positions.weight", {c.max_positions + 2, h}}};
+  if (c.has_projection()) embed.push_back({"project_in.weight", {h, e}});
+  std::vector<TensorSpec> head;
+  if (c.final_layer_norm && c.layer_norm_affine) {
+    head.push_back({"final_layer_norm.weight", {h}});
+    head.push_back({"final_layer_norm.bias", {h}});
+  }
+  if (c.has_projection()) head.push_back({"project_out.weight", {e, h}});
+  head.push_back({"lm_head.weight", {c.vocab_size, e}});
+
+  std::vector<StageLayout> stages = {make(StageKind::kEmbed, -1, embed)};
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    stages.push_back(make(StageKind::kDecoder, l, opt_layer_tensor_specs(c, l)));
+  }
+  stages.push_back(make(StageKind::kHead, -1, head));
+  return stages;
+}
+
+void read_stage(const WeightSource& source, const StageLayout& layout, DType dtype, void* dst) {
+  auto* bytes = static_cast<uint8_t*>(dst);
+  for (const auto& t : layout.tensors) {
+    source.read(t.name, dtype, bytes + t.offset * static_cast<int64_t>(dtype_size(dtype)));
+  }
+}
+
+int64_t pack_rows(const OptConfig& c, std::span<const SequenceStep> steps,
+                  std::span<const int64_t> lengths, int64_t capacity,
+                  std::vector<int64_t>& row_offsets) {
+  row_offsets.assign(steps.size() + 1, 0);
+  for (size_t s = 0; s < steps.size(); ++s) {
+    const int64_t start = lengths[static_cast<size_t>(steps[s].slot)];
+    const int64_t n = static_cast<int64_t>(steps[s].tokens.size());
+    STRATA_CHECK(n > 0, "a sequence step needs at least one token");
+    STRATA_CHECK(start + n <= capacity, "KV cache slot overflow");
+    STRATA_CHECK(start + n <= c.max_positions, "position past max_position_embeddings");
+    row_offsets[s + 1] = row_offsets[s] + n;
+  }
+  return row_offsets.back();
+}
+
+void embed_forward(const OptConfig& c, const float* weights, std::span<const SequenceStep> steps,
+                   std::span<const int64_t> lengths, std::span<const int64_t> row_offsets,
+                   float* hidden, Workspace& ws) {
+  const int64_t h = c.hidden_size, e = c.word_embed_proj_dim;
+  const int64_t rows = row_offsets.back();
+  const float* tokens_table = weights;
+  const float* positions = weights + c.vocab_size * e;
+  float* words = c.has_projection() ? reserve(ws.words, rows * e) : hidden;
+  for (size_t s = 0; s < steps.size(); ++s) {
+    for (size_t i = 0; i < steps[s].tokens.size(); ++i) {
+      const int32_t token = steps[s].tokens[i];
+      STRATA_CHECK(token >= 0 && token < c.vocab_size, "token id ", token, " out of range");
+      std::memcpy(words + (row_offsets[s] + static_cast<int64_t>(i)) * e, tokens_table + token * e,
+                  static_cast<size_t>(e) * 4);
+    }
+  }
+  if (c.has_projection()) {
+    const float* project_in = positions + (c.max_positions + 2) * h;
+    cpu::linear(words, project_in, nullptr, hidden, rows, h, e);
+  }
+  for (size_t s = 0; s < steps.size(); ++s) {
+    const int64_t start = lengths[static_cast<size_t>(steps[s].slot)];
+    for (size_t i = 0; i < steps[s].tokens.size(); ++i) {
+      const int64_t pos = start + static_cast<int64_t>(i) + kPositionOffset;
+      cpu::add_inplace(hidden + (row_offsets[s] + static_cast<int64_t>(i)) * h, positions + pos * h, h);
+    }
+  }
+}
+
+void decoder_forward(const OptConfig& c, const StageLayout& layout, const float* weights,
+                     std::span<const SequenceStep> steps, std::span<const int64_t> row_offsets,
+                     const KvBlock& kv, float* hidden, Workspace& ws) {
+  const StageView w{layout, weights};
+  const std::string p = "layers." + std::to_string(layout.layer) + ".";
+  const int64_t h = c.hidden_size;
+  const int64_t rows = row_offsets.back();
+  float* x = reserve(ws.x, rows * h);
+  float* q = reserve(ws.q, rows * h);
+  float* k = reserve(ws.k, rows * h);
+  float* v = reserve(ws.v, rows * h);
+  float* attn = reserve(ws.attn, rows * h);
+  float* mid = reserve(ws.mid, rows * c.ffn_dim);
+
+  // Self-attention block.
+  const float* attn_in = hidden;
+  if (c.pre_layer_norm) {
+    norm(w, p + "self_attn_layer_norm", hidden, x, rows, h);
+    attn_in = x;
+  }
+  linear(w, p + "self_attn.q_proj", attn_in, q, rows, h, h);
+  cpu::scale_inplace(q, 1.0f / std::sqrt(static_cast<float>(c.head_dim())), rows * h);
+  linear(w, p + "self_attn.k_proj", attn_in, k, rows, h, h);
+  linear(w, p + "self_attn.v_proj", attn_in, v, rows, h, h);
+  for (size_t s = 0; s < steps.size(); ++s) {
+    const int64_t slot = steps[s].slot;
+    const int64_t start = kv.lengths[static_cast<size_t>(slot)];
+    const int64_t n_new = row_offsets[s + 1] - row_offsets[s];
+    float* keys = kv.keys(slot);
+    float* values = kv.values(slot);
+    const int64_t row0 = row_offsets[s] * h;
+    std::memcpy(keys + start * h, k + row0, static_cast<size_t>(n_new * h) * 4);
+    std::memcpy(values + start * h, v + row0, static_cast<size_t>(n_new * h) * 4);
+    cpu::attention(q + row0, h, keys, values, h, attn + row0, start, n_new, c.n_heads,
+                   c.head_dim());
+  }
+  linear(w, p + "self_attn.out_proj", attn, x, rows, h, h);
+  cpu::add_inplace(hidden, x, rows * h);
+  if (!c.pre_layer_norm) norm(w, p + "self_attn_layer_norm", hidden, hidden, rows, h);
+
+  // Feed-forward block.
+  const float* ffn_in = hidden;
+  if (c.pre_layer_norm) {
+    norm(w, p + "final_layer_norm", hidden, x, rows, h);
+    ffn_in = x;
+  }
+  linear(w, p + "fc1", ffn_in, mid, rows, c.ffn_dim, h);
+  if (c.activation == Activation::kRelu) {
+    cpu::relu(mid, rows * c.ffn_dim);
+  } else {
+    cpu::gelu(mid, rows * c.ffn_dim);
+  }
+  linear(w, p + "fc2", mid, x, rows, h, c.ffn_dim);
+  cpu::add_inplace(hidden, x, rows * h);
+  if (!c.pre_layer_norm) norm(w, p + "final_layer_norm", hidden, hidden, rows, h);
+}
+
+void head_forward(const OptConfig& c, const StageLayout& layout, const float* weights,
+                  std::span<const int64_t> row_offsets, const float* hidden, float* logits,
+                  Workspace& ws) {
+  const StageView w{layout, weights};
+  const int64_t h = c.hidden_size, e = c.word_embed_proj_dim;
+  const int64_t n_seq = static_cast<int64_t>(row_offsets.size()) - 1;
+  // Only each sequence's last row needs logits.
+  float* last = reserve(ws.last, n_seq * h);
+  for (int64_t s = 0; s < n_seq; ++s) {
+    std::memcpy(last + s * h, hidden + (row_offsets[s + 1] - 1) * h, static_cast<size_t>(h) * 4);
+  }
+  if (c.final_layer_norm) norm(w, "final_layer_norm", last, last, n_seq, h);
+  const float* head_in = last;
+  if (c.has_projection()) {
+    float* projected = reserve(ws.projected, n_seq * e);
+    linear(w, "project_out", last, projected, n_seq, e, h);
+    head_in = projected;
+  }
+  linear(w, "lm_head", head_in, logits, n_seq, c.vocab_size, e);
+}
+
+double forward_flops(const OptConfig& c, std::span<const int64_t> n_new,
+                     std::span<const int64_t> n_cached) {
+  const double h = static_cast<double>(c.hidden_size);
+  double rows = 0, attn = 0;
+  for (size_t s = 0; s < n_new.size(); ++s) {
+    const double nn = static_cast<double>(n_new[s]);
+    const double start = static_cast<double>(n_cached[s]);
+    rows += nn;
+    // Scores and weighted values over the causal keys: 2 GEMMs of h columns each.
+    attn += 2.0 * 2.0 * h * (nn * start + nn * (nn + 1) / 2);
+  }
+  const double per_row_layer = 2.0 * (4 * h * h + 2 * h * static_cast<double>(c.ffn_dim));
+  double flops = static_cast<double>(c.n_layers) * (rows * per_row_layer + attn);
+  const double e = static_cast<double>(c.word_embed_proj_dim);
+  const double seqs = static_cast<double>(n_new.size());
+  flops += seqs * 2.0 * e * static_cast<double>(c.vocab_size);  // lm_head on the last rows
+  if (c.has_projection()) flops += 2.0 * h * e * (rows + seqs);
+  return flops;
+}
+
+}  // namespace strata

@@ -1,0 +1,85 @@
+// OPT as a list of stages (embedding, decoder layers, head), each with its weights in one flat
+// buffer: the unit that is placed on tiers, loaded and computed. The compute functions take
+// the fp32 form of that buffer, so resident and offloaded runs share every line of math.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "model/opt_config.h"
+#include "model/weight_source.h"
+
+namespace strata {
+
+enum class StageKind { kEmbed, kDecoder, kHead };
+
+struct StageTensor {
+  std::string name;  // as WeightSource::read takes it
+  int64_t offset;    // in elements, within the stage buffer
+  int64_t numel;
+};
+
+struct StageLayout {
+  StageKind kind;
+  int64_t layer = -1;  // decoder index, -1 for embed / head
+  std::vector<StageTensor> tensors;
+  int64_t numel = 0;
+  const StageTensor* find(const std::string& suffix) const;  // by name suffix, or null
+};
+
+// Embed, decoder 0 .. n-1, head. The head carries its own lm_head (a copy of embed_tokens
+// when tied), so each stage can live on its own tier.
+std::vector<StageLayout> opt_stage_layouts(const OptConfig& config);
+
+// Reads a stage's tensors, converted to dtype, into dst (layout.numel elements).
+void read_stage(const WeightSource& source, const StageLayout& layout, DType dtype, void* dst);
+
+// The new tokens of one sequence in a forward step: appended after the slot's cached ones.
+struct SequenceStep {
+  int64_t slot;
+  std::span<const int32_t> tokens;
+};
+
+// Keys and values of one decoder layer for a block of slots: slot s holds keys then values,
+// each [capacity, hidden], positions [0, length(s)) valid. Lengths are owned by the caller.
+struct KvBlock {
+  float* base = nullptr;
+  int64_t capacity = 0;
+  int64_t hidden = 0;
+  std::span<const int64_t> lengths;
+  float* keys(int64_t slot) const { return base + slot * 2 * capacity * hidden; }
+  float* values(int64_t slot) const { return keys(slot) + capacity * hidden; }
+  static int64_t numel(int64_t n_slots, int64_t capacity, int64_t hidden) {
+    return n_slots * 2 * capacity * hidden;
+  }
+};
+
+// Work buffers kept between steps so the steady state allocates nothing.
+struct Workspace {
+  std::vector<float> words, x, q, k, v, attn, mid, last, projected;
+  std::vector<int64_t> row_offsets;
+};
+
+// Row offsets of each sequence in the packed batch; checks capacity and positions.
+int64_t pack_rows(const OptConfig& config, std::span<const SequenceStep> steps,
+                  std::span<const int64_t> lengths, int64_t capacity,
+                  std::vector<int64_t>& row_offsets);
+
+void embed_forward(const OptConfig& config, const float* weights, std::span<const SequenceStep> steps,
+                   std::span<const int64_t> lengths, std::span<const int64_t> row_offsets,
+                   float* hidden, Workspace& ws);
+void decoder_forward(const OptConfig& config, const StageLayout& layout, const float* weights,
+                     std::span<const SequenceStep> steps, std::span<const int64_t> row_offsets,
+                     const KvBlock& kv, float* hidden, Workspace& ws);
+// Logits after each sequence's last row into logits[i * vocab_size ...].
+void head_forward(const OptConfig& config, const StageLayout& layout, const float* weights,
+                  std::span<const int64_t> row_offsets, const float* hidden, float* logits,
+                  Workspace& ws);
+
+// Floating-point operations of a forward step with these new-token counts and cache lengths.
+double forward_flops(const OptConfig& config, std::span<const int64_t> n_new,
+                     std::span<const int64_t> n_cached);
+
+}  // namespace strata
