@@ -4,37 +4,65 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/units.h"
 #include "kernels/cpu/ops.h"
 #include "model/weight_source.h"
 #include "planner/cpu_probe.h"
-#include "runtime/generator.h"
+#include "runtime/disk_store.h"
+#include "runtime/offload_engine.h"
 #include "runtime/sampler.h"
 
 namespace strata::cli {
+namespace {
+
+std::vector<Prompt> random_prompts(const OptConfig& config, int64_t count, int64_t length,
+                                   uint64_t seed) {
+  std::vector<Prompt> prompts(static_cast<size_t>(count));
+  RandomStream random(seed, 0);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    prompts[i].index = i;
+    prompts[i].ids.push_back(config.bos_token_id);
+    while (static_cast<int64_t>(prompts[i].ids.size()) < length) {
+      prompts[i].ids.push_back(3 + static_cast<int32_t>(random.uniform() * (config.vocab_size - 3)));
+    }
+  }
+  return prompts;
+}
+
+nlohmann::json tier_json(const EngineStats& s, uint64_t TierStats::*field) {
+  nlohmann::json j;
+  for (int t = 0; t < kNumTiers; ++t) j[tier_name(static_cast<Tier>(t))] = s.tiers[t].*field;
+  return j;
+}
+
+}  // namespace
 
 int run_bench(int argc, char** argv) {
   cxxopts::Options options("strata bench",
-                           "Throughput of generation on random prompts, against the sgemm bound.");
+                           "Throughput of generation on random prompts, against bounds measured "
+                           "in the same run (sgemm rate, disk bandwidth).");
   options.add_options()
       ("model", "model directory or synthetic:ARCH", cxxopts::value<std::string>())
       ("prompt-len", "tokens per prompt", cxxopts::value<int64_t>()->default_value("128"))
       ("gen-len", "new tokens per prompt", cxxopts::value<int64_t>()->default_value("32"))
-      ("num-prompts", "prompts in all", cxxopts::value<int64_t>()->default_value("32"))
-      ("gpu-batch-size", "sequences computed together (default: all prompts)",
+      ("num-prompts", "prompts in all (default: one block, the effective batch)",
        cxxopts::value<int64_t>())
       ("threads", "compute threads (0: OpenBLAS default)", cxxopts::value<int>()->default_value("0"))
       ("seed", "prompt seed", cxxopts::value<uint64_t>()->default_value("1"))
-      ("json", "also write the figures to this JSON file", cxxopts::value<std::string>());
+      ("json", "also write the figures to this JSON file", cxxopts::value<std::string>())
+      ("no-bounds", "skip measuring the sgemm and disk bounds (quick runs)");
+  add_policy_flags(options, "32");
   const auto flags = parse_flags(options, argc, argv);
   STRATA_INPUT_CHECK(flags.count("model"), "--model is required");
+  EngineOptions engine_options = engine_options_from_flags(flags);
+  const Policy& policy = engine_options.policy;
   const int64_t prompt_len = flags["prompt-len"].as<int64_t>();
   const int64_t gen_len = flags["gen-len"].as<int64_t>();
-  const int64_t n_prompts = flags["num-prompts"].as<int64_t>();
-  const int64_t batch = flags.count("gpu-batch-size") ? flags["gpu-batch-size"].as<int64_t>() : n_prompts;
+  const int64_t block = policy.effective_batch();
+  const int64_t n_prompts = flags.count("num-prompts") ? flags["num-prompts"].as<int64_t>() : block;
   STRATA_INPUT_CHECK(prompt_len >= 1, "--prompt-len must be >= 1");
   STRATA_INPUT_CHECK(gen_len >= 1, "--gen-len must be >= 1");
   STRATA_INPUT_CHECK(n_prompts >= 1, "--num-prompts must be >= 1");
-  STRATA_INPUT_CHECK(batch >= 1, "--gpu-batch-size must be >= 1");
   set_threads(flags["threads"].as<int>());
 
   auto source = open_weight_source(flags["model"].as<std::string>());
@@ -42,55 +70,91 @@ int run_bench(int argc, char** argv) {
   STRATA_INPUT_CHECK(prompt_len + gen_len <= config.max_positions, "--prompt-len ", prompt_len,
                      " plus --gen-len ", gen_len, " is longer than max_position_embeddings ",
                      config.max_positions);
-  std::vector<Prompt> prompts(static_cast<size_t>(n_prompts));
-  RandomStream random(flags["seed"].as<uint64_t>(), 0);
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    prompts[i].index = i;
-    prompts[i].ids.push_back(config.bos_token_id);
-    while (static_cast<int64_t>(prompts[i].ids.size()) < prompt_len) {
-      prompts[i].ids.push_back(3 + static_cast<int32_t>(random.uniform() * (config.vocab_size - 3)));
-    }
+  engine_options.max_prompt_len = prompt_len;
+  engine_options.gen_len = gen_len;
+  const auto prompts = random_prompts(config, n_prompts, prompt_len, flags["seed"].as<uint64_t>());
+
+  // Bounds, measured before the run on this machine.
+  const bool bounds = !flags.count("no-bounds");
+  const double sgemm_gflops = bounds ? measure_sgemm_gflops() : 0.0;
+  const MemoryPlan plan = plan_memory(config, engine_options);
+  double disk_probe_gbps = 0;
+  if (bounds && plan.total(Tier::kDisk) > 0 && !engine_options.offload_dir.empty()) {
+    disk_probe_gbps = measure_disk_read_gbps(engine_options.offload_dir, 1ull << 30);
   }
-  const double sgemm_gflops = measure_sgemm_gflops();
-  OptModel model(*source);
+
+  OffloadEngine engine(*source, engine_options);
   GenerateOptions gen;
   gen.gen_len = gen_len;
   gen.ignore_eos = true;
   cpu::gemm_counters().reset();
   GenerationStats stats;
-  for (size_t first = 0; first < prompts.size(); first += static_cast<size_t>(batch)) {
-    const size_t last = std::min(prompts.size(), first + static_cast<size_t>(batch));
-    generate_batch(model, std::span<const Prompt>(prompts).subspan(first, last - first), gen, &stats);
+  for (size_t first = 0; first < prompts.size(); first += static_cast<size_t>(block)) {
+    const size_t last = std::min(prompts.size(), first + static_cast<size_t>(block));
+    engine.generate(std::span<const Prompt>(prompts).subspan(first, last - first), gen, &stats);
   }
+  const EngineStats es = engine.stats();
   const double total_s = stats.prefill_s + stats.decode_s;
   const double gemm_s = static_cast<double>(cpu::gemm_counters().nanoseconds.load()) * 1e-9;
   const double gemm_gflops = static_cast<double>(cpu::gemm_counters().flops.load()) / 1e9 / gemm_s;
   const double bound_s = stats.flops / (sgemm_gflops * 1e9);
+  const double disk_read_gbps = es.tiers[2].bytes_read / total_s / 1e9;
+  const int64_t decode_tokens = stats.generated_tokens - n_prompts;
+
   nlohmann::json j = {
       {"model", source->description()},
       {"prompt_len", prompt_len},
       {"gen_len", gen_len},
       {"num_prompts", n_prompts},
-      {"gpu_batch_size", batch},
+      {"policy", policy.to_json()},
       {"prefill_s", stats.prefill_s},
       {"decode_s", stats.decode_s},
       {"prefill_tokens_per_s", stats.prompt_tokens / stats.prefill_s},
-      {"decode_tokens_per_s", stats.decode_s > 0 ? (stats.generated_tokens - n_prompts) / stats.decode_s : 0.0},
+      {"decode_tokens_per_s", stats.decode_s > 0 ? decode_tokens / stats.decode_s : 0.0},
       {"generation_tokens_per_s", stats.generated_tokens / total_s},
+      {"overlap_efficiency", es.overlap_efficiency()},
+      {"busy_s", {{"compute", es.compute_busy_s}, {"load", es.load_busy_s}, {"store", es.store_busy_s}}},
+      {"wall_s", es.wall_s},
+      {"peak_bytes", tier_json(es, &TierStats::peak_bytes)},
+      {"weight_bytes", tier_json(es, &TierStats::weight_bytes)},
+      {"cache_bytes", tier_json(es, &TierStats::cache_bytes)},
+      {"activation_bytes", tier_json(es, &TierStats::activation_bytes)},
+      {"bytes_read", tier_json(es, &TierStats::bytes_read)},
+      {"bytes_written", tier_json(es, &TierStats::bytes_written)},
       {"total_gflop", stats.flops / 1e9},
       {"sgemm_peak_gflops", sgemm_gflops},
       {"compute_bound_fraction", bound_s / total_s},
       {"gemm_time_share", gemm_s / total_s},
       {"gemm_gflops", gemm_gflops},
+      {"disk_read_gbps", disk_read_gbps},
+      {"disk_probe_read_gbps", disk_probe_gbps},
   };
-  std::printf("model %s, %lld prompts x %lld tokens + %lld new, batch %lld\n",
+  std::printf("model %s, %lld prompts x %lld tokens + %lld new; gpu batch %lld x %lld batches\n",
               source->description().c_str(), static_cast<long long>(n_prompts),
               static_cast<long long>(prompt_len), static_cast<long long>(gen_len),
-              static_cast<long long>(batch));
+              static_cast<long long>(policy.gpu_batch_size),
+              static_cast<long long>(policy.num_gpu_batches));
+  std::printf("policy %s\n", policy.to_json().dump().c_str());
   std::printf("prefill %.2f s (%.1f tok/s), decode %.2f s (%.2f tok/s)\n", stats.prefill_s,
               j["prefill_tokens_per_s"].get<double>(), stats.decode_s,
               j["decode_tokens_per_s"].get<double>());
   std::printf("generation throughput %.2f tok/s\n", j["generation_tokens_per_s"].get<double>());
+  std::printf("%-6s %12s %12s %12s %12s %12s\n", "tier", "peak", "weights", "cache", "read",
+              "written");
+  for (int t = 0; t < kNumTiers; ++t) {
+    const TierStats& ts = es.tiers[t];
+    std::printf("%-6s %12s %12s %12s %12s %12s\n", tier_name(static_cast<Tier>(t)),
+                format_bytes(ts.peak_bytes).c_str(), format_bytes(ts.weight_bytes).c_str(),
+                format_bytes(ts.cache_bytes).c_str(), format_bytes(ts.bytes_read).c_str(),
+                format_bytes(ts.bytes_written).c_str());
+  }
+  std::printf("busy: compute %.2f s, load %.2f s, store %.2f s of %.2f s wall; overlap efficiency %.2f\n",
+              es.compute_busy_s, es.load_busy_s, es.store_busy_s, es.wall_s,
+              es.overlap_efficiency());
+  if (disk_probe_gbps > 0) {
+    std::printf("disk read %.3f GB/s over the run against %.3f GB/s O_DIRECT sequential (same run): %.2f\n",
+                disk_read_gbps, disk_probe_gbps, disk_read_gbps / disk_probe_gbps);
+  }
   std::printf("sgemm peak %.1f GFLOP/s (2048^3, same run); work %.1f GFLOP -> compute bound %.2f s; "
               "achieved %.2f of the bound\n",
               sgemm_gflops, stats.flops / 1e9, bound_s, bound_s / total_s);
@@ -100,6 +164,12 @@ int run_bench(int argc, char** argv) {
     const std::string path = flags["json"].as<std::string>();
     std::ofstream out(path);
     out << j.dump(2) << "\n";
+    STRATA_INPUT_CHECK(out.good(), path, ": write failed");
+  }
+  if (flags.count("trace")) {
+    const std::string path = flags["trace"].as<std::string>();
+    std::ofstream out(path);
+    out << engine.trace().dump() << "\n";
     STRATA_INPUT_CHECK(out.good(), path, ": write failed");
   }
   return 0;

@@ -4,6 +4,8 @@
 #include <cxxopts.hpp>
 #include <string>
 
+#include "runtime/offload_engine.h"
+
 namespace strata::cli {
 
 int run_generate(int argc, char** argv);
@@ -16,5 +18,15 @@ int run_detokenize(int argc, char** argv);
 cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, char** argv);
 // Sets the OpenBLAS thread count when threads > 0.
 void set_threads(int threads);
+
+// The offloading policy flags, spelled as FlexGen's: --percent, --gpu-batch-size,
+// --num-gpu-batches, --offload-dir, --cpu-cache-compute, --policy FILE, --no-overlap,
+// --gpu-mem / --cpu-mem / --disk-mem, --trace FILE.
+void add_policy_flags(cxxopts::Options& options, const std::string& default_gpu_batch_size);
+// The policy (--policy FILE first, then each flag given overrides its field), the caps and the
+// offload dir; validated. Prompt and generation lengths are left for the caller.
+EngineOptions engine_options_from_flags(const cxxopts::ParseResult& flags);
+// True when any flag asks for the offloading engine rather than the resident one.
+bool wants_offloading(const cxxopts::ParseResult& flags);
 
 }  // namespace strata::cli

@@ -9,6 +9,7 @@
 #include "model/weight_source.h"
 #include "runtime/generator.h"
 #include "runtime/requests.h"
+#include "tokenizer/text_stream.h"
 
 namespace strata::cli {
 namespace {
@@ -27,13 +28,30 @@ SamplingParams sampling_from_flags(const cxxopts::ParseResult& flags) {
   return s;
 }
 
+// Every value of a repeatable string flag, in order (cxxopts keeps only the last otherwise, and
+// its vector values would split at commas).
+std::vector<std::string> all_values(const cxxopts::ParseResult& flags, const std::string& name) {
+  std::vector<std::string> values;
+  for (const auto& kv : flags.arguments()) {
+    if (kv.key() == name) values.push_back(kv.value());
+  }
+  return values;
+}
+
 }  // namespace
 
 int run_generate(int argc, char** argv) {
   cxxopts::Options options("strata generate", "Generate tokens for JSONL requests.");
   options.add_options()
       ("model", "model directory or synthetic:ARCH", cxxopts::value<std::string>())
-      ("input", "JSONL requests: {\"id\", \"input_ids\"}", cxxopts::value<std::string>())
+      ("input", "JSONL requests: {\"id\", \"input_ids\"} or {\"id\", \"prompt\"}",
+       cxxopts::value<std::string>())
+      ("prompt", "a text prompt (repeatable; ids 0, 1, ...) instead of --input",
+       cxxopts::value<std::string>())
+      ("stop", "end a sequence when its text contains STR; STR and what follows are cut "
+       "(repeatable)", cxxopts::value<std::string>())
+      ("tokenizer", "directory with the tokenizer files (default: the model directory)",
+       cxxopts::value<std::string>())
       ("output", "JSONL results (default: stdout)", cxxopts::value<std::string>())
       ("gen-len", "new tokens per sequence", cxxopts::value<int64_t>()->default_value("32"))
       ("greedy", "argmax decoding (the default)")
@@ -47,7 +65,12 @@ int run_generate(int argc, char** argv) {
        cxxopts::value<int>()->default_value("0"));
   const auto flags = parse_flags(options, argc, argv);
   STRATA_INPUT_CHECK(flags.count("model"), "--model is required");
-  STRATA_INPUT_CHECK(flags.count("input"), "--input is required");
+  const auto prompts = all_values(flags, "prompt");
+  const auto stops = all_values(flags, "stop");
+  STRATA_INPUT_CHECK(flags.count("input") || !prompts.empty(), "--input or --prompt is required");
+  STRATA_INPUT_CHECK(!(flags.count("input") && !prompts.empty()),
+                     "give --input or --prompt, not both");
+  for (const auto& stop : stops) STRATA_INPUT_CHECK(!stop.empty(), "--stop must not be empty");
   const int64_t gen_len = flags["gen-len"].as<int64_t>();
   const int64_t batch_size = flags["gpu-batch-size"].as<int64_t>();
   STRATA_INPUT_CHECK(gen_len >= 1, "--gen-len must be >= 1");
@@ -59,12 +82,23 @@ int run_generate(int argc, char** argv) {
   gen.sampling = sampling_from_flags(flags);
 
   // Everything the user gave is checked before the weights are read.
-  auto requests = read_requests(flags["input"].as<std::string>());
-  auto source = open_weight_source(flags["model"].as<std::string>());
-  for (const auto& r : requests) {
-    STRATA_INPUT_CHECK(!r.prompt, r.where, ": 'prompt' needs a tokenizer; give 'input_ids'");
-    validate_request(r, source->config(), gen_len);
-  }
+  auto requests = prompts.empty() ? read_requests(flags["input"].as<std::string>())
+                                  : prompt_requests(prompts);
+  const std::string model = flags["model"].as<std::string>();
+  const bool synthetic = model.rfind("synthetic:", 0) == 0;
+  const std::string tokenizer_dir = flags.count("tokenizer") ? flags["tokenizer"].as<std::string>()
+                                    : synthetic                ? ""
+                                                               : model;
+  std::optional<Tokenizer> tokenizer;
+  if (!tokenizer_dir.empty()) tokenizer = Tokenizer::load(tokenizer_dir);
+  STRATA_INPUT_CHECK(!flags.count("tokenizer") || tokenizer, tokenizer_dir,
+                     ": no tokenizer (tokenizer.json or vocab.json + merges.txt)");
+  STRATA_INPUT_CHECK(tokenizer || stops.empty(), "--stop needs a tokenizer and ",
+                     synthetic ? model : tokenizer_dir, " has none; give --tokenizer DIR");
+  tokenize_prompts(requests, tokenizer ? &*tokenizer : nullptr,
+                   synthetic ? model : tokenizer_dir);
+  auto source = open_weight_source(model);
+  for (const auto& r : requests) validate_request(r, source->config(), gen_len);
   std::ofstream file_out;
   std::ostream* out = &std::cout;
   if (flags.count("output")) {
@@ -75,17 +109,38 @@ int run_generate(int argc, char** argv) {
   }
 
   const auto load_begin = std::chrono::steady_clock::now();
-  OptModel model(*source);
+  OptModel opt(*source);
   const double load_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - load_begin).count();
+  // Stop strings are watched per sequence of the batch being generated.
+  std::vector<StopWatcher> watchers;
+  if (!stops.empty()) {
+    gen.stop_check = [&watchers](size_t seq, std::span<const int32_t> ids) {
+      return watchers[seq].push(ids.back());
+    };
+  }
   GenerationStats stats;
   for (size_t first = 0; first < requests.size(); first += static_cast<size_t>(batch_size)) {
     const size_t last = std::min(requests.size(), first + static_cast<size_t>(batch_size));
-    std::vector<Prompt> prompts;
-    for (size_t i = first; i < last; ++i) prompts.push_back({requests[i].input_ids, i});
-    const auto results = generate_batch(model, prompts, gen, &stats);
+    std::vector<Prompt> batch;
+    watchers.clear();
     for (size_t i = first; i < last; ++i) {
-      *out << result_json(requests[i], results[i - first]).dump() << "\n";
+      batch.push_back({requests[i].input_ids, i});
+      if (tokenizer) watchers.emplace_back(*tokenizer, stops);
+    }
+    auto results = generate_batch(opt, batch, gen, &stats);
+    for (size_t i = first; i < last; ++i) {
+      Generation& g = results[i - first];
+      std::optional<std::string> text;
+      if (tokenizer && !stops.empty() && watchers[i - first].stopped()) {
+        const StopWatcher& w = watchers[i - first];
+        g.output_ids.resize(w.kept_ids());
+        g.token_logprobs.resize(w.kept_ids());
+        text = w.text();
+      } else if (tokenizer) {
+        text = TextStream::text_of(*tokenizer, g.output_ids);
+      }
+      *out << result_json(requests[i], g, text).dump() << "\n";
     }
     out->flush();
     STRATA_INPUT_CHECK(out->good(), "writing the output failed (disk full?)");

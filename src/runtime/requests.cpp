@@ -50,6 +50,29 @@ std::vector<Request> read_requests(const std::string& path) {
   return requests;
 }
 
+std::vector<Request> prompt_requests(const std::vector<std::string>& prompts) {
+  std::vector<Request> requests;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    Request r;
+    r.id = i;
+    r.prompt = prompts[i];
+    r.where = "--prompt #" + std::to_string(i + 1);
+    requests.push_back(std::move(r));
+  }
+  return requests;
+}
+
+void tokenize_prompts(std::vector<Request>& requests, const Tokenizer* tokenizer,
+                      const std::string& tokenizer_source) {
+  for (auto& r : requests) {
+    if (!r.prompt) continue;
+    STRATA_INPUT_CHECK(tokenizer, r.where, ": a text prompt needs a tokenizer and ",
+                       tokenizer_source, " has none (tokenizer.json or vocab.json + merges.txt); ",
+                       "give 'input_ids' or --tokenizer DIR");
+    r.input_ids = tokenizer->encode(*r.prompt);
+  }
+}
+
 void validate_request(const Request& r, const OptConfig& config, int64_t gen_len) {
   STRATA_INPUT_CHECK(!r.input_ids.empty(), r.where, ": the prompt has no tokens");
   for (int32_t id : r.input_ids) {
@@ -62,10 +85,12 @@ void validate_request(const Request& r, const OptConfig& config, int64_t gen_len
                      ", longer than max_position_embeddings ", config.max_positions);
 }
 
-nlohmann::json result_json(const Request& r, const Generation& g) {
+nlohmann::json result_json(const Request& r, const Generation& g,
+                           const std::optional<std::string>& text) {
   nlohmann::json j;
   j["id"] = r.id;
   j["input_ids"] = r.input_ids;
+  if (text) j["text"] = *text;
   j["output_ids"] = g.output_ids;
   j["token_logprobs"] = g.token_logprobs;
   j["finish_reason"] = finish_reason_name(g.finish);
