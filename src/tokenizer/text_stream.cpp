@@ -7,11 +7,20 @@
 namespace strata {
 
 std::string TextStream::push(int32_t id) {
-  if (!(skip_special_ && tokenizer_->is_special(id))) pending_ += tokenizer_->token_bytes(id);
+  if (tokenizer_->contains(id) && !(skip_special_ && tokenizer_->is_special(id))) {
+    pending_ += tokenizer_->token_bytes(id);
+  }
   const size_t complete = pending_.size() - incomplete_utf8_tail(pending_);
   std::string out = replace_invalid_utf8(std::string_view(pending_).substr(0, complete));
   pending_.erase(0, complete);
   return out;
+}
+
+std::string TextStream::text_of(const Tokenizer& tokenizer, std::span<const int32_t> ids) {
+  TextStream stream(tokenizer);
+  std::string text;
+  for (int32_t id : ids) text += stream.push(id);
+  return text + stream.finish();
 }
 
 std::string TextStream::finish() {
@@ -23,7 +32,7 @@ std::string TextStream::finish() {
 bool StopWatcher::push(int32_t id) {
   if (stopped()) return true;
   const size_t old_size = bytes_.size();
-  if (!tokenizer_->is_special(id)) bytes_ += tokenizer_->token_bytes(id);
+  if (tokenizer_->contains(id) && !tokenizer_->is_special(id)) bytes_ += tokenizer_->token_bytes(id);
   ends_.push_back(bytes_.size());
   // Nothing matched before, so a match must end in the new bytes.
   for (const std::string& stop : *stops_) {

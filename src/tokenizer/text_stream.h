@@ -1,7 +1,9 @@
-// Generated ids turned into text while they arrive.
+// Generated ids turned into text while they arrive. An id the tokenizer does not know (OPT's
+// embedding has padding rows past the vocabulary) adds no text.
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -19,6 +21,8 @@ class TextStream {
 
   // The text that became complete with `id` (often empty, or more than one character).
   std::string push(int32_t id);
+  // All of `ids` at once, finished.
+  static std::string text_of(const Tokenizer& tokenizer, std::span<const int32_t> ids);
   // What is still held back, as U+FFFD; call at the end of the sequence.
   std::string finish();
 
