@@ -61,7 +61,7 @@ uint64_t MemoryPlan::total(Tier tier) const {
 }
 
 MemoryPlan plan_memory(const OptConfig& c, const EngineOptions& o) {
-  const auto layouts = opt_stage_layouts(c);
+  const auto layouts = opt_stage_layouts(c, o.policy.sep_layer);
   const Shapes s = shapes_of(c, o, layouts);
   const Policy& p = o.policy;
   MemoryPlan plan;
@@ -145,7 +145,7 @@ OffloadEngine::OffloadEngine(const WeightSource& source, const EngineOptions& op
                      "policy: compress_weight / compress_cache are not supported yet");
   STRATA_INPUT_CHECK(p.attn_sparsity == 1.0, "policy: attn_sparsity < 1 is not supported yet");
   STRATA_CHECK(options.max_prompt_len >= 1 && options.gen_len >= 1, "engine needs prompt and gen lengths");
-  m.layouts = opt_stage_layouts(m.config);
+  m.layouts = opt_stage_layouts(m.config, p.sep_layer);
   m.shapes = shapes_of(m.config, options, m.layouts);
   m.plan = plan_memory(m.config, options);
   check_caps(m.plan, options.caps);  // before anything is allocated
@@ -263,7 +263,7 @@ void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>&
       KvBlock kv;
       TieredArray* kv_array = nullptr;
       int cache_slot = 0;
-      if (layout.kind == StageKind::kDecoder) {
+      if (stage_has_cache(layout.kind)) {
         kv_array = cache[static_cast<size_t>(layout.layer * policy().num_gpu_batches + k)].get();
         float* base = kv_array->resident();
         if (!base) {
@@ -306,6 +306,8 @@ void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>&
                 embed_forward(config, w, batch_steps, batch_lengths, batch_offsets, h, ws);
                 break;
               case StageKind::kDecoder:
+              case StageKind::kAttention:
+              case StageKind::kMlp:
                 decoder_forward(config, layout, w, batch_steps, batch_offsets, kv, h, ws);
                 break;
               case StageKind::kHead:

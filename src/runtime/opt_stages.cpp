@@ -18,7 +18,8 @@ float* reserve(std::vector<float>& buffer, int64_t n) {
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // Pointers into a stage buffer by tensor name suffix; null where the model has no such tensor.
@@ -47,15 +48,15 @@ void norm(const StageView& w, const std::string& name, const float* x, float* y,
 
 const StageTensor* StageLayout::find(const std::string& suffix) const {
   for (const auto& t : tensors) {
-    if (ends_with(t.name, suffix) && (t.name.size() == suffix.size() ||
-                                      t.name[t.name.size() - suffix.size() - 1] == '.')) {
+    if (ends_with(t.name, suffix) &&
+        (t.name.size() == suffix.size() || t.name[t.name.size() - suffix.size() - 1] == '.')) {
       return &t;
     }
   }
   return nullptr;
 }
 
-std::vector<StageLayout> opt_stage_layouts(const OptConfig& c) {
+std::vector<StageLayout> opt_stage_layouts(const OptConfig& c, bool sep_layer) {
   auto make = [](StageKind kind, int64_t layer, const std::vector<TensorSpec>& specs) {
     StageLayout s{kind, layer, {}, 0};
     for (const auto& spec : specs) {
@@ -79,7 +80,18 @@ std::vector<StageLayout> opt_stage_layouts(const OptConfig& c) {
 
   std::vector<StageLayout> stages = {make(StageKind::kEmbed, -1, embed)};
   for (int64_t l = 0; l < c.n_layers; ++l) {
-    stages.push_back(make(StageKind::kDecoder, l, opt_layer_tensor_specs(c, l)));
+    const auto specs = opt_layer_tensor_specs(c, l);
+    if (!sep_layer) {
+      stages.push_back(make(StageKind::kDecoder, l, specs));
+      continue;
+    }
+    std::vector<TensorSpec> attention, mlp;
+    for (const auto& spec : specs) {
+      const bool is_attention = spec.name.find("self_attn") != std::string::npos;
+      (is_attention ? attention : mlp).push_back(spec);
+    }
+    stages.push_back(make(StageKind::kAttention, l, attention));
+    stages.push_back(make(StageKind::kMlp, l, mlp));
   }
   stages.push_back(make(StageKind::kHead, -1, head));
   return stages;
@@ -131,7 +143,8 @@ void embed_forward(const OptConfig& c, const float* weights, std::span<const Seq
     const int64_t start = lengths[static_cast<size_t>(steps[s].slot)];
     for (size_t i = 0; i < steps[s].tokens.size(); ++i) {
       const int64_t pos = start + static_cast<int64_t>(i) + kPositionOffset;
-      cpu::add_inplace(hidden + (row_offsets[s] + static_cast<int64_t>(i)) * h, positions + pos * h, h);
+      cpu::add_inplace(hidden + (row_offsets[s] + static_cast<int64_t>(i)) * h, positions + pos * h,
+                       h);
     }
   }
 }
@@ -144,37 +157,43 @@ void decoder_forward(const OptConfig& c, const StageLayout& layout, const float*
   const int64_t h = c.hidden_size;
   const int64_t rows = row_offsets.back();
   float* x = reserve(ws.x, rows * h);
-  float* q = reserve(ws.q, rows * h);
-  float* k = reserve(ws.k, rows * h);
-  float* v = reserve(ws.v, rows * h);
-  float* attn = reserve(ws.attn, rows * h);
-  float* mid = reserve(ws.mid, rows * c.ffn_dim);
+
+  const bool attention_part = layout.kind != StageKind::kMlp;
+  const bool mlp_part = layout.kind != StageKind::kAttention;
 
   // Self-attention block.
-  const float* attn_in = hidden;
-  if (c.pre_layer_norm) {
-    norm(w, p + "self_attn_layer_norm", hidden, x, rows, h);
-    attn_in = x;
+  if (attention_part) {
+    float* q = reserve(ws.q, rows * h);
+    float* k = reserve(ws.k, rows * h);
+    float* v = reserve(ws.v, rows * h);
+    float* attn = reserve(ws.attn, rows * h);
+    const float* attn_in = hidden;
+    if (c.pre_layer_norm) {
+      norm(w, p + "self_attn_layer_norm", hidden, x, rows, h);
+      attn_in = x;
+    }
+    linear(w, p + "self_attn.q_proj", attn_in, q, rows, h, h);
+    cpu::scale_inplace(q, 1.0f / std::sqrt(static_cast<float>(c.head_dim())), rows * h);
+    linear(w, p + "self_attn.k_proj", attn_in, k, rows, h, h);
+    linear(w, p + "self_attn.v_proj", attn_in, v, rows, h, h);
+    for (size_t s = 0; s < steps.size(); ++s) {
+      const int64_t slot = steps[s].slot;
+      const int64_t start = kv.lengths[static_cast<size_t>(slot)];
+      const int64_t n_new = row_offsets[s + 1] - row_offsets[s];
+      float* keys = kv.keys(slot);
+      float* values = kv.values(slot);
+      const int64_t row0 = row_offsets[s] * h;
+      std::memcpy(keys + start * h, k + row0, static_cast<size_t>(n_new * h) * 4);
+      std::memcpy(values + start * h, v + row0, static_cast<size_t>(n_new * h) * 4);
+      cpu::attention(q + row0, h, keys, values, h, attn + row0, start, n_new, c.n_heads,
+                     c.head_dim());
+    }
+    linear(w, p + "self_attn.out_proj", attn, x, rows, h, h);
+    cpu::add_inplace(hidden, x, rows * h);
+    if (!c.pre_layer_norm) norm(w, p + "self_attn_layer_norm", hidden, hidden, rows, h);
   }
-  linear(w, p + "self_attn.q_proj", attn_in, q, rows, h, h);
-  cpu::scale_inplace(q, 1.0f / std::sqrt(static_cast<float>(c.head_dim())), rows * h);
-  linear(w, p + "self_attn.k_proj", attn_in, k, rows, h, h);
-  linear(w, p + "self_attn.v_proj", attn_in, v, rows, h, h);
-  for (size_t s = 0; s < steps.size(); ++s) {
-    const int64_t slot = steps[s].slot;
-    const int64_t start = kv.lengths[static_cast<size_t>(slot)];
-    const int64_t n_new = row_offsets[s + 1] - row_offsets[s];
-    float* keys = kv.keys(slot);
-    float* values = kv.values(slot);
-    const int64_t row0 = row_offsets[s] * h;
-    std::memcpy(keys + start * h, k + row0, static_cast<size_t>(n_new * h) * 4);
-    std::memcpy(values + start * h, v + row0, static_cast<size_t>(n_new * h) * 4);
-    cpu::attention(q + row0, h, keys, values, h, attn + row0, start, n_new, c.n_heads,
-                   c.head_dim());
-  }
-  linear(w, p + "self_attn.out_proj", attn, x, rows, h, h);
-  cpu::add_inplace(hidden, x, rows * h);
-  if (!c.pre_layer_norm) norm(w, p + "self_attn_layer_norm", hidden, hidden, rows, h);
+  if (!mlp_part) return;
+  float* mid = reserve(ws.mid, rows * c.ffn_dim);
 
   // Feed-forward block.
   const float* ffn_in = hidden;

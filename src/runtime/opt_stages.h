@@ -13,7 +13,12 @@
 
 namespace strata {
 
-enum class StageKind { kEmbed, kDecoder, kHead };
+// A decoder layer is one stage, or two (attention, MLP) when the policy's sep_layer asks for
+// finer loads, as FlexGen's does.
+enum class StageKind { kEmbed, kDecoder, kAttention, kMlp, kHead };
+inline bool stage_has_cache(StageKind kind) {
+  return kind == StageKind::kDecoder || kind == StageKind::kAttention;
+}
 
 struct StageTensor {
   std::string name;  // as WeightSource::read takes it
@@ -29,9 +34,10 @@ struct StageLayout {
   const StageTensor* find(const std::string& suffix) const;  // by name suffix, or null
 };
 
-// Embed, decoder 0 .. n-1, head. The head carries its own lm_head (a copy of embed_tokens
-// when tied), so each stage can live on its own tier.
-std::vector<StageLayout> opt_stage_layouts(const OptConfig& config);
+// Embed, decoder 0 .. n-1 (each split in attention and MLP when sep_layer), head. The head
+// carries its own lm_head (a copy of embed_tokens when tied), so each stage can live on its own
+// tier.
+std::vector<StageLayout> opt_stage_layouts(const OptConfig& config, bool sep_layer = false);
 
 // Reads a stage's tensors, converted to dtype, into dst (layout.numel elements).
 void read_stage(const WeightSource& source, const StageLayout& layout, DType dtype, void* dst);
@@ -70,6 +76,7 @@ int64_t pack_rows(const OptConfig& config, std::span<const SequenceStep> steps,
 void embed_forward(const OptConfig& config, const float* weights, std::span<const SequenceStep> steps,
                    std::span<const int64_t> lengths, std::span<const int64_t> row_offsets,
                    float* hidden, Workspace& ws);
+// A decoder, attention or MLP stage, in place on hidden; kv is used by the first two.
 void decoder_forward(const OptConfig& config, const StageLayout& layout, const float* weights,
                      std::span<const SequenceStep> steps, std::span<const int64_t> row_offsets,
                      const KvBlock& kv, float* hidden, Workspace& ws);
