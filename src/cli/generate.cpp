@@ -1,3 +1,6 @@
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -8,6 +11,7 @@
 #include "core/log.h"
 #include "model/weight_source.h"
 #include "runtime/generator.h"
+#include "runtime/offload_engine.h"
 #include "runtime/requests.h"
 #include "tokenizer/text_stream.h"
 
@@ -38,6 +42,31 @@ std::vector<std::string> all_values(const cxxopts::ParseResult& flags, const std
   return values;
 }
 
+// A progress line on stderr, redrawn in place, when stderr is a terminal.
+class Progress {
+ public:
+  explicit Progress(int64_t total) : total_(total), enabled_(isatty(STDERR_FILENO) != 0) {}
+  bool enabled() const { return enabled_; }
+  void add(int64_t tokens) {
+    done_ += tokens;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin_).count();
+    const double rate = s > 0 ? done_ / s : 0;
+    // Sequences that stop early make the total an upper bound, so the ETA is too.
+    const double eta = rate > 0 ? (total_ - done_) / rate : 0;
+    std::fprintf(stderr, "\r%lld / %lld tokens, %.2f tokens/s, ETA %.0f s   ",
+                 static_cast<long long>(done_), static_cast<long long>(total_), rate, eta);
+  }
+  void finish() {
+    if (enabled_ && done_ > 0) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  int64_t total_;
+  int64_t done_ = 0;
+  bool enabled_;
+  std::chrono::steady_clock::time_point begin_ = std::chrono::steady_clock::now();
+};
+
 }  // namespace
 
 int run_generate(int argc, char** argv) {
@@ -59,10 +88,9 @@ int run_generate(int argc, char** argv) {
       ("top-p", "nucleus sampling mass", cxxopts::value<float>()->default_value("1.0"))
       ("seed", "sampling seed", cxxopts::value<uint64_t>()->default_value("0"))
       ("ignore-eos", "do not stop at the end-of-sequence token")
-      ("gpu-batch-size", "sequences computed together",
-       cxxopts::value<int64_t>()->default_value("16"))
       ("threads", "compute threads (0: OpenBLAS default)",
        cxxopts::value<int>()->default_value("0"));
+  add_policy_flags(options, "16");
   const auto flags = parse_flags(options, argc, argv);
   STRATA_INPUT_CHECK(flags.count("model"), "--model is required");
   const auto prompts = all_values(flags, "prompt");
@@ -72,9 +100,9 @@ int run_generate(int argc, char** argv) {
                      "give --input or --prompt, not both");
   for (const auto& stop : stops) STRATA_INPUT_CHECK(!stop.empty(), "--stop must not be empty");
   const int64_t gen_len = flags["gen-len"].as<int64_t>();
-  const int64_t batch_size = flags["gpu-batch-size"].as<int64_t>();
   STRATA_INPUT_CHECK(gen_len >= 1, "--gen-len must be >= 1");
-  STRATA_INPUT_CHECK(batch_size >= 1, "--gpu-batch-size must be >= 1");
+  EngineOptions engine_options = engine_options_from_flags(flags);
+  const int64_t block = engine_options.policy.effective_batch();
   set_threads(flags["threads"].as<int>());
   GenerateOptions gen;
   gen.gen_len = gen_len;
@@ -108,8 +136,13 @@ int run_generate(int argc, char** argv) {
     out = &file_out;
   }
 
+  engine_options.gen_len = gen_len;
+  for (const auto& r : requests) {
+    engine_options.max_prompt_len =
+        std::max<int64_t>(engine_options.max_prompt_len, static_cast<int64_t>(r.input_ids.size()));
+  }
   const auto load_begin = std::chrono::steady_clock::now();
-  OptModel opt(*source);
+  OffloadEngine engine(*source, engine_options);
   const double load_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - load_begin).count();
   // Stop strings are watched per sequence of the batch being generated.
@@ -119,16 +152,18 @@ int run_generate(int argc, char** argv) {
       return watchers[seq].push(ids.back());
     };
   }
+  Progress progress(static_cast<int64_t>(requests.size()) * gen_len);
+  if (progress.enabled()) gen.on_step = [&progress](int64_t n) { progress.add(n); };
   GenerationStats stats;
-  for (size_t first = 0; first < requests.size(); first += static_cast<size_t>(batch_size)) {
-    const size_t last = std::min(requests.size(), first + static_cast<size_t>(batch_size));
+  for (size_t first = 0; first < requests.size(); first += static_cast<size_t>(block)) {
+    const size_t last = std::min(requests.size(), first + static_cast<size_t>(block));
     std::vector<Prompt> batch;
     watchers.clear();
     for (size_t i = first; i < last; ++i) {
       batch.push_back({requests[i].input_ids, i});
       if (tokenizer) watchers.emplace_back(*tokenizer, stops);
     }
-    auto results = generate_batch(opt, batch, gen, &stats);
+    auto results = engine.generate(batch, gen, &stats);
     for (size_t i = first; i < last; ++i) {
       Generation& g = results[i - first];
       std::optional<std::string> text;
@@ -145,6 +180,7 @@ int run_generate(int argc, char** argv) {
     out->flush();
     STRATA_INPUT_CHECK(out->good(), "writing the output failed (disk full?)");
   }
+  progress.finish();
   const double total_s = stats.prefill_s + stats.decode_s;
   std::fprintf(stderr,
                "strata generate: %zu sequences, %lld prompt + %lld generated tokens; load %.2f s, "

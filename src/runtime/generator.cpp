@@ -87,6 +87,7 @@ std::vector<Generation> generate_batch(const OptModel& model, std::span<const Pr
         still.push_back(i);
       }
     }
+    if (options.on_step) options.on_step(static_cast<int64_t>(active.size()));
     active.swap(still);
   }
   if (stats) stats->add(local);

@@ -21,6 +21,8 @@ struct GenerateOptions {
   SamplingParams sampling;
   // Called after each new token; true ends that sequence with finish reason "stop".
   std::function<bool(size_t seq, std::span<const int32_t> output_ids)> stop_check;
+  // Called after each step with the number of tokens it generated (progress reports).
+  std::function<void(int64_t new_tokens)> on_step;
 };
 
 struct Prompt {

@@ -78,7 +78,7 @@ MemoryPlan plan_memory(const OptConfig& c, const EngineOptions& o) {
   if (p.cache.gpu_percent < 100) gpu_work += kRing * static_cast<uint64_t>(s.kv_numel) * 4;
   if (p.activations.gpu_percent < 100) gpu_work += kRing * static_cast<uint64_t>(s.act_numel) * 4;
   gpu_work += static_cast<uint64_t>(s.workspace_numel + p.effective_batch() * c.vocab_size) * 4;
-  plan.working[1] += 2 * max_disk;  // staging for the load and the store stream
+  plan.working[1] += 4 * max_disk;  // staging: two weight stages, the load and the store stream
   return plan;
 }
 
@@ -111,6 +111,7 @@ struct OffloadEngine::Impl {
   std::vector<std::unique_ptr<TieredArray>> cache;    // [layer * num_gpu_batches + k]
   std::vector<std::unique_ptr<TieredArray>> acts;     // per GPU batch
   HostBuffer weight_buffers[2];
+  HostBuffer weight_staging[2];  // disk bytes of the stage in weight_buffers[i], as read
   HostBuffer cache_buffers[kRing];
   HostBuffer act_buffers[kRing];
   HostBuffer load_staging, store_staging;
@@ -120,6 +121,7 @@ struct OffloadEngine::Impl {
   Stream loader{"load"};
   Stream storer{"store"};
   double wall_s = 0;
+  double disk_busy_base = 0;  // disk busy seconds before the stats were cleared
 
   Stream& load_stream() { return options.policy.overlap ? loader : compute; }
   Stream& store_stream() { return options.policy.overlap ? storer : compute; }
@@ -184,8 +186,13 @@ OffloadEngine::OffloadEngine(const WeightSource& source, const EngineOptions& op
   if (p.activations.gpu_percent < 100) {
     for (auto& b : m.act_buffers) b = m.working_buffer(static_cast<uint64_t>(m.shapes.act_numel) * 4);
   }
-  uint64_t staging = 0;
-  for (const auto* group : {&m.weights, &m.cache, &m.acts}) {
+  uint64_t staging = 0, weight_staging = 0;
+  for (const auto& a : m.weights) weight_staging = std::max(weight_staging, a->staging_bytes());
+  if (weight_staging > 0) {
+    for (auto& b : m.weight_staging) b = HostBuffer(weight_staging);
+    m.counters.add_allocation(Tier::kCpu, 2 * weight_staging);
+  }
+  for (const auto* group : {&m.cache, &m.acts}) {
     for (const auto& a : *group) staging = std::max(staging, a->staging_bytes());
   }
   if (staging > 0) {
@@ -202,6 +209,7 @@ OffloadEngine::OffloadEngine(const WeightSource& source, const EngineOptions& op
   m.compute.clear_stats();
   m.loader.clear_stats();
   m.storer.clear_stats();
+  m.disk_busy_base = m.disk ? m.disk->busy_seconds() : 0;
 }
 
 OffloadEngine::~OffloadEngine() = default;
@@ -221,7 +229,7 @@ void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>&
       rows[k] = pack_rows(config, steps[k], lengths[k], shapes.capacity, offsets[k]);
     }
   }
-  std::vector<EventPtr> last_compute(static_cast<size_t>(n_stages));
+  std::vector<EventPtr> first_compute(static_cast<size_t>(n_stages));
   EventPtr cache_free[kRing], act_free[kRing];
   int64_t cache_item = 0, act_item = 0;
   std::vector<EventPtr> act_stored(steps.size());  // batch k's hidden is back on its tiers
@@ -231,14 +239,19 @@ void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>&
     TieredArray& w_array = *weights[static_cast<size_t>(s)];
     float* w = w_array.resident();
     EventPtr w_ready;
+    HostBuffer* w_staging = nullptr;
     if (!w) {
+      // The load stream only reads the disk part; the compute stream expands the stage to fp32
+      // once, before its first batch, so conversion never competes with compute for cores.
       w = weight_buffers[s % 2].as<float>();
+      w_staging = &weight_staging[s % 2];
       std::vector<EventPtr> deps;
-      if (s >= 2 && last_compute[s - 2]) deps.push_back(last_compute[s - 2]);
+      if (s >= 2) deps.push_back(first_compute[s - 2]);
       w_ready = load_stream().enqueue(
           "load weights stage " + std::to_string(s),
-          [&w_array, w, this] { w_array.load(w, 0, w_array.numel(), load_staging); }, deps);
+          [&w_array, w_staging] { w_array.fetch(0, w_array.numel(), *w_staging); }, deps);
     }
+    bool first_batch = true;
     for (int64_t k = 0; k < n_batches; ++k) {
       if (steps[k].empty()) continue;
       const std::string tag = " stage " + std::to_string(s) + " batch " + std::to_string(k);
@@ -298,9 +311,12 @@ void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>&
       const auto& batch_offsets = offsets[k];
       const auto& batch_lengths = lengths[k];
       float* logits_k = logits[static_cast<size_t>(k)].data();
+      const bool expand = w_staging && first_batch;
       EventPtr done = compute.enqueue(
           "compute" + tag,
-          [this, &layout, w, h, kv, &batch_steps, &batch_offsets, &batch_lengths, logits_k] {
+          [this, &layout, &w_array, w_staging, expand, w, h, kv, &batch_steps, &batch_offsets,
+           &batch_lengths, logits_k] {
+            if (expand) w_array.assemble(w, 0, w_array.numel(), *w_staging);
             switch (layout.kind) {
               case StageKind::kEmbed:
                 embed_forward(config, w, batch_steps, batch_lengths, batch_offsets, h, ws);
@@ -316,7 +332,8 @@ void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>&
             }
           },
           deps);
-      last_compute[static_cast<size_t>(s)] = done;
+      if (first_batch) first_compute[static_cast<size_t>(s)] = done;
+      first_batch = false;
 
       if (kv_array && !kv_array->resident()) {
         const KvBlock source = kv;
@@ -401,6 +418,7 @@ std::vector<Generation> OffloadEngine::generate(std::span<const Prompt> prompts,
     local.flops += forward_flops(m.config, n_new, n_cached);
     if (t == 0) for (int64_t x : n_new) local.prompt_tokens += x;
 
+    if (options.on_step) options.on_step(static_cast<int64_t>(n_new.size()));
     for (size_t k = 0; k < n_batches; ++k) {
       for (size_t j = 0; j < steps[k].size(); ++j) {
         const size_t i = k * gbs + static_cast<size_t>(steps[k][j].slot);
@@ -452,6 +470,7 @@ EngineStats OffloadEngine::stats() const {
     s.store_busy_s += busy(*stream, "store");
   }
   s.wall_s = m.wall_s;
+  s.disk_busy_s = m.disk ? m.disk->busy_seconds() - m.disk_busy_base : 0;
   return s;
 }
 
@@ -462,6 +481,7 @@ void OffloadEngine::clear_stats() {
   m.loader.clear_stats();
   m.storer.clear_stats();
   m.wall_s = 0;
+  m.disk_busy_base = m.disk ? m.disk->busy_seconds() : 0;
 }
 
 nlohmann::json OffloadEngine::trace() const {

@@ -39,6 +39,7 @@ struct EngineStats {
   double compute_busy_s = 0;
   double load_busy_s = 0;
   double store_busy_s = 0;
+  double disk_busy_s = 0;  // seconds with disk I/O in flight
   double wall_s = 0;
   // max(compute-only, I/O-only time) / wall time: 1 when every transfer hides behind compute.
   double overlap_efficiency() const;

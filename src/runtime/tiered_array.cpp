@@ -97,6 +97,22 @@ void TieredArray::fill_zero() {
 }
 
 void TieredArray::load(float* dst, int64_t begin, int64_t end, HostBuffer& staging) {
+  fetch(begin, end, staging);
+  assemble(dst, begin, end, staging);
+}
+
+void TieredArray::fetch(int64_t begin, int64_t end, HostBuffer& staging) {
+  const int64_t g = split_.gpu, c = split_.cpu;
+  if (end <= g + c) return;
+  const int64_t b = std::max(begin, g + c) - (g + c), e = end - (g + c);
+  uint64_t first, last;
+  disk_blocks(b, e, first, last);
+  STRATA_CHECK(staging.size_bytes() >= last - first, "disk staging buffer too small");
+  disk_->read(extent_, first, staging.data(), last - first);
+  counters_.bytes_read[static_cast<size_t>(Tier::kDisk)] += last - first;
+}
+
+void TieredArray::assemble(float* dst, int64_t begin, int64_t end, const HostBuffer& staging) {
   const uint64_t es = dtype_size(stored_);
   const int64_t g = split_.gpu, c = split_.cpu;
   if (begin < g) {
@@ -113,9 +129,6 @@ void TieredArray::load(float* dst, int64_t begin, int64_t end, HostBuffer& stagi
     const int64_t b = std::max(begin, g + c) - (g + c), e = end - (g + c);
     uint64_t first, last;
     disk_blocks(b, e, first, last);
-    STRATA_CHECK(staging.size_bytes() >= last - first, "disk staging buffer too small");
-    disk_->read(extent_, first, staging.data(), last - first);
-    counters_.bytes_read[static_cast<size_t>(Tier::kDisk)] += last - first;
     convert_to_f32(stored_, staging.as<uint8_t>() + (static_cast<uint64_t>(b) * es - first),
                    dst + g + c + b, static_cast<size_t>(e - b));
   }

@@ -53,8 +53,15 @@ class TieredArray {
   void fill_zero();
   // Bytes of host staging that load / store need for this array's disk part.
   uint64_t staging_bytes() const;
-  // Copies elements [begin, end) into dst[begin, end) in fp32, dst the array's full layout.
+  // Copies elements [begin, end) into dst[begin, end) in fp32, dst the array's full layout:
+  // fetch() then assemble().
   void load(float* dst, int64_t begin, int64_t end, HostBuffer& staging);
+  // Reads the disk blocks of elements [begin, end) into staging: I/O only, so a load stream
+  // that only fetches leaves the cores to compute.
+  void fetch(int64_t begin, int64_t end, HostBuffer& staging);
+  // Fills dst[begin, end) from the GPU and CPU parts and from staging as fetch() left it:
+  // the conversion to the compute form, run where the data is used.
+  void assemble(float* dst, int64_t begin, int64_t end, const HostBuffer& staging);
   // Writes elements [begin, end) of src (the array's full, current layout) back to the tiers.
   void store(const float* src, int64_t begin, int64_t end, HostBuffer& staging);
 
