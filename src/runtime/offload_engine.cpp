@@ -14,6 +14,9 @@ namespace strata {
 namespace {
 
 constexpr int kRing = 3;  // working buffers for batch k-1 (storing), k (computing), k+1 (loading)
+// Disk reads of stages s, s+1 and s+2 are in flight together, so the disk queue never drains
+// between stages.
+constexpr int kWeightSlots = 3;
 
 uint64_t align_block(uint64_t bytes) {
   return (bytes + DiskStore::kAlignment - 1) / DiskStore::kAlignment * DiskStore::kAlignment;
@@ -78,7 +81,7 @@ MemoryPlan plan_memory(const OptConfig& c, const EngineOptions& o) {
   if (p.cache.gpu_percent < 100) gpu_work += kRing * static_cast<uint64_t>(s.kv_numel) * 4;
   if (p.activations.gpu_percent < 100) gpu_work += kRing * static_cast<uint64_t>(s.act_numel) * 4;
   gpu_work += static_cast<uint64_t>(s.workspace_numel + p.effective_batch() * c.vocab_size) * 4;
-  plan.working[1] += 4 * max_disk;  // staging: two weight stages, the load and the store stream
+  plan.working[1] += (kWeightSlots + 2) * max_disk;  // staging: weights, load and store streams
   return plan;
 }
 
@@ -111,7 +114,7 @@ struct OffloadEngine::Impl {
   std::vector<std::unique_ptr<TieredArray>> cache;    // [layer * num_gpu_batches + k]
   std::vector<std::unique_ptr<TieredArray>> acts;     // per GPU batch
   HostBuffer weight_buffers[2];
-  HostBuffer weight_staging[2];  // disk bytes of the stage in weight_buffers[i], as read
+  HostBuffer weight_staging[kWeightSlots];  // disk bytes of stage s in slot s % kWeightSlots
   HostBuffer cache_buffers[kRing];
   HostBuffer act_buffers[kRing];
   HostBuffer load_staging, store_staging;
@@ -122,6 +125,25 @@ struct OffloadEngine::Impl {
   Stream storer{"store"};
   double wall_s = 0;
   double disk_busy_base = 0;  // disk busy seconds before the stats were cleared
+  // Reads of the first stages of the next step, submitted at the end of a step so no step
+  // starts with an idle disk.
+  bool carried = false;
+  uint64_t carried_tickets[kWeightSlots - 1] = {};
+
+  ~Impl() {
+    // Reads still in flight write into the staging buffers: finish them first.
+    try {
+      compute.synchronize();
+      loader.synchronize();
+      storer.synchronize();
+      if (carried) {
+        for (int i = 0; i < kWeightSlots - 1; ++i) {
+          weights[static_cast<size_t>(i)]->finish_fetch(carried_tickets[i]);
+        }
+      }
+    } catch (...) {  // the error was reported where it happened
+    }
+  }
 
   Stream& load_stream() { return options.policy.overlap ? loader : compute; }
   Stream& store_stream() { return options.policy.overlap ? storer : compute; }
@@ -190,7 +212,7 @@ OffloadEngine::OffloadEngine(const WeightSource& source, const EngineOptions& op
   for (const auto& a : m.weights) weight_staging = std::max(weight_staging, a->staging_bytes());
   if (weight_staging > 0) {
     for (auto& b : m.weight_staging) b = HostBuffer(weight_staging);
-    m.counters.add_allocation(Tier::kCpu, 2 * weight_staging);
+    m.counters.add_allocation(Tier::kCpu, kWeightSlots * weight_staging);
   }
   for (const auto* group : {&m.cache, &m.acts}) {
     for (const auto& a : *group) staging = std::max(staging, a->staging_bytes());
@@ -233,6 +255,26 @@ void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>&
   EventPtr cache_free[kRing], act_free[kRing];
   int64_t cache_item = 0, act_item = 0;
   std::vector<EventPtr> act_stored(steps.size());  // batch k's hidden is back on its tiers
+  std::vector<uint64_t> tickets(static_cast<size_t>(n_stages), 0);
+  // Submits the disk read of stage s into its staging slot once the stage that used the slot
+  // before has been expanded.
+  auto submit = [&](int64_t s, uint64_t* ticket, EventPtr after) {
+    if (s >= n_stages || weights[static_cast<size_t>(s)]->resident()) return;
+    TieredArray* array = weights[static_cast<size_t>(s)].get();
+    HostBuffer* staging = &weight_staging[s % kWeightSlots];
+    load_stream().enqueue(
+        "read weights stage " + std::to_string(s),
+        [array, staging, ticket] { *ticket = array->submit_fetch(0, array->numel(), *staging); },
+        {after});
+  };
+  for (int64_t s = 0; s < kWeightSlots - 1 && s < n_stages; ++s) {
+    if (carried) {
+      tickets[static_cast<size_t>(s)] = carried_tickets[s];
+    } else {
+      submit(s, &tickets[static_cast<size_t>(s)], nullptr);
+    }
+  }
+  carried = false;
 
   for (int64_t s = 0; s < n_stages; ++s) {
     const StageLayout& layout = layouts[static_cast<size_t>(s)];
@@ -244,12 +286,15 @@ void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>&
       // The load stream only reads the disk part; the compute stream expands the stage to fp32
       // once, before its first batch, so conversion never competes with compute for cores.
       w = weight_buffers[s % 2].as<float>();
-      w_staging = &weight_staging[s % 2];
-      std::vector<EventPtr> deps;
-      if (s >= 2) deps.push_back(first_compute[s - 2]);
-      w_ready = load_stream().enqueue(
-          "load weights stage " + std::to_string(s),
-          [&w_array, w_staging] { w_array.fetch(0, w_array.numel(), *w_staging); }, deps);
+      w_staging = &weight_staging[s % kWeightSlots];
+      const int64_t ahead = s + kWeightSlots - 1;
+      if (ahead < n_stages) {
+        submit(ahead, &tickets[static_cast<size_t>(ahead)],
+               ahead >= kWeightSlots ? first_compute[static_cast<size_t>(ahead - kWeightSlots)] : nullptr);
+      }
+      const uint64_t* ticket = &tickets[static_cast<size_t>(s)];
+      w_ready = load_stream().enqueue("load weights stage " + std::to_string(s),
+                                      [&w_array, ticket] { w_array.finish_fetch(*ticket); });
     }
     bool first_batch = true;
     for (int64_t k = 0; k < n_batches; ++k) {
@@ -364,6 +409,17 @@ void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>&
         }
       }
     }
+  }
+  // The next step's first stages are read while this one finishes; the slot each needs was
+  // last used by the highest stage of this step with the same slot.
+  if (weight_buffers[0].size_bytes() > 0 && n_stages >= kWeightSlots) {
+    for (int64_t s = 0; s < kWeightSlots - 1; ++s) {
+      carried_tickets[s] = 0;
+      int64_t last_user = n_stages - 1;
+      while (last_user % kWeightSlots != s) --last_user;
+      submit(s, &carried_tickets[s], first_compute[static_cast<size_t>(last_user)]);
+    }
+    carried = true;
   }
   // Every stream drains before the tokens are sampled; errors surface here.
   loader.synchronize();

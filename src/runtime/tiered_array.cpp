@@ -102,14 +102,22 @@ void TieredArray::load(float* dst, int64_t begin, int64_t end, HostBuffer& stagi
 }
 
 void TieredArray::fetch(int64_t begin, int64_t end, HostBuffer& staging) {
+  finish_fetch(submit_fetch(begin, end, staging));
+}
+
+uint64_t TieredArray::submit_fetch(int64_t begin, int64_t end, HostBuffer& staging) {
   const int64_t g = split_.gpu, c = split_.cpu;
-  if (end <= g + c) return;
+  if (end <= g + c) return 0;
   const int64_t b = std::max(begin, g + c) - (g + c), e = end - (g + c);
   uint64_t first, last;
   disk_blocks(b, e, first, last);
   STRATA_CHECK(staging.size_bytes() >= last - first, "disk staging buffer too small");
-  disk_->read(extent_, first, staging.data(), last - first);
   counters_.bytes_read[static_cast<size_t>(Tier::kDisk)] += last - first;
+  return disk_->submit_read(extent_, first, staging.data(), last - first);
+}
+
+void TieredArray::finish_fetch(uint64_t ticket) {
+  if (ticket != 0) disk_->wait(ticket);
 }
 
 void TieredArray::assemble(float* dst, int64_t begin, int64_t end, const HostBuffer& staging) {

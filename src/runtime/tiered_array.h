@@ -59,6 +59,10 @@ class TieredArray {
   // Reads the disk blocks of elements [begin, end) into staging: I/O only, so a load stream
   // that only fetches leaves the cores to compute.
   void fetch(int64_t begin, int64_t end, HostBuffer& staging);
+  // fetch() in two halves, so reads of several arrays can be in flight at once; the ticket is 0
+  // when nothing is on disk.
+  uint64_t submit_fetch(int64_t begin, int64_t end, HostBuffer& staging);
+  void finish_fetch(uint64_t ticket);
   // Fills dst[begin, end) from the GPU and CPU parts and from staging as fetch() left it:
   // the conversion to the compute form, run where the data is used.
   void assemble(float* dst, int64_t begin, int64_t end, const HostBuffer& staging);
