@@ -58,11 +58,8 @@ int run_bench(int argc, char** argv) {
   const Policy& policy = engine_options.policy;
   const int64_t prompt_len = flags["prompt-len"].as<int64_t>();
   const int64_t gen_len = flags["gen-len"].as<int64_t>();
-  const int64_t block = policy.effective_batch();
-  const int64_t n_prompts = flags.count("num-prompts") ? flags["num-prompts"].as<int64_t>() : block;
   STRATA_INPUT_CHECK(prompt_len >= 1, "--prompt-len must be >= 1");
   STRATA_INPUT_CHECK(gen_len >= 1, "--gen-len must be >= 1");
-  STRATA_INPUT_CHECK(n_prompts >= 1, "--num-prompts must be >= 1");
   set_threads(flags["threads"].as<int>());
 
   auto source = open_weight_source(flags["model"].as<std::string>());
@@ -72,6 +69,10 @@ int run_bench(int argc, char** argv) {
                      config.max_positions);
   engine_options.max_prompt_len = prompt_len;
   engine_options.gen_len = gen_len;
+  const auto predicted = plan_from_flags(flags, config, engine_options);  // --policy auto
+  const int64_t block = policy.effective_batch();
+  const int64_t n_prompts = flags.count("num-prompts") ? flags["num-prompts"].as<int64_t>() : block;
+  STRATA_INPUT_CHECK(n_prompts >= 1, "--num-prompts must be >= 1");
   const auto prompts = random_prompts(config, n_prompts, prompt_len, flags["seed"].as<uint64_t>());
 
   // Bounds, measured before the run on this machine.
@@ -164,6 +165,23 @@ int run_bench(int argc, char** argv) {
               sgemm_gflops, stats.flops / 1e9, bound_s, bound_s / total_s);
   std::printf("GEMM: %.2f s = %.1f%% of the time at %.1f GFLOP/s (%.2f of peak)\n", gemm_s,
               100.0 * gemm_s / total_s, gemm_gflops, gemm_gflops / sgemm_gflops);
+  if (predicted) {
+    const double measured[3] = {j["prefill_tokens_per_s"].get<double>(),
+                                j["decode_tokens_per_s"].get<double>(),
+                                j["generation_tokens_per_s"].get<double>()};
+    const double model[3] = {predicted->prefill_tokens_per_s, predicted->decode_tokens_per_s,
+                             predicted->generation_tokens_per_s};
+    const char* names[3] = {"prefill", "decode", "generation"};
+    for (int i = 0; i < 3; ++i) {
+      j["predicted"][std::string(names[i]) + "_tokens_per_s"] = model[i];
+      std::printf("%-10s predicted %10.2f tok/s, measured %10.2f tok/s: measured / predicted %.2f\n",
+                  names[i], model[i], measured[i], model[i] > 0 ? measured[i] / model[i] : 0.0);
+    }
+    j["predicted"]["prefill_bound"] = predicted->prefill_bound;
+    j["predicted"]["decode_bound"] = predicted->decode_bound;
+    std::printf("predicted bounds: prefill by %s, decode by %s\n", predicted->prefill_bound.c_str(),
+                predicted->decode_bound.c_str());
+  }
   if (flags.count("json")) {
     const std::string path = flags["json"].as<std::string>();
     std::ofstream out(path);

@@ -2,7 +2,10 @@
 #pragma once
 
 #include <cxxopts.hpp>
+#include <optional>
 #include <string>
+
+#include "planner/cost_model.h"
 
 #include "runtime/offload_engine.h"
 
@@ -13,6 +16,8 @@ int run_synth(int argc, char** argv);
 int run_bench(int argc, char** argv);
 int run_tokenize(int argc, char** argv);
 int run_detokenize(int argc, char** argv);
+int run_plan(int argc, char** argv);
+int run_profile(int argc, char** argv);
 
 // Parses flags; --help prints usage and exits 0; a bad or unknown flag is an input error.
 cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, char** argv);
@@ -26,6 +31,13 @@ void add_policy_flags(cxxopts::Options& options, const std::string& default_gpu_
 // The policy (--policy FILE first, then each flag given overrides its field), the caps and the
 // offload dir; validated. Prompt and generation lengths are left for the caller.
 EngineOptions engine_options_from_flags(const cxxopts::ParseResult& flags);
+// True for --policy auto.
+bool wants_auto_policy(const cxxopts::ParseResult& flags);
+// Once prompt and generation lengths are in `options`: for --policy auto, plans the policy for
+// this node (profiled quickly, or --hardware FILE) within the caps and puts it in `options`;
+// returns the cost model's prediction for the policy run, or none without auto or --hardware.
+std::optional<Prediction> plan_from_flags(const cxxopts::ParseResult& flags, const OptConfig& config,
+                                          EngineOptions& options);
 // True when any flag asks for the offloading engine rather than the resident one.
 bool wants_offloading(const cxxopts::ParseResult& flags);
 

@@ -102,7 +102,6 @@ int run_generate(int argc, char** argv) {
   const int64_t gen_len = flags["gen-len"].as<int64_t>();
   STRATA_INPUT_CHECK(gen_len >= 1, "--gen-len must be >= 1");
   EngineOptions engine_options = engine_options_from_flags(flags);
-  const int64_t block = engine_options.policy.effective_batch();
   set_threads(flags["threads"].as<int>());
   GenerateOptions gen;
   gen.gen_len = gen_len;
@@ -141,6 +140,8 @@ int run_generate(int argc, char** argv) {
     engine_options.max_prompt_len =
         std::max<int64_t>(engine_options.max_prompt_len, static_cast<int64_t>(r.input_ids.size()));
   }
+  plan_from_flags(flags, source->config(), engine_options);  // --policy auto
+  const int64_t block = engine_options.policy.effective_batch();
   const auto load_begin = std::chrono::steady_clock::now();
   OffloadEngine engine(*source, engine_options);
   const double load_s =

@@ -1,12 +1,19 @@
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/units.h"
+#include "planner/planner.h"
 
 namespace strata::cli {
 
 void add_policy_flags(cxxopts::Options& options, const std::string& default_gpu_batch_size) {
   options.add_options("policy")
-      ("policy", "policy JSON file (strata plan --json writes one)", cxxopts::value<std::string>())
+      ("policy", "policy JSON file (strata plan --json writes one), or 'auto': plan it for this "
+                 "node (or --hardware FILE)", cxxopts::value<std::string>())
+      ("hardware", "hardware profile (strata profile writes one) for --policy auto and "
+                   "predictions", cxxopts::value<std::string>())
       ("percent", "WG WC CG CC HG HC: weight, cache and activation percent on GPU and CPU "
                   "(the rest on disk)", cxxopts::value<std::vector<double>>())
       ("gpu-batch-size", "sequences computed together",
@@ -24,7 +31,7 @@ void add_policy_flags(cxxopts::Options& options, const std::string& default_gpu_
 }
 
 bool wants_offloading(const cxxopts::ParseResult& flags) {
-  for (const char* name : {"policy", "percent", "num-gpu-batches", "offload-dir",
+  for (const char* name : {"policy", "hardware", "percent", "num-gpu-batches", "offload-dir",
                            "cpu-cache-compute", "no-overlap", "gpu-mem", "cpu-mem", "disk-mem",
                            "trace"}) {
     if (flags.count(name)) return true;
@@ -35,7 +42,10 @@ bool wants_offloading(const cxxopts::ParseResult& flags) {
 EngineOptions engine_options_from_flags(const cxxopts::ParseResult& flags) {
   EngineOptions o;
   Policy& p = o.policy;
-  if (flags.count("policy")) p = Policy::load(flags["policy"].as<std::string>());
+  const bool automatic = wants_auto_policy(flags);
+  STRATA_INPUT_CHECK(!(automatic && flags.count("percent")), "--policy auto chooses the percentages: "
+                     "drop --percent");
+  if (flags.count("policy") && !automatic) p = Policy::load(flags["policy"].as<std::string>());
   if (flags.count("percent")) {
     const auto v = flags["percent"].as<std::vector<double>>();
     STRATA_INPUT_CHECK(v.size() == 6, "--percent takes six numbers: WG WC CG CC HG HC (got ",
@@ -44,7 +54,7 @@ EngineOptions engine_options_from_flags(const cxxopts::ParseResult& flags) {
     p.cache = {v[2], v[3]};
     p.activations = {v[4], v[5]};
   }
-  if (flags.count("gpu-batch-size") || !flags.count("policy")) {
+  if (flags.count("gpu-batch-size") || (!flags.count("policy") && !automatic)) {
     p.gpu_batch_size = flags["gpu-batch-size"].as<int64_t>();
   }
   if (flags.count("num-gpu-batches")) p.num_gpu_batches = flags["num-gpu-batches"].as<int64_t>();
@@ -56,6 +66,46 @@ EngineOptions engine_options_from_flags(const cxxopts::ParseResult& flags) {
   if (flags.count("cpu-mem")) o.caps.cpu_bytes = parse_bytes(flags["cpu-mem"].as<std::string>(), "--cpu-mem");
   if (flags.count("disk-mem")) o.caps.disk_bytes = parse_bytes(flags["disk-mem"].as<std::string>(), "--disk-mem");
   return o;
+}
+
+bool wants_auto_policy(const cxxopts::ParseResult& flags) {
+  return flags.count("policy") && flags["policy"].as<std::string>() == "auto";
+}
+
+std::optional<Prediction> plan_from_flags(const cxxopts::ParseResult& flags, const OptConfig& config,
+                                          EngineOptions& options) {
+  const bool automatic = wants_auto_policy(flags);
+  if (!automatic && !flags.count("hardware")) return std::nullopt;
+  HardwareProfile hw;
+  if (flags.count("hardware")) {
+    hw = HardwareProfile::load(flags["hardware"].as<std::string>());
+  } else {
+    ProfileOptions po;
+    po.offload_dir = options.offload_dir;
+    po.quick = true;
+    hw = measure_hardware(po);
+  }
+  if (!automatic) {
+    return predict_policy(hw, config, options.policy, options.max_prompt_len, options.gen_len);
+  }
+  PlanRequest request;
+  request.prompt_len = options.max_prompt_len;
+  request.gen_len = options.gen_len;
+  request.caps = options.caps;
+  // Fixed only when given: the flags' defaults are for hand-written policies.
+  if (flags.count("gpu-batch-size")) request.gpu_batch_size = flags["gpu-batch-size"].as<int64_t>();
+  if (flags.count("num-gpu-batches")) request.num_gpu_batches = flags["num-gpu-batches"].as<int64_t>();
+  request.allow_disk = !options.offload_dir.empty();
+  // The engine here has no compression yet; plans for it never ask for any.
+  const Plan plan = make_plan(hw, config, request);
+  const Policy& given = options.policy;
+  Policy p = plan.policy;
+  p.overlap = given.overlap;
+  options.policy = p;
+  std::fprintf(stderr, "strata: --policy auto: %s (binding: %s; %lld LPs in %.3f s)\n",
+               p.to_json().dump().c_str(), plan.binding.c_str(), static_cast<long long>(plan.lp_count),
+               plan.solve_s);
+  return plan.predicted;
 }
 
 }  // namespace strata::cli

@@ -1,9 +1,21 @@
 // Measurements of this machine's CPU, taken in the same run as what they bound.
 #pragma once
 
+#include <cstdint>
+
 namespace strata {
 
 // OpenBLAS sgemm rate on n x n x n, best of a few repetitions, in GFLOP/s.
 double measure_sgemm_gflops(int n = 2048, int repetitions = 3);
+
+// memcpy of `size_bytes` by one thread (cache and activation moves), in GB/s.
+double measure_copy_gbps(uint64_t size_bytes = 256ull << 20);
+// fp16 -> fp32 conversion of `numel` elements by one thread, in GB/s of fp32 written (the
+// expansion of offloaded weights on the compute stream).
+double measure_expand_gbps(uint64_t numel = 64ull << 20);
+// Decode attention (one query against `context` cached keys per sequence, the engine's kernel)
+// in GFLOP/s, counting 4 * hidden * context per sequence.
+double measure_decode_attention_gflops(int64_t hidden = 2048, int64_t n_heads = 32,
+                                       int64_t context = 512, int64_t sequences = 16);
 
 }  // namespace strata

@@ -1,0 +1,128 @@
+// `strata plan`: the policy the planner chooses for a model on a hardware profile, with its
+// predicted throughput, peak bytes per tier and the constraint that binds.
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/units.h"
+#include "model/weight_source.h"
+#include "planner/planner.h"
+
+namespace strata::cli {
+namespace {
+
+// "opt-30b" or "facebook/opt-30b" (the built-in family), "synthetic:opt-30b", or a model dir.
+OptConfig config_for(const std::string& model) {
+  std::string name = model;
+  if (name.rfind("facebook/", 0) == 0) name = name.substr(9);
+  if (name.rfind("synthetic:", 0) != 0 && !std::filesystem::exists(name)) {
+    return parse_opt_config(opt_family_config_json(name), name);
+  }
+  return open_weight_source(name)->config();
+}
+
+std::string split_text(const TierSplit& s) {
+  char text[96];
+  std::snprintf(text, sizeof(text), "gpu %.1f%% cpu %.1f%% disk %.1f%%", s.gpu_percent,
+                s.cpu_percent, s.disk_percent());
+  return text;
+}
+
+}  // namespace
+
+int run_plan(int argc, char** argv) {
+  cxxopts::Options options("strata plan",
+                           "Choose an offloading policy by linear programming over a hardware "
+                           "profile's cost model (FlexGen's policy search).");
+  options.add_options()
+      ("model", "opt-30b, synthetic:ARCH or a model directory", cxxopts::value<std::string>())
+      ("hardware", "hardware profile JSON (strata profile writes one; default: profile this "
+                   "node quickly)", cxxopts::value<std::string>())
+      ("prompt-len", "tokens per prompt", cxxopts::value<int64_t>())
+      ("gen-len", "new tokens per prompt", cxxopts::value<int64_t>())
+      ("compress-weight", "plan for 4-bit weights")
+      ("compress-cache", "plan for a 4-bit KV cache")
+      ("gpu-batch-size", "fix the GPU batch size (default: enumerated)", cxxopts::value<int64_t>())
+      ("num-gpu-batches", "fix the number of GPU batches (default: enumerated)",
+       cxxopts::value<int64_t>())
+      ("gpu-mem", "cap on the GPU tier, e.g. 16GiB", cxxopts::value<std::string>())
+      ("cpu-mem", "cap on the CPU tier", cxxopts::value<std::string>())
+      ("disk-mem", "cap on the disk tier", cxxopts::value<std::string>())
+      ("offload-dir", "directory for the disk tier, when profiling this node",
+       cxxopts::value<std::string>())
+      ("no-disk", "place nothing on disk")
+      ("json", "print one JSON object (its \"policy\" loads with --policy FILE)");
+  const auto flags = parse_flags(options, argc, argv);
+  for (const char* name : {"model", "prompt-len", "gen-len"}) {
+    STRATA_INPUT_CHECK(flags.count(name), "--", name, " is required");
+  }
+  const OptConfig config = config_for(flags["model"].as<std::string>());
+  HardwareProfile hw;
+  std::string hardware_name;
+  if (flags.count("hardware")) {
+    hardware_name = flags["hardware"].as<std::string>();
+    hw = HardwareProfile::load(hardware_name);
+  } else {
+    ProfileOptions po;
+    if (flags.count("offload-dir")) po.offload_dir = flags["offload-dir"].as<std::string>();
+    po.quick = true;
+    hw = measure_hardware(po);
+    hardware_name = "this node (" + hw.name + ", quick profile)";
+  }
+  PlanRequest request;
+  request.prompt_len = flags["prompt-len"].as<int64_t>();
+  request.gen_len = flags["gen-len"].as<int64_t>();
+  request.compress_weight = flags.count("compress-weight") > 0;
+  request.compress_cache = flags.count("compress-cache") > 0;
+  if (flags.count("gpu-batch-size")) {
+    request.gpu_batch_size = flags["gpu-batch-size"].as<int64_t>();
+    STRATA_INPUT_CHECK(request.gpu_batch_size >= 1, "--gpu-batch-size must be >= 1");
+  }
+  if (flags.count("num-gpu-batches")) {
+    request.num_gpu_batches = flags["num-gpu-batches"].as<int64_t>();
+    STRATA_INPUT_CHECK(request.num_gpu_batches >= 1, "--num-gpu-batches must be >= 1");
+  }
+  if (flags.count("gpu-mem")) request.caps.gpu_bytes = parse_bytes(flags["gpu-mem"].as<std::string>(), "--gpu-mem");
+  if (flags.count("cpu-mem")) request.caps.cpu_bytes = parse_bytes(flags["cpu-mem"].as<std::string>(), "--cpu-mem");
+  if (flags.count("disk-mem")) request.caps.disk_bytes = parse_bytes(flags["disk-mem"].as<std::string>(), "--disk-mem");
+  request.allow_disk = !flags.count("no-disk");
+  const Plan plan = make_plan(hw, config, request);
+
+  if (flags.count("json")) {
+    std::printf("%s\n", plan.to_json().dump(2).c_str());
+    return 0;
+  }
+  const Policy& p = plan.policy;
+  const Prediction& pr = plan.predicted;
+  std::printf("model %s (%.2f B parameters), prompt %lld + %lld generated, hardware %s\n",
+              flags["model"].as<std::string>().c_str(), static_cast<double>(config.n_params()) / 1e9,
+              static_cast<long long>(request.prompt_len), static_cast<long long>(request.gen_len),
+              hardware_name.c_str());
+  std::printf("policy: gpu batch %lld x %lld batches (effective batch %lld)%s%s%s\n",
+              static_cast<long long>(p.gpu_batch_size), static_cast<long long>(p.num_gpu_batches),
+              static_cast<long long>(p.effective_batch()),
+              p.cpu_cache_compute ? ", decode attention on the CPU" : "",
+              p.compress_weight ? ", 4-bit weights" : "", p.compress_cache ? ", 4-bit cache" : "");
+  std::printf("  weights     %s\n  cache       %s\n  activations %s\n", split_text(p.weights).c_str(),
+              split_text(p.cache).c_str(), split_text(p.activations).c_str());
+  std::printf("  --percent %g %g %g %g %g %g\n", p.weights.gpu_percent, p.weights.cpu_percent,
+              p.cache.gpu_percent, p.cache.cpu_percent, p.activations.gpu_percent,
+              p.activations.cpu_percent);
+  std::printf("predicted: prefill %.2f tok/s (%.2f s, bound by %s)\n", pr.prefill_tokens_per_s,
+              pr.prefill_s, pr.prefill_bound.c_str());
+  std::printf("           decode %.2f tok/s (%.2f s, bound by %s)\n", pr.decode_tokens_per_s,
+              pr.decode_s, pr.decode_bound.c_str());
+  std::printf("           generation %.2f tok/s\n", pr.generation_tokens_per_s);
+  for (int t = 0; t < kNumTiers; ++t) {
+    std::printf("peak %-4s %12s of %s\n", tier_name(static_cast<Tier>(t)),
+                format_bytes(static_cast<double>(plan.peak_bytes[t])).c_str(),
+                format_bytes(static_cast<double>(plan.cap_bytes[t])).c_str());
+  }
+  std::printf("binding: %s\n", plan.binding.c_str());
+  std::printf("solved %lld LPs in %.3f s\n", static_cast<long long>(plan.lp_count), plan.solve_s);
+  return 0;
+}
+
+}  // namespace strata::cli

@@ -1,0 +1,43 @@
+// `strata profile`: the figures of HardwareProfile measured on this node with the engine's own
+// paths (OpenBLAS, the attention kernel, fp16 expansion, the O_DIRECT disk store).
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "planner/cpu_probe.h"
+#include "planner/hardware_profile.h"
+#include "runtime/disk_store.h"
+
+namespace strata {
+
+HardwareProfile measure_hardware(const ProfileOptions& options) {
+  HardwareProfile p;
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  p.name = host;
+  // The CPU backend is the only one built here: its "GPU" tier is host memory, so the profile
+  // carries the host rates that move data into it instead of PCIe figures.
+  p.has_gpu = false;
+  const int n = options.quick ? 1024 : options.sgemm_n;
+  p.cpu_gemm_gflops = measure_sgemm_gflops(n, options.quick ? 2 : 3);
+  p.cpu_attention_gflops = measure_decode_attention_gflops();
+  p.host_copy_gbps = measure_copy_gbps(options.quick ? 64ull << 20 : 256ull << 20);
+  p.expand_gbps = measure_expand_gbps(options.quick ? 16ull << 20 : 64ull << 20);
+  p.cpu_mem_bytes = static_cast<uint64_t>(::sysconf(_SC_PHYS_PAGES)) *
+                    static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  if (!options.offload_dir.empty()) {
+    struct statvfs info {};
+    STRATA_INPUT_CHECK(::statvfs(options.offload_dir.c_str(), &info) == 0, options.offload_dir,
+                       ": cannot stat the offload dir");
+    p.disk_bytes = static_cast<uint64_t>(info.f_bavail) * info.f_frsize;
+    const uint64_t probe = std::min<uint64_t>(options.quick ? 256ull << 20 : options.disk_probe_bytes,
+                                              p.disk_bytes / 4);
+    p.disk_read_gbps = measure_disk_read_gbps(options.offload_dir, probe);
+    p.disk_write_gbps = measure_disk_write_gbps(options.offload_dir, probe);
+  }
+  return p;
+}
+
+}  // namespace strata

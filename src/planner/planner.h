@@ -1,0 +1,54 @@
+// Policy search: for each (gpu_batch_size, num_gpu_batches) tried, a GLPK LP over the nine
+// placement fractions minimises the block's generation time under peak-memory constraints per
+// tier; the best throughput over the enumeration wins. On the CPU backend the chosen policy is
+// then checked against plan_memory (the engine's exact allocation) and re-solved with a tighter
+// cap when rounding made it overshoot, so a plan never exceeds a tier.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+
+#include "model/opt_config.h"
+#include "planner/cost_model.h"
+#include "planner/hardware_profile.h"
+#include "runtime/policy.h"
+
+namespace strata {
+
+struct PlanRequest {
+  int64_t prompt_len = 0;
+  int64_t gen_len = 0;
+  TierCaps caps;                 // 0: the profile's size
+  int64_t gpu_batch_size = 0;    // 0: enumerated
+  int64_t num_gpu_batches = 0;   // 0: enumerated
+  bool compress_weight = false;
+  bool compress_cache = false;
+  bool sep_layer = true;
+  bool allow_disk = true;        // false when there is no offload dir
+};
+
+struct Plan {
+  Policy policy;
+  Prediction predicted;
+  uint64_t peak_bytes[kNumTiers] = {};
+  uint64_t cap_bytes[kNumTiers] = {};
+  std::string binding;  // the memory constraint(s) that bind, or why nothing does
+  double solve_s = 0;
+  int64_t lp_count = 0;
+  // {"policy", "predicted", "peak_bytes", "binding", ...}; "policy" loads with --policy.
+  nlohmann::json to_json() const;
+};
+
+// The caps the planner uses: the user's where given, else what the profile says is usable.
+TierCaps effective_caps(const HardwareProfile& hw, const PlanRequest& request);
+
+// Input errors: prompt too long for the model, model larger than every tier together, or no
+// policy that fits the caps.
+Plan make_plan(const HardwareProfile& hw, const OptConfig& config, const PlanRequest& request);
+
+// The cost model's figures for a given policy.
+Prediction predict_policy(const HardwareProfile& hw, const OptConfig& config, const Policy& policy,
+                          int64_t prompt_len, int64_t gen_len);
+
+}  // namespace strata

@@ -1,0 +1,360 @@
+// The planner: cost-model terms against hand-computed cases, the LP's policies against the
+// engine's own memory plan (never over a cap), and the CLI's bad-input paths.
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "core/error.h"
+#include "model/opt_config.h"
+#include "planner/cost_model.h"
+#include "planner/planner.h"
+#include "runtime/offload_engine.h"
+#include "runtime/opt_stages.h"
+#include "test_util.h"
+
+namespace strata {
+namespace {
+
+// h = 64, f = 256, 2 layers: small enough to compute every term by hand.
+OptConfig tiny_config() {
+  OptConfig c;
+  c.hidden_size = 64;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.ffn_dim = 256;
+  c.vocab_size = 1000;
+  c.max_positions = 256;
+  c.word_embed_proj_dim = 64;
+  return c;
+}
+
+// Round rates so each term is easy to write out.
+HardwareProfile gpu_profile() {
+  HardwareProfile hw;
+  hw.name = "test-gpu";
+  hw.has_gpu = true;
+  hw.h2d_gbps = 10;
+  hw.d2h_gbps = 5;
+  hw.disk_read_gbps = 1;
+  hw.disk_write_gbps = 2;
+  hw.gpu_gemm_gflops = 1000;
+  hw.gpu_gemm_decode_gflops = 100;
+  hw.gpu_attention_gflops = 500;
+  hw.gpu_attention_decode_gflops = 50;
+  hw.cpu_attention_gflops = 10;
+  hw.gpu_mem_bytes = 1ull << 30;
+  hw.cpu_mem_bytes = 8ull << 30;
+  hw.disk_bytes = 100ull << 30;
+  return hw;
+}
+
+HardwareProfile cpu_profile() {
+  HardwareProfile hw;
+  hw.name = "test-cpu";
+  hw.disk_read_gbps = 1.5;
+  hw.disk_write_gbps = 1;
+  hw.host_copy_gbps = 10;
+  hw.expand_gbps = 4;
+  hw.cpu_gemm_gflops = 300;
+  hw.cpu_attention_gflops = 5;
+  hw.cpu_mem_bytes = 16ull << 30;
+  hw.disk_bytes = 100ull << 30;
+  return hw;
+}
+
+const StageCost& find_cost(const std::vector<StageCost>& costs, const std::string& stage, Phase phase) {
+  for (const auto& c : costs) {
+    if (c.stage == stage && c.phase == phase) return c;
+  }
+  ADD_FAILURE() << "no stage " << stage;
+  return costs.front();
+}
+
+double term_at(const StageCost& c, const std::string& stream, const Placement& x) {
+  for (const auto& t : c.terms) {
+    if (t.stream == stream) return t.seconds().at(x);
+  }
+  ADD_FAILURE() << "no stream " << stream;
+  return -1;
+}
+
+double part_at(const StageCost& c, const std::string& stream, const std::string& part,
+               const Placement& x) {
+  for (const auto& t : c.terms) {
+    for (const auto& [name, a] : t.parts) {
+      if (t.stream == stream && name == part) return a.at(x);
+    }
+  }
+  return 0;
+}
+
+Placement placement(double wg, double wc, double cg, double cc, double hg, double hc) {
+  Policy p;
+  p.weights = {wg, wc};
+  p.cache = {cg, cc};
+  p.activations = {hg, hc};
+  return Placement::of(p);
+}
+
+constexpr double h = 64, f = 256;
+// Attention stage: q, k, v, out weights and biases, one layer norm; MLP: fc1, fc2, a layer norm.
+constexpr double kAttnNumel = 4 * h * h + 4 * h + 2 * h;
+constexpr double kMlpNumel = 2 * h * f + f + h + 2 * h;
+
+TEST(CostModel, StageSizesAreTheEngineLayouts) {
+  const auto layouts = opt_stage_layouts(tiny_config(), true);
+  ASSERT_EQ(layouts.size(), 2u + 2 * 2);
+  EXPECT_EQ(layouts[1].numel, kAttnNumel);
+  EXPECT_EQ(layouts[2].numel, kMlpNumel);
+}
+
+TEST(CostModel, GpuPrefillWeightsFromDisk) {
+  CostShape s;
+  s.prompt_len = 16;
+  s.gen_len = 5;
+  s.gpu_batch_size = 2;
+  s.num_gpu_batches = 3;
+  const auto costs = stage_costs(gpu_profile(), tiny_config(), s);
+  const Placement x = placement(0, 0, 100, 0, 100, 0);  // weights on disk, the rest on the GPU
+  const StageCost& attn = find_cost(costs, "attention", Phase::kPrefill);
+  EXPECT_EQ(attn.repeats, 2);  // two layers, one prefill step
+  // fp16 bytes over PCIe then from disk, one after the other.
+  EXPECT_NEAR(term_at(attn, "load", x), kAttnNumel * 2 * (1 / 10e9 + 1 / 1e9), 1e-15);
+  // Projections: 2 * 4h^2 per row, rows = 3 batches x 2 x 16; attention 4h s(s+1)/2 per sequence.
+  const double gemm = 3 * 2 * 16 * 2 * 4 * h * h / 1000e9;
+  const double scores = 3 * 2 * 4 * h * 16 * 17 / 2 / 500e9;
+  EXPECT_NEAR(term_at(attn, "compute", x), gemm + scores, 1e-15);
+  EXPECT_NEAR(term_at(attn, "store", x), 0, 1e-18);  // cache and activations stay on the GPU
+  const StageCost& decode = find_cost(costs, "mlp", Phase::kDecode);
+  EXPECT_EQ(decode.repeats, 2 * 4);  // gen_len - 1 decode steps
+  EXPECT_NEAR(term_at(decode, "compute", x), 3 * 2 * 2 * 2 * h * f / 100e9, 1e-15);
+}
+
+TEST(CostModel, GpuDecodeCacheOnCpuWithCpuAttention) {
+  CostShape s;
+  s.prompt_len = 10;
+  s.gen_len = 6;
+  s.gpu_batch_size = 4;
+  s.num_gpu_batches = 1;
+  s.cpu_cache_compute = true;
+  const auto costs = stage_costs(gpu_profile(), tiny_config(), s);
+  const Placement x = placement(100, 0, 0, 100, 100, 0);
+  const StageCost& attn = find_cost(costs, "attention", Phase::kDecode);
+  const double cached = 10 + (6 - 2) / 2.0;  // mean over decode steps
+  EXPECT_NEAR(part_at(attn, "compute", "attention", x), 4 * 4 * h * (cached + 1) / 10e9, 1e-15);
+  EXPECT_NEAR(part_at(attn, "load", "cache", x), 0, 1e-18);  // computed where it lives
+  // The new token's keys and values go back over PCIe (fp16).
+  EXPECT_NEAR(part_at(attn, "store", "cache", x), 4 * 2 * h * 2 / 5e9, 1e-15);
+  // Without CPU attention the whole valid cache crosses PCIe instead.
+  s.cpu_cache_compute = false;
+  const auto moved = stage_costs(gpu_profile(), tiny_config(), s);
+  EXPECT_NEAR(part_at(find_cost(moved, "attention", Phase::kDecode), "load", "cache", x),
+              4 * 2 * cached * h * 2 / 10e9, 1e-15);
+}
+
+TEST(CostModel, CompressionShrinksBytes) {
+  CostShape s;
+  s.prompt_len = 8;
+  s.gen_len = 2;
+  s.compress_weight = true;
+  const auto costs = stage_costs(gpu_profile(), tiny_config(), s);
+  const Placement x = placement(0, 100, 100, 0, 100, 0);
+  EXPECT_NEAR(term_at(find_cost(costs, "mlp", Phase::kPrefill), "load", x),
+              kMlpNumel * (0.5 + 4.0 / 64) / 10e9, 1e-15);
+}
+
+TEST(CostModel, CpuBackendExpandsOffloadedWeights) {
+  CostShape s;
+  s.prompt_len = 4;
+  s.gen_len = 3;
+  s.gpu_batch_size = 1;
+  const HardwareProfile hw = cpu_profile();
+  const auto costs = stage_costs(hw, tiny_config(), s);
+  // Half the weights on the CPU tier, half on disk; cache and activations on the CPU tier.
+  const Placement x = placement(0, 50, 0, 100, 0, 100);
+  const StageCost& mlp = find_cost(costs, "mlp", Phase::kDecode);
+  // Only the disk half is loaded (fp16); both halves are expanded to fp32 on the compute stream.
+  EXPECT_NEAR(part_at(mlp, "load", "weights", x), 0.5 * kMlpNumel * 2 / 1.5e9, 1e-15);
+  EXPECT_NEAR(part_at(mlp, "compute", "expand weights", x), kMlpNumel * 4 / 4e9, 1e-15);
+  // One row: streaming the fp32 weights (at twice the copy rate) beats the FLOP time.
+  EXPECT_NEAR(part_at(mlp, "compute", "gemm", x), kMlpNumel * 4 / 20e9, 1e-15);
+  // fp32 activations of one row, copied in and out.
+  EXPECT_NEAR(part_at(mlp, "load", "activations", x), h * 4 / 10e9, 1e-15);
+  EXPECT_NEAR(part_at(mlp, "store", "activations", x), h * 4 / 10e9, 1e-15);
+  const StageCost& attn = find_cost(costs, "attention", Phase::kDecode);
+  EXPECT_NEAR(part_at(attn, "load", "cache", x), 2 * (4 + 0.5) * h * 4 / 10e9, 1e-15);
+}
+
+TEST(CostModel, PredictionSumsStagesAndCountsTokens) {
+  CostShape s;
+  s.prompt_len = 16;
+  s.gen_len = 4;
+  s.gpu_batch_size = 2;
+  s.num_gpu_batches = 2;
+  const auto costs = stage_costs(gpu_profile(), tiny_config(), s);
+  const Placement x = placement(0, 100, 100, 0, 100, 0);
+  double prefill = 0, decode = 0;
+  for (const auto& c : costs) {
+    double t = 0;
+    for (const auto& term : c.terms) t = std::max(t, term.seconds().at(x));
+    (c.phase == Phase::kPrefill ? prefill : decode) += c.repeats * t;
+  }
+  const Prediction p = predict(costs, x, s);
+  EXPECT_DOUBLE_EQ(p.prefill_s, prefill);
+  EXPECT_DOUBLE_EQ(p.decode_s, decode);
+  EXPECT_DOUBLE_EQ(p.generation_tokens_per_s, 4 * 4 / (prefill + decode));
+  EXPECT_DOUBLE_EQ(p.decode_tokens_per_s, 4 * 3 / decode);
+  EXPECT_EQ(p.decode_bound, "load: weights");  // weights over PCIe every step
+}
+
+TEST(CostModel, CpuMemoryModelMatchesTheEngine) {
+  std::mt19937 random(7);
+  std::uniform_real_distribution<double> u(0, 1);
+  const OptConfig c = tiny_config();
+  for (int i = 0; i < 50; ++i) {
+    EngineOptions o;
+    auto split = [&] {
+      const double g = u(random) < 0.3 ? 100 : std::floor(u(random) * 100);
+      return TierSplit{g, std::floor(u(random) * (100 - g))};
+    };
+    o.policy.weights = split();
+    o.policy.cache = split();
+    o.policy.activations = split();
+    o.policy.gpu_batch_size = 1 + static_cast<int64_t>(u(random) * 8);
+    o.policy.num_gpu_batches = 1 + static_cast<int64_t>(u(random) * 3);
+    o.max_prompt_len = 1 + static_cast<int64_t>(u(random) * 60);
+    o.gen_len = 1 + static_cast<int64_t>(u(random) * 20);
+    const MemoryPlan plan = plan_memory(c, o);
+    const CostShape s = CostShape::of(o.policy, o.max_prompt_len, o.gen_len);
+    const Residency r{o.policy.weights.gpu_percent >= 100, o.policy.cache.gpu_percent >= 100,
+                      o.policy.activations.gpu_percent >= 100};
+    const MemoryModel m = memory_model(cpu_profile(), c, s, r);
+    const Placement x = Placement::of(o.policy);
+    // The GPU tier exactly (up to whole elements), the disk up to 4 KiB blocks per array, the
+    // CPU tier as an upper bound (staging counted as a sum, not a max).
+    const double arrays = static_cast<double>(c.n_layers * 2 + 2 + c.n_layers * o.policy.num_gpu_batches +
+                                              o.policy.num_gpu_batches);
+    EXPECT_NEAR(m.tier[0].at(x), static_cast<double>(plan.total(Tier::kGpu)), 4 * arrays) << i;
+    EXPECT_NEAR(m.tier[2].at(x), static_cast<double>(plan.total(Tier::kDisk)), 4096 * arrays) << i;
+    EXPECT_GE(m.tier[1].at(x) + 5 * 4096 + 4 * arrays, static_cast<double>(plan.total(Tier::kCpu))) << i;
+  }
+}
+
+TEST(Planner, NeverExceedsATierOnTheCpuBackend) {
+  const auto config = parse_opt_config(opt_family_config_json("opt-125m"), "opt-125m");
+  const uint64_t mib = 1ull << 20;
+  int offloaded = 0;
+  for (const uint64_t gpu_mib : {200, 350, 400, 500, 700, 900, 4000}) {
+    for (const uint64_t cpu_mib : {64, 300, 2000}) {
+      PlanRequest r;
+      r.prompt_len = 64;
+      r.gen_len = 8;
+      r.caps = {gpu_mib * mib, cpu_mib * mib, 2000 * mib};
+      r.gpu_batch_size = 4;  // keeps the enumeration short
+      Plan plan;
+      try {
+        plan = make_plan(cpu_profile(), config, r);
+      } catch (const Error&) {
+        continue;  // nothing fits: the caps are too small
+      }
+      EngineOptions o;
+      o.policy = plan.policy;
+      o.max_prompt_len = r.prompt_len;
+      o.gen_len = r.gen_len;
+      const MemoryPlan engine = plan_memory(config, o);
+      EXPECT_LE(engine.total(Tier::kGpu), r.caps.gpu_bytes) << gpu_mib << " " << cpu_mib;
+      EXPECT_LE(engine.total(Tier::kCpu), r.caps.cpu_bytes) << gpu_mib << " " << cpu_mib;
+      EXPECT_LE(engine.total(Tier::kDisk), r.caps.disk_bytes) << gpu_mib << " " << cpu_mib;
+      EXPECT_NO_THROW(check_caps(engine, r.caps));
+      offloaded += plan.policy.weights.gpu_percent < 100;
+    }
+  }
+  EXPECT_GT(offloaded, 3);  // the small caps do force offloading
+}
+
+TEST(Planner, EverythingOnTheGpuTierWhenItFits) {
+  const auto config = parse_opt_config(opt_family_config_json("opt-125m"), "opt-125m");
+  PlanRequest r;
+  r.prompt_len = 32;
+  r.gen_len = 8;
+  r.gpu_batch_size = 8;
+  r.num_gpu_batches = 2;
+  const Plan plan = make_plan(cpu_profile(), config, r);
+  EXPECT_EQ(plan.policy.weights.gpu_percent, 100);
+  EXPECT_EQ(plan.policy.cache.gpu_percent, 100);
+  EXPECT_EQ(plan.policy.activations.gpu_percent, 100);
+  EXPECT_EQ(plan.policy.effective_batch(), 16);
+}
+
+TEST(Planner, T4PlansStayUnderTheCapsAndBeatNaivePolicies) {
+  const HardwareProfile hw = HardwareProfile::load(test::kDataDir + "/../../configs/hardware/gcp-t4-flexgen.json");
+  const auto config = parse_opt_config(opt_family_config_json("opt-30b"), "opt-30b");
+  PlanRequest r;
+  r.prompt_len = 512;
+  r.gen_len = 32;
+  const Plan plan = make_plan(hw, config, r);
+  const TierCaps caps = effective_caps(hw, r);
+  EXPECT_LE(plan.peak_bytes[0], caps.gpu_bytes);
+  EXPECT_LE(plan.peak_bytes[1], caps.cpu_bytes);
+  EXPECT_LE(plan.peak_bytes[2], caps.disk_bytes);
+  // Weights of 60 GB cannot sit in 16 GB: some are offloaded.
+  EXPECT_LT(plan.policy.weights.gpu_percent, 100);
+  // A hand-made policy that fits (FlexGen's shape, all weights on the CPU) does no better.
+  Policy manual;
+  manual.gpu_batch_size = 48;
+  manual.num_gpu_batches = 3;
+  manual.weights = {0, 100};
+  manual.cache = {0, 100};
+  manual.activations = {0, 100};
+  manual.cpu_cache_compute = true;
+  const CostShape shape = CostShape::of(manual, 512, 32);
+  const MemoryModel m = memory_model(hw, config, shape, Residency{});
+  ASSERT_LE(m.tier[0].at(Placement::of(manual)), static_cast<double>(caps.gpu_bytes));
+  ASSERT_LE(m.tier[1].at(Placement::of(manual)), static_cast<double>(caps.cpu_bytes));
+  const Prediction theirs = predict_policy(hw, config, manual, 512, 32);
+  EXPECT_GE(plan.predicted.generation_tokens_per_s, 0.999 * theirs.generation_tokens_per_s);
+}
+
+TEST(PlannerCli, JsonPolicyLoadsAndBadInputExitsTwo) {
+  test::TempDir dir;
+  const std::string t4 = test::kDataDir + "/../../configs/hardware/gcp-t4-flexgen.json";
+  auto r = test::run_strata("plan --model opt-1.3b --hardware " + t4 +
+                            " --prompt-len 128 --gen-len 16 --json");
+  ASSERT_EQ(r.exit_status, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  for (const char* key : {"prefill_tokens_per_s", "decode_tokens_per_s", "generation_tokens_per_s"}) {
+    EXPECT_GT(j["predicted"][key].get<double>(), 0) << key;
+  }
+  for (const char* tier : {"gpu", "cpu", "disk"}) EXPECT_TRUE(j["peak_bytes"].contains(tier));
+  EXPECT_TRUE(j["binding"].is_string());
+  test::write_text(dir.file("plan.json"), r.out);
+  EXPECT_EQ(Policy::load(dir.file("plan.json")).to_json(), j["policy"]);
+
+  // A hardware file with a missing and a non-positive field.
+  auto hw = nlohmann::json::parse(test::read_text(t4));
+  hw.erase("h2d_gbps");
+  test::write_text(dir.file("missing.json"), hw.dump());
+  r = test::run_strata("plan --model opt-1.3b --hardware " + dir.file("missing.json") +
+                       " --prompt-len 128 --gen-len 16");
+  EXPECT_EQ(r.exit_status, 2);
+  EXPECT_NE(r.err.find("h2d_gbps"), std::string::npos) << r.err;
+  hw = nlohmann::json::parse(test::read_text(t4));
+  hw["disk_read_gbps"] = 0;
+  test::write_text(dir.file("zero.json"), hw.dump());
+  r = test::run_strata("plan --model opt-1.3b --hardware " + dir.file("zero.json") +
+                       " --prompt-len 128 --gen-len 16");
+  EXPECT_EQ(r.exit_status, 2);
+  EXPECT_NE(r.err.find("disk_read_gbps"), std::string::npos) << r.err;
+
+  // Larger than every tier together; a prompt longer than the model allows.
+  r = test::run_strata("plan --model opt-175b --hardware " + t4 +
+                       " --prompt-len 128 --gen-len 16 --gpu-mem 1GiB --cpu-mem 2GiB --disk-mem 10GiB");
+  EXPECT_EQ(r.exit_status, 2);
+  EXPECT_NE(r.err.find("tiers together"), std::string::npos) << r.err;
+  r = test::run_strata("plan --model opt-1.3b --hardware " + t4 + " --prompt-len 2040 --gen-len 16");
+  EXPECT_EQ(r.exit_status, 2);
+  EXPECT_NE(r.err.find("max_position_embeddings"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace strata
