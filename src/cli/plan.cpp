@@ -53,6 +53,8 @@ int run_plan(int argc, char** argv) {
       ("offload-dir", "directory for the disk tier, when profiling this node",
        cxxopts::value<std::string>())
       ("no-disk", "place nothing on disk")
+      ("policy", "evaluate this policy file instead of searching (e.g. FlexGen's published one)",
+       cxxopts::value<std::string>())
       ("json", "print one JSON object (its \"policy\" loads with --policy FILE)");
   const auto flags = parse_flags(options, argc, argv);
   for (const char* name : {"model", "prompt-len", "gen-len"}) {
@@ -88,7 +90,9 @@ int run_plan(int argc, char** argv) {
   if (flags.count("cpu-mem")) request.caps.cpu_bytes = parse_bytes(flags["cpu-mem"].as<std::string>(), "--cpu-mem");
   if (flags.count("disk-mem")) request.caps.disk_bytes = parse_bytes(flags["disk-mem"].as<std::string>(), "--disk-mem");
   request.allow_disk = !flags.count("no-disk");
-  const Plan plan = make_plan(hw, config, request);
+  const Plan plan = flags.count("policy")
+                        ? evaluate_policy(hw, config, Policy::load(flags["policy"].as<std::string>()), request)
+                        : make_plan(hw, config, request);
 
   if (flags.count("json")) {
     std::printf("%s\n", plan.to_json().dump(2).c_str());
@@ -121,7 +125,9 @@ int run_plan(int argc, char** argv) {
                 format_bytes(static_cast<double>(plan.cap_bytes[t])).c_str());
   }
   std::printf("binding: %s\n", plan.binding.c_str());
-  std::printf("solved %lld LPs in %.3f s\n", static_cast<long long>(plan.lp_count), plan.solve_s);
+  if (!flags.count("policy")) {
+    std::printf("solved %lld LPs in %.3f s\n", static_cast<long long>(plan.lp_count), plan.solve_s);
+  }
   return 0;
 }
 

@@ -228,6 +228,39 @@ double weights_bytes(const OptConfig& config, bool compress) {
          (compress ? kCompressedBytesPerElement : 2.0);
 }
 
+LpCaps lp_caps_of(const HardwareProfile& hw, const TierCaps& caps) {
+  return {{static_cast<double>(caps.gpu_bytes), static_cast<double>(caps.cpu_bytes),
+           static_cast<double>(caps.disk_bytes)},
+          hw.has_gpu ? 0.0 : static_cast<double>(hw.cpu_mem_bytes) * kUsableRam};
+}
+
+// Prediction, peaks per tier and what binds, for plan.policy.
+void describe(const HardwareProfile& hw, const OptConfig& config, const PlanRequest& request,
+              const LpCaps& lp_caps, Plan& plan) {
+  plan.predicted = predict_policy(hw, config, plan.policy, request.prompt_len, request.gen_len);
+  const auto peak = peak_of(hw, config, plan.policy, request.prompt_len, request.gen_len);
+  std::string binding;
+  for (int t = 0; t < kNumTiers; ++t) {
+    plan.peak_bytes[t] = static_cast<uint64_t>(std::ceil(peak[static_cast<size_t>(t)]));
+    plan.cap_bytes[t] = static_cast<uint64_t>(lp_caps.tier[t]);
+    if (lp_caps.tier[t] > 0 && peak[static_cast<size_t>(t)] >= kBindingShare * lp_caps.tier[t]) {
+      const bool over = peak[static_cast<size_t>(t)] > lp_caps.tier[t];
+      binding += std::string(binding.empty() ? "" : ", ") + tier_name(static_cast<Tier>(t)) +
+                 (over ? " memory OVER its cap (" : " memory (") +
+                 format_bytes(peak[static_cast<size_t>(t)]) + " of " +
+                 format_bytes(lp_caps.tier[t]) + ")";
+    }
+  }
+  if (lp_caps.ram_bytes > 0 && peak[0] + peak[1] >= kBindingShare * lp_caps.ram_bytes) {
+    binding += std::string(binding.empty() ? "" : ", ") + "host memory shared by the gpu and cpu tiers (" +
+               format_bytes(peak[0] + peak[1]) + " of " + format_bytes(lp_caps.ram_bytes) + ")";
+  }
+  if (binding.empty()) {
+    binding = "no memory cap binds; decode is bound by " + plan.predicted.decode_bound;
+  }
+  plan.binding = binding;
+}
+
 }  // namespace
 
 TierCaps effective_caps(const HardwareProfile& hw, const PlanRequest& r) {
@@ -258,9 +291,7 @@ Plan make_plan(const HardwareProfile& hw, const OptConfig& config, const PlanReq
                      "--gpu-batch-size and --num-gpu-batches must be >= 1");
   const TierCaps caps = effective_caps(hw, request);
   const bool allow_disk = request.allow_disk && caps.disk_bytes > 0;
-  LpCaps lp_caps{{static_cast<double>(caps.gpu_bytes), static_cast<double>(caps.cpu_bytes),
-                  static_cast<double>(caps.disk_bytes)},
-                 hw.has_gpu ? 0.0 : static_cast<double>(hw.cpu_mem_bytes) * kUsableRam};
+  const LpCaps lp_caps = lp_caps_of(hw, caps);
   double host = lp_caps.tier[0] + lp_caps.tier[1];
   if (lp_caps.ram_bytes > 0) host = std::min(host, lp_caps.ram_bytes);
   const double all_tiers = host + (allow_disk ? lp_caps.tier[2] : 0);
@@ -308,27 +339,21 @@ Plan make_plan(const HardwareProfile& hw, const OptConfig& config, const PlanReq
                      request.gen_len, " tokens and the working buffers",
                      request.gpu_batch_size > 0 ? " at this --gpu-batch-size" : "");
   plan.policy = best->policy;
-  plan.predicted = predict_policy(hw, config, plan.policy, request.prompt_len, request.gen_len);
-  const auto peak = peak_of(hw, config, plan.policy, request.prompt_len, request.gen_len);
-  std::string binding;
-  for (int t = 0; t < kNumTiers; ++t) {
-    plan.peak_bytes[t] = static_cast<uint64_t>(std::ceil(peak[static_cast<size_t>(t)]));
-    plan.cap_bytes[t] = static_cast<uint64_t>(lp_caps.tier[t]);
-    if (lp_caps.tier[t] > 0 && peak[static_cast<size_t>(t)] >= kBindingShare * lp_caps.tier[t]) {
-      binding += std::string(binding.empty() ? "" : ", ") + tier_name(static_cast<Tier>(t)) +
-                 " memory (" + format_bytes(peak[static_cast<size_t>(t)]) + " of " +
-                 format_bytes(lp_caps.tier[t]) + ")";
-    }
-  }
-  if (lp_caps.ram_bytes > 0 && peak[0] + peak[1] >= kBindingShare * lp_caps.ram_bytes) {
-    binding += std::string(binding.empty() ? "" : ", ") + "host memory shared by the gpu and cpu tiers (" +
-               format_bytes(peak[0] + peak[1]) + " of " + format_bytes(lp_caps.ram_bytes) + ")";
-  }
-  if (binding.empty()) {
-    binding = "no memory cap binds; decode is bound by " + plan.predicted.decode_bound;
-  }
-  plan.binding = binding;
+  describe(hw, config, request, lp_caps, plan);
   plan.solve_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+  return plan;
+}
+
+Plan evaluate_policy(const HardwareProfile& hw, const OptConfig& config, const Policy& policy,
+                     const PlanRequest& request) {
+  STRATA_INPUT_CHECK(request.prompt_len + request.gen_len <= config.max_positions, "--prompt-len ",
+                     request.prompt_len, " plus --gen-len ", request.gen_len,
+                     " is longer than the model allows (max_position_embeddings ",
+                     config.max_positions, ")");
+  policy.validate();
+  Plan plan;
+  plan.policy = policy;
+  describe(hw, config, request, lp_caps_of(hw, effective_caps(hw, request)), plan);
   return plan;
 }
 

@@ -47,6 +47,11 @@ TierCaps effective_caps(const HardwareProfile& hw, const PlanRequest& request);
 // policy that fits the caps.
 Plan make_plan(const HardwareProfile& hw, const OptConfig& config, const PlanRequest& request);
 
+// A given policy under the same model and caps: its prediction, peaks and binding constraint
+// (the policy is not checked against the caps; `binding` says which it exceeds).
+Plan evaluate_policy(const HardwareProfile& hw, const OptConfig& config, const Policy& policy,
+                     const PlanRequest& request);
+
 // The cost model's figures for a given policy.
 Prediction predict_policy(const HardwareProfile& hw, const OptConfig& config, const Policy& policy,
                           int64_t prompt_len, int64_t gen_len);
