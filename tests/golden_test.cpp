@@ -115,6 +115,31 @@ TEST(Checkpoint, ShardedMatchesSingleFile) {
   EXPECT_EQ(run.generations[0].output_ids, cases["cases"][3]["output_ids"][0].get<std::vector<int32_t>>());
 }
 
+// The same weights saved in fp32 give the same outputs; in bf16 they load as bf16 values.
+TEST(Checkpoint, Fp32AndBf16Tensors) {
+  const std::string src = model_dir("opt-pub-tiny");
+  auto original = open_weight_source(src);
+  auto config = nlohmann::json::parse(test::read_text(src + "/config.json"));
+  const auto cases = load_cases("opt-pub-tiny");
+  test::TempDir f32, bf16;
+  config["torch_dtype"] = "float32";
+  write_checkpoint(*original, config, f32.path().string(), 1u << 30);
+  auto wide = open_weight_source(f32.path().string());
+  EXPECT_EQ(wide->config().dtype, DType::kF32);
+  OptModel model(*wide);
+  const CaseRun run = run_case(model, cases["cases"][3], 20);
+  EXPECT_EQ(run.generations[0].output_ids, cases["cases"][3]["output_ids"][0].get<std::vector<int32_t>>());
+
+  config["torch_dtype"] = "bfloat16";
+  write_checkpoint(*original, config, bf16.path().string(), 1u << 30);
+  auto narrow = open_weight_source(bf16.path().string());
+  std::vector<float> a(192 * 48), b(192 * 48);
+  original->read("layers.1.fc1.weight", DType::kF32, a.data());
+  narrow->read("layers.1.fc1.weight", DType::kF32, b.data());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(b[i], bf16_to_fp32(fp32_to_bf16(a[i])));
+  EXPECT_NO_THROW(OptModel{*narrow});
+}
+
 // Stopping at eos: with eos set to a token the golden run produces, generation ends there.
 TEST(Generation, StopsAtEos) {
   test::TempDir dir;

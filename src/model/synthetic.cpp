@@ -91,6 +91,8 @@ void write_checkpoint(const WeightSource& source, const nlohmann::json& config_j
   fs::create_directories(dir, ec);
   STRATA_INPUT_CHECK(!ec && fs::is_directory(dir), dir, ": cannot create directory");
   const OptConfig& c = source.config();
+  // The dtype written is the one config_json names, so a checkpoint can be re-saved in another.
+  const DType dtype = parse_opt_config(config_json, dir + "/config.json").dtype;
   auto write_json = [&](const std::string& name, const nlohmann::json& j) {
     std::ofstream out(fs::path(dir) / name);
     out << j.dump(2) << "\n";
@@ -106,15 +108,15 @@ void write_checkpoint(const WeightSource& source, const nlohmann::json& config_j
   std::vector<std::vector<TensorToWrite>> shards(1);
   uint64_t shard_bytes = 0;
   for (const auto& spec : opt_tensor_specs(c)) {
-    const uint64_t size = static_cast<uint64_t>(shape_numel(spec.shape)) * dtype_size(c.dtype);
+    const uint64_t size = static_cast<uint64_t>(shape_numel(spec.shape)) * dtype_size(dtype);
     if (shard_bytes > 0 && shard_bytes + size > max_shard_bytes) {
       shards.emplace_back();
       shard_bytes = 0;
     }
     shard_bytes += size;
     const std::string name = spec.name;
-    shards.back().push_back({"model.decoder." + name, c.dtype, spec.shape,
-                             [&source, name, dtype = c.dtype](void* dst) {
+    shards.back().push_back({"model.decoder." + name, dtype, spec.shape,
+                             [&source, name, dtype](void* dst) {
                                source.read(name, dtype, dst);
                              }});
   }
