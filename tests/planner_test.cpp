@@ -176,13 +176,32 @@ TEST(CostModel, CpuBackendExpandsOffloadedWeights) {
   // Only the disk half is loaded (fp16); both halves are expanded to fp32 on the compute stream.
   EXPECT_NEAR(part_at(mlp, "load", "weights", x), 0.5 * kMlpNumel * 2 / 1.5e9, 1e-15);
   EXPECT_NEAR(part_at(mlp, "compute", "expand weights", x), kMlpNumel * 4 / 4e9, 1e-15);
-  // One row: streaming the fp32 weights (at twice the copy rate) beats the FLOP time.
-  EXPECT_NEAR(part_at(mlp, "compute", "gemm", x), kMlpNumel * 4 / 20e9, 1e-15);
+  // One row: the GEMM rate of one row (no curve in this profile: the peak rate).
+  EXPECT_NEAR(part_at(mlp, "compute", "gemm", x), 2 * 2 * h * f / 300e9, 1e-15);
   // fp32 activations of one row, copied in and out.
   EXPECT_NEAR(part_at(mlp, "load", "activations", x), h * 4 / 10e9, 1e-15);
   EXPECT_NEAR(part_at(mlp, "store", "activations", x), h * 4 / 10e9, 1e-15);
   const StageCost& attn = find_cost(costs, "attention", Phase::kDecode);
   EXPECT_NEAR(part_at(attn, "load", "cache", x), 2 * (4 + 0.5) * h * 4 / 10e9, 1e-15);
+}
+
+TEST(CostModel, CpuGemmRateFollowsTheRowsCurve) {
+  HardwareProfile hw = cpu_profile();
+  hw.cpu_gemm_gflops_by_rows = {{1, 10}, {100, 100}};
+  EXPECT_DOUBLE_EQ(hw.cpu_gemm_rate_gflops(0.5), 10);
+  EXPECT_DOUBLE_EQ(hw.cpu_gemm_rate_gflops(10), 55);  // halfway in log(rows)
+  EXPECT_DOUBLE_EQ(hw.cpu_gemm_rate_gflops(1000), 100);
+  CostShape s;
+  s.prompt_len = 10;
+  s.gen_len = 2;
+  s.gpu_batch_size = 10;
+  const auto costs = stage_costs(hw, tiny_config(), s);
+  const Placement x = placement(100, 0, 100, 0, 100, 0);
+  // Decode: 10 rows at 55 GFLOP/s; prefill: 100 rows at 100.
+  EXPECT_NEAR(part_at(find_cost(costs, "mlp", Phase::kDecode), "compute", "gemm", x),
+              10 * 2 * 2 * h * f / 55e9, 1e-15);
+  EXPECT_NEAR(part_at(find_cost(costs, "mlp", Phase::kPrefill), "compute", "gemm", x),
+              100 * 2 * 2 * h * f / 100e9, 1e-15);
 }
 
 TEST(CostModel, PredictionSumsStagesAndCountsTokens) {

@@ -233,14 +233,11 @@ std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& c
         compute.parts.push_back({"expand weights", expand});
       }
       Affine gemm;
-      gemm.constant = (rows * k.gemm_flops_per_row + g * k.gemm_flops_per_seq) / gemm_rate;
-      if (!z.gpu && k.kind != StageKind::kEmbed) {
-        // Each GPU batch streams the stage's fp32 weights from memory once: with few rows
-        // (decode) that, not the FLOP rate, bounds OpenBLAS. A read runs at about twice the
-        // rate of a copy, which reads and writes.
-        const double stream_s = static_cast<double>(k.numel) * 4 / (2 * hw.host_copy_gbps * kGB);
-        gemm.constant = std::max(gemm.constant, stream_s);
-      }
+      // Per-row GEMMs run with `rows` rows, the head's with one per sequence; on the CPU the
+      // rate falls with few rows (the weights stream from memory).
+      const double row_rate = z.gpu ? gemm_rate : hw.cpu_gemm_rate_gflops(rows) * kGB;
+      const double seq_rate = z.gpu ? gemm_rate : hw.cpu_gemm_rate_gflops(g) * kGB;
+      gemm.constant = rows * k.gemm_flops_per_row / row_rate + g * k.gemm_flops_per_seq / seq_rate;
       gemm.constant *= nb;
       compute.parts.push_back({"gemm", gemm});
       if (has_cache) {
@@ -248,7 +245,7 @@ std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& c
         Affine attn;
         if (prefill) {
           // Prefill attention runs as GEMMs (cuBLAS or OpenBLAS), on the GPU tier's device.
-          attn.constant = flops / ((z.gpu ? hw.gpu_attention_gflops : hw.cpu_gemm_gflops) * kGB);
+          attn.constant = flops / ((z.gpu ? hw.gpu_attention_gflops : hw.cpu_gemm_rate_gflops(prompt)) * kGB);
         } else if (!z.gpu) {
           attn.constant = flops / (hw.cpu_attention_gflops * kGB);
         } else if (s.cpu_cache_compute) {

@@ -38,6 +38,22 @@ double measure_sgemm_gflops(int n, int repetitions) {
   return 2.0 * n * static_cast<double>(n) * n / best / 1e9;
 }
 
+double measure_sgemm_rows_gflops(int64_t rows, int n) {
+  constexpr size_t kWeightBytes = 96ull << 20;  // past the last-level cache
+  const size_t nn = static_cast<size_t>(n) * static_cast<size_t>(n);
+  const size_t count = std::max<size_t>(1, kWeightBytes / (nn * 4));
+  std::vector<float> weights(count * nn, 0.25f);
+  std::vector<float> x(static_cast<size_t>(rows) * static_cast<size_t>(n), 0.5f);
+  std::vector<float> y(x.size());
+  const double best = best_seconds(2, [&] {
+    for (size_t i = 0; i < count; ++i) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), n, n, 1.0f,
+                  x.data(), n, weights.data() + i * nn, n, 0.0f, y.data(), n);
+    }
+  });
+  return 2.0 * static_cast<double>(rows) * static_cast<double>(nn) * static_cast<double>(count) / best / 1e9;
+}
+
 double measure_copy_gbps(uint64_t size_bytes) {
   std::vector<uint8_t> src(size_bytes, 1), dst(size_bytes);
   const double best = best_seconds(3, [&] { std::memcpy(dst.data(), src.data(), size_bytes); });

@@ -8,6 +8,10 @@ namespace strata {
 // OpenBLAS sgemm rate on n x n x n, best of a few repetitions, in GFLOP/s.
 double measure_sgemm_gflops(int n = 2048, int repetitions = 3);
 
+// sgemm rate with `rows` activation rows against n x n weights, cycling through enough distinct
+// weights that they stream from memory as a model's do, in GFLOP/s.
+double measure_sgemm_rows_gflops(int64_t rows, int n = 2048);
+
 // memcpy of `size_bytes` by one thread (cache and activation moves), in GB/s.
 double measure_copy_gbps(uint64_t size_bytes = 256ull << 20);
 // fp16 -> fp32 conversion of `numel` elements by one thread, in GB/s of fp32 written (the

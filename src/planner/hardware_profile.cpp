@@ -1,5 +1,7 @@
 #include "planner/hardware_profile.h"
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -47,7 +49,27 @@ bool required(Field::Need need, bool has_gpu) {
 
 }  // namespace
 
+double HardwareProfile::cpu_gemm_rate_gflops(double rows) const {
+  const auto& c = cpu_gemm_gflops_by_rows;
+  if (c.empty()) return cpu_gemm_gflops;
+  if (rows <= c.front().first) return c.front().second;
+  if (rows >= c.back().first) return c.back().second;
+  for (size_t i = 1; i < c.size(); ++i) {
+    if (rows <= c[i].first) {
+      const double t = std::log(rows / c[i - 1].first) / std::log(c[i].first / c[i - 1].first);
+      return c[i - 1].second + t * (c[i].second - c[i - 1].second);
+    }
+  }
+  return c.back().second;
+}
+
 void HardwareProfile::validate(const std::string& source) const {
+  for (size_t i = 0; i < cpu_gemm_gflops_by_rows.size(); ++i) {
+    const auto& [rows, rate] = cpu_gemm_gflops_by_rows[i];
+    STRATA_INPUT_CHECK(rows >= 1 && rate > 0 && (i == 0 || rows > cpu_gemm_gflops_by_rows[i - 1].first),
+                       source, ": 'cpu_gemm_gflops_by_rows' needs [rows, GFLOP/s] pairs with rows "
+                       ">= 1 increasing and rates > 0");
+  }
   for (const Field& f : fields()) {
     const double value = f.rate ? this->*f.rate : static_cast<double>(this->*f.bytes);
     if (required(f.need, has_gpu)) {
@@ -61,6 +83,10 @@ void HardwareProfile::validate(const std::string& source) const {
 
 nlohmann::json HardwareProfile::to_json() const {
   nlohmann::json j = {{"name", name}, {"has_gpu", has_gpu}};
+  if (!cpu_gemm_gflops_by_rows.empty()) {
+    j["cpu_gemm_gflops_by_rows"] = nlohmann::json::array();
+    for (const auto& [rows, rate] : cpu_gemm_gflops_by_rows) j["cpu_gemm_gflops_by_rows"].push_back({rows, rate});
+  }
   for (const Field& f : fields()) {
     const bool gpu_field = f.need == Field::kGpu || std::string(f.key).find("gpu") == 0 ||
                            std::string(f.key).find("h2d") == 0 || std::string(f.key).find("d2h") == 0;
@@ -86,6 +112,15 @@ HardwareProfile HardwareProfile::from_json(const nlohmann::json& j, const std::s
   }
   for (const auto& [key, value] : j.items()) {
     if (key == "name" || key == "has_gpu" || key == "note") continue;
+    if (key == "cpu_gemm_gflops_by_rows") {
+      STRATA_INPUT_CHECK(value.is_array(), source, ": 'cpu_gemm_gflops_by_rows' must be an array");
+      for (const auto& pair : value) {
+        STRATA_INPUT_CHECK(pair.is_array() && pair.size() == 2 && pair[0].is_number() && pair[1].is_number(),
+                           source, ": 'cpu_gemm_gflops_by_rows' holds [rows, GFLOP/s] pairs");
+        p.cpu_gemm_gflops_by_rows.emplace_back(pair[0].get<double>(), pair[1].get<double>());
+      }
+      continue;
+    }
     bool known = false;
     for (const Field& f : fields()) known = known || key == f.key;
     STRATA_INPUT_CHECK(known, source, ": unknown hardware field '", key, "'");

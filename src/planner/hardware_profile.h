@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace strata {
 
@@ -34,6 +36,9 @@ struct HardwareProfile {
   double gpu_attention_decode_gflops = 0;
   double cpu_gemm_gflops = 0;
   double cpu_attention_gflops = 0;
+  // sgemm rate by rows of the activation (m) against a 2048 x 2048 weight: few rows stream the
+  // weight from memory at a fraction of the peak rate. Empty: cpu_gemm_gflops for every m.
+  std::vector<std::pair<double, double>> cpu_gemm_gflops_by_rows;
 
   uint64_t gpu_mem_bytes = 0;
   uint64_t cpu_mem_bytes = 0;
@@ -43,6 +48,8 @@ struct HardwareProfile {
   double attention_decode_gflops() const {
     return gpu_attention_decode_gflops > 0 ? gpu_attention_decode_gflops : gpu_attention_gflops;
   }
+  // GFLOP/s of a GEMM with `rows` activation rows: interpolated in log(rows), clamped at the ends.
+  double cpu_gemm_rate_gflops(double rows) const;
   double cache_d2h_gbps() const { return d2h_cache_gbps > 0 ? d2h_cache_gbps : d2h_gbps; }
   double cache_disk_write_gbps() const {
     return disk_write_cache_gbps > 0 ? disk_write_cache_gbps : disk_write_gbps;
