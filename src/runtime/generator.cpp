@@ -19,6 +19,20 @@ void GenerationStats::add(const GenerationStats& o) {
   flops += o.flops;
 }
 
+bool accept_next_token(std::span<const float> logits, const GenerateOptions& options,
+                       int32_t eos_token_id, size_t seq, RandomStream& stream,
+                       std::span<float> scratch, Generation& g) {
+  const Sampled s = sample_token(logits, options.sampling, stream, scratch);
+  g.output_ids.push_back(s.token);
+  g.token_logprobs.push_back(s.logprob);
+  const bool eos = !options.ignore_eos && s.token == eos_token_id;
+  if (eos || (options.stop_check && options.stop_check(seq, g.output_ids))) {
+    g.finish = FinishReason::kStop;
+    return false;
+  }
+  return true;
+}
+
 std::vector<Generation> generate_batch(const OptModel& model, std::span<const Prompt> prompts,
                                        const GenerateOptions& options, GenerationStats* stats,
                                        std::vector<std::vector<float>>* prefill_logits) {
@@ -74,18 +88,12 @@ std::vector<Generation> generate_batch(const OptModel& model, std::span<const Pr
     for (size_t j = 0; j < active.size(); ++j) {
       const size_t i = active[j];
       std::span<const float> row(logits.data() + j * vocab, vocab);
-      const Sampled s = sample_token(row, options.sampling, streams[i], scratch);
       Generation& g = results[i];
-      g.output_ids.push_back(s.token);
-      g.token_logprobs.push_back(s.logprob);
+      const bool goes_on =
+          accept_next_token(row, options, c.eos_token_id, i, streams[i], scratch, g);
       ++local.generated_tokens;
-      next[i] = s.token;
-      const bool eos = !options.ignore_eos && s.token == c.eos_token_id;
-      if (eos || (options.stop_check && options.stop_check(i, g.output_ids))) {
-        g.finish = FinishReason::kStop;
-      } else {
-        still.push_back(i);
-      }
+      next[i] = g.output_ids.back();
+      if (goes_on) still.push_back(i);
     }
     if (options.on_step) options.on_step(static_cast<int64_t>(active.size()));
     active.swap(still);

@@ -45,6 +45,12 @@ struct GenerationStats {
   void add(const GenerationStats& other);
 };
 
+// Samples sequence `seq`'s next token from its logits, appends it to `g` and says whether the
+// sequence goes on (false: eos or a stop string ended it). Shared by every engine.
+bool accept_next_token(std::span<const float> logits, const GenerateOptions& options,
+                       int32_t eos_token_id, size_t seq, RandomStream& stream,
+                       std::span<float> scratch, Generation& g);
+
 // Generates for all prompts together. `prefill_logits`, when given, receives each sequence's
 // logits at its last prompt token.
 std::vector<Generation> generate_batch(const OptModel& model, std::span<const Prompt> prompts,

@@ -481,17 +481,11 @@ std::vector<Generation> OffloadEngine::generate(std::span<const Prompt> prompts,
         lengths[k][static_cast<size_t>(steps[k][j].slot)] += static_cast<int64_t>(steps[k][j].tokens.size());
         std::span<const float> row(m.logits[k].data() + j * vocab, vocab);
         if (t == 0 && prefill_logits) (*prefill_logits)[i].assign(row.begin(), row.end());
-        const Sampled s = sample_token(row, options.sampling, streams[i], scratch);
         Generation& g = results[i];
-        g.output_ids.push_back(s.token);
-        g.token_logprobs.push_back(s.logprob);
+        active[i] =
+            accept_next_token(row, options, m.config.eos_token_id, i, streams[i], scratch, g);
         ++local.generated_tokens;
-        next[i] = s.token;
-        const bool eos = !options.ignore_eos && s.token == m.config.eos_token_id;
-        if (eos || (options.stop_check && options.stop_check(i, g.output_ids))) {
-          g.finish = FinishReason::kStop;
-          active[i] = false;
-        }
+        next[i] = g.output_ids.back();
       }
     }
   }

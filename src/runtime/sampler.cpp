@@ -5,17 +5,10 @@
 #include <numeric>
 #include <vector>
 
+#include "core/random.h"
 #include "kernels/cpu/ops.h"
 
 namespace strata {
-namespace {
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-}  // namespace
 
 RandomStream::RandomStream(uint64_t seed, uint64_t sequence_index)
     : state_(splitmix64(splitmix64(seed) ^ sequence_index)) {}
