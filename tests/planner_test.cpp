@@ -178,6 +178,8 @@ TEST(CostModel, CpuBackendExpandsOffloadedWeights) {
   EXPECT_NEAR(part_at(mlp, "compute", "expand weights", x), kMlpNumel * 4 / 4e9, 1e-15);
   // One row: the GEMM rate of one row (no curve in this profile: the peak rate).
   EXPECT_NEAR(part_at(mlp, "compute", "gemm", x), 2 * 2 * h * f / 300e9, 1e-15);
+  // Passes over the row outside GEMMs: norms, biases, activation, residual.
+  EXPECT_NEAR(part_at(mlp, "compute", "elementwise", x), (6 * h + 3 * f) * 4 / 10e9, 1e-15);
   // fp32 activations of one row, copied in and out.
   EXPECT_NEAR(part_at(mlp, "load", "activations", x), h * 4 / 10e9, 1e-15);
   EXPECT_NEAR(part_at(mlp, "store", "activations", x), h * 4 / 10e9, 1e-15);

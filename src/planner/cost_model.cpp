@@ -25,6 +25,9 @@ struct StageKindInfo {
   int64_t numel = 0;
   double gemm_flops_per_row = 0;   // projections applied to every new row
   double gemm_flops_per_seq = 0;   // the head: lm_head on each sequence's last row
+  // Floats read and written per row outside GEMMs (norms, biases, activations, residuals,
+  // cache appends): a count of passes over the row, not measured.
+  double elementwise_floats_per_row = 0;
 };
 
 std::vector<StageKindInfo> stage_kinds(const OptConfig& c, bool sep_layer) {
@@ -43,18 +46,22 @@ std::vector<StageKindInfo> stage_kinds(const OptConfig& c, bool sep_layer) {
     switch (kind) {
       case StageKind::kEmbed:
         info.name = "embed";
+        info.elementwise_floats_per_row = 5 * h;
         if (c.has_projection()) info.gemm_flops_per_row = 2 * h * e;
         break;
       case StageKind::kDecoder:
         info.name = "decoder";
+        info.elementwise_floats_per_row = 20 * h + 3 * f;
         info.gemm_flops_per_row = 2 * (4 * h * h + 2 * h * f);
         break;
       case StageKind::kAttention:
         info.name = "attention";
+        info.elementwise_floats_per_row = 14 * h;
         info.gemm_flops_per_row = 2 * 4 * h * h;
         break;
       case StageKind::kMlp:
         info.name = "mlp";
+        info.elementwise_floats_per_row = 6 * h + 3 * f;
         info.gemm_flops_per_row = 2 * 2 * h * f;
         break;
       case StageKind::kHead:
@@ -240,6 +247,13 @@ std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& c
       gemm.constant = rows * k.gemm_flops_per_row / row_rate + g * k.gemm_flops_per_seq / seq_rate;
       gemm.constant *= nb;
       compute.parts.push_back({"gemm", gemm});
+      if (!z.gpu) {
+        // Layer norms, biases, activation, residual adds and cache appends pass over each row
+        // a few times at memory speed, on the compute stream.
+        Affine passes;
+        passes.constant = nb * rows * k.elementwise_floats_per_row * 4 * per_byte(hw.host_copy_gbps);
+        compute.parts.push_back({"elementwise", passes});
+      }
       if (has_cache) {
         const double flops = nb * g * attn_flops;
         Affine attn;

@@ -22,7 +22,7 @@ HardwareProfile measure_hardware(const ProfileOptions& options) {
   p.has_gpu = false;
   const int n = options.quick ? 1024 : options.sgemm_n;
   p.cpu_gemm_gflops = measure_sgemm_gflops(n, options.quick ? 2 : 3);
-  for (const int64_t rows : {1, 4, 16, 64, 256, 1024}) {
+  for (const int64_t rows : {1, 4, 8, 16, 32, 64, 256, 1024}) {
     p.cpu_gemm_gflops_by_rows.emplace_back(static_cast<double>(rows), measure_sgemm_rows_gflops(rows));
   }
   p.cpu_attention_gflops = measure_decode_attention_gflops();
