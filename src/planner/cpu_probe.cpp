@@ -38,20 +38,31 @@ double measure_sgemm_gflops(int n, int repetitions) {
   return 2.0 * n * static_cast<double>(n) * n / best / 1e9;
 }
 
-double measure_sgemm_rows_gflops(int64_t rows, int n) {
-  constexpr size_t kWeightBytes = 96ull << 20;  // past the last-level cache
-  const size_t nn = static_cast<size_t>(n) * static_cast<size_t>(n);
-  const size_t count = std::max<size_t>(1, kWeightBytes / (nn * 4));
-  std::vector<float> weights(count * nn, 0.25f);
-  std::vector<float> x(static_cast<size_t>(rows) * static_cast<size_t>(n), 0.5f);
+double measure_sgemm_rows_gflops(int64_t rows, int hidden) {
+  // A decoder layer's GEMMs (q, k, v, out: h x h; fc1: 4h x h; fc2: h x 4h), repeated over
+  // enough copies that the weights stream from memory as a model's do.
+  constexpr size_t kWeightBytes = 96ull << 20;
+  const int h = hidden, f = 4 * hidden;
+  const int shapes[6][2] = {{h, h}, {h, h}, {h, h}, {h, h}, {f, h}, {h, f}};  // (n, k)
+  const size_t layer = 8ull * static_cast<size_t>(h) * static_cast<size_t>(h) + 4ull * h * h;
+  const size_t copies = std::max<size_t>(1, kWeightBytes / (layer * 4));
+  std::vector<float> weights(copies * 12ull * h * h, 0.25f);
+  std::vector<float> x(static_cast<size_t>(rows) * static_cast<size_t>(f), 0.5f);
   std::vector<float> y(x.size());
+  double flops = 0;
   const double best = best_seconds(2, [&] {
-    for (size_t i = 0; i < count; ++i) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), n, n, 1.0f,
-                  x.data(), n, weights.data() + i * nn, n, 0.0f, y.data(), n);
+    flops = 0;
+    const float* w = weights.data();
+    for (size_t c = 0; c < copies; ++c) {
+      for (const auto& [n, k] : shapes) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), n, k, 1.0f,
+                    x.data(), k, w, k, 0.0f, y.data(), n);
+        w += static_cast<size_t>(n) * static_cast<size_t>(k);
+        flops += 2.0 * static_cast<double>(rows) * n * k;
+      }
     }
   });
-  return 2.0 * static_cast<double>(rows) * static_cast<double>(nn) * static_cast<double>(count) / best / 1e9;
+  return flops / best / 1e9;
 }
 
 double measure_copy_gbps(uint64_t size_bytes) {

@@ -8,9 +8,9 @@ namespace strata {
 // OpenBLAS sgemm rate on n x n x n, best of a few repetitions, in GFLOP/s.
 double measure_sgemm_gflops(int n = 2048, int repetitions = 3);
 
-// sgemm rate with `rows` activation rows against n x n weights, cycling through enough distinct
-// weights that they stream from memory as a model's do, in GFLOP/s.
-double measure_sgemm_rows_gflops(int64_t rows, int n = 2048);
+// sgemm rate with `rows` activation rows over a decoder layer's weight shapes (hidden h, MLP
+// 4h), cycling through enough copies that the weights stream from memory, in GFLOP/s.
+double measure_sgemm_rows_gflops(int64_t rows, int hidden = 1024);
 
 // memcpy of `size_bytes` by one thread (cache and activation moves), in GB/s.
 double measure_copy_gbps(uint64_t size_bytes = 256ull << 20);

@@ -36,8 +36,8 @@ struct HardwareProfile {
   double gpu_attention_decode_gflops = 0;
   double cpu_gemm_gflops = 0;
   double cpu_attention_gflops = 0;
-  // sgemm rate by rows of the activation (m) against a 2048 x 2048 weight: few rows stream the
-  // weight from memory at a fraction of the peak rate. Empty: cpu_gemm_gflops for every m.
+  // sgemm rate by rows of the activation (m) over a decoder layer's shapes (h = 1024): few rows
+  // stream the weights from memory at a fraction of the peak rate. Empty: cpu_gemm_gflops.
   std::vector<std::pair<double, double>> cpu_gemm_gflops_by_rows;
 
   uint64_t gpu_mem_bytes = 0;
