@@ -193,12 +193,13 @@ std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& c
     store_kv = {d2h_kv, d2h_kv + disk_w_cache};
     store_act = {per_byte(hw.d2h_gbps), per_byte(hw.d2h_gbps) + disk_w};
   } else {
-    const double copy = per_byte(hw.host_copy_gbps);
-    // CPU-tier weights are read in place by the expansion; only disk bytes are loaded.
+    // CPU-tier weights are read in place by the expansion; only disk bytes are loaded. The
+    // streams' memory copies take cores the GEMMs use (a stream is a thread here), so they are
+    // charged to the compute term (below); the load and store terms keep the disk time.
     load_w = {0, disk_r};
-    load_kv = {copy, copy + disk_r};
+    load_kv = {0, disk_r};
     load_act = load_kv;
-    store_kv = {copy, copy + disk_w};
+    store_kv = {0, disk_w};
     store_act = store_kv;
     expand_s_per_byte = per_byte(hw.expand_gbps);
   }
@@ -227,11 +228,21 @@ std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& c
 
       CostTerm load{"load", {}}, compute{"compute", {}}, store{"store", {}};
       load.parts.push_back({"weights", moved(w_bytes, kWc, kWd, load_w)});
+      Affine disk;  // the one device serves the load and the store stream
+      disk.add(kWd, w_bytes * disk_r);
+      // Keys and values go one sequence at a time: two requests per sequence each way.
+      const double kv_requests = nb * g * 2;
       if (has_cache && !prefill) {
         const double kv_bytes = nb * g * 2 * cached * h * z.kv;
-        load.parts.push_back({"cache", moved(kv_bytes, kCc, kCd, load_kv)});
+        Affine a = moved(kv_bytes, kCc, kCd, load_kv);
+        a.add(kCd, kv_requests * hw.disk_read_request_s);
+        load.parts.push_back({"cache", a});
+        disk.add(kCd, kv_bytes * disk_r + kv_requests * hw.disk_read_request_s);
       }
-      if (loads_act) load.parts.push_back({"activations", moved(act_bytes, kHc, kHd, load_act)});
+      if (loads_act) {
+        load.parts.push_back({"activations", moved(act_bytes, kHc, kHd, load_act)});
+        disk.add(kHd, act_bytes * disk_r);
+      }
 
       if (!z.gpu) {
         const double fp32_bytes = static_cast<double>(k.numel) * 4;
@@ -250,9 +261,25 @@ std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& c
       if (!z.gpu) {
         // Layer norms, biases, activation, residual adds and cache appends pass over each row
         // a few times at memory speed, on the compute stream.
+        const double copy = per_byte(hw.host_copy_gbps);
         Affine passes;
-        passes.constant = nb * rows * k.elementwise_floats_per_row * 4 * per_byte(hw.host_copy_gbps);
+        passes.constant = nb * rows * k.elementwise_floats_per_row * 4 * copy;
         compute.parts.push_back({"elementwise", passes});
+        // What the load and store streams copy between the tiers and the working buffers.
+        Affine moves;
+        const double kv_in = has_cache && !prefill ? nb * g * 2 * cached * h * z.kv : 0;
+        const double kv_out = has_cache ? nb * g * new_tokens * 2 * h * z.kv : 0;
+        const double act_moved = act_bytes * ((loads_act ? 1 : 0) + (stores_act ? 1 : 0));
+        moves.add(kCc, (kv_in + kv_out) * copy).add(kCd, (kv_in + kv_out) * copy);
+        moves.add(kHc, act_moved * copy).add(kHd, act_moved * copy);
+        compute.parts.push_back({"tier copies", moves});
+        // The kernel's CPU time for the disk traffic comes out of the same cores.
+        Affine io_cpu;
+        const double s_per_byte = hw.disk_cpu_s_per_gb / kGB;
+        io_cpu.add(kWd, w_bytes * s_per_byte);
+        io_cpu.add(kCd, (kv_in + std::max(kv_out, kv_requests * 4096.0)) * s_per_byte);
+        io_cpu.add(kHd, act_moved * s_per_byte);
+        compute.parts.push_back({"disk i/o cpu", io_cpu});
       }
       if (has_cache) {
         const double flops = nb * g * attn_flops;
@@ -270,11 +297,27 @@ std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& c
           attn.constant = flops / (hw.attention_decode_gflops() * kGB);
         }
         compute.parts.push_back({"attention", attn});
+        // Disk writes cover whole 4 KiB blocks.
         const double new_kv = nb * g * new_tokens * 2 * h * z.kv;
-        store.parts.push_back({"cache", moved(new_kv, kCc, kCd, store_kv)});
+        const double new_kv_disk = kv_requests * std::max(new_tokens * h * z.kv, 4096.0);
+        Affine a = moved(new_kv, kCc, kCd, store_kv);
+        a.add(kCd, kv_requests * hw.disk_write_request_s + (new_kv_disk - new_kv) * disk_w_cache);
+        store.parts.push_back({"cache", a});
+        disk.add(kCd, new_kv_disk * disk_w_cache + kv_requests * hw.disk_write_request_s);
       }
-      if (stores_act) store.parts.push_back({"activations", moved(act_bytes, kHc, kHd, store_act)});
-      sc.terms = {load, compute, store};
+      if (stores_act) {
+        store.parts.push_back({"activations", moved(act_bytes, kHc, kHd, store_act)});
+        disk.add(kHd, act_bytes * disk_w);
+      }
+      sc.terms = {load, compute, store, CostTerm{"disk", {{"reads and writes", disk}}}};
+      if (!z.gpu) {
+        // Measured on the CPU backend (2 cores): disk transfers barely overlap the compute
+        // (their DMA, completions and staging share the cores and the memory bus, and cache
+        // requests queue behind prefetched weights), so disk time adds to compute time.
+        CostTerm serial{"compute + disk", compute.parts};
+        serial.parts.push_back({"disk", disk});
+        sc.terms.push_back(std::move(serial));
+      }
       out.push_back(std::move(sc));
     }
   }

@@ -3,14 +3,52 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <time.h>
+
 #include <algorithm>
+#include <tuple>
+#include <chrono>
+#include <cstring>
 
 #include "core/error.h"
 #include "planner/cpu_probe.h"
 #include "planner/hardware_profile.h"
+#include "core/buffer.h"
 #include "runtime/disk_store.h"
 
 namespace strata {
+namespace {
+
+double process_cpu_s() {
+  timespec t{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
+
+// Mean seconds of one synchronous 4 KiB O_DIRECT write, then read, at scattered offsets.
+std::pair<double, double> measure_disk_request_s(const std::string& dir) {
+  constexpr int kRequests = 64;
+  constexpr uint64_t kStride = 64 * DiskStore::kAlignment;
+  DiskStore store(dir, kRequests * kStride);
+  const DiskStore::Extent extent = store.allocate(kRequests * kStride);
+  HostBuffer block(DiskStore::kAlignment);
+  std::memset(block.data(), 0x5a, block.size_bytes());
+  auto timed = [&](bool is_write) {
+    const auto begin = std::chrono::steady_clock::now();
+    for (int i = 0; i < kRequests; ++i) {
+      if (is_write) {
+        store.write(extent, i * kStride, block.data(), block.size_bytes());
+      } else {
+        store.read(extent, i * kStride, block.data(), block.size_bytes());
+      }
+    }
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count() / kRequests;
+  };
+  const double write_s = timed(true);
+  return {timed(false), write_s};
+}
+
+}  // namespace
 
 HardwareProfile measure_hardware(const ProfileOptions& options) {
   HardwareProfile p;
@@ -37,8 +75,12 @@ HardwareProfile measure_hardware(const ProfileOptions& options) {
     p.disk_bytes = static_cast<uint64_t>(info.f_bavail) * info.f_frsize;
     const uint64_t probe = std::min<uint64_t>(options.quick ? 256ull << 20 : options.disk_probe_bytes,
                                               p.disk_bytes / 4);
+    // The read probe writes its file and reads it back: 2 x probe bytes through the disk.
+    const double cpu_begin = process_cpu_s();
     p.disk_read_gbps = measure_disk_read_gbps(options.offload_dir, probe);
+    p.disk_cpu_s_per_gb = (process_cpu_s() - cpu_begin) / (2.0 * static_cast<double>(probe) / 1e9);
     p.disk_write_gbps = measure_disk_write_gbps(options.offload_dir, probe);
+    std::tie(p.disk_read_request_s, p.disk_write_request_s) = measure_disk_request_s(options.offload_dir);
   }
   return p;
 }

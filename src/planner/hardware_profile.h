@@ -24,6 +24,13 @@ struct HardwareProfile {
   double disk_read_gbps = 0;
   double disk_write_gbps = 0;
   double disk_write_cache_gbps = 0;
+  // Seconds of one small (4 KiB) synchronous O_DIRECT request: the KV cache moves to and from
+  // disk one sequence's keys or values at a time, where latency, not bandwidth, dominates.
+  double disk_read_request_s = 0;
+  double disk_write_request_s = 0;
+  // CPU seconds the kernel spends per GB moved to or from the disk (virtio, io_uring): on a
+  // node without a GPU they come out of the cores the compute uses.
+  double disk_cpu_s_per_gb = 0;
   // Host memory: memcpy of one thread, and fp16 -> fp32 expansion (bytes of fp32 written per
   // second), the two things the CPU backend does to move data into its "GPU" tier.
   double host_copy_gbps = 0;
