@@ -309,6 +309,20 @@ TEST(Planner, EverythingOnTheGpuTierWhenItFits) {
   EXPECT_EQ(plan.policy.effective_batch(), 16);
 }
 
+TEST(Planner, EffectiveBatchStaysWithinTheRequests) {
+  const auto config = parse_opt_config(opt_family_config_json("opt-125m"), "opt-125m");
+  PlanRequest r;
+  r.prompt_len = 16;
+  r.gen_len = 4;
+  r.max_block = 3;
+  HardwareProfile hw = cpu_profile();
+  hw.cpu_gemm_gflops_by_rows = {{1, 5}, {1024, 300}};  // more rows, faster GEMMs
+  const Plan plan = make_plan(hw, config, r);
+  EXPECT_LE(plan.policy.effective_batch(), 3);
+  r.max_block = 0;  // no cap: larger blocks run faster
+  EXPECT_GT(make_plan(hw, config, r).policy.effective_batch(), 3);
+}
+
 TEST(Planner, T4PlansStayUnderTheCapsAndBeatNaivePolicies) {
   const HardwareProfile hw = HardwareProfile::load(test::kDataDir + "/../../configs/hardware/gcp-t4-flexgen.json");
   const auto config = parse_opt_config(opt_family_config_json("opt-30b"), "opt-30b");

@@ -140,7 +140,8 @@ int run_generate(int argc, char** argv) {
     engine_options.max_prompt_len =
         std::max<int64_t>(engine_options.max_prompt_len, static_cast<int64_t>(r.input_ids.size()));
   }
-  plan_from_flags(flags, source->config(), engine_options);  // --policy auto
+  plan_from_flags(flags, source->config(), engine_options,  // --policy auto
+                  static_cast<int64_t>(requests.size()));
   const int64_t block = engine_options.policy.effective_batch();
   const auto load_begin = std::chrono::steady_clock::now();
   OffloadEngine engine(*source, engine_options);

@@ -73,7 +73,7 @@ bool wants_auto_policy(const cxxopts::ParseResult& flags) {
 }
 
 std::optional<Prediction> plan_from_flags(const cxxopts::ParseResult& flags, const OptConfig& config,
-                                          EngineOptions& options) {
+                                          EngineOptions& options, int64_t max_sequences) {
   const bool automatic = wants_auto_policy(flags);
   if (!automatic && !flags.count("hardware")) return std::nullopt;
   HardwareProfile hw;
@@ -96,6 +96,7 @@ std::optional<Prediction> plan_from_flags(const cxxopts::ParseResult& flags, con
   if (flags.count("gpu-batch-size")) request.gpu_batch_size = flags["gpu-batch-size"].as<int64_t>();
   if (flags.count("num-gpu-batches")) request.num_gpu_batches = flags["num-gpu-batches"].as<int64_t>();
   request.allow_disk = !options.offload_dir.empty();
+  request.max_block = max_sequences;
   // The engine here has no compression yet; plans for it never ask for any.
   const Plan plan = make_plan(hw, config, request);
   const Policy& given = options.policy;

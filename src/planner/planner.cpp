@@ -313,7 +313,9 @@ Plan make_plan(const HardwareProfile& hw, const OptConfig& config, const PlanReq
   std::optional<Candidate> best;
   for (int64_t gbs : sizes) {
     bool any_fit = false;
+    if (request.max_block > 0 && gbs > request.max_block && gbs != sizes.front()) break;
     for (int64_t nb : counts) {
+      if (request.max_block > 0 && gbs * nb > request.max_block && nb != counts.front()) break;
       CostShape shape;
       shape.prompt_len = request.prompt_len;
       shape.gen_len = request.gen_len;

@@ -26,6 +26,7 @@ struct PlanRequest {
   bool compress_cache = false;
   bool sep_layer = true;
   bool allow_disk = true;        // false when there is no offload dir
+  int64_t max_block = 0;         // > 0: at most this many sequences (what there is to run)
 };
 
 struct Plan {
