@@ -393,5 +393,18 @@ TEST(PlannerCli, JsonPolicyLoadsAndBadInputExitsTwo) {
   EXPECT_NE(r.err.find("max_position_embeddings"), std::string::npos) << r.err;
 }
 
+TEST(PlannerCli, BenchWithAutoPolicyPrintsPredictedAgainstMeasured) {
+  test::TempDir dir;
+  const std::string hw = test::kDataDir + "/../../configs/hardware/dev-2core.json";
+  const auto r = test::run_strata("bench --model " + test::model_dir("opt-pub-tiny") +
+                                  " --prompt-len 8 --gen-len 4 --policy auto --gpu-mem 64MiB --hardware " +
+                                  hw + " --no-bounds --json " + dir.file("b.json"));
+  ASSERT_EQ(r.exit_status, 0) << r.err;
+  EXPECT_NE(r.out.find("measured / predicted"), std::string::npos) << r.out;
+  const auto j = nlohmann::json::parse(test::read_text(dir.file("b.json")));
+  EXPECT_GT(j["predicted"]["generation_tokens_per_s"].get<double>(), 0);
+  EXPECT_LE(j["peak_bytes"]["gpu"].get<uint64_t>(), 64ull << 20);
+}
+
 }  // namespace
 }  // namespace strata
