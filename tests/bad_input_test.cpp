@@ -203,8 +203,9 @@ TEST(BadRequestLines, TooLongForPositions) {
 TEST(BadFlags, UnknownAndMissing) {
   expect_cli_error("generate --model x --input y --no-such-flag", {"no-such-flag"});
   expect_cli_error("generate --input y", {"--model"});
-  expect_cli_error("generate --model " + test::model_dir("opt-pub-tiny") + " --input /nonexistent.jsonl",
-                   {"/nonexistent.jsonl"});
+  expect_cli_error(
+      "generate --model " + test::model_dir("opt-pub-tiny") + " --input /nonexistent.jsonl",
+      {"/nonexistent.jsonl"});
   expect_cli_error("generate --model /nonexistent --input /dev/null", {"/nonexistent"});
   expect_cli_error("generate --model synthetic:opt-7b --input /dev/null", {"opt-7b", "opt-6.7b"});
   expect_cli_error("synth --arch opt-125m", {"--out"});
@@ -217,12 +218,14 @@ TEST(Cli, GenerateWritesResultsInInputOrder) {
   std::string lines;
   for (int i = 0; i < 5; ++i) {
     lines += nlohmann::json{{"id", "case" + std::to_string(i)},
-                            {"input_ids", cases["cases"][i]["input_ids"][0]}}.dump() + "\n";
+                            {"input_ids", cases["cases"][i]["input_ids"][0]}}
+                 .dump() +
+             "\n";
   }
   test::write_text(dir.file("in.jsonl"), lines);
-  const auto r = run_strata(generate_args(dir.file("in.jsonl"),
-                                          "--gen-len 20 --ignore-eos --gpu-batch-size 2 --output " +
-                                              dir.file("out.jsonl")));
+  const auto r = run_strata(generate_args(
+      dir.file("in.jsonl"),
+      "--gen-len 20 --ignore-eos --gpu-batch-size 2 --output " + dir.file("out.jsonl")));
   ASSERT_EQ(r.exit_status, 0) << r.err;
   std::istringstream out(test::read_text(dir.file("out.jsonl")));
   std::string line;

@@ -95,7 +95,8 @@ TEST(GoldenNegativeControl, WrongLayerNormPlacementDisagrees) {
   OptModel model(*source);
   const auto cases = load_cases("opt-pub-350m-style");
   const CaseRun run = run_case(model, cases["cases"][2], 20);
-  EXPECT_NE(run.generations[0].output_ids, cases["cases"][2]["output_ids"][0].get<std::vector<int32_t>>());
+  EXPECT_NE(run.generations[0].output_ids,
+            cases["cases"][2]["output_ids"][0].get<std::vector<int32_t>>());
   EXPECT_GT(max_rel_diff(run.prefill_logits[0], cases["cases"][2]["prefill_last_logits"][0]), 1e-2);
 }
 
@@ -112,7 +113,8 @@ TEST(Checkpoint, ShardedMatchesSingleFile) {
   OptModel model(*sharded);
   const auto cases = load_cases("opt-pub-tiny");
   const CaseRun run = run_case(model, cases["cases"][3], 20);
-  EXPECT_EQ(run.generations[0].output_ids, cases["cases"][3]["output_ids"][0].get<std::vector<int32_t>>());
+  EXPECT_EQ(run.generations[0].output_ids,
+            cases["cases"][3]["output_ids"][0].get<std::vector<int32_t>>());
 }
 
 // The same weights saved in fp32 give the same outputs; in bf16 they load as bf16 values.
@@ -128,7 +130,8 @@ TEST(Checkpoint, Fp32AndBf16Tensors) {
   EXPECT_EQ(wide->config().dtype, DType::kF32);
   OptModel model(*wide);
   const CaseRun run = run_case(model, cases["cases"][3], 20);
-  EXPECT_EQ(run.generations[0].output_ids, cases["cases"][3]["output_ids"][0].get<std::vector<int32_t>>());
+  EXPECT_EQ(run.generations[0].output_ids,
+            cases["cases"][3]["output_ids"][0].get<std::vector<int32_t>>());
 
   config["torch_dtype"] = "bfloat16";
   write_checkpoint(*original, config, bf16.path().string(), 1u << 30);
@@ -153,7 +156,8 @@ TEST(Generation, StopsAtEos) {
   std::filesystem::create_symlink(src + "/model.safetensors", dir.file("model.safetensors"));
   auto source = open_weight_source(dir.path().string());
   OptModel model(*source);
-  std::vector<Prompt> prompts = {{cases["cases"][2]["input_ids"][0].get<std::vector<int32_t>>(), 0}};
+  std::vector<Prompt> prompts = {
+      {cases["cases"][2]["input_ids"][0].get<std::vector<int32_t>>(), 0}};
   GenerateOptions options;
   options.gen_len = 20;
   auto g = generate_batch(model, prompts, options, nullptr);
@@ -168,8 +172,8 @@ TEST(Generation, StopsAtEos) {
 // A synthetic model written to disk reads back as the same model.
 TEST(Synthetic, WrittenCheckpointMatchesOnTheFly) {
   test::TempDir dir;
-  const auto result = test::run_strata("synth --arch opt-125m --layers 1 --seed 7 --out " +
-                                       dir.file("m"));
+  const auto result =
+      test::run_strata("synth --arch opt-125m --layers 1 --seed 7 --out " + dir.file("m"));
   ASSERT_EQ(result.exit_status, 0) << result.err;
   auto written = open_weight_source(dir.file("m"));
   EXPECT_EQ(written->config().n_layers, 1);

@@ -30,7 +30,8 @@ void expect_close(const std::vector<float>& got, const std::vector<float>& want,
 
 TEST(Kernels, LinearMatchesReference) {
   std::mt19937 rng(1);
-  for (auto [m, n, k] : {std::tuple{1, 1, 1}, {3, 5, 7}, {17, 33, 65}, {130, 67, 129}, {1, 1000, 48}}) {
+  for (auto [m, n, k] :
+       {std::tuple{1, 1, 1}, {3, 5, 7}, {17, 33, 65}, {130, 67, 129}, {1, 1000, 48}}) {
     SCOPED_TRACE(testing::Message() << m << "x" << n << "x" << k);
     auto x = random_vector(size_t(m) * k, rng), w = random_vector(size_t(n) * k, rng);
     auto bias = random_vector(size_t(n), rng);
@@ -72,13 +73,18 @@ TEST(Kernels, GeluMatchesReference) {
 TEST(Kernels, AttentionMatchesReferenceForPrefillAndDecode) {
   std::mt19937 rng(4);
   // (start, n_new): both the loop path (few new tokens) and the GEMM path, with a cached prefix.
-  for (auto [start, n_new, heads, head_dim] :
-       {std::tuple{0, 1, 1, 1}, {0, 5, 3, 7}, {9, 1, 4, 16}, {0, 33, 2, 12}, {20, 13, 3, 8},
-        {101, 1, 5, 64}, {0, 100, 4, 64}}) {
+  for (auto [start, n_new, heads, head_dim] : {std::tuple{0, 1, 1, 1},
+                                               {0, 5, 3, 7},
+                                               {9, 1, 4, 16},
+                                               {0, 33, 2, 12},
+                                               {20, 13, 3, 8},
+                                               {101, 1, 5, 64},
+                                               {0, 100, 4, 64}}) {
     SCOPED_TRACE(testing::Message() << start << "+" << n_new << " h" << heads << " d" << head_dim);
     const int64_t ld = heads * head_dim + 3;  // padded rows test the strides
     const int64_t n_keys = start + n_new;
-    auto q = random_vector(size_t(n_new * ld), rng), k = random_vector(size_t(n_keys * ld), rng, 2.0f);
+    auto q = random_vector(size_t(n_new * ld), rng),
+         k = random_vector(size_t(n_keys * ld), rng, 2.0f);
     auto v = random_vector(size_t(n_keys * ld), rng);
     std::vector<float> got(size_t(n_new * ld), NAN), want(size_t(n_new * ld), NAN);
     cpu::attention(q.data(), ld, k.data(), v.data(), ld, got.data(), start, n_new, heads, head_dim);

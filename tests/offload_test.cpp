@@ -62,9 +62,12 @@ TierSplit random_split(std::mt19937& rng) {
   std::uniform_int_distribution<int> pick(0, 5);
   std::uniform_real_distribution<double> u(0, 100);
   switch (pick(rng)) {  // the edges half the time
-    case 0: return {100, 0};
-    case 1: return {0, 100};
-    case 2: return {0, 0};
+    case 0:
+      return {100, 0};
+    case 1:
+      return {0, 100};
+    case 2:
+      return {0, 0};
     default: {
       const double g = u(rng);
       return {g, std::uniform_real_distribution<double>(0, 100 - g)(rng)};
@@ -152,7 +155,8 @@ TEST(PolicyErrors, RejectedBeforeAllocating) {
   o.policy.weights = {60, 50};
   auto e = expect_error([&] { OffloadEngine engine(*source, o); });
   EXPECT_EQ(e.exit_status(), kExitBadInput);
-  EXPECT_NE(std::string(e.what()).find("weight gpu + cpu percent is 110"), std::string::npos) << e.what();
+  EXPECT_NE(std::string(e.what()).find("weight gpu + cpu percent is 110"), std::string::npos)
+      << e.what();
   o.policy.weights = {-1, 0};
   e = expect_error([&] { OffloadEngine engine(*source, o); });
   EXPECT_NE(std::string(e.what()).find("outside 0..100"), std::string::npos) << e.what();
@@ -163,7 +167,8 @@ TEST(PolicyErrors, RejectedBeforeAllocating) {
   e = expect_error([&] { OffloadEngine engine(*source, o); });
   EXPECT_EQ(e.exit_status(), kExitBadInput);
   const std::string msg = e.what();
-  for (const std::string& part : std::vector<std::string>{"gpu tier", std::to_string(need), "--gpu-mem allows 100000"}) {
+  for (const std::string& part :
+       std::vector<std::string>{"gpu tier", std::to_string(need), "--gpu-mem allows 100000"}) {
     EXPECT_NE(msg.find(part), std::string::npos) << msg;
   }
 
@@ -195,8 +200,8 @@ TEST(PolicyCli, PercentFlagsAndCapsReachTheEngine) {
   const auto r = test::run_strata(
       "bench --model " + test::model_dir("opt-pub-tiny") +
       " --no-bounds --prompt-len 8 --gen-len 4 --percent 20 30 0 100 100 0 --gpu-batch-size 2 "
-      "--num-gpu-batches 2 --offload-dir " + dir.path().string() + " --json " + dir.file("b.json") +
-      " --trace " + dir.file("t.json"));
+      "--num-gpu-batches 2 --offload-dir " +
+      dir.path().string() + " --json " + dir.file("b.json") + " --trace " + dir.file("t.json"));
   ASSERT_EQ(r.exit_status, 0) << r.err;
   const auto j = nlohmann::json::parse(test::read_text(dir.file("b.json")));
   EXPECT_EQ(j["policy"]["w_gpu_percent"], 20.0);
@@ -206,7 +211,8 @@ TEST(PolicyCli, PercentFlagsAndCapsReachTheEngine) {
                           "overlap_efficiency"}) {
     EXPECT_TRUE(j.contains(key)) << key;
   }
-  for (const char* key : {"peak_bytes", "weight_bytes", "cache_bytes", "bytes_read", "bytes_written"}) {
+  for (const char* key :
+       {"peak_bytes", "weight_bytes", "cache_bytes", "bytes_read", "bytes_written"}) {
     for (const char* tier : {"gpu", "cpu", "disk"}) EXPECT_TRUE(j[key].contains(tier)) << key;
   }
   EXPECT_GT(j["bytes_read"]["disk"].get<uint64_t>(), 0u);

@@ -62,7 +62,8 @@ HardwareProfile cpu_profile() {
   return hw;
 }
 
-const StageCost& find_cost(const std::vector<StageCost>& costs, const std::string& stage, Phase phase) {
+const StageCost& find_cost(const std::vector<StageCost>& costs, const std::string& stage,
+                           Phase phase) {
   for (const auto& c : costs) {
     if (c.stage == stage && c.phase == phase) return c;
   }
@@ -255,11 +256,12 @@ TEST(CostModel, CpuMemoryModelMatchesTheEngine) {
     const Placement x = Placement::of(o.policy);
     // The GPU tier exactly (up to whole elements), the disk up to 4 KiB blocks per array, the
     // CPU tier as an upper bound (staging counted as a sum, not a max).
-    const double arrays = static_cast<double>(c.n_layers * 2 + 2 + c.n_layers * o.policy.num_gpu_batches +
-                                              o.policy.num_gpu_batches);
+    const double arrays = static_cast<double>(
+        c.n_layers * 2 + 2 + c.n_layers * o.policy.num_gpu_batches + o.policy.num_gpu_batches);
     EXPECT_NEAR(m.tier[0].at(x), static_cast<double>(plan.total(Tier::kGpu)), 4 * arrays) << i;
     EXPECT_NEAR(m.tier[2].at(x), static_cast<double>(plan.total(Tier::kDisk)), 4096 * arrays) << i;
-    EXPECT_GE(m.tier[1].at(x) + 5 * 4096 + 4 * arrays, static_cast<double>(plan.total(Tier::kCpu))) << i;
+    EXPECT_GE(m.tier[1].at(x) + 5 * 4096 + 4 * arrays, static_cast<double>(plan.total(Tier::kCpu)))
+        << i;
   }
 }
 
@@ -324,7 +326,8 @@ TEST(Planner, EffectiveBatchStaysWithinTheRequests) {
 }
 
 TEST(Planner, T4PlansStayUnderTheCapsAndBeatNaivePolicies) {
-  const HardwareProfile hw = HardwareProfile::load(test::kDataDir + "/../../configs/hardware/gcp-t4-flexgen.json");
+  const HardwareProfile hw =
+      HardwareProfile::load(test::kDataDir + "/../../configs/hardware/gcp-t4-flexgen.json");
   const auto config = parse_opt_config(opt_family_config_json("opt-30b"), "opt-30b");
   PlanRequest r;
   r.prompt_len = 512;
@@ -359,7 +362,8 @@ TEST(PlannerCli, JsonPolicyLoadsAndBadInputExitsTwo) {
                             " --prompt-len 128 --gen-len 16 --json");
   ASSERT_EQ(r.exit_status, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
-  for (const char* key : {"prefill_tokens_per_s", "decode_tokens_per_s", "generation_tokens_per_s"}) {
+  for (const char* key :
+       {"prefill_tokens_per_s", "decode_tokens_per_s", "generation_tokens_per_s"}) {
     EXPECT_GT(j["predicted"][key].get<double>(), 0) << key;
   }
   for (const char* tier : {"gpu", "cpu", "disk"}) EXPECT_TRUE(j["peak_bytes"].contains(tier));
@@ -384,11 +388,13 @@ TEST(PlannerCli, JsonPolicyLoadsAndBadInputExitsTwo) {
   EXPECT_NE(r.err.find("disk_read_gbps"), std::string::npos) << r.err;
 
   // Larger than every tier together; a prompt longer than the model allows.
-  r = test::run_strata("plan --model opt-175b --hardware " + t4 +
-                       " --prompt-len 128 --gen-len 16 --gpu-mem 1GiB --cpu-mem 2GiB --disk-mem 10GiB");
+  r = test::run_strata(
+      "plan --model opt-175b --hardware " + t4 +
+      " --prompt-len 128 --gen-len 16 --gpu-mem 1GiB --cpu-mem 2GiB --disk-mem 10GiB");
   EXPECT_EQ(r.exit_status, 2);
   EXPECT_NE(r.err.find("tiers together"), std::string::npos) << r.err;
-  r = test::run_strata("plan --model opt-1.3b --hardware " + t4 + " --prompt-len 2040 --gen-len 16");
+  r = test::run_strata("plan --model opt-1.3b --hardware " + t4 +
+                       " --prompt-len 2040 --gen-len 16");
   EXPECT_EQ(r.exit_status, 2);
   EXPECT_NE(r.err.find("max_position_embeddings"), std::string::npos) << r.err;
 }
@@ -396,9 +402,10 @@ TEST(PlannerCli, JsonPolicyLoadsAndBadInputExitsTwo) {
 TEST(PlannerCli, BenchWithAutoPolicyPrintsPredictedAgainstMeasured) {
   test::TempDir dir;
   const std::string hw = test::kDataDir + "/../../configs/hardware/dev-2core.json";
-  const auto r = test::run_strata("bench --model " + test::model_dir("opt-pub-tiny") +
-                                  " --prompt-len 8 --gen-len 4 --policy auto --gpu-mem 64MiB --hardware " +
-                                  hw + " --no-bounds --json " + dir.file("b.json"));
+  const auto r =
+      test::run_strata("bench --model " + test::model_dir("opt-pub-tiny") +
+                       " --prompt-len 8 --gen-len 4 --policy auto --gpu-mem 64MiB --hardware " +
+                       hw + " --no-bounds --json " + dir.file("b.json"));
   ASSERT_EQ(r.exit_status, 0) << r.err;
   EXPECT_NE(r.out.find("measured / predicted"), std::string::npos) << r.out;
   const auto j = nlohmann::json::parse(test::read_text(dir.file("b.json")));

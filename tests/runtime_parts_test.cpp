@@ -55,10 +55,10 @@ TEST(TieredArray, RandomRangesMatchAPlainArray) {
   test::TempDir dir;
   std::mt19937 rng(11);
   for (DType stored : {DType::kF32, DType::kF16}) {
-    for (TierSplit split : {TierSplit{100, 0}, TierSplit{0, 100}, TierSplit{0, 0}, TierSplit{33.3, 21.7},
-                            TierSplit{0.01, 99.9}, TierSplit{50, 0}}) {
-      SCOPED_TRACE(testing::Message() << dtype_name(stored) << " " << split.gpu_percent << "/"
-                                      << split.cpu_percent);
+    for (TierSplit split : {TierSplit{100, 0}, TierSplit{0, 100}, TierSplit{0, 0},
+                            TierSplit{33.3, 21.7}, TierSplit{0.01, 99.9}, TierSplit{50, 0}}) {
+      SCOPED_TRACE(testing::Message()
+                   << dtype_name(stored) << " " << split.gpu_percent << "/" << split.cpu_percent);
       const int64_t n = 10007;
       DiskStore disk(dir.path().string(), 1 << 20);
       TierCounters counters;

@@ -16,7 +16,9 @@ inline const std::string kBinary = STRATA_BINARY;
 inline const std::vector<std::string> kReferenceModels = {"opt-pub-tiny", "opt-pub-350m-style",
                                                           "opt-pub-gelu-nobias"};
 
-inline std::string model_dir(const std::string& name) { return kDataDir + "/" + name; }
+inline std::string model_dir(const std::string& name) {
+  return kDataDir + "/" + name;
+}
 nlohmann::json load_cases(const std::string& model);
 
 // A fresh directory removed with everything in it when the object goes.

@@ -2,9 +2,9 @@
 // 400-token reference model and the tiny OPT-style tokenizer in tests/data/tokenizer/opt-tiny.
 #include <sys/wait.h>
 
-#include <cstdlib>
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 
@@ -43,7 +43,8 @@ std::vector<json> json_lines(const std::string& text) {
 TEST(TokenizeCli, LinesAndJsonlRoundTrip) {
   const auto t = Tokenizer::load(kTinyTokenizer);
   ASSERT_TRUE(t);
-  const auto r = run("tokenize --model " + kTinyTokenizer, "the theory\nsecond line \xE6\x97\xA5\n");
+  const auto r =
+      run("tokenize --model " + kTinyTokenizer, "the theory\nsecond line \xE6\x97\xA5\n");
   ASSERT_EQ(r.exit_status, 0) << r.err;
   const auto lines = json_lines(r.out);
   ASSERT_EQ(lines.size(), 2u);
@@ -52,10 +53,12 @@ TEST(TokenizeCli, LinesAndJsonlRoundTrip) {
   const auto back = run("detokenize --model " + kTinyTokenizer, r.out);
   ASSERT_EQ(back.exit_status, 0) << back.err;
   EXPECT_EQ(back.out, "the theory\nsecond line \xE6\x97\xA5\n");
-  EXPECT_EQ(run("detokenize --keep-special --model " + kTinyTokenizer, "[2, 4]\n").out, std::string("</s>\0\n", 6));
+  EXPECT_EQ(run("detokenize --keep-special --model " + kTinyTokenizer, "[2, 4]\n").out,
+            std::string("</s>\0\n", 6));
 
   const std::string text = "two\nlines and a \"quote\"";
-  const auto j = run("tokenize --jsonl --plain --model " + kTinyTokenizer, json(text).dump() + "\n");
+  const auto j =
+      run("tokenize --jsonl --plain --model " + kTinyTokenizer, json(text).dump() + "\n");
   ASSERT_EQ(j.exit_status, 0) << j.err;
   EXPECT_EQ(json::parse(j.out).get<std::vector<int32_t>>(), t->encode_plain(text));
   const auto jb = run("detokenize --jsonl --model " + kTinyTokenizer, j.out);
@@ -121,7 +124,8 @@ TEST_F(TextGenerate, TextPromptsMatchIdPrompts) {
 }
 
 TEST_F(TextGenerate, StopStringCutsTextAndTokens) {
-  const std::string flags = " --gen-len 24 --ignore-eos --model " + model() + " --prompt '" + kPrompt + "'";
+  const std::string flags =
+      " --gen-len 24 --ignore-eos --model " + model() + " --prompt '" + kPrompt + "'";
   const auto full_run = run("generate" + flags);
   ASSERT_EQ(full_run.exit_status, 0) << full_run.err;
   const json full = json::parse(full_run.out);
@@ -132,8 +136,9 @@ TEST_F(TextGenerate, StopStringCutsTextAndTokens) {
   size_t at = 0;
   for (size_t i = 1; i + 1 < text.size() && stop.empty(); ++i) {
     const std::string s = text.substr(i, 2);
-    if (std::isgraph(static_cast<unsigned char>(s[0])) && std::isgraph(static_cast<unsigned char>(s[1])) &&
-        s.find('\'') == std::string::npos && text.find(s) == i) {
+    if (std::isgraph(static_cast<unsigned char>(s[0])) &&
+        std::isgraph(static_cast<unsigned char>(s[1])) && s.find('\'') == std::string::npos &&
+        text.find(s) == i) {
       stop = s;
       at = i;
     }
@@ -159,10 +164,13 @@ TEST_F(TextGenerate, NoTokenizerIsAClearError) {
   EXPECT_NE(r.err.find("--prompt #1: a text prompt needs a tokenizer"), std::string::npos) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   TempDir in;
-  test::write_text(in.file("r.jsonl"), "{\"id\": 1, \"input_ids\": [2, 5]}\n{\"id\": 2, \"prompt\": \"x\"}\n");
+  test::write_text(in.file("r.jsonl"),
+                   "{\"id\": 1, \"input_ids\": [2, 5]}\n{\"id\": 2, \"prompt\": \"x\"}\n");
   r = run("generate --model " + bare + " --input " + in.file("r.jsonl"));
   EXPECT_EQ(r.exit_status, 2);
-  EXPECT_NE(r.err.find(in.file("r.jsonl") + ":2: a text prompt needs a tokenizer"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(in.file("r.jsonl") + ":2: a text prompt needs a tokenizer"),
+            std::string::npos)
+      << r.err;
   r = run("generate --model " + bare + " --stop x --input " + in.file("r.jsonl"));
   EXPECT_EQ(r.exit_status, 2);
   EXPECT_NE(r.err.find("--stop needs a tokenizer"), std::string::npos) << r.err;
@@ -172,7 +180,8 @@ TEST_F(TextGenerate, NoTokenizerIsAClearError) {
   ASSERT_EQ(r.exit_status, 0) << r.err;
   EXPECT_FALSE(json::parse(r.out).contains("text"));
   // --tokenizer lends one to a model directory that has none.
-  r = run("generate --gen-len 2 --model " + bare + " --tokenizer " + kTinyTokenizer + " --prompt hi");
+  r = run("generate --gen-len 2 --model " + bare + " --tokenizer " + kTinyTokenizer +
+          " --prompt hi");
   ASSERT_EQ(r.exit_status, 0) << r.err;
   EXPECT_EQ(json::parse(r.out)["input_ids"].get<std::vector<int32_t>>(), tokenizer_->encode("hi"));
 }

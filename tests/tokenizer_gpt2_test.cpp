@@ -82,19 +82,23 @@ TEST_F(Gpt2, TestPlansOfGptTokenizer) {
 std::string random_text(std::mt19937_64& rng) {
   const auto pick = [&](uint64_t n) { return rng() % n; };
   const std::pair<char32_t, char32_t> ranges[] = {
-      {0x20, 0x7E},     {0x30, 0x39},     {0xC0, 0x17F},    {0x300, 0x36F},   {0x391, 0x3C9},
-      {0x410, 0x44F},   {0x627, 0x64A},   {0x660, 0x669},   {0x905, 0x94C},   {0x3041, 0x3096},
-      {0x4E00, 0x9FFF}, {0xAC00, 0xD7A3}, {0xFF10, 0xFF19}, {0x2160, 0x2188}, {0x1F300, 0x1F64F},
-      {0x1F900, 0x1F9FF}, {0x1F1E6, 0x1F1FF}, {0xB2, 0xB3}};
-  const char* const snippets[] = {"'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "''", "\r\n",
-                                  "\t", "\xE2\x80\x8D", "\xEF\xB8\x8F", "\xC2\xA0", "\xE3\x80\x80",
-                                  "\xE2\x80\x83", "\xE2\x80\xA8", " 's", "don't", "1,000.5"};
+      {0x20, 0x7E},       {0x30, 0x39},     {0xC0, 0x17F},      {0x300, 0x36F},
+      {0x391, 0x3C9},     {0x410, 0x44F},   {0x627, 0x64A},     {0x660, 0x669},
+      {0x905, 0x94C},     {0x3041, 0x3096}, {0x4E00, 0x9FFF},   {0xAC00, 0xD7A3},
+      {0xFF10, 0xFF19},   {0x2160, 0x2188}, {0x1F300, 0x1F64F}, {0x1F900, 0x1F9FF},
+      {0x1F1E6, 0x1F1FF}, {0xB2, 0xB3}};
+  const char* const snippets[] = {"'s",           "'t",       "'re",          "'ve",
+                                  "'m",           "'ll",      "'d",           "'S",
+                                  "''",           "\r\n",     "\t",           "\xE2\x80\x8D",
+                                  "\xEF\xB8\x8F", "\xC2\xA0", "\xE3\x80\x80", "\xE2\x80\x83",
+                                  "\xE2\x80\xA8", " 's",      "don't",        "1,000.5"};
   std::string s;
   for (uint64_t segments = 1 + pick(30); segments > 0; --segments) {
     const uint64_t kind = pick(10);
     if (kind < 6) {
       const auto [lo, hi] = ranges[pick(std::size(ranges))];
-      for (uint64_t k = 1 + pick(8); k > 0; --k) append_utf8(s, lo + static_cast<char32_t>(pick(hi - lo + 1)));
+      for (uint64_t k = 1 + pick(8); k > 0; --k)
+        append_utf8(s, lo + static_cast<char32_t>(pick(hi - lo + 1)));
     } else if (kind < 8) {
       s += snippets[pick(std::size(snippets))];
     } else {
@@ -169,7 +173,7 @@ TEST_F(Gpt2, SameIdsAsGpt3EncoderOnRandomText) {
 
 TEST_F(Gpt2, InvalidUtf8MatchesTextDecoderReplacement) {
   std::mt19937_64 rng(99);
-  const unsigned char bytes[] = {'a', ' ', 'Z', 0x80, 0xBF, 0xC0, 0xC2, 0xE0, 0xE6, 0x97,
+  const unsigned char bytes[] = {'a',  ' ',  'Z',  0x80, 0xBF, 0xC0, 0xC2, 0xE0, 0xE6, 0x97,
                                  0xA5, 0xED, 0xA0, 0xF0, 0x9F, 0xF4, 0x90, 0xFF, '\n', '7'};
   std::vector<std::string> raw;
   std::vector<json> inputs;
@@ -220,12 +224,17 @@ TEST_F(Gpt2, TinyOptTokenizerMatchesGpt3EncoderOnItsFiles) {
 // renumbered the same way.
 TEST_F(Gpt2, RenumberedVocabularyAndTokenizerJson) {
   const json gpt2 = json::parse(test::read_text(kEncoderDir + "/encoder.json"));
-  const auto renumber = [](int32_t id) { return 4 + static_cast<int32_t>((int64_t{id} * 7919) % 50257); };
+  const auto renumber = [](int32_t id) {
+    return 4 + static_cast<int32_t>((int64_t{id} * 7919) % 50257);
+  };
   json vocab = {{"<s>", 0}, {"<pad>", 1}, {"</s>", 2}, {"<unk>", 3}};
   for (const auto& [text, id] : gpt2.items()) vocab[text] = renumber(id.get<int32_t>());
   const std::string merges_txt = test::read_text(kEncoderDir + "/vocab.bpe");
-  const json config = {{"add_bos_token", true}, {"bos_token", {{"content", "</s>"}}},
-                       {"eos_token", "</s>"}, {"unk_token", "</s>"}, {"pad_token", "<pad>"}};
+  const json config = {{"add_bos_token", true},
+                       {"bos_token", {{"content", "</s>"}}},
+                       {"eos_token", "</s>"},
+                       {"unk_token", "</s>"},
+                       {"pad_token", "<pad>"}};
 
   TempDir slow;
   test::write_text(slow.file("vocab.json"), vocab.dump());
@@ -238,10 +247,13 @@ TEST_F(Gpt2, RenumberedVocabularyAndTokenizerJson) {
   std::string line;
   std::getline(lines, line);  // #version
   while (std::getline(lines, line)) {
-    if (!line.empty()) merges.push_back(json::array({line.substr(0, line.find(' ')), line.substr(line.find(' ') + 1)}));
+    if (!line.empty())
+      merges.push_back(
+          json::array({line.substr(0, line.find(' ')), line.substr(line.find(' ') + 1)}));
   }
   json added = json::array();
-  for (const char* t : {"<s>", "<pad>", "</s>", "<unk>"}) added.push_back({{"id", vocab[t]}, {"content", t}, {"special", true}});
+  for (const char* t : {"<s>", "<pad>", "</s>", "<unk>"})
+    added.push_back({{"id", vocab[t]}, {"content", t}, {"special", true}});
   const json tokenizer_json = {
       {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}},
       {"normalizer", nullptr},

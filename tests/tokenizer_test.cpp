@@ -26,7 +26,8 @@ TEST(Utf8, ReplacesMaximalSubparts) {
   EXPECT_EQ(replace_invalid_utf8("\xED\xA0\x80"), kFffd + kFffd + kFffd);  // surrogate
   EXPECT_EQ(replace_invalid_utf8("\xF4\x90\x80\x80"), kFffd + kFffd + kFffd + kFffd);
   EXPECT_EQ(replace_invalid_utf8("\xE6\x97"), kFffd);  // cut short: one replacement
-  EXPECT_EQ(replace_invalid_utf8("ok \xE6\x97\xA5 \xF0\x9F\x8C\x8D"), "ok \xE6\x97\xA5 \xF0\x9F\x8C\x8D");
+  EXPECT_EQ(replace_invalid_utf8("ok \xE6\x97\xA5 \xF0\x9F\x8C\x8D"),
+            "ok \xE6\x97\xA5 \xF0\x9F\x8C\x8D");
   EXPECT_FALSE(is_valid_utf8("\xFF"));
   EXPECT_TRUE(is_valid_utf8("\xE6\x97\xA5"));
 }
@@ -54,9 +55,9 @@ TEST(Pretokenize, FollowsThePattern) {
   EXPECT_EQ(pieces("I'm here's"), (Pieces{"I", "'m", " here", "'s"}));
   EXPECT_EQ(pieces("we'll they've you're it'd"),
             (Pieces{"we", "'ll", " they", "'ve", " you", "'re", " it", "'d"}));
-  EXPECT_EQ(pieces("'''s"), (Pieces{"'''", "s"}));   // a run of punctuation is one piece
-  EXPECT_EQ(pieces(" 'll"), (Pieces{" '", "ll"}));    // the space joins the punctuation
-  EXPECT_EQ(pieces("'S"), (Pieces{"'", "S"}));        // contractions are lower case only
+  EXPECT_EQ(pieces("'''s"), (Pieces{"'''", "s"}));  // a run of punctuation is one piece
+  EXPECT_EQ(pieces(" 'll"), (Pieces{" '", "ll"}));  // the space joins the punctuation
+  EXPECT_EQ(pieces("'S"), (Pieces{"'", "S"}));      // contractions are lower case only
   EXPECT_EQ(pieces("a  b"), (Pieces{"a", " ", " b"}));
   EXPECT_EQ(pieces("a\n\nb"), (Pieces{"a", "\n", "\n", "b"}));
   EXPECT_EQ(pieces("a \n b"), (Pieces{"a", " \n", " b"}));
@@ -67,12 +68,18 @@ TEST(Pretokenize, FollowsThePattern) {
 }
 
 TEST(Pretokenize, UnicodeClasses) {
-  EXPECT_EQ(pieces("e\xCC\x81t\xC3\xA9"), (Pieces{"e", "\xCC\x81", "t\xC3\xA9"}));  // combining mark
-  EXPECT_EQ(pieces("\xE6\x97\xA5\xE6\x9C\xAC \xE8\xAA\x9E"), (Pieces{"\xE6\x97\xA5\xE6\x9C\xAC", " \xE8\xAA\x9E"}));
-  EXPECT_EQ(pieces("x\xC2\xA0y"), (Pieces{"x", "\xC2\xA0", "y"}));      // NBSP is \s but not ' '
-  EXPECT_EQ(pieces("\xD9\xA3\xD9\xA4 \xC2\xB2"), (Pieces{"\xD9\xA3\xD9\xA4", " \xC2\xB2"}));  // \p{N}
-  EXPECT_EQ(pieces("a\xF0\x9F\x98\x80\xF0\x9F\x98\x81"), (Pieces{"a", "\xF0\x9F\x98\x80\xF0\x9F\x98\x81"}));
-  EXPECT_EQ(pieces("a\xC2\x85\xC2\x85" "b"), (Pieces{"a", "\xC2\x85", "\xC2\x85", "b"}));  // U+0085 is White_Space
+  EXPECT_EQ(pieces("e\xCC\x81t\xC3\xA9"),
+            (Pieces{"e", "\xCC\x81", "t\xC3\xA9"}));  // combining mark
+  EXPECT_EQ(pieces("\xE6\x97\xA5\xE6\x9C\xAC \xE8\xAA\x9E"),
+            (Pieces{"\xE6\x97\xA5\xE6\x9C\xAC", " \xE8\xAA\x9E"}));
+  EXPECT_EQ(pieces("x\xC2\xA0y"), (Pieces{"x", "\xC2\xA0", "y"}));  // NBSP is \s but not ' '
+  EXPECT_EQ(pieces("\xD9\xA3\xD9\xA4 \xC2\xB2"),
+            (Pieces{"\xD9\xA3\xD9\xA4", " \xC2\xB2"}));  // \p{N}
+  EXPECT_EQ(pieces("a\xF0\x9F\x98\x80\xF0\x9F\x98\x81"),
+            (Pieces{"a", "\xF0\x9F\x98\x80\xF0\x9F\x98\x81"}));
+  EXPECT_EQ(pieces("a\xC2\x85\xC2\x85"
+                   "b"),
+            (Pieces{"a", "\xC2\x85", "\xC2\x85", "b"}));     // U+0085 is White_Space
   EXPECT_EQ(char_class(U'\U00010400'), CharClass::kLetter);  // outside the BMP table
   EXPECT_EQ(char_class(U'\U0001F600'), CharClass::kOther);
 }
@@ -92,7 +99,8 @@ TokenizerSpec byte_spec(const std::vector<std::pair<std::string, std::string>>& 
 
 TEST(Bpe, MergesByRank) {
   const Tokenizer lowest_first(byte_spec({{"b", "c"}, {"a", "b"}, {"ab", "c"}}));
-  EXPECT_EQ(lowest_first.encode("abc"), (std::vector<int32_t>{'a', 256}));  // bc won, (a, bc) has no rank
+  EXPECT_EQ(lowest_first.encode("abc"),
+            (std::vector<int32_t>{'a', 256}));  // bc won, (a, bc) has no rank
   const Tokenizer chained(byte_spec({{"a", "b"}, {"b", "c"}, {"ab", "c"}}));
   EXPECT_EQ(chained.encode("abc"), (std::vector<int32_t>{258}));
   const Tokenizer runs(byte_spec({{"a", "a"}, {"aa", "aa"}}));
@@ -126,9 +134,12 @@ TEST(Tokenizer, AddedTokensAndAffixes) {
 
 TEST(Tokenizer, InvalidUtf8IsReplacedTheSameEveryTime) {
   const Tokenizer t(byte_spec({}));
-  const auto ids = t.encode("a\xFF\xE6\x97" "b");
+  const auto ids = t.encode(
+      "a\xFF\xE6\x97"
+      "b");
   EXPECT_EQ(ids, t.encode("a" + kFffd + kFffd + "b"));
-  EXPECT_EQ(ids, t.encode("a\xFF\xE6\x97" "b"));
+  EXPECT_EQ(ids, t.encode("a\xFF\xE6\x97"
+                          "b"));
 }
 
 TEST(TextStream, HoldsBackIncompleteCharacters) {

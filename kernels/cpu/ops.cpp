@@ -113,8 +113,7 @@ void attention_gemm(const float* q, int64_t ld_q, const float* k, const float* v
 }
 
 void attention_loops(const float* q, int64_t ld_q, const float* k, const float* v, int64_t ld_kv,
-                     float* out, int64_t start, int64_t n_new, int64_t n_heads,
-                     int64_t head_dim) {
+                     float* out, int64_t start, int64_t n_new, int64_t n_heads, int64_t head_dim) {
   std::vector<float> p(static_cast<size_t>(start + n_new));
   std::vector<float> acc(static_cast<size_t>(head_dim));
   for (int64_t i = 0; i < n_new; ++i) {

@@ -50,7 +50,8 @@ void attention(const float* q, int64_t ld_q, const float* k, const float* v, int
       for (int64_t j = 0; j < n_keys; ++j) {
         double s = 0;
         for (int64_t d = 0; d < head_dim; ++d) {
-          s += static_cast<double>(q[i * ld_q + h * head_dim + d]) * k[j * ld_kv + h * head_dim + d];
+          s +=
+              static_cast<double>(q[i * ld_q + h * head_dim + d]) * k[j * ld_kv + h * head_dim + d];
         }
         p[j] = s;
         max = std::max(max, s);

@@ -4,10 +4,10 @@
 #include "core/error.h"
 #include "kernels/cuda/launchers.h"
 
-#define STRATA_CUDA_CHECK(call)                                                        \
-  do {                                                                                 \
-    cudaError_t status_ = (call);                                                      \
-    STRATA_CHECK(status_ == cudaSuccess, #call, ": ", cudaGetErrorString(status_));    \
+#define STRATA_CUDA_CHECK(call)                                                     \
+  do {                                                                              \
+    cudaError_t status_ = (call);                                                   \
+    STRATA_CHECK(status_ == cudaSuccess, #call, ": ", cudaGetErrorString(status_)); \
   } while (0)
 
 namespace strata::cuda {

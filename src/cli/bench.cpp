@@ -23,7 +23,8 @@ std::vector<Prompt> random_prompts(const OptConfig& config, int64_t count, int64
     prompts[i].index = i;
     prompts[i].ids.push_back(config.bos_token_id);
     while (static_cast<int64_t>(prompts[i].ids.size()) < length) {
-      prompts[i].ids.push_back(3 + static_cast<int32_t>(random.uniform() * (config.vocab_size - 3)));
+      prompts[i].ids.push_back(3 +
+                               static_cast<int32_t>(random.uniform() * (config.vocab_size - 3)));
     }
   }
   return prompts;
@@ -41,16 +42,16 @@ int run_bench(int argc, char** argv) {
   cxxopts::Options options("strata bench",
                            "Throughput of generation on random prompts, against bounds measured "
                            "in the same run (sgemm rate, disk bandwidth).");
-  options.add_options()
-      ("model", "model directory or synthetic:ARCH", cxxopts::value<std::string>())
-      ("prompt-len", "tokens per prompt", cxxopts::value<int64_t>()->default_value("128"))
-      ("gen-len", "new tokens per prompt", cxxopts::value<int64_t>()->default_value("32"))
-      ("num-prompts", "prompts in all (default: one block, the effective batch)",
-       cxxopts::value<int64_t>())
-      ("threads", "compute threads (0: OpenBLAS default)", cxxopts::value<int>()->default_value("0"))
-      ("seed", "prompt seed", cxxopts::value<uint64_t>()->default_value("1"))
-      ("json", "also write the figures to this JSON file", cxxopts::value<std::string>())
-      ("no-bounds", "skip measuring the sgemm and disk bounds (quick runs)");
+  options.add_options()("model", "model directory or synthetic:ARCH",
+                        cxxopts::value<std::string>())(
+      "prompt-len", "tokens per prompt", cxxopts::value<int64_t>()->default_value("128"))(
+      "gen-len", "new tokens per prompt", cxxopts::value<int64_t>()->default_value("32"))(
+      "num-prompts", "prompts in all (default: one block, the effective batch)",
+      cxxopts::value<int64_t>())("threads", "compute threads (0: OpenBLAS default)",
+                                 cxxopts::value<int>()->default_value("0"))(
+      "seed", "prompt seed", cxxopts::value<uint64_t>()->default_value("1"))(
+      "json", "also write the figures to this JSON file", cxxopts::value<std::string>())(
+      "no-bounds", "skip measuring the sgemm and disk bounds (quick runs)");
   add_policy_flags(options, "32");
   const auto flags = parse_flags(options, argc, argv);
   STRATA_INPUT_CHECK(flags.count("model"), "--model is required");
@@ -101,7 +102,9 @@ int run_bench(int argc, char** argv) {
   const double bound_s = stats.flops / (sgemm_gflops * 1e9);
   // The rate while the disk was busy: the run's share of time spent on I/O is in the busy figures.
   const double disk_read_gbps =
-      es.disk_busy_s > 0 ? (es.tiers[2].bytes_read + es.tiers[2].bytes_written) / es.disk_busy_s / 1e9 : 0.0;
+      es.disk_busy_s > 0
+          ? (es.tiers[2].bytes_read + es.tiers[2].bytes_written) / es.disk_busy_s / 1e9
+          : 0.0;
   const int64_t decode_tokens = stats.generated_tokens - n_prompts;
 
   nlohmann::json j = {
@@ -116,8 +119,11 @@ int run_bench(int argc, char** argv) {
       {"decode_tokens_per_s", stats.decode_s > 0 ? decode_tokens / stats.decode_s : 0.0},
       {"generation_tokens_per_s", stats.generated_tokens / total_s},
       {"overlap_efficiency", es.overlap_efficiency()},
-      {"busy_s", {{"compute", es.compute_busy_s}, {"load", es.load_busy_s}, {"store", es.store_busy_s},
-                  {"disk", es.disk_busy_s}}},
+      {"busy_s",
+       {{"compute", es.compute_busy_s},
+        {"load", es.load_busy_s},
+        {"store", es.store_busy_s},
+        {"disk", es.disk_busy_s}}},
       {"wall_s", es.wall_s},
       {"peak_bytes", tier_json(es, &TierStats::peak_bytes)},
       {"weight_bytes", tier_json(es, &TierStats::weight_bytes)},
@@ -152,17 +158,19 @@ int run_bench(int argc, char** argv) {
                 format_bytes(ts.cache_bytes).c_str(), format_bytes(ts.bytes_read).c_str(),
                 format_bytes(ts.bytes_written).c_str());
   }
-  std::printf("busy: compute %.2f s, load %.2f s, store %.2f s of %.2f s wall; overlap efficiency %.2f\n",
-              es.compute_busy_s, es.load_busy_s, es.store_busy_s, es.wall_s,
-              es.overlap_efficiency());
+  std::printf(
+      "busy: compute %.2f s, load %.2f s, store %.2f s of %.2f s wall; overlap efficiency %.2f\n",
+      es.compute_busy_s, es.load_busy_s, es.store_busy_s, es.wall_s, es.overlap_efficiency());
   if (disk_probe_gbps > 0) {
-    std::printf("disk: %.3f GB/s while busy (%.1f s) against %.3f GB/s O_DIRECT sequential read "
-                "(same run): %.2f\n",
-                disk_read_gbps, es.disk_busy_s, disk_probe_gbps, disk_read_gbps / disk_probe_gbps);
+    std::printf(
+        "disk: %.3f GB/s while busy (%.1f s) against %.3f GB/s O_DIRECT sequential read "
+        "(same run): %.2f\n",
+        disk_read_gbps, es.disk_busy_s, disk_probe_gbps, disk_read_gbps / disk_probe_gbps);
   }
-  std::printf("sgemm peak %.1f GFLOP/s (2048^3, same run); work %.1f GFLOP -> compute bound %.2f s; "
-              "achieved %.2f of the bound\n",
-              sgemm_gflops, stats.flops / 1e9, bound_s, bound_s / total_s);
+  std::printf(
+      "sgemm peak %.1f GFLOP/s (2048^3, same run); work %.1f GFLOP -> compute bound %.2f s; "
+      "achieved %.2f of the bound\n",
+      sgemm_gflops, stats.flops / 1e9, bound_s, bound_s / total_s);
   std::printf("GEMM: %.2f s = %.1f%% of the time at %.1f GFLOP/s (%.2f of peak)\n", gemm_s,
               100.0 * gemm_s / total_s, gemm_gflops, gemm_gflops / sgemm_gflops);
   if (predicted) {
@@ -174,8 +182,9 @@ int run_bench(int argc, char** argv) {
     const char* names[3] = {"prefill", "decode", "generation"};
     for (int i = 0; i < 3; ++i) {
       j["predicted"][std::string(names[i]) + "_tokens_per_s"] = model[i];
-      std::printf("%-10s predicted %10.2f tok/s, measured %10.2f tok/s: measured / predicted %.2f\n",
-                  names[i], model[i], measured[i], model[i] > 0 ? measured[i] / model[i] : 0.0);
+      std::printf(
+          "%-10s predicted %10.2f tok/s, measured %10.2f tok/s: measured / predicted %.2f\n",
+          names[i], model[i], measured[i], model[i] > 0 ? measured[i] / model[i] : 0.0);
     }
     j["predicted"]["prefill_bound"] = predicted->prefill_bound;
     j["predicted"]["decode_bound"] = predicted->decode_bound;

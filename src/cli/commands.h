@@ -37,8 +37,9 @@ bool wants_auto_policy(const cxxopts::ParseResult& flags);
 // this node (profiled quickly, or --hardware FILE) within the caps and puts it in `options`;
 // returns the cost model's prediction for the policy run, or none without auto or --hardware.
 // max_sequences > 0 caps the effective batch (generate has no more requests than that).
-std::optional<Prediction> plan_from_flags(const cxxopts::ParseResult& flags, const OptConfig& config,
-                                          EngineOptions& options, int64_t max_sequences = 0);
+std::optional<Prediction> plan_from_flags(const cxxopts::ParseResult& flags,
+                                          const OptConfig& config, EngineOptions& options,
+                                          int64_t max_sequences = 0);
 // True when any flag asks for the offloading engine rather than the resident one.
 bool wants_offloading(const cxxopts::ParseResult& flags);
 

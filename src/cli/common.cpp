@@ -2,9 +2,9 @@
 
 #include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
-#include <cstdlib>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -23,7 +23,8 @@ cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, char** arg
            (std::isdigit(static_cast<unsigned char>(args[j][0])) || args[j][0] == '.')) {
       joined += (joined.empty() ? "" : ",") + args[j++];
     }
-    if (j > i + 2) args.erase(args.begin() + static_cast<long>(i) + 1, args.begin() + static_cast<long>(j));
+    if (j > i + 2)
+      args.erase(args.begin() + static_cast<long>(i) + 1, args.begin() + static_cast<long>(j));
     if (j > i + 2) args.insert(args.begin() + static_cast<long>(i) + 1, joined);
   }
   std::vector<char*> pointers;
@@ -38,7 +39,8 @@ cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, char** arg
     std::printf("%s\n", options.help().c_str());
     std::exit(0);
   }
-  if (!result.unmatched().empty()) throw_input("unexpected argument '" + result.unmatched()[0] + "'");
+  if (!result.unmatched().empty())
+    throw_input("unexpected argument '" + result.unmatched()[0] + "'");
   return result;
 }
 

@@ -49,7 +49,8 @@ class Progress {
   bool enabled() const { return enabled_; }
   void add(int64_t tokens) {
     done_ += tokens;
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin_).count();
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - begin_).count();
     const double rate = s > 0 ? done_ / s : 0;
     // Sequences that stop early make the total an upper bound, so the ETA is too.
     const double eta = rate > 0 ? (total_ - done_) / rate : 0;
@@ -71,25 +72,27 @@ class Progress {
 
 int run_generate(int argc, char** argv) {
   cxxopts::Options options("strata generate", "Generate tokens for JSONL requests.");
-  options.add_options()
-      ("model", "model directory or synthetic:ARCH", cxxopts::value<std::string>())
-      ("input", "JSONL requests: {\"id\", \"input_ids\"} or {\"id\", \"prompt\"}",
-       cxxopts::value<std::string>())
-      ("prompt", "a text prompt (repeatable; ids 0, 1, ...) instead of --input",
-       cxxopts::value<std::string>())
-      ("stop", "end a sequence when its text contains STR; STR and what follows are cut "
-       "(repeatable)", cxxopts::value<std::string>())
-      ("tokenizer", "directory with the tokenizer files (default: the model directory)",
-       cxxopts::value<std::string>())
-      ("output", "JSONL results (default: stdout)", cxxopts::value<std::string>())
-      ("gen-len", "new tokens per sequence", cxxopts::value<int64_t>()->default_value("32"))
-      ("greedy", "argmax decoding (the default)")
-      ("temperature", "sampling temperature", cxxopts::value<float>()->default_value("1.0"))
-      ("top-p", "nucleus sampling mass", cxxopts::value<float>()->default_value("1.0"))
-      ("seed", "sampling seed", cxxopts::value<uint64_t>()->default_value("0"))
-      ("ignore-eos", "do not stop at the end-of-sequence token")
-      ("threads", "compute threads (0: OpenBLAS default)",
-       cxxopts::value<int>()->default_value("0"));
+  options.add_options()("model", "model directory or synthetic:ARCH",
+                        cxxopts::value<std::string>())(
+      "input", "JSONL requests: {\"id\", \"input_ids\"} or {\"id\", \"prompt\"}",
+      cxxopts::value<std::string>())("prompt",
+                                     "a text prompt (repeatable; ids 0, 1, ...) instead of --input",
+                                     cxxopts::value<std::string>())(
+      "stop",
+      "end a sequence when its text contains STR; STR and what follows are cut "
+      "(repeatable)",
+      cxxopts::value<std::string>())(
+      "tokenizer", "directory with the tokenizer files (default: the model directory)",
+      cxxopts::value<std::string>())("output", "JSONL results (default: stdout)",
+                                     cxxopts::value<std::string>())(
+      "gen-len", "new tokens per sequence", cxxopts::value<int64_t>()->default_value("32"))(
+      "greedy", "argmax decoding (the default)")("temperature", "sampling temperature",
+                                                 cxxopts::value<float>()->default_value("1.0"))(
+      "top-p", "nucleus sampling mass", cxxopts::value<float>()->default_value("1.0"))(
+      "seed", "sampling seed", cxxopts::value<uint64_t>()->default_value("0"))(
+      "ignore-eos", "do not stop at the end-of-sequence token")(
+      "threads", "compute threads (0: OpenBLAS default)",
+      cxxopts::value<int>()->default_value("0"));
   add_policy_flags(options, "16");
   const auto flags = parse_flags(options, argc, argv);
   STRATA_INPUT_CHECK(flags.count("model"), "--model is required");
@@ -109,21 +112,20 @@ int run_generate(int argc, char** argv) {
   gen.sampling = sampling_from_flags(flags);
 
   // Everything the user gave is checked before the weights are read.
-  auto requests = prompts.empty() ? read_requests(flags["input"].as<std::string>())
-                                  : prompt_requests(prompts);
+  auto requests =
+      prompts.empty() ? read_requests(flags["input"].as<std::string>()) : prompt_requests(prompts);
   const std::string model = flags["model"].as<std::string>();
   const bool synthetic = model.rfind("synthetic:", 0) == 0;
   const std::string tokenizer_dir = flags.count("tokenizer") ? flags["tokenizer"].as<std::string>()
-                                    : synthetic                ? ""
-                                                               : model;
+                                    : synthetic              ? ""
+                                                             : model;
   std::optional<Tokenizer> tokenizer;
   if (!tokenizer_dir.empty()) tokenizer = Tokenizer::load(tokenizer_dir);
   STRATA_INPUT_CHECK(!flags.count("tokenizer") || tokenizer, tokenizer_dir,
                      ": no tokenizer (tokenizer.json or vocab.json + merges.txt)");
   STRATA_INPUT_CHECK(tokenizer || stops.empty(), "--stop needs a tokenizer and ",
                      synthetic ? model : tokenizer_dir, " has none; give --tokenizer DIR");
-  tokenize_prompts(requests, tokenizer ? &*tokenizer : nullptr,
-                   synthetic ? model : tokenizer_dir);
+  tokenize_prompts(requests, tokenizer ? &*tokenizer : nullptr, synthetic ? model : tokenizer_dir);
   auto source = open_weight_source(model);
   for (const auto& r : requests) validate_request(r, source->config(), gen_len);
   std::ofstream file_out;

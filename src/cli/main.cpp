@@ -26,7 +26,8 @@ const std::map<std::string, std::pair<Command, const char*>>& commands() {
 
 void usage(FILE* out) {
   std::fprintf(out, "usage: strata <command> [flags]   (strata <command> --help)\n\ncommands:\n");
-  for (const auto& [name, entry] : commands()) std::fprintf(out, "  %-10s %s\n", name.c_str(), entry.second);
+  for (const auto& [name, entry] : commands())
+    std::fprintf(out, "  %-10s %s\n", name.c_str(), entry.second);
 }
 
 }  // namespace

@@ -36,26 +36,25 @@ int run_plan(int argc, char** argv) {
   cxxopts::Options options("strata plan",
                            "Choose an offloading policy by linear programming over a hardware "
                            "profile's cost model (FlexGen's policy search).");
-  options.add_options()
-      ("model", "opt-30b, synthetic:ARCH or a model directory", cxxopts::value<std::string>())
-      ("hardware", "hardware profile JSON (strata profile writes one; default: profile this "
-                   "node quickly)", cxxopts::value<std::string>())
-      ("prompt-len", "tokens per prompt", cxxopts::value<int64_t>())
-      ("gen-len", "new tokens per prompt", cxxopts::value<int64_t>())
-      ("compress-weight", "plan for 4-bit weights")
-      ("compress-cache", "plan for a 4-bit KV cache")
-      ("gpu-batch-size", "fix the GPU batch size (default: enumerated)", cxxopts::value<int64_t>())
-      ("num-gpu-batches", "fix the number of GPU batches (default: enumerated)",
-       cxxopts::value<int64_t>())
-      ("gpu-mem", "cap on the GPU tier, e.g. 16GiB", cxxopts::value<std::string>())
-      ("cpu-mem", "cap on the CPU tier", cxxopts::value<std::string>())
-      ("disk-mem", "cap on the disk tier", cxxopts::value<std::string>())
-      ("offload-dir", "directory for the disk tier, when profiling this node",
-       cxxopts::value<std::string>())
-      ("no-disk", "place nothing on disk")
-      ("policy", "evaluate this policy file instead of searching (e.g. FlexGen's published one)",
-       cxxopts::value<std::string>())
-      ("json", "print one JSON object (its \"policy\" loads with --policy FILE)");
+  options.add_options()("model", "opt-30b, synthetic:ARCH or a model directory",
+                        cxxopts::value<std::string>())(
+      "hardware",
+      "hardware profile JSON (strata profile writes one; default: profile this "
+      "node quickly)",
+      cxxopts::value<std::string>())("prompt-len", "tokens per prompt", cxxopts::value<int64_t>())(
+      "gen-len", "new tokens per prompt", cxxopts::value<int64_t>())(
+      "compress-weight", "plan for 4-bit weights")("compress-cache", "plan for a 4-bit KV cache")(
+      "gpu-batch-size", "fix the GPU batch size (default: enumerated)", cxxopts::value<int64_t>())(
+      "num-gpu-batches", "fix the number of GPU batches (default: enumerated)",
+      cxxopts::value<int64_t>())("gpu-mem", "cap on the GPU tier, e.g. 16GiB",
+                                 cxxopts::value<std::string>())("cpu-mem", "cap on the CPU tier",
+                                                                cxxopts::value<std::string>())(
+      "disk-mem", "cap on the disk tier", cxxopts::value<std::string>())(
+      "offload-dir", "directory for the disk tier, when profiling this node",
+      cxxopts::value<std::string>())("no-disk", "place nothing on disk")(
+      "policy", "evaluate this policy file instead of searching (e.g. FlexGen's published one)",
+      cxxopts::value<std::string>())(
+      "json", "print one JSON object (its \"policy\" loads with --policy FILE)");
   const auto flags = parse_flags(options, argc, argv);
   for (const char* name : {"model", "prompt-len", "gen-len"}) {
     STRATA_INPUT_CHECK(flags.count(name), "--", name, " is required");
@@ -86,13 +85,17 @@ int run_plan(int argc, char** argv) {
     request.num_gpu_batches = flags["num-gpu-batches"].as<int64_t>();
     STRATA_INPUT_CHECK(request.num_gpu_batches >= 1, "--num-gpu-batches must be >= 1");
   }
-  if (flags.count("gpu-mem")) request.caps.gpu_bytes = parse_bytes(flags["gpu-mem"].as<std::string>(), "--gpu-mem");
-  if (flags.count("cpu-mem")) request.caps.cpu_bytes = parse_bytes(flags["cpu-mem"].as<std::string>(), "--cpu-mem");
-  if (flags.count("disk-mem")) request.caps.disk_bytes = parse_bytes(flags["disk-mem"].as<std::string>(), "--disk-mem");
+  if (flags.count("gpu-mem"))
+    request.caps.gpu_bytes = parse_bytes(flags["gpu-mem"].as<std::string>(), "--gpu-mem");
+  if (flags.count("cpu-mem"))
+    request.caps.cpu_bytes = parse_bytes(flags["cpu-mem"].as<std::string>(), "--cpu-mem");
+  if (flags.count("disk-mem"))
+    request.caps.disk_bytes = parse_bytes(flags["disk-mem"].as<std::string>(), "--disk-mem");
   request.allow_disk = !flags.count("no-disk");
-  const Plan plan = flags.count("policy")
-                        ? evaluate_policy(hw, config, Policy::load(flags["policy"].as<std::string>()), request)
-                        : make_plan(hw, config, request);
+  const Plan plan =
+      flags.count("policy")
+          ? evaluate_policy(hw, config, Policy::load(flags["policy"].as<std::string>()), request)
+          : make_plan(hw, config, request);
 
   if (flags.count("json")) {
     std::printf("%s\n", plan.to_json().dump(2).c_str());
@@ -101,7 +104,8 @@ int run_plan(int argc, char** argv) {
   const Policy& p = plan.policy;
   const Prediction& pr = plan.predicted;
   std::printf("model %s (%.2f B parameters), prompt %lld + %lld generated, hardware %s\n",
-              flags["model"].as<std::string>().c_str(), static_cast<double>(config.n_params()) / 1e9,
+              flags["model"].as<std::string>().c_str(),
+              static_cast<double>(config.n_params()) / 1e9,
               static_cast<long long>(request.prompt_len), static_cast<long long>(request.gen_len),
               hardware_name.c_str());
   std::printf("policy: gpu batch %lld x %lld batches (effective batch %lld)%s%s%s\n",
@@ -109,8 +113,9 @@ int run_plan(int argc, char** argv) {
               static_cast<long long>(p.effective_batch()),
               p.cpu_cache_compute ? ", decode attention on the CPU" : "",
               p.compress_weight ? ", 4-bit weights" : "", p.compress_cache ? ", 4-bit cache" : "");
-  std::printf("  weights     %s\n  cache       %s\n  activations %s\n", split_text(p.weights).c_str(),
-              split_text(p.cache).c_str(), split_text(p.activations).c_str());
+  std::printf("  weights     %s\n  cache       %s\n  activations %s\n",
+              split_text(p.weights).c_str(), split_text(p.cache).c_str(),
+              split_text(p.activations).c_str());
   std::printf("  --percent %g %g %g %g %g %g\n", p.weights.gpu_percent, p.weights.cpu_percent,
               p.cache.gpu_percent, p.cache.cpu_percent, p.activations.gpu_percent,
               p.activations.cpu_percent);

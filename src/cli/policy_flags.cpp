@@ -9,31 +9,37 @@
 namespace strata::cli {
 
 void add_policy_flags(cxxopts::Options& options, const std::string& default_gpu_batch_size) {
-  options.add_options("policy")
-      ("policy", "policy JSON file (strata plan --json writes one), or 'auto': plan it for this "
-                 "node (or --hardware FILE)", cxxopts::value<std::string>())
-      ("hardware", "hardware profile (strata profile writes one) for --policy auto and "
-                   "predictions", cxxopts::value<std::string>())
-      ("percent", "WG WC CG CC HG HC: weight, cache and activation percent on GPU and CPU "
-                  "(the rest on disk)", cxxopts::value<std::vector<double>>())
-      ("gpu-batch-size", "sequences computed together",
-       cxxopts::value<int64_t>()->default_value(default_gpu_batch_size))
-      ("num-gpu-batches", "GPU batches in one block (effective batch = both multiplied)",
-       cxxopts::value<int64_t>())
-      ("offload-dir", "directory for the disk tier", cxxopts::value<std::string>())
-      ("cpu-cache-compute", "decode attention on the CPU, where the cache lives")
-      ("no-overlap", "run loads, compute and stores in plain order (for comparison)")
-      ("gpu-mem", "cap on the GPU tier, e.g. 16GiB", cxxopts::value<std::string>())
-      ("cpu-mem", "cap on the CPU tier", cxxopts::value<std::string>())
-      ("disk-mem", "cap on the disk tier", cxxopts::value<std::string>())
-      ("trace", "write a Chrome trace (Perfetto) of every load, store and compute",
-       cxxopts::value<std::string>());
+  options.add_options("policy")(
+      "policy",
+      "policy JSON file (strata plan --json writes one), or 'auto': plan it for this "
+      "node (or --hardware FILE)",
+      cxxopts::value<std::string>())(
+      "hardware",
+      "hardware profile (strata profile writes one) for --policy auto and "
+      "predictions",
+      cxxopts::value<std::string>())(
+      "percent",
+      "WG WC CG CC HG HC: weight, cache and activation percent on GPU and CPU "
+      "(the rest on disk)",
+      cxxopts::value<std::vector<double>>())(
+      "gpu-batch-size", "sequences computed together",
+      cxxopts::value<int64_t>()->default_value(default_gpu_batch_size))(
+      "num-gpu-batches", "GPU batches in one block (effective batch = both multiplied)",
+      cxxopts::value<int64_t>())("offload-dir", "directory for the disk tier",
+                                 cxxopts::value<std::string>())(
+      "cpu-cache-compute", "decode attention on the CPU, where the cache lives")(
+      "no-overlap", "run loads, compute and stores in plain order (for comparison)")(
+      "gpu-mem", "cap on the GPU tier, e.g. 16GiB", cxxopts::value<std::string>())(
+      "cpu-mem", "cap on the CPU tier", cxxopts::value<std::string>())(
+      "disk-mem", "cap on the disk tier", cxxopts::value<std::string>())(
+      "trace", "write a Chrome trace (Perfetto) of every load, store and compute",
+      cxxopts::value<std::string>());
 }
 
 bool wants_offloading(const cxxopts::ParseResult& flags) {
-  for (const char* name : {"policy", "hardware", "percent", "num-gpu-batches", "offload-dir",
-                           "cpu-cache-compute", "no-overlap", "gpu-mem", "cpu-mem", "disk-mem",
-                           "trace"}) {
+  for (const char* name :
+       {"policy", "hardware", "percent", "num-gpu-batches", "offload-dir", "cpu-cache-compute",
+        "no-overlap", "gpu-mem", "cpu-mem", "disk-mem", "trace"}) {
     if (flags.count(name)) return true;
   }
   return false;
@@ -43,7 +49,8 @@ EngineOptions engine_options_from_flags(const cxxopts::ParseResult& flags) {
   EngineOptions o;
   Policy& p = o.policy;
   const bool automatic = wants_auto_policy(flags);
-  STRATA_INPUT_CHECK(!(automatic && flags.count("percent")), "--policy auto chooses the percentages: "
+  STRATA_INPUT_CHECK(!(automatic && flags.count("percent")),
+                     "--policy auto chooses the percentages: "
                      "drop --percent");
   if (flags.count("policy") && !automatic) p = Policy::load(flags["policy"].as<std::string>());
   if (flags.count("percent")) {
@@ -62,9 +69,12 @@ EngineOptions engine_options_from_flags(const cxxopts::ParseResult& flags) {
   if (flags.count("no-overlap")) p.overlap = false;
   p.validate();
   if (flags.count("offload-dir")) o.offload_dir = flags["offload-dir"].as<std::string>();
-  if (flags.count("gpu-mem")) o.caps.gpu_bytes = parse_bytes(flags["gpu-mem"].as<std::string>(), "--gpu-mem");
-  if (flags.count("cpu-mem")) o.caps.cpu_bytes = parse_bytes(flags["cpu-mem"].as<std::string>(), "--cpu-mem");
-  if (flags.count("disk-mem")) o.caps.disk_bytes = parse_bytes(flags["disk-mem"].as<std::string>(), "--disk-mem");
+  if (flags.count("gpu-mem"))
+    o.caps.gpu_bytes = parse_bytes(flags["gpu-mem"].as<std::string>(), "--gpu-mem");
+  if (flags.count("cpu-mem"))
+    o.caps.cpu_bytes = parse_bytes(flags["cpu-mem"].as<std::string>(), "--cpu-mem");
+  if (flags.count("disk-mem"))
+    o.caps.disk_bytes = parse_bytes(flags["disk-mem"].as<std::string>(), "--disk-mem");
   return o;
 }
 
@@ -72,8 +82,9 @@ bool wants_auto_policy(const cxxopts::ParseResult& flags) {
   return flags.count("policy") && flags["policy"].as<std::string>() == "auto";
 }
 
-std::optional<Prediction> plan_from_flags(const cxxopts::ParseResult& flags, const OptConfig& config,
-                                          EngineOptions& options, int64_t max_sequences) {
+std::optional<Prediction> plan_from_flags(const cxxopts::ParseResult& flags,
+                                          const OptConfig& config, EngineOptions& options,
+                                          int64_t max_sequences) {
   const bool automatic = wants_auto_policy(flags);
   if (!automatic && !flags.count("hardware")) return std::nullopt;
   HardwareProfile hw;
@@ -94,7 +105,8 @@ std::optional<Prediction> plan_from_flags(const cxxopts::ParseResult& flags, con
   request.caps = options.caps;
   // Fixed only when given: the flags' defaults are for hand-written policies.
   if (flags.count("gpu-batch-size")) request.gpu_batch_size = flags["gpu-batch-size"].as<int64_t>();
-  if (flags.count("num-gpu-batches")) request.num_gpu_batches = flags["num-gpu-batches"].as<int64_t>();
+  if (flags.count("num-gpu-batches"))
+    request.num_gpu_batches = flags["num-gpu-batches"].as<int64_t>();
   request.allow_disk = !options.offload_dir.empty();
   request.max_block = max_sequences;
   // The engine here has no compression yet; plans for it never ask for any.
@@ -104,8 +116,8 @@ std::optional<Prediction> plan_from_flags(const cxxopts::ParseResult& flags, con
   p.overlap = given.overlap;
   options.policy = p;
   std::fprintf(stderr, "strata: --policy auto: %s (binding: %s; %lld LPs in %.3f s)\n",
-               p.to_json().dump().c_str(), plan.binding.c_str(), static_cast<long long>(plan.lp_count),
-               plan.solve_s);
+               p.to_json().dump().c_str(), plan.binding.c_str(),
+               static_cast<long long>(plan.lp_count), plan.solve_s);
   return plan.predicted;
 }
 

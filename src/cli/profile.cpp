@@ -16,15 +16,13 @@ int run_profile(int argc, char** argv) {
   cxxopts::Options options("strata profile",
                            "Measure this node's links, compute rates and memory into a hardware "
                            "profile (JSON).");
-  options.add_options()
-      ("offload-dir", "directory whose disk is measured (O_DIRECT)",
-       cxxopts::value<std::string>()->default_value("."))
-      ("out", "write the profile here (default: stdout)", cxxopts::value<std::string>())
-      ("name", "the profile's name (default: the --out file's stem, or the host name)",
-       cxxopts::value<std::string>())
-      ("disk-probe", "bytes written and read by the disk probe",
-       cxxopts::value<std::string>()->default_value("1GiB"))
-      ("quick", "smaller probes (about a second)");
+  options.add_options()("offload-dir", "directory whose disk is measured (O_DIRECT)",
+                        cxxopts::value<std::string>()->default_value("."))(
+      "out", "write the profile here (default: stdout)", cxxopts::value<std::string>())(
+      "name", "the profile's name (default: the --out file's stem, or the host name)",
+      cxxopts::value<std::string>())("disk-probe", "bytes written and read by the disk probe",
+                                     cxxopts::value<std::string>()->default_value("1GiB"))(
+      "quick", "smaller probes (about a second)");
   const auto flags = parse_flags(options, argc, argv);
   ProfileOptions po;
   po.offload_dir = flags["offload-dir"].as<std::string>();
@@ -46,13 +44,14 @@ int run_profile(int argc, char** argv) {
   std::ofstream out(path);
   out << text << "\n";
   STRATA_INPUT_CHECK(out.good(), path, ": write failed");
-  std::fprintf(stderr,
-               "strata profile: %s: sgemm %.1f GFLOP/s, decode attention %.2f GFLOP/s, copy %.2f "
-               "GB/s, fp16 expand %.2f GB/s, disk read %.3f / write %.3f GB/s, RAM %s, free disk %s\n",
-               path.c_str(), hw.cpu_gemm_gflops, hw.cpu_attention_gflops, hw.host_copy_gbps,
-               hw.expand_gbps, hw.disk_read_gbps, hw.disk_write_gbps,
-               format_bytes(static_cast<double>(hw.cpu_mem_bytes)).c_str(),
-               format_bytes(static_cast<double>(hw.disk_bytes)).c_str());
+  std::fprintf(
+      stderr,
+      "strata profile: %s: sgemm %.1f GFLOP/s, decode attention %.2f GFLOP/s, copy %.2f "
+      "GB/s, fp16 expand %.2f GB/s, disk read %.3f / write %.3f GB/s, RAM %s, free disk %s\n",
+      path.c_str(), hw.cpu_gemm_gflops, hw.cpu_attention_gflops, hw.host_copy_gbps, hw.expand_gbps,
+      hw.disk_read_gbps, hw.disk_write_gbps,
+      format_bytes(static_cast<double>(hw.cpu_mem_bytes)).c_str(),
+      format_bytes(static_cast<double>(hw.disk_bytes)).c_str());
   return 0;
 }
 

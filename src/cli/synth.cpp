@@ -13,12 +13,12 @@ int run_synth(int argc, char** argv) {
   for (const auto& name : opt_family_names()) archs += (archs.empty() ? "" : ", ") + name;
   cxxopts::Options options("strata synth",
                            "Write a Hugging Face OPT directory with random weights.");
-  options.add_options()
-      ("arch", "family member: " + archs, cxxopts::value<std::string>())
-      ("layers", "override num_hidden_layers", cxxopts::value<int64_t>())
-      ("seed", "random seed", cxxopts::value<uint64_t>()->default_value("0"))
-      ("max-shard-size", "largest safetensors shard", cxxopts::value<std::string>()->default_value("5GB"))
-      ("out", "output directory", cxxopts::value<std::string>());
+  options.add_options()("arch", "family member: " + archs, cxxopts::value<std::string>())(
+      "layers", "override num_hidden_layers", cxxopts::value<int64_t>())(
+      "seed", "random seed", cxxopts::value<uint64_t>()->default_value("0"))(
+      "max-shard-size", "largest safetensors shard",
+      cxxopts::value<std::string>()->default_value("5GB"))("out", "output directory",
+                                                           cxxopts::value<std::string>());
   const auto flags = parse_flags(options, argc, argv);
   STRATA_INPUT_CHECK(flags.count("arch"), "--arch is required (", archs, ")");
   STRATA_INPUT_CHECK(flags.count("out"), "--out is required");
@@ -35,8 +35,8 @@ int run_synth(int argc, char** argv) {
   auto source = make_synthetic_source(config, flags["seed"].as<uint64_t>(), "synthetic:" + arch);
   const std::string out = flags["out"].as<std::string>();
   write_checkpoint(*source, config_json, out, shard);
-  std::fprintf(stderr, "strata synth: wrote %s (%s, %lld layers, %.3g B parameters)\n",
-               out.c_str(), arch.c_str(), static_cast<long long>(config.n_layers),
+  std::fprintf(stderr, "strata synth: wrote %s (%s, %lld layers, %.3g B parameters)\n", out.c_str(),
+               arch.c_str(), static_cast<long long>(config.n_layers),
                static_cast<double>(config.n_params()) / 1e9);
   return 0;
 }

@@ -42,7 +42,8 @@ int bench(const Tokenizer& tokenizer, const std::string& path, int repeat) {
   for (int r = 0; r < repeat; ++r) {
     const auto begin = std::chrono::steady_clock::now();
     tokens = tokenizer.encode_plain(text).size();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
     std::printf("pass %d: %zu bytes -> %zu tokens in %.3f s: %.2f MB/s, %.2f M tokens/s%s\n", r + 1,
                 text.size(), tokens, s, text.size() / s / 1e6, tokens / s / 1e6,
                 r == 0 ? " (cold piece cache)" : "");
@@ -55,12 +56,12 @@ int bench(const Tokenizer& tokenizer, const std::string& path, int repeat) {
 int run_tokenize(int argc, char** argv) {
   cxxopts::Options options("strata tokenize",
                            "Print the token ids of each stdin line as a JSON array.");
-  options.add_options()
-      ("model", "model directory with the tokenizer files", cxxopts::value<std::string>())
-      ("jsonl", "each input line is a JSON string (so a text may hold newlines)")
-      ("plain", "do not add the tokens the files put around a text (OPT's leading </s>)")
-      ("bench", "encode FILE as one text and print MB/s instead", cxxopts::value<std::string>())
-      ("repeat", "passes over the --bench file", cxxopts::value<int>()->default_value("3"));
+  options.add_options()("model", "model directory with the tokenizer files",
+                        cxxopts::value<std::string>())(
+      "jsonl", "each input line is a JSON string (so a text may hold newlines)")(
+      "plain", "do not add the tokens the files put around a text (OPT's leading </s>)")(
+      "bench", "encode FILE as one text and print MB/s instead", cxxopts::value<std::string>())(
+      "repeat", "passes over the --bench file", cxxopts::value<int>()->default_value("3"));
   const auto flags = parse_flags(options, argc, argv);
   const Tokenizer tokenizer = load_tokenizer(flags);
   if (flags.count("bench")) {
@@ -89,10 +90,10 @@ int run_tokenize(int argc, char** argv) {
 int run_detokenize(int argc, char** argv) {
   cxxopts::Options options("strata detokenize",
                            "Print the text of each stdin line, a JSON array of token ids.");
-  options.add_options()
-      ("model", "model directory with the tokenizer files", cxxopts::value<std::string>())
-      ("jsonl", "print each text as a JSON string (invalid UTF-8 as U+FFFD)")
-      ("keep-special", "print special tokens such as </s> (skipped by default)");
+  options.add_options()("model", "model directory with the tokenizer files",
+                        cxxopts::value<std::string>())(
+      "jsonl", "print each text as a JSON string (invalid UTF-8 as U+FFFD)")(
+      "keep-special", "print special tokens such as </s> (skipped by default)");
   const auto flags = parse_flags(options, argc, argv);
   const Tokenizer tokenizer = load_tokenizer(flags);
   const bool jsonl = flags.count("jsonl") > 0;
@@ -104,8 +105,10 @@ int run_detokenize(int argc, char** argv) {
     std::vector<int32_t> ids;
     for (const auto& id : j) {
       const bool known = id.is_number_integer() && id.get<int64_t>() >= 0 &&
-                         id.get<int64_t>() < tokenizer.size() && tokenizer.contains(id.get<int32_t>());
-      STRATA_INPUT_CHECK(known, "stdin:", number, ": ", id.dump(), " is not a token id of this tokenizer");
+                         id.get<int64_t>() < tokenizer.size() &&
+                         tokenizer.contains(id.get<int32_t>());
+      STRATA_INPUT_CHECK(known, "stdin:", number, ": ", id.dump(),
+                         " is not a token id of this tokenizer");
       ids.push_back(id.get<int32_t>());
     }
     const std::string bytes = tokenizer.decode(ids, skip_special);

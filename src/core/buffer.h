@@ -19,11 +19,17 @@ class HostBuffer {
   void* data() { return data_.get(); }
   const void* data() const { return data_.get(); }
   template <typename T>
-  T* as() { return static_cast<T*>(data()); }
+  T* as() {
+    return static_cast<T*>(data());
+  }
   template <typename T>
-  const T* as() const { return static_cast<const T*>(data()); }
+  const T* as() const {
+    return static_cast<const T*>(data());
+  }
   template <typename T>
-  std::span<T> span() { return {as<T>(), size_bytes_ / sizeof(T)}; }
+  std::span<T> span() {
+    return {as<T>(), size_bytes_ / sizeof(T)};
+  }
 
  private:
   struct Free {

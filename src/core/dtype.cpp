@@ -8,13 +8,18 @@
 
 namespace strata {
 
-size_t dtype_size(DType dtype) { return dtype == DType::kF32 ? 4 : 2; }
+size_t dtype_size(DType dtype) {
+  return dtype == DType::kF32 ? 4 : 2;
+}
 
 std::string_view dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return "F32";
-    case DType::kF16: return "F16";
-    case DType::kBF16: return "BF16";
+    case DType::kF32:
+      return "F32";
+    case DType::kF16:
+      return "F16";
+    case DType::kBF16:
+      return "BF16";
   }
   return "?";
 }
@@ -65,7 +70,7 @@ uint16_t fp32_to_fp16(float f) {
   const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000);
   const uint32_t abs = x & 0x7fffffff;
   if (abs >= 0x7f800000) return sign | 0x7c00 | (abs > 0x7f800000 ? 0x200 : 0);  // inf / nan
-  if (abs >= 0x477ff000) return sign | 0x7c00;  // rounds to inf
+  if (abs >= 0x477ff000) return sign | 0x7c00;                                   // rounds to inf
   if (abs < 0x38800000) {  // subnormal or zero in fp16
     if (abs < 0x33000000) return sign;
     const uint32_t exp = abs >> 23;
@@ -94,7 +99,7 @@ uint16_t fp32_to_bf16(float f) {
 namespace {
 
 __attribute__((target("avx2,f16c"))) void f16_to_f32_f16c(const uint16_t* src, float* dst,
-                                                           size_t n) {
+                                                          size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
@@ -104,7 +109,7 @@ __attribute__((target("avx2,f16c"))) void f16_to_f32_f16c(const uint16_t* src, f
 }
 
 __attribute__((target("avx2,f16c"))) void f32_to_f16_f16c(const float* src, uint16_t* dst,
-                                                           size_t n) {
+                                                          size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT);

@@ -21,6 +21,8 @@ void throw_internal(const char* file, int line, const std::string& message) {
               kExitInternal);
 }
 
-void throw_input(const std::string& message) { throw Error(message, kExitBadInput); }
+void throw_input(const std::string& message) {
+  throw Error(message, kExitBadInput);
+}
 
 }  // namespace strata

@@ -40,13 +40,14 @@ std::string concat(const Args&... args) {
 }  // namespace strata
 
 // An invariant of the program; failure is a bug or a failed system call.
-#define STRATA_CHECK(cond, ...)                                                  \
-  do {                                                                           \
-    if (!(cond)) ::strata::throw_internal(__FILE__, __LINE__, ::strata::detail::concat(__VA_ARGS__)); \
+#define STRATA_CHECK(cond, ...)                                                            \
+  do {                                                                                     \
+    if (!(cond))                                                                           \
+      ::strata::throw_internal(__FILE__, __LINE__, ::strata::detail::concat(__VA_ARGS__)); \
   } while (0)
 
 // A property of what the user gave us; the message names the file, field or flag.
-#define STRATA_INPUT_CHECK(cond, ...)                                             \
-  do {                                                                            \
-    if (!(cond)) ::strata::throw_input(::strata::detail::concat(__VA_ARGS__));    \
+#define STRATA_INPUT_CHECK(cond, ...)                                          \
+  do {                                                                         \
+    if (!(cond)) ::strata::throw_input(::strata::detail::concat(__VA_ARGS__)); \
   } while (0)

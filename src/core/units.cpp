@@ -21,11 +21,20 @@ uint64_t parse_bytes(const std::string& text, const std::string& what) {
                      "' is not a size (e.g. 16GiB)");
   std::string unit = text.substr(pos);
   for (auto& ch : unit) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  static const std::pair<const char*, double> kUnits[] = {
-      {"", 1},           {"b", 1},         {"kb", 1e3},          {"mb", 1e6},
-      {"gb", 1e9},       {"tb", 1e12},     {"kib", 1024.0},      {"mib", 1048576.0},
-      {"gib", 1073741824.0}, {"tib", 1099511627776.0}, {"k", 1024.0}, {"m", 1048576.0},
-      {"g", 1073741824.0}, {"t", 1099511627776.0}};
+  static const std::pair<const char*, double> kUnits[] = {{"", 1},
+                                                          {"b", 1},
+                                                          {"kb", 1e3},
+                                                          {"mb", 1e6},
+                                                          {"gb", 1e9},
+                                                          {"tb", 1e12},
+                                                          {"kib", 1024.0},
+                                                          {"mib", 1048576.0},
+                                                          {"gib", 1073741824.0},
+                                                          {"tib", 1099511627776.0},
+                                                          {"k", 1024.0},
+                                                          {"m", 1048576.0},
+                                                          {"g", 1073741824.0},
+                                                          {"t", 1099511627776.0}};
   for (const auto& [name, scale] : kUnits) {
     if (unit == name) return static_cast<uint64_t>(std::llround(value * scale));
   }

@@ -45,8 +45,8 @@ class CheckpointSource : public WeightSource {
   bool has_separate_lm_head() const override { return has_lm_head_; }
 
   void read(const std::string& name, DType dtype, void* dst) const override {
-    const Located t = locate(name == "lm_head.weight" && !has_lm_head_ ? "embed_tokens.weight"
-                                                                        : name);
+    const Located t =
+        locate(name == "lm_head.weight" && !has_lm_head_ ? "embed_tokens.weight" : name);
     const size_t n = static_cast<size_t>(shape_numel(t.info->shape));
     const void* src = t.file->data(*t.info);
     if (t.info->dtype == dtype) {
@@ -111,8 +111,8 @@ class CheckpointSource : public WeightSource {
     STRATA_INPUT_CHECK(t.info->shape == shape, t.file->path(), ": tensor '", name, "' has shape ",
                        shape_string(t.info->shape), " but config.json implies ",
                        shape_string(shape));
-    STRATA_INPUT_CHECK(t.info->dtype == config_.dtype, t.file->path(), ": tensor '", name,
-                       "' is ", dtype_name(t.info->dtype), " but config.json says torch_dtype ",
+    STRATA_INPUT_CHECK(t.info->dtype == config_.dtype, t.file->path(), ": tensor '", name, "' is ",
+                       dtype_name(t.info->dtype), " but config.json says torch_dtype ",
                        dtype_name(config_.dtype));
   }
 

@@ -90,8 +90,8 @@ SafetensorsFile::SafetensorsFile(std::string path) : path_(std::move(path)) {
     uint64_t header_len = 0;
     std::memcpy(&header_len, base_, 8);  // little endian, as is every host we run on
     STRATA_INPUT_CHECK(header_len <= kMaxHeaderBytes && header_len <= file_size_ - 8, path_,
-                       ": header length ", header_len, " is past the end of the file (",
-                       file_size_, " bytes)");
+                       ": header length ", header_len, " is past the end of the file (", file_size_,
+                       " bytes)");
     data_offset_ = 8 + header_len;
     const uint64_t data_size = file_size_ - data_offset_;
     nlohmann::json header;
@@ -108,10 +108,9 @@ SafetensorsFile::SafetensorsFile(std::string path) : path_(std::move(path)) {
     }
     for (const auto& [name, info] : tensors_) {
       if (info.end > data_size) {
-        throw_input(path_ + ": tensor '" + name + "': data_offsets [" +
-                    std::to_string(info.begin) + ", " + std::to_string(info.end) +
-                    "] past the end of the data (" + std::to_string(data_size) +
-                    " bytes; file truncated?)");
+        throw_input(path_ + ": tensor '" + name + "': data_offsets [" + std::to_string(info.begin) +
+                    ", " + std::to_string(info.end) + "] past the end of the data (" +
+                    std::to_string(data_size) + " bytes; file truncated?)");
       }
       by_offset.emplace_back(&name, &info);
     }

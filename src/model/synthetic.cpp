@@ -10,7 +10,6 @@
 namespace strata {
 namespace {
 
-
 uint64_t hash_name(const std::string& name, uint64_t seed) {
   uint64_t h = 1469598103934665603ull ^ seed;
   for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
@@ -18,7 +17,8 @@ uint64_t hash_name(const std::string& name, uint64_t seed) {
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 class SyntheticSource : public WeightSource {
@@ -60,8 +60,8 @@ class SyntheticSource : public WeightSource {
         convert_from_f32(config_.dtype, chunk.data(), stored.data(), m);
         convert_to_f32(config_.dtype, stored.data(), chunk.data(), m);
       }
-      convert_from_f32(dtype, chunk.data(),
-                       static_cast<uint8_t*>(dst) + base * dtype_size(dtype), m);
+      convert_from_f32(dtype, chunk.data(), static_cast<uint8_t*>(dst) + base * dtype_size(dtype),
+                       m);
     }
   }
 
@@ -111,9 +111,7 @@ void write_checkpoint(const WeightSource& source, const nlohmann::json& config_j
     shard_bytes += size;
     const std::string name = spec.name;
     shards.back().push_back({"model.decoder." + name, dtype, spec.shape,
-                             [&source, name, dtype](void* dst) {
-                               source.read(name, dtype, dst);
-                             }});
+                             [&source, name, dtype](void* dst) { source.read(name, dtype, dst); }});
   }
   if (shards.size() == 1) {
     write_safetensors((fs::path(dir) / "model.safetensors").string(), shards[0]);
@@ -126,8 +124,8 @@ void write_checkpoint(const WeightSource& source, const nlohmann::json& config_j
     write_safetensors((fs::path(dir) / file).string(), shards[i]);
     for (const auto& t : shards[i]) weight_map[t.name] = file;
   }
-  write_json("model.safetensors.index.json", {{"metadata", nlohmann::json::object()},
-                                              {"weight_map", weight_map}});
+  write_json("model.safetensors.index.json",
+             {{"metadata", nlohmann::json::object()}, {"weight_map", weight_map}});
 }
 
 }  // namespace strata

@@ -15,7 +15,9 @@ constexpr double kGB = 1e9;
 
 // Seconds per byte; a rate a profile lacks (no disk measured) costs nothing, and the planner
 // then keeps that tier empty.
-double per_byte(double gbps) { return gbps > 0 ? 1 / (gbps * kGB) : 0.0; }
+double per_byte(double gbps) {
+  return gbps > 0 ? 1 / (gbps * kGB) : 0.0;
+}
 
 // Sizes of one stage kind, in elements, and its GEMM work per row.
 struct StageKindInfo {
@@ -23,8 +25,8 @@ struct StageKindInfo {
   StageKind kind;
   int64_t count = 0;
   int64_t numel = 0;
-  double gemm_flops_per_row = 0;   // projections applied to every new row
-  double gemm_flops_per_seq = 0;   // the head: lm_head on each sequence's last row
+  double gemm_flops_per_row = 0;  // projections applied to every new row
+  double gemm_flops_per_seq = 0;  // the head: lm_head on each sequence's last row
   // Floats read and written per row outside GEMMs (norms, biases, activations, residuals,
   // cache appends): a count of passes over the row, not measured.
   double elementwise_floats_per_row = 0;
@@ -66,8 +68,8 @@ std::vector<StageKindInfo> stage_kinds(const OptConfig& c, bool sep_layer) {
         break;
       case StageKind::kHead:
         info.name = "head";
-        info.gemm_flops_per_seq = 2 * e * static_cast<double>(c.vocab_size) +
-                                  (c.has_projection() ? 2 * h * e : 0.0);
+        info.gemm_flops_per_seq =
+            2 * e * static_cast<double>(c.vocab_size) + (c.has_projection() ? 2 * h * e : 0.0);
         break;
     }
     out.push_back(info);
@@ -76,17 +78,18 @@ std::vector<StageKindInfo> stage_kinds(const OptConfig& c, bool sep_layer) {
 }
 
 struct Sizes {
-  bool gpu;          // a real GPU (else the CPU backend)
-  double w_stored;   // bytes per weight element on the CPU and disk tiers
-  double w_gpu;      // on the GPU tier
-  double kv;         // bytes per cache element (every tier)
-  double act;        // bytes per activation element
+  bool gpu;         // a real GPU (else the CPU backend)
+  double w_stored;  // bytes per weight element on the CPU and disk tiers
+  double w_gpu;     // on the GPU tier
+  double kv;        // bytes per cache element (every tier)
+  double act;       // bytes per activation element
 };
 
 Sizes sizes_of(const HardwareProfile& hw, const OptConfig& c, const CostShape& s) {
   Sizes z;
   z.gpu = hw.has_gpu;
-  z.w_stored = s.compress_weight ? kCompressedBytesPerElement : static_cast<double>(dtype_size(c.dtype));
+  z.w_stored =
+      s.compress_weight ? kCompressedBytesPerElement : static_cast<double>(dtype_size(c.dtype));
   // The CPU backend computes in fp32 and keeps its GPU-tier weights, cache and activations so.
   z.w_gpu = hw.has_gpu ? z.w_stored : 4.0;
   z.kv = hw.has_gpu ? (s.compress_cache ? kCompressedBytesPerElement : 2.0) : 4.0;
@@ -151,7 +154,9 @@ Affine CostTerm::seconds() const {
   return total;
 }
 
-const char* phase_name(Phase phase) { return phase == Phase::kPrefill ? "prefill" : "decode"; }
+const char* phase_name(Phase phase) {
+  return phase == Phase::kPrefill ? "prefill" : "decode";
+}
 
 CostShape CostShape::of(const Policy& p, int64_t prompt_len, int64_t gen_len) {
   CostShape s;
@@ -168,8 +173,9 @@ CostShape CostShape::of(const Policy& p, int64_t prompt_len, int64_t gen_len) {
 
 std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& c,
                                    const CostShape& s) {
-  STRATA_CHECK(s.prompt_len >= 1 && s.gen_len >= 1 && s.gpu_batch_size >= 1 && s.num_gpu_batches >= 1,
-               "cost model: bad shape");
+  STRATA_CHECK(
+      s.prompt_len >= 1 && s.gen_len >= 1 && s.gpu_batch_size >= 1 && s.num_gpu_batches >= 1,
+      "cost model: bad shape");
   const Sizes z = sizes_of(hw, c, s);
   const double h = static_cast<double>(c.hidden_size);
   const double g = static_cast<double>(s.gpu_batch_size);
@@ -209,12 +215,13 @@ std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& c
     const bool prefill = phase == Phase::kPrefill;
     const double steps = prefill ? 1.0 : static_cast<double>(s.gen_len - 1);
     if (steps <= 0) continue;
-    const double rows = g * (prefill ? prompt : 1.0);   // new rows per GPU batch
-    const double new_tokens = prefill ? prompt : 1.0;   // per sequence
+    const double rows = g * (prefill ? prompt : 1.0);  // new rows per GPU batch
+    const double new_tokens = prefill ? prompt : 1.0;  // per sequence
     // Attention FLOPs per sequence: scores and weighted sum over the causal keys.
     const double attn_flops = prefill ? 4 * h * prompt * (prompt + 1) / 2 : 4 * h * (cached + 1);
-    const double gemm_rate = (z.gpu ? (prefill ? hw.gpu_gemm_gflops : hw.gemm_decode_gflops())
-                                    : hw.cpu_gemm_gflops) * kGB;
+    const double gemm_rate =
+        (z.gpu ? (prefill ? hw.gpu_gemm_gflops : hw.gemm_decode_gflops()) : hw.cpu_gemm_gflops) *
+        kGB;
     for (const StageKindInfo& k : stage_kinds(c, s.sep_layer)) {
       StageCost sc;
       sc.stage = k.name;
@@ -286,7 +293,8 @@ std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& c
         Affine attn;
         if (prefill) {
           // Prefill attention runs as GEMMs (cuBLAS or OpenBLAS), on the GPU tier's device.
-          attn.constant = flops / ((z.gpu ? hw.gpu_attention_gflops : hw.cpu_gemm_rate_gflops(prompt)) * kGB);
+          attn.constant =
+              flops / ((z.gpu ? hw.gpu_attention_gflops : hw.cpu_gemm_rate_gflops(prompt)) * kGB);
         } else if (!z.gpu) {
           attn.constant = flops / (hw.cpu_attention_gflops * kGB);
         } else if (s.cpu_cache_compute) {
@@ -414,8 +422,10 @@ Prediction predict(const std::vector<StageCost>& costs, const Placement& x, cons
   p.prefill_bound = bound(share[0]);
   p.decode_bound = bound(share[1]);
   const double block = static_cast<double>(s.block());
-  if (p.prefill_s > 0) p.prefill_tokens_per_s = block * static_cast<double>(s.prompt_len) / p.prefill_s;
-  if (p.decode_s > 0) p.decode_tokens_per_s = block * static_cast<double>(s.gen_len - 1) / p.decode_s;
+  if (p.prefill_s > 0)
+    p.prefill_tokens_per_s = block * static_cast<double>(s.prompt_len) / p.prefill_s;
+  if (p.decode_s > 0)
+    p.decode_tokens_per_s = block * static_cast<double>(s.gen_len - 1) / p.decode_s;
   const double total = p.prefill_s + p.decode_s;
   if (total > 0) p.generation_tokens_per_s = block * static_cast<double>(s.gen_len) / total;
   return p;

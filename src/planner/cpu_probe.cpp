@@ -20,7 +20,8 @@ double best_seconds(int repetitions, F&& run) {
   for (int r = 0; r < repetitions + 1; ++r) {
     const auto begin = std::chrono::steady_clock::now();
     run();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
     if (r > 0) best = std::min(best, s);
   }
   return best;

@@ -6,14 +6,14 @@
 #include <time.h>
 
 #include <algorithm>
-#include <tuple>
 #include <chrono>
 #include <cstring>
+#include <tuple>
 
+#include "core/buffer.h"
 #include "core/error.h"
 #include "planner/cpu_probe.h"
 #include "planner/hardware_profile.h"
-#include "core/buffer.h"
 #include "runtime/disk_store.h"
 
 namespace strata {
@@ -42,7 +42,8 @@ std::pair<double, double> measure_disk_request_s(const std::string& dir) {
         store.read(extent, i * kStride, block.data(), block.size_bytes());
       }
     }
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count() / kRequests;
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count() /
+           kRequests;
   };
   const double write_s = timed(true);
   return {timed(false), write_s};
@@ -61,7 +62,8 @@ HardwareProfile measure_hardware(const ProfileOptions& options) {
   const int n = options.quick ? 1024 : options.sgemm_n;
   p.cpu_gemm_gflops = measure_sgemm_gflops(n, options.quick ? 2 : 3);
   for (const int64_t rows : {1, 4, 8, 16, 32, 64, 256, 1024}) {
-    p.cpu_gemm_gflops_by_rows.emplace_back(static_cast<double>(rows), measure_sgemm_rows_gflops(rows));
+    p.cpu_gemm_gflops_by_rows.emplace_back(static_cast<double>(rows),
+                                           measure_sgemm_rows_gflops(rows));
   }
   p.cpu_attention_gflops = measure_decode_attention_gflops();
   p.host_copy_gbps = measure_copy_gbps(options.quick ? 64ull << 20 : 256ull << 20);
@@ -73,18 +75,20 @@ HardwareProfile measure_hardware(const ProfileOptions& options) {
     STRATA_INPUT_CHECK(::statvfs(options.offload_dir.c_str(), &info) == 0, options.offload_dir,
                        ": cannot stat the offload dir");
     p.disk_bytes = static_cast<uint64_t>(info.f_bavail) * info.f_frsize;
-    const uint64_t probe = std::min<uint64_t>(options.quick ? 256ull << 20 : options.disk_probe_bytes,
-                                              p.disk_bytes / 4);
+    const uint64_t probe = std::min<uint64_t>(
+        options.quick ? 256ull << 20 : options.disk_probe_bytes, p.disk_bytes / 4);
     // The read probe writes its file and reads it back: 2 x probe bytes through the disk.
     const double cpu_begin = process_cpu_s();
     p.disk_read_gbps = measure_disk_read_gbps(options.offload_dir, probe);
     p.disk_cpu_s_per_gb = (process_cpu_s() - cpu_begin) / (2.0 * static_cast<double>(probe) / 1e9);
     // A virtual disk's rate swings between runs: the better of two reads is what it can do.
     if (!options.quick) {
-      p.disk_read_gbps = std::max(p.disk_read_gbps, measure_disk_read_gbps(options.offload_dir, probe));
+      p.disk_read_gbps =
+          std::max(p.disk_read_gbps, measure_disk_read_gbps(options.offload_dir, probe));
     }
     p.disk_write_gbps = measure_disk_write_gbps(options.offload_dir, probe);
-    std::tie(p.disk_read_request_s, p.disk_write_request_s) = measure_disk_request_s(options.offload_dir);
+    std::tie(p.disk_read_request_s, p.disk_write_request_s) =
+        measure_disk_request_s(options.offload_dir);
   }
   return p;
 }

@@ -69,9 +69,10 @@ double HardwareProfile::cpu_gemm_rate_gflops(double rows) const {
 void HardwareProfile::validate(const std::string& source) const {
   for (size_t i = 0; i < cpu_gemm_gflops_by_rows.size(); ++i) {
     const auto& [rows, rate] = cpu_gemm_gflops_by_rows[i];
-    STRATA_INPUT_CHECK(rows >= 1 && rate > 0 && (i == 0 || rows > cpu_gemm_gflops_by_rows[i - 1].first),
-                       source, ": 'cpu_gemm_gflops_by_rows' needs [rows, GFLOP/s] pairs with rows "
-                       ">= 1 increasing and rates > 0");
+    STRATA_INPUT_CHECK(
+        rows >= 1 && rate > 0 && (i == 0 || rows > cpu_gemm_gflops_by_rows[i - 1].first), source,
+        ": 'cpu_gemm_gflops_by_rows' needs [rows, GFLOP/s] pairs with rows "
+        ">= 1 increasing and rates > 0");
   }
   for (const Field& f : fields()) {
     const double value = f.rate ? this->*f.rate : static_cast<double>(this->*f.bytes);
@@ -88,11 +89,13 @@ nlohmann::json HardwareProfile::to_json() const {
   nlohmann::json j = {{"name", name}, {"has_gpu", has_gpu}};
   if (!cpu_gemm_gflops_by_rows.empty()) {
     j["cpu_gemm_gflops_by_rows"] = nlohmann::json::array();
-    for (const auto& [rows, rate] : cpu_gemm_gflops_by_rows) j["cpu_gemm_gflops_by_rows"].push_back({rows, rate});
+    for (const auto& [rows, rate] : cpu_gemm_gflops_by_rows)
+      j["cpu_gemm_gflops_by_rows"].push_back({rows, rate});
   }
   for (const Field& f : fields()) {
     const bool gpu_field = f.need == Field::kGpu || std::string(f.key).find("gpu") == 0 ||
-                           std::string(f.key).find("h2d") == 0 || std::string(f.key).find("d2h") == 0;
+                           std::string(f.key).find("h2d") == 0 ||
+                           std::string(f.key).find("d2h") == 0;
     if (gpu_field && !has_gpu) continue;  // a node without a GPU has no GPU fields
     if (f.rate) {
       if (f.need != Field::kOptional || this->*f.rate > 0) j[f.key] = this->*f.rate;
@@ -118,8 +121,9 @@ HardwareProfile HardwareProfile::from_json(const nlohmann::json& j, const std::s
     if (key == "cpu_gemm_gflops_by_rows") {
       STRATA_INPUT_CHECK(value.is_array(), source, ": 'cpu_gemm_gflops_by_rows' must be an array");
       for (const auto& pair : value) {
-        STRATA_INPUT_CHECK(pair.is_array() && pair.size() == 2 && pair[0].is_number() && pair[1].is_number(),
-                           source, ": 'cpu_gemm_gflops_by_rows' holds [rows, GFLOP/s] pairs");
+        STRATA_INPUT_CHECK(
+            pair.is_array() && pair.size() == 2 && pair[0].is_number() && pair[1].is_number(),
+            source, ": 'cpu_gemm_gflops_by_rows' holds [rows, GFLOP/s] pairs");
         p.cpu_gemm_gflops_by_rows.emplace_back(pair[0].get<double>(), pair[1].get<double>());
       }
       continue;

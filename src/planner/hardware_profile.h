@@ -51,7 +51,9 @@ struct HardwareProfile {
   uint64_t cpu_mem_bytes = 0;
   uint64_t disk_bytes = 0;
 
-  double gemm_decode_gflops() const { return gpu_gemm_decode_gflops > 0 ? gpu_gemm_decode_gflops : gpu_gemm_gflops; }
+  double gemm_decode_gflops() const {
+    return gpu_gemm_decode_gflops > 0 ? gpu_gemm_decode_gflops : gpu_gemm_gflops;
+  }
   double attention_decode_gflops() const {
     return gpu_attention_decode_gflops > 0 ? gpu_attention_decode_gflops : gpu_attention_gflops;
   }

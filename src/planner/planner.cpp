@@ -22,8 +22,8 @@ namespace {
 constexpr double kUsableGpu = 0.9;
 constexpr double kUsableRam = 0.8;
 constexpr double kUsableDisk = 0.9;
-constexpr double kBindingShare = 0.98;  // a tier this full binds
-constexpr double kTieShare = 0.005;     // throughputs this close: the smaller block wins
+constexpr double kBindingShare = 0.98;     // a tier this full binds
+constexpr double kTieShare = 0.005;        // throughputs this close: the smaller block wins
 constexpr double kCapMarginBytes = 65536;  // taken off a cap that rounding overshot
 
 const int64_t kBatchSizes[] = {1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512};
@@ -67,7 +67,8 @@ std::optional<LpResult> solve_lp(const std::vector<StageCost>& costs, const Memo
       const Affine a = term.seconds();
       Row r{{{t_col, 1.0}}, GLP_LO, a.constant, 0};
       for (int v = 0; v < n_frac; ++v) {
-        if (a.coef[static_cast<size_t>(v)] != 0) r.entries.push_back({v + 1, -a.coef[static_cast<size_t>(v)]});
+        if (a.coef[static_cast<size_t>(v)] != 0)
+          r.entries.push_back({v + 1, -a.coef[static_cast<size_t>(v)]});
       }
       rows.push_back(std::move(r));
     }
@@ -78,10 +79,12 @@ std::optional<LpResult> solve_lp(const std::vector<StageCost>& costs, const Memo
     std::array<double, kNumPlacementVars> coef{};
     for (int t : tiers) {
       constant += memory.tier[t].constant;
-      for (int v = 0; v < n_frac; ++v) coef[static_cast<size_t>(v)] += memory.tier[t].coef[static_cast<size_t>(v)];
+      for (int v = 0; v < n_frac; ++v)
+        coef[static_cast<size_t>(v)] += memory.tier[t].coef[static_cast<size_t>(v)];
     }
     for (int v = 0; v < n_frac; ++v) {
-      if (coef[static_cast<size_t>(v)] != 0) r.entries.push_back({v + 1, coef[static_cast<size_t>(v)] / kBytesUnit});
+      if (coef[static_cast<size_t>(v)] != 0)
+        r.entries.push_back({v + 1, coef[static_cast<size_t>(v)] / kBytesUnit});
     }
     r.upper = (cap - constant) / kBytesUnit;
     rows.push_back(std::move(r));
@@ -130,7 +133,8 @@ std::optional<LpResult> solve_lp(const std::vector<StageCost>& costs, const Memo
   if (rc != 0 || glp_get_status(lp.get()) != GLP_OPT) return std::nullopt;
   LpResult result;
   for (int v = 0; v < n_frac; ++v) {
-    result.placement.f[static_cast<size_t>(v)] = std::clamp(glp_get_col_prim(lp.get(), v + 1), 0.0, 1.0);
+    result.placement.f[static_cast<size_t>(v)] =
+        std::clamp(glp_get_col_prim(lp.get(), v + 1), 0.0, 1.0);
   }
   result.total_s = glp_get_obj_val(lp.get());
   return result;
@@ -166,7 +170,8 @@ std::array<double, kNumTiers> peak_of(const HardwareProfile& hw, const OptConfig
     o.max_prompt_len = prompt_len;
     o.gen_len = gen_len;
     const MemoryPlan plan = plan_memory(config, o);
-    for (int t = 0; t < kNumTiers; ++t) peak[static_cast<size_t>(t)] = static_cast<double>(plan.total(static_cast<Tier>(t)));
+    for (int t = 0; t < kNumTiers; ++t)
+      peak[static_cast<size_t>(t)] = static_cast<double>(plan.total(static_cast<Tier>(t)));
   } else {
     const Residency r{policy.weights.gpu_percent >= 100, policy.cache.gpu_percent >= 100,
                       policy.activations.gpu_percent >= 100};
@@ -183,7 +188,8 @@ std::optional<Candidate> best_for_shape(const HardwareProfile& hw, const OptConf
                                         CostShape shape, const LpCaps& caps, bool allow_disk,
                                         int64_t& lp_count) {
   std::optional<Candidate> best;
-  for (const bool cpu_attention : hw.has_gpu ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
+  for (const bool cpu_attention :
+       hw.has_gpu ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
     shape.cpu_cache_compute = cpu_attention;
     const auto costs = stage_costs(hw, config, shape);
     for (int mask = 0; mask < 8; ++mask) {
@@ -224,8 +230,7 @@ std::optional<Candidate> best_for_shape(const HardwareProfile& hw, const OptConf
 }
 
 double weights_bytes(const OptConfig& config, bool compress) {
-  return static_cast<double>(config.n_params()) *
-         (compress ? kCompressedBytesPerElement : 2.0);
+  return static_cast<double>(config.n_params()) * (compress ? kCompressedBytesPerElement : 2.0);
 }
 
 LpCaps lp_caps_of(const HardwareProfile& hw, const TierCaps& caps) {
@@ -252,8 +257,9 @@ void describe(const HardwareProfile& hw, const OptConfig& config, const PlanRequ
     }
   }
   if (lp_caps.ram_bytes > 0 && peak[0] + peak[1] >= kBindingShare * lp_caps.ram_bytes) {
-    binding += std::string(binding.empty() ? "" : ", ") + "host memory shared by the gpu and cpu tiers (" +
-               format_bytes(peak[0] + peak[1]) + " of " + format_bytes(lp_caps.ram_bytes) + ")";
+    binding += std::string(binding.empty() ? "" : ", ") +
+               "host memory shared by the gpu and cpu tiers (" + format_bytes(peak[0] + peak[1]) +
+               " of " + format_bytes(lp_caps.ram_bytes) + ")";
   }
   if (binding.empty()) {
     binding = "no memory cap binds; decode is bound by " + plan.predicted.decode_bound;
@@ -267,8 +273,9 @@ TierCaps effective_caps(const HardwareProfile& hw, const PlanRequest& r) {
   TierCaps caps = r.caps;
   const auto ram = static_cast<uint64_t>(static_cast<double>(hw.cpu_mem_bytes) * kUsableRam);
   if (caps.gpu_bytes == 0) {
-    caps.gpu_bytes = hw.has_gpu ? static_cast<uint64_t>(static_cast<double>(hw.gpu_mem_bytes) * kUsableGpu)
-                                : ram;
+    caps.gpu_bytes = hw.has_gpu
+                         ? static_cast<uint64_t>(static_cast<double>(hw.gpu_mem_bytes) * kUsableGpu)
+                         : ram;
   }
   if (caps.cpu_bytes == 0) caps.cpu_bytes = ram;
   if (!r.allow_disk) {
@@ -304,10 +311,14 @@ Plan make_plan(const HardwareProfile& hw, const OptConfig& config, const PlanReq
                      "); give more memory or --offload-dir with free space");
 
   std::vector<int64_t> sizes, counts;
-  if (request.gpu_batch_size > 0) sizes = {request.gpu_batch_size};
-  else sizes.assign(std::begin(kBatchSizes), std::end(kBatchSizes));
-  if (request.num_gpu_batches > 0) counts = {request.num_gpu_batches};
-  else counts.assign(std::begin(kBatchCounts), std::end(kBatchCounts));
+  if (request.gpu_batch_size > 0)
+    sizes = {request.gpu_batch_size};
+  else
+    sizes.assign(std::begin(kBatchSizes), std::end(kBatchSizes));
+  if (request.num_gpu_batches > 0)
+    counts = {request.num_gpu_batches};
+  else
+    counts.assign(std::begin(kBatchCounts), std::end(kBatchCounts));
 
   Plan plan;
   std::optional<Candidate> best;

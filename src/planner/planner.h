@@ -19,14 +19,14 @@ namespace strata {
 struct PlanRequest {
   int64_t prompt_len = 0;
   int64_t gen_len = 0;
-  TierCaps caps;                 // 0: the profile's size
-  int64_t gpu_batch_size = 0;    // 0: enumerated
-  int64_t num_gpu_batches = 0;   // 0: enumerated
+  TierCaps caps;                // 0: the profile's size
+  int64_t gpu_batch_size = 0;   // 0: enumerated
+  int64_t num_gpu_batches = 0;  // 0: enumerated
   bool compress_weight = false;
   bool compress_cache = false;
   bool sep_layer = true;
-  bool allow_disk = true;        // false when there is no offload dir
-  int64_t max_block = 0;         // > 0: at most this many sequences (what there is to run)
+  bool allow_disk = true;  // false when there is no offload dir
+  int64_t max_block = 0;   // > 0: at most this many sequences (what there is to run)
 };
 
 struct Plan {

@@ -28,7 +28,8 @@ void add_split(uint64_t (&out)[kNumTiers], int64_t numel, DType stored, const Ti
   const ElementSplit e = ElementSplit::of(numel, split);
   out[0] += static_cast<uint64_t>(e.gpu) * 4;
   out[1] += static_cast<uint64_t>(e.cpu) * dtype_size(stored);
-  const uint64_t disk = e.disk > 0 ? align_block(static_cast<uint64_t>(e.disk) * dtype_size(stored)) : 0;
+  const uint64_t disk =
+      e.disk > 0 ? align_block(static_cast<uint64_t>(e.disk) * dtype_size(stored)) : 0;
   out[2] += disk;
   if (max_disk) *max_disk = std::max(*max_disk, disk);
 }
@@ -42,7 +43,8 @@ struct Shapes {
   int64_t workspace_numel;
 };
 
-Shapes shapes_of(const OptConfig& c, const EngineOptions& o, const std::vector<StageLayout>& layouts) {
+Shapes shapes_of(const OptConfig& c, const EngineOptions& o,
+                 const std::vector<StageLayout>& layouts) {
   Shapes s;
   const int64_t gbs = o.policy.gpu_batch_size;
   s.capacity = o.max_prompt_len + o.gen_len;
@@ -168,7 +170,8 @@ OffloadEngine::OffloadEngine(const WeightSource& source, const EngineOptions& op
   STRATA_INPUT_CHECK(!p.compress_weight && !p.compress_cache,
                      "policy: compress_weight / compress_cache are not supported yet");
   STRATA_INPUT_CHECK(p.attn_sparsity == 1.0, "policy: attn_sparsity < 1 is not supported yet");
-  STRATA_CHECK(options.max_prompt_len >= 1 && options.gen_len >= 1, "engine needs prompt and gen lengths");
+  STRATA_CHECK(options.max_prompt_len >= 1 && options.gen_len >= 1,
+               "engine needs prompt and gen lengths");
   m.layouts = opt_stage_layouts(m.config, p.sep_layer);
   m.shapes = shapes_of(m.config, options, m.layouts);
   m.plan = plan_memory(m.config, options);
@@ -200,13 +203,16 @@ OffloadEngine::OffloadEngine(const WeightSource& source, const EngineOptions& op
                                                    m.disk.get(), m.counters));
   }
   if (p.weights.gpu_percent < 100) {
-    for (auto& b : m.weight_buffers) b = m.working_buffer(static_cast<uint64_t>(m.shapes.max_stage_numel) * 4);
+    for (auto& b : m.weight_buffers)
+      b = m.working_buffer(static_cast<uint64_t>(m.shapes.max_stage_numel) * 4);
   }
   if (p.cache.gpu_percent < 100) {
-    for (auto& b : m.cache_buffers) b = m.working_buffer(static_cast<uint64_t>(m.shapes.kv_numel) * 4);
+    for (auto& b : m.cache_buffers)
+      b = m.working_buffer(static_cast<uint64_t>(m.shapes.kv_numel) * 4);
   }
   if (p.activations.gpu_percent < 100) {
-    for (auto& b : m.act_buffers) b = m.working_buffer(static_cast<uint64_t>(m.shapes.act_numel) * 4);
+    for (auto& b : m.act_buffers)
+      b = m.working_buffer(static_cast<uint64_t>(m.shapes.act_numel) * 4);
   }
   uint64_t staging = 0, weight_staging = 0;
   for (const auto& a : m.weights) weight_staging = std::max(weight_staging, a->staging_bytes());
@@ -225,8 +231,10 @@ OffloadEngine::OffloadEngine(const WeightSource& source, const EngineOptions& op
   m.logits.assign(static_cast<size_t>(p.num_gpu_batches),
                   std::vector<float>(static_cast<size_t>(p.gpu_batch_size * m.config.vocab_size)));
   // Workspace and logits grow on first use; count them now so peaks include them.
-  m.counters.add_allocation(Tier::kGpu, static_cast<uint64_t>(m.shapes.workspace_numel +
-                                                              p.effective_batch() * m.config.vocab_size) * 4);
+  m.counters.add_allocation(
+      Tier::kGpu,
+      static_cast<uint64_t>(m.shapes.workspace_numel + p.effective_batch() * m.config.vocab_size) *
+          4);
   m.counters.clear_traffic();
   m.compute.clear_stats();
   m.loader.clear_stats();
@@ -236,8 +244,12 @@ OffloadEngine::OffloadEngine(const WeightSource& source, const EngineOptions& op
 
 OffloadEngine::~OffloadEngine() = default;
 
-const OptConfig& OffloadEngine::config() const { return impl_->config; }
-const Policy& OffloadEngine::policy() const { return impl_->options.policy; }
+const OptConfig& OffloadEngine::config() const {
+  return impl_->config;
+}
+const Policy& OffloadEngine::policy() const {
+  return impl_->options.policy;
+}
 
 void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& steps,
                                    const std::vector<std::vector<int64_t>>& lengths) {
@@ -290,7 +302,8 @@ void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>&
       const int64_t ahead = s + kWeightSlots - 1;
       if (ahead < n_stages) {
         submit(ahead, &tickets[static_cast<size_t>(ahead)],
-               ahead >= kWeightSlots ? first_compute[static_cast<size_t>(ahead - kWeightSlots)] : nullptr);
+               ahead >= kWeightSlots ? first_compute[static_cast<size_t>(ahead - kWeightSlots)]
+                                     : nullptr);
       }
       const uint64_t* ticket = &tickets[static_cast<size_t>(s)];
       w_ready = load_stream().enqueue("load weights stage " + std::to_string(s),
@@ -327,9 +340,9 @@ void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>&
         if (!base) {
           cache_slot = static_cast<int>(cache_item++ % kRing);
           base = cache_buffers[cache_slot].as<float>();
-          const bool any_cached = std::any_of(steps[k].begin(), steps[k].end(), [&](const auto& st) {
-            return lengths[k][static_cast<size_t>(st.slot)] > 0;
-          });
+          const bool any_cached = std::any_of(
+              steps[k].begin(), steps[k].end(),
+              [&](const auto& st) { return lengths[k][static_cast<size_t>(st.slot)] > 0; });
           if (any_cached) {
             KvBlock target{base, shapes.capacity, hidden, lengths[k]};
             const auto& batch_steps = steps[k];
@@ -469,16 +482,19 @@ std::vector<Generation> OffloadEngine::generate(std::span<const Prompt> prompts,
     if (n_new.empty()) break;
     const auto begin = std::chrono::steady_clock::now();
     m.run_step(steps, lengths);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
     (t == 0 ? local.prefill_s : local.decode_s) += seconds;
     local.flops += forward_flops(m.config, n_new, n_cached);
-    if (t == 0) for (int64_t x : n_new) local.prompt_tokens += x;
+    if (t == 0)
+      for (int64_t x : n_new) local.prompt_tokens += x;
 
     if (options.on_step) options.on_step(static_cast<int64_t>(n_new.size()));
     for (size_t k = 0; k < n_batches; ++k) {
       for (size_t j = 0; j < steps[k].size(); ++j) {
         const size_t i = k * gbs + static_cast<size_t>(steps[k][j].slot);
-        lengths[k][static_cast<size_t>(steps[k][j].slot)] += static_cast<int64_t>(steps[k][j].tokens.size());
+        lengths[k][static_cast<size_t>(steps[k][j].slot)] +=
+            static_cast<int64_t>(steps[k][j].tokens.size());
         std::span<const float> row(m.logits[k].data() + j * vocab, vocab);
         if (t == 0 && prefill_logits) (*prefill_logits)[i].assign(row.begin(), row.end());
         Generation& g = results[i];
@@ -539,11 +555,18 @@ nlohmann::json OffloadEngine::trace() const {
   nlohmann::json events = nlohmann::json::array();
   int tid = 0;
   for (const Stream* stream : {&m.compute, &m.loader, &m.storer}) {
-    events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", 0}, {"tid", tid},
+    events.push_back({{"name", "thread_name"},
+                      {"ph", "M"},
+                      {"pid", 0},
+                      {"tid", tid},
                       {"args", {{"name", stream->name()}}}});
     for (const auto& span : stream->spans()) {
-      events.push_back({{"name", span.name}, {"ph", "X"}, {"pid", 0}, {"tid", tid},
-                        {"ts", span.begin_s * 1e6}, {"dur", (span.end_s - span.begin_s) * 1e6}});
+      events.push_back({{"name", span.name},
+                        {"ph", "X"},
+                        {"pid", 0},
+                        {"tid", tid},
+                        {"ts", span.begin_s * 1e6},
+                        {"dur", (span.end_s - span.begin_s) * 1e6}});
     }
     ++tid;
   }

@@ -19,7 +19,7 @@ namespace strata {
 struct EngineOptions {
   Policy policy;
   TierCaps caps;
-  std::string offload_dir;   // needed when anything is placed on disk
+  std::string offload_dir;     // needed when anything is placed on disk
   int64_t max_prompt_len = 0;  // sizes the KV cache and activations
   int64_t gen_len = 0;
 };

@@ -73,9 +73,9 @@ int64_t pack_rows(const OptConfig& config, std::span<const SequenceStep> steps,
                   std::span<const int64_t> lengths, int64_t capacity,
                   std::vector<int64_t>& row_offsets);
 
-void embed_forward(const OptConfig& config, const float* weights, std::span<const SequenceStep> steps,
-                   std::span<const int64_t> lengths, std::span<const int64_t> row_offsets,
-                   float* hidden, Workspace& ws);
+void embed_forward(const OptConfig& config, const float* weights,
+                   std::span<const SequenceStep> steps, std::span<const int64_t> lengths,
+                   std::span<const int64_t> row_offsets, float* hidden, Workspace& ws);
 // A decoder, attention or MLP stage, in place on hidden; kv is used by the first two.
 void decoder_forward(const OptConfig& config, const StageLayout& layout, const float* weights,
                      std::span<const SequenceStep> steps, std::span<const int64_t> row_offsets,

@@ -9,9 +9,12 @@ namespace strata {
 
 const char* tier_name(Tier tier) {
   switch (tier) {
-    case Tier::kGpu: return "gpu";
-    case Tier::kCpu: return "cpu";
-    case Tier::kDisk: return "disk";
+    case Tier::kGpu:
+      return "gpu";
+    case Tier::kCpu:
+      return "cpu";
+    case Tier::kDisk:
+      return "disk";
   }
   return "?";
 }
@@ -19,10 +22,10 @@ const char* tier_name(Tier tier) {
 namespace {
 
 void validate_split(const TierSplit& s, const char* what) {
-  STRATA_INPUT_CHECK(s.gpu_percent >= 0 && s.gpu_percent <= 100, "policy: ", what,
-                     " gpu percent ", s.gpu_percent, " is outside 0..100");
-  STRATA_INPUT_CHECK(s.cpu_percent >= 0 && s.cpu_percent <= 100, "policy: ", what,
-                     " cpu percent ", s.cpu_percent, " is outside 0..100");
+  STRATA_INPUT_CHECK(s.gpu_percent >= 0 && s.gpu_percent <= 100, "policy: ", what, " gpu percent ",
+                     s.gpu_percent, " is outside 0..100");
+  STRATA_INPUT_CHECK(s.cpu_percent >= 0 && s.cpu_percent <= 100, "policy: ", what, " cpu percent ",
+                     s.cpu_percent, " is outside 0..100");
   STRATA_INPUT_CHECK(s.gpu_percent + s.cpu_percent <= 100 + 1e-9, "policy: ", what,
                      " gpu + cpu percent is ", s.gpu_percent + s.cpu_percent, ", over 100");
 }
@@ -64,9 +67,9 @@ Policy Policy::from_json(const nlohmann::json& j, const std::string& source) {
   const nlohmann::json known = defaults.to_json();
   for (const auto& [key, value] : j.items()) {
     STRATA_INPUT_CHECK(known.contains(key), source, ": unknown policy field '", key, "'");
-    STRATA_INPUT_CHECK(value.type() == known[key].type() ||
-                           (value.is_number() && known[key].is_number()),
-                       source, ": policy field '", key, "' has the wrong type");
+    STRATA_INPUT_CHECK(
+        value.type() == known[key].type() || (value.is_number() && known[key].is_number()), source,
+        ": policy field '", key, "' has the wrong type");
     STRATA_INPUT_CHECK(!known[key].is_number_integer() || value.is_number_integer(), source,
                        ": policy field '", key, "' must be an integer");
   }

@@ -28,7 +28,9 @@ void TierCounters::clear_traffic() {
 ElementSplit ElementSplit::of(int64_t numel, const TierSplit& split) {
   ElementSplit e;
   e.gpu = std::llround(static_cast<double>(numel) * split.gpu_percent / 100.0);
-  e.cpu = std::llround(static_cast<double>(numel) * (split.gpu_percent + split.cpu_percent) / 100.0) - e.gpu;
+  e.cpu =
+      std::llround(static_cast<double>(numel) * (split.gpu_percent + split.cpu_percent) / 100.0) -
+      e.gpu;
   e.gpu = std::clamp<int64_t>(e.gpu, 0, numel);
   e.cpu = std::clamp<int64_t>(e.cpu, 0, numel - e.gpu);
   e.disk = numel - e.gpu - e.cpu;
@@ -37,12 +39,17 @@ ElementSplit ElementSplit::of(int64_t numel, const TierSplit& split) {
 
 namespace {
 constexpr uint64_t kBlock = DiskStore::kAlignment;
-uint64_t round_up(uint64_t x) { return (x + kBlock - 1) / kBlock * kBlock; }
+uint64_t round_up(uint64_t x) {
+  return (x + kBlock - 1) / kBlock * kBlock;
+}
 }  // namespace
 
 TieredArray::TieredArray(int64_t numel, DType stored, const TierSplit& split, DiskStore* disk,
                          TierCounters& counters)
-    : numel_(numel), stored_(stored), split_(ElementSplit::of(numel, split)), disk_(disk),
+    : numel_(numel),
+      stored_(stored),
+      split_(ElementSplit::of(numel, split)),
+      disk_(disk),
       counters_(counters) {
   const uint64_t es = dtype_size(stored_);
   if (split_.gpu > 0) {
@@ -66,7 +73,9 @@ TieredArray::~TieredArray() {
   counters_.release(Tier::kDisk, extent_.size_bytes);
 }
 
-uint64_t TieredArray::staging_bytes() const { return extent_.size_bytes; }
+uint64_t TieredArray::staging_bytes() const {
+  return extent_.size_bytes;
+}
 
 void TieredArray::disk_blocks(int64_t a, int64_t b, uint64_t& first_byte,
                               uint64_t& end_byte) const {
@@ -78,7 +87,8 @@ void TieredArray::disk_blocks(int64_t a, int64_t b, uint64_t& first_byte,
 void TieredArray::fill_stored(const void* src) {
   const uint64_t es = dtype_size(stored_);
   const auto* bytes = static_cast<const uint8_t*>(src);
-  if (split_.gpu > 0) convert_to_f32(stored_, bytes, gpu_.as<float>(), static_cast<size_t>(split_.gpu));
+  if (split_.gpu > 0)
+    convert_to_f32(stored_, bytes, gpu_.as<float>(), static_cast<size_t>(split_.gpu));
   if (split_.cpu > 0) {
     std::memcpy(cpu_.data(), bytes + split_.gpu * es, static_cast<size_t>(split_.cpu) * es);
   }
@@ -148,11 +158,13 @@ void TieredArray::store(const float* src, int64_t begin, int64_t end, HostBuffer
   if (begin < g) {
     const int64_t e = std::min(end, g);
     std::memcpy(gpu_.as<float>() + begin, src + begin, static_cast<size_t>(e - begin) * 4);
-    counters_.bytes_written[static_cast<size_t>(Tier::kGpu)] += static_cast<uint64_t>(e - begin) * 4;
+    counters_.bytes_written[static_cast<size_t>(Tier::kGpu)] +=
+        static_cast<uint64_t>(e - begin) * 4;
   }
   if (end > g && begin < g + c) {
     const int64_t b = std::max(begin, g), e = std::min(end, g + c);
-    convert_from_f32(stored_, src + b, cpu_.as<uint8_t>() + (b - g) * es, static_cast<size_t>(e - b));
+    convert_from_f32(stored_, src + b, cpu_.as<uint8_t>() + (b - g) * es,
+                     static_cast<size_t>(e - b));
     counters_.bytes_written[static_cast<size_t>(Tier::kCpu)] += static_cast<uint64_t>(e - b) * es;
   }
   if (end > g + c) {

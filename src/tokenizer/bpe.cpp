@@ -46,7 +46,9 @@ struct Candidate {
 
 }  // namespace
 
-char32_t byte_to_unicode(uint8_t byte) { return byte_map().to_unicode[byte]; }
+char32_t byte_to_unicode(uint8_t byte) {
+  return byte_map().to_unicode[byte];
+}
 
 int unicode_to_byte(char32_t c) {
   if (c < 256 && is_printable_byte(static_cast<int>(c))) return static_cast<int>(c);

@@ -109,7 +109,9 @@ size_t piece_end(std::string_view s, size_t i, const std::array<CharClass, 0x100
 
 }  // namespace
 
-CharClass char_class(char32_t c) { return c < 0x10000 ? bmp_classes()[c] : classify(c); }
+CharClass char_class(char32_t c) {
+  return c < 0x10000 ? bmp_classes()[c] : classify(c);
+}
 
 void split_gpt2(std::string_view text, std::vector<std::string_view>& pieces) {
   const auto& bmp = bmp_classes();

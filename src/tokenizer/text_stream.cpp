@@ -32,7 +32,8 @@ std::string TextStream::finish() {
 bool StopWatcher::push(int32_t id) {
   if (stopped()) return true;
   const size_t old_size = bytes_.size();
-  if (tokenizer_->contains(id) && !tokenizer_->is_special(id)) bytes_ += tokenizer_->token_bytes(id);
+  if (tokenizer_->contains(id) && !tokenizer_->is_special(id))
+    bytes_ += tokenizer_->token_bytes(id);
   ends_.push_back(bytes_.size());
   // Nothing matched before, so a match must end in the new bytes.
   for (const std::string& stop : *stops_) {

@@ -64,10 +64,13 @@ Tokenizer::Tokenizer(const TokenizerSpec& spec)
     split_tokens_.push_back(t);
   }
   // At one position the longest added token wins ("<|endoftext|>" over "<|").
-  std::stable_sort(split_tokens_.begin(), split_tokens_.end(),
-                   [](const auto& a, const auto& b) { return a.content.size() > b.content.size(); });
-  for (int32_t id : prefix_ids_) STRATA_INPUT_CHECK(contains(id), "prefix token ", id, " is unknown");
-  for (int32_t id : suffix_ids_) STRATA_INPUT_CHECK(contains(id), "suffix token ", id, " is unknown");
+  std::stable_sort(split_tokens_.begin(), split_tokens_.end(), [](const auto& a, const auto& b) {
+    return a.content.size() > b.content.size();
+  });
+  for (int32_t id : prefix_ids_)
+    STRATA_INPUT_CHECK(contains(id), "prefix token ", id, " is unknown");
+  for (int32_t id : suffix_ids_)
+    STRATA_INPUT_CHECK(contains(id), "suffix token ", id, " is unknown");
   std::array<int32_t, 256> byte_ids;
   for (int b = 0; b < 256; ++b) {
     const auto it = spec.vocab.find(bytes_to_token_text(std::string(1, static_cast<char>(b))));
@@ -145,7 +148,9 @@ bool Tokenizer::contains(int32_t id) const {
   return id >= 0 && id < size() && kind_[id] != kUnused;
 }
 
-bool Tokenizer::is_special(int32_t id) const { return contains(id) && kind_[id] == kSpecial; }
+bool Tokenizer::is_special(int32_t id) const {
+  return contains(id) && kind_[id] == kSpecial;
+}
 
 const std::string& Tokenizer::token_bytes(int32_t id) const {
   STRATA_INPUT_CHECK(contains(id), "token id ", id, " is not in the tokenizer's vocabulary");

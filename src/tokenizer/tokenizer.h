@@ -71,8 +71,8 @@ class Tokenizer {
   struct Encoder;  // the BPE with its cache and the lock that guards it
   void encode_text(std::string_view text, std::vector<int32_t>& out) const;
 
-  std::vector<std::string> bytes_;  // by id
-  std::vector<uint8_t> kind_;       // by id: 0 unused, 1 normal, 2 special
+  std::vector<std::string> bytes_;        // by id
+  std::vector<uint8_t> kind_;             // by id: 0 unused, 1 normal, 2 special
   std::vector<AddedToken> split_tokens_;  // recognised in the text, longest first
   std::vector<int32_t> prefix_ids_, suffix_ids_;
   bool add_prefix_space_ = false;

@@ -59,9 +59,9 @@ void read_vocab_object(const json& vocab, const std::string& where, TokenizerSpe
   STRATA_INPUT_CHECK(vocab.is_object(), where, ": the vocabulary is not a JSON object");
   spec.vocab.reserve(vocab.size());
   for (const auto& [text, id] : vocab.items()) {
-    STRATA_INPUT_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0 &&
-                           id.get<int64_t>() < INT32_MAX,
-                       where, ": token '", text, "' has no valid id");
+    STRATA_INPUT_CHECK(
+        id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < INT32_MAX, where,
+        ": token '", text, "' has no valid id");
     spec.vocab.emplace(text, id.get<int32_t>());
   }
 }
@@ -77,7 +77,8 @@ void read_merges_txt(const fs::path& path, TokenizerSpec& spec) {
     STRATA_INPUT_CHECK(space != std::string::npos && space > 0 && space + 1 < line.size() &&
                            line.find(' ', space + 1) == std::string::npos,
                        where, ": expected two tokens separated by one space");
-    spec.merges.push_back(resolve_merge(spec, line.substr(0, space), line.substr(space + 1), where));
+    spec.merges.push_back(
+        resolve_merge(spec, line.substr(0, space), line.substr(space + 1), where));
   }
 }
 
@@ -153,7 +154,8 @@ void read_tokenizer_json(const json& j, const std::string& where, TokenizerSpec&
       const std::string text = m.get<std::string>();
       const size_t space = text.find(' ');
       STRATA_INPUT_CHECK(space != std::string::npos, where, ": merge '", text, "' has no space");
-      spec.merges.push_back(resolve_merge(spec, text.substr(0, space), text.substr(space + 1), where));
+      spec.merges.push_back(
+          resolve_merge(spec, text.substr(0, space), text.substr(space + 1), where));
     }
   }
   if (j.contains("added_tokens")) {
