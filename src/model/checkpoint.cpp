@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/json_file.h"
 #include "model/weight_source.h"
 
 namespace strata {
@@ -62,13 +63,7 @@ class CheckpointSource : public WeightSource {
 
  private:
   void open_index(const fs::path& root, const std::string& index_path) {
-    std::ifstream in(index_path);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw_input(index_path + ": not JSON (" + e.what() + ")");
-    }
+    const nlohmann::json j = read_json_file(index_path, "safetensors index");
     STRATA_INPUT_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
                        index_path, ": missing field 'weight_map'");
     std::map<std::string, const SafetensorsFile*> by_file;

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_file.h"
 
 namespace strata {
 
@@ -86,15 +87,7 @@ OptConfig parse_opt_config(const nlohmann::json& j, const std::string& src) {
 }
 
 OptConfig load_opt_config(const std::string& path) {
-  std::ifstream in(path);
-  STRATA_INPUT_CHECK(in.good(), path, ": cannot open");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw_input(path + ": not JSON (" + e.what() + ")");
-  }
-  return parse_opt_config(j, path);
+  return parse_opt_config(read_json_file(path, "config.json"), path);
 }
 
 std::vector<TensorSpec> opt_layer_tensor_specs(const OptConfig& c, int64_t layer) {

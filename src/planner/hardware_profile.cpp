@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/json_file.h"
 
 namespace strata {
 namespace {
@@ -153,15 +154,7 @@ HardwareProfile HardwareProfile::from_json(const nlohmann::json& j, const std::s
 }
 
 HardwareProfile HardwareProfile::load(const std::string& path) {
-  std::ifstream in(path);
-  STRATA_INPUT_CHECK(in.good(), path, ": cannot open hardware profile");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw_input(path + ": not JSON (" + e.what() + ")");
-  }
-  return from_json(j, path);
+  return from_json(read_json_file(path, "hardware profile"), path);
 }
 
 }  // namespace strata

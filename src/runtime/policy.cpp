@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_file.h"
 
 namespace strata {
 
@@ -95,14 +96,7 @@ Policy Policy::from_json(const nlohmann::json& j, const std::string& source) {
 }
 
 Policy Policy::load(const std::string& path) {
-  std::ifstream in(path);
-  STRATA_INPUT_CHECK(in.good(), path, ": cannot open policy file");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw_input(path + ": not JSON (" + e.what() + ")");
-  }
+  nlohmann::json j = read_json_file(path, "policy file");
   // `strata plan --json` wraps the policy in {"policy": ...}; accept both.
   if (j.is_object() && j.contains("policy") && j["policy"].is_object()) j = j["policy"];
   return from_json(j, path);
