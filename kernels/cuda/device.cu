@@ -1,14 +1,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include "core/error.h"
+#include "kernels/cuda/check.cuh"
 #include "kernels/cuda/launchers.h"
-
-#define STRATA_CUDA_CHECK(call)                                                     \
-  do {                                                                              \
-    cudaError_t status_ = (call);                                                   \
-    STRATA_CHECK(status_ == cudaSuccess, #call, ": ", cudaGetErrorString(status_)); \
-  } while (0)
 
 namespace strata::cuda {
 namespace {
@@ -36,17 +30,12 @@ std::string device_name(int device) {
 }
 
 void fp16_to_fp32_roundtrip(const uint16_t* host_src, float* host_dst, size_t n) {
-  __half* src = nullptr;
-  float* dst = nullptr;
-  STRATA_CUDA_CHECK(cudaMalloc(&src, n * sizeof(__half)));
-  STRATA_CUDA_CHECK(cudaMalloc(&dst, n * sizeof(float)));
-  STRATA_CUDA_CHECK(cudaMemcpy(src, host_src, n * 2, cudaMemcpyHostToDevice));
-  const unsigned blocks = static_cast<unsigned>((n + 255) / 256);
-  fp16_to_fp32_kernel<<<blocks, 256>>>(src, dst, n);
-  STRATA_CUDA_CHECK(cudaGetLastError());
-  STRATA_CUDA_CHECK(cudaMemcpy(host_dst, dst, n * 4, cudaMemcpyDeviceToHost));
-  STRATA_CUDA_CHECK(cudaFree(src));
-  STRATA_CUDA_CHECK(cudaFree(dst));
+  DeviceBuffer src(n * sizeof(__half)), dst(n * sizeof(float));
+  STRATA_CUDA_CHECK(cudaMemcpy(src.data(), host_src, n * 2, cudaMemcpyHostToDevice));
+  fp16_to_fp32_kernel<<<blocks_for(static_cast<int64_t>(n), 256), 256>>>(src.as<__half>(),
+                                                                         dst.as<float>(), n);
+  STRATA_CUDA_CHECK_LAUNCH();
+  STRATA_CUDA_CHECK(cudaMemcpy(host_dst, dst.data(), n * 4, cudaMemcpyDeviceToHost));
 }
 
 }  // namespace strata::cuda

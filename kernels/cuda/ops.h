@@ -1,0 +1,109 @@
+// Host-callable launchers of the CUDA kernels, all async on the stream they are given. Matrices
+// are row-major as in kernels/cpu/ops.h; a weight is [out, in]. Tensors are fp16 (Fp16 holds the
+// bits) and math accumulates in fp32; logits are fp32. No CUDA header leaks from here.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cuda/runtime.h"
+
+namespace strata::cuda {
+
+using Fp16 = uint16_t;  // IEEE half bits in device memory
+
+inline constexpr float kLayerNormEps = 1e-5f;
+inline constexpr int kPositionOffset = 2;  // OPT's learned positions start at row 2
+
+// A cuBLAS handle bound to one stream at a time.
+class Blas {
+ public:
+  Blas();
+  ~Blas();
+  Blas(const Blas&) = delete;
+  Blas& operator=(const Blas&) = delete;
+  void* handle() const { return handle_; }
+
+ private:
+  void* handle_ = nullptr;
+};
+
+enum class Activation { kNone, kRelu, kGelu };  // GELU is the exact (erf) one, as HF's "gelu"
+
+// y[m, n] = act(x[m, k] * w[n, k]^T + bias[n]); bias may be null. cuBLAS, fp32 accumulation.
+void linear(Blas& blas, const Fp16* x, const Fp16* w, const Fp16* bias, Fp16* y, int64_t m,
+            int64_t n, int64_t k, Activation act, const Stream& stream);
+// The same with fp32 output (the LM head's logits), no activation.
+void linear(Blas& blas, const Fp16* x, const Fp16* w, const Fp16* bias, float* y, int64_t m,
+            int64_t n, int64_t k, const Stream& stream);
+// y[m, n] = act(y + bias[n]) in place; bias may be null.
+void bias_activation(Fp16* y, const Fp16* bias, int64_t m, int64_t n, Activation act,
+                     const Stream& stream);
+
+void layer_norm(const Fp16* x, const Fp16* gamma, const Fp16* beta, Fp16* y, int64_t rows,
+                int64_t dim, float eps, const Stream& stream);
+void add_inplace(Fp16* y, const Fp16* x, int64_t n, const Stream& stream);
+void convert(const float* src, Fp16* dst, int64_t n, const Stream& stream);
+void convert(const Fp16* src, float* dst, int64_t n, const Stream& stream);
+
+// OPT embedding of `rows` tokens in n_seqs sequences; all int32 arrays are in device memory.
+// Sequence s owns rows [row_offsets[s], row_offsets[s + 1]); its first pad_left[s] rows are left
+// padding (written as zeros); the others continue it after starts[s] cached tokens, so row i's
+// position id is starts[s] + (i - pad_left[s]) + kPositionOffset. pad_left may be null.
+// out[r] = (token_table ? token_table[tokens[r]] : out[r]) + position_table[position] - with
+// token_table null this adds positions after OPT-350m's project_in.
+void embed(const Fp16* token_table, const Fp16* position_table, const int32_t* tokens,
+           const int32_t* row_offsets, const int32_t* starts, const int32_t* pad_left,
+           int64_t n_seqs, int64_t rows, int64_t dim, Fp16* out, const Stream& stream);
+
+// Causal prefill attention, flash style (online softmax over key tiles). n_seqs sequences, each
+// with queries at positions [start, start + n_new) and keys / values at [0, start + n_new); q, k,
+// v rows have strides ld_q / ld_kv, sequences seq_stride_q / seq_stride_kv elements apart; head h
+// is columns [h * head_dim, (h + 1) * head_dim); out has q's layout. q is already scaled by
+// 1 / sqrt(head_dim). key_begin (device, may be null) masks keys below key_begin[s] (left
+// padding); queries below it get zeros. head_dim <= 128.
+void attention_prefill(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const Fp16* k,
+                       const Fp16* v, int64_t ld_kv, int64_t seq_stride_kv, Fp16* out,
+                       int64_t start, int64_t n_new, int64_t n_seqs, int64_t n_heads,
+                       int64_t head_dim, const int32_t* key_begin, const Stream& stream);
+
+// One query per sequence against its KV cache: sequence s attends to keys [key_begin[s],
+// lengths[s]) (device arrays; key_begin may be null), max_len >= every length. q / out row s at
+// s * ld_q / s * ld_out; cache row j of sequence s at s * seq_stride_kv + j * ld_kv. Long
+// contexts split over blocks and are combined; the workspace holds the partial results.
+size_t attention_decode_workspace_bytes(int64_t n_seqs, int64_t n_heads, int64_t head_dim,
+                                        int64_t max_len);
+void attention_decode(const Fp16* q, int64_t ld_q, const Fp16* k_cache, const Fp16* v_cache,
+                      int64_t ld_kv, int64_t seq_stride_kv, const int32_t* lengths,
+                      const int32_t* key_begin, int64_t max_len, Fp16* out, int64_t ld_out,
+                      int64_t n_seqs, int64_t n_heads, int64_t head_dim, void* workspace,
+                      size_t workspace_bytes, const Stream& stream);
+
+// Row-wise log-softmax of fp32 logits [rows, n].
+void log_softmax(const float* logits, float* out, int64_t rows, int64_t n, const Stream& stream);
+// tokens[r] = first index of the maximum of row r (as torch.argmax).
+void argmax(const float* logits, int64_t rows, int64_t n, int32_t* tokens, const Stream& stream);
+// tokens[r] = the token whose interval of the cumulative softmax(logits / temperature) holds
+// uniforms[r] in [0, 1) (device array, drawn on the host from the sequence's seeded stream).
+void sample_temperature(const float* logits, int64_t rows, int64_t n, float temperature,
+                        const float* uniforms, int32_t* tokens, const Stream& stream);
+
+// Group-wise dequantisation (kernels/quant_format.h), bit for bit as kernels/cpu/quant.cpp:
+// n contiguous values in groups of group_len...
+void dequantize(int bits, const void* groups, int64_t n, int64_t group_len, float* dst,
+                const Stream& stream);
+void dequantize(int bits, const void* groups, int64_t n, int64_t group_len, Fp16* dst,
+                const Stream& stream);
+// ...and a [rows, cols] matrix grouped along rows (quantize_matrix's layout).
+void dequantize_matrix(int bits, const void* groups, int64_t rows, int64_t cols, float* dst,
+                       const Stream& stream);
+void dequantize_matrix(int bits, const void* groups, int64_t rows, int64_t cols, Fp16* dst,
+                       const Stream& stream);
+
+// y[m, n] = x[m, k] * w^T + bias with w a 4-bit [n, k] matrix in quantize_matrix's layout,
+// decoded on the fly (decode-time batches: it streams the weight once for all m rows).
+inline constexpr int64_t kQ4LinearMaxRows = 16;
+void q4_linear(const Fp16* x, const void* w_groups, const Fp16* bias, Fp16* y, int64_t m, int64_t n,
+               int64_t k, const Stream& stream);
+
+}  // namespace strata::cuda

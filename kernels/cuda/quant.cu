@@ -1,0 +1,164 @@
+// Group-wise dequantisation, decoding with quant_decode() from kernels/quant_format.h so the
+// fp32 results match kernels/cpu/quant.cpp bit for bit, and a fused 4-bit GEMV / small GEMM.
+#include <cuda_fp16.h>
+
+#include <climits>
+
+#include "kernels/cuda/check.cuh"
+#include "kernels/cuda/ops.h"
+#include "kernels/quant_format.h"
+
+namespace strata::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ void store(float* p, int64_t i, float v) {
+  p[i] = v;
+}
+__device__ __forceinline__ void store(Fp16* p, int64_t i, float v) {
+  reinterpret_cast<__half*>(p)[i] = __float2half_rn(v);
+}
+
+template <int Bits>
+__device__ __forceinline__ float decode(const QuantGroup<Bits>& g, int e) {
+  const float scale = __half2float(__ushort_as_half(g.scale));
+  const float min = __half2float(__ushort_as_half(g.min));
+  return quant_decode(quant_code(g, e), scale, min);
+}
+
+template <int Bits, typename T>
+__global__ void dequantize_kernel(const QuantGroup<Bits>* groups, int64_t n, int64_t group_len,
+                                  T* dst) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    store(dst, i, decode(groups[i / group_len], static_cast<int>(i % group_len)));
+  }
+}
+
+// Element (r, c) lives in group c * per_col + r / 64; threads run along c so writes coalesce.
+template <int Bits, typename T>
+__global__ void dequantize_matrix_kernel(const QuantGroup<Bits>* groups, int64_t rows, int64_t cols,
+                                         T* dst) {
+  const int64_t per_col = (rows + kQuantGroup - 1) / kQuantGroup, total = rows * cols;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / cols, c = i % cols;
+    store(dst, i, decode(groups[c * per_col + r / kQuantGroup], static_cast<int>(r % kQuantGroup)));
+  }
+}
+
+unsigned grid_for(int64_t n) {
+  return static_cast<unsigned>(std::min<int64_t>((n + kThreads - 1) / kThreads, 65536));
+}
+
+template <typename T>
+void dequantize_t(int bits, const void* groups, int64_t n, int64_t group_len, T* dst,
+                  const Stream& stream) {
+  STRATA_CHECK(bits == 4 || bits == 8, "quantisation bits must be 4 or 8, got ", bits);
+  STRATA_CHECK(group_len >= 1 && group_len <= kQuantGroup, "quantisation group of ", group_len);
+  if (n == 0) return;
+  if (bits == 4) {
+    dequantize_kernel<<<grid_for(n), kThreads, 0, native(stream)>>>(
+        static_cast<const Q4Group*>(groups), n, group_len, dst);
+  } else {
+    dequantize_kernel<<<grid_for(n), kThreads, 0, native(stream)>>>(
+        static_cast<const Q8Group*>(groups), n, group_len, dst);
+  }
+  STRATA_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void dequantize_matrix_t(int bits, const void* groups, int64_t rows, int64_t cols, T* dst,
+                         const Stream& stream) {
+  STRATA_CHECK(bits == 4 || bits == 8, "quantisation bits must be 4 or 8, got ", bits);
+  if (rows * cols == 0) return;
+  if (bits == 4) {
+    dequantize_matrix_kernel<<<grid_for(rows * cols), kThreads, 0, native(stream)>>>(
+        static_cast<const Q4Group*>(groups), rows, cols, dst);
+  } else {
+    dequantize_matrix_kernel<<<grid_for(rows * cols), kThreads, 0, native(stream)>>>(
+        static_cast<const Q8Group*>(groups), rows, cols, dst);
+  }
+  STRATA_CUDA_CHECK_LAUNCH();
+}
+
+// A block owns one group row (64 outputs); its threads are 64 outputs x kSlices strided slices of
+// the inputs, reduced through shared memory. Groups (i, j) of one warp are the same 36 bytes.
+constexpr int kSlices = kThreads / kQuantGroup;
+
+template <int M>
+__global__ void q4_linear_kernel(const Fp16* x, const Q4Group* w, const Fp16* bias, Fp16* y, int m,
+                                 int64_t n, int64_t k) {
+  __shared__ float partial[kSlices][M][kQuantGroup];
+  const int e = threadIdx.x % kQuantGroup, slice = threadIdx.x / kQuantGroup;
+  const int64_t j = blockIdx.x, o = j * kQuantGroup + e;
+  const int64_t per_col = (n + kQuantGroup - 1) / kQuantGroup;
+  const __half* xh = reinterpret_cast<const __half*>(x);
+  float acc[M];
+#pragma unroll
+  for (int r = 0; r < M; ++r) acc[r] = 0;
+  for (int64_t i = slice; i < k; i += kSlices) {
+    const float wv = decode(w[i * per_col + j], e);
+#pragma unroll
+    for (int r = 0; r < M; ++r) {
+      if (r < m) acc[r] += __half2float(xh[r * k + i]) * wv;
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < M; ++r) partial[slice][r][e] = acc[r];
+  __syncthreads();
+  if (slice != 0 || o >= n) return;
+  const float b = bias ? __half2float(reinterpret_cast<const __half*>(bias)[o]) : 0.0f;
+  for (int r = 0; r < m; ++r) {
+    float sum = b;
+#pragma unroll
+    for (int s = 0; s < kSlices; ++s) sum += partial[s][r][e];
+    store(y, r * n + o, sum);
+  }
+}
+
+}  // namespace
+
+void dequantize(int bits, const void* groups, int64_t n, int64_t group_len, float* dst,
+                const Stream& stream) {
+  dequantize_t(bits, groups, n, group_len, dst, stream);
+}
+
+void dequantize(int bits, const void* groups, int64_t n, int64_t group_len, Fp16* dst,
+                const Stream& stream) {
+  dequantize_t(bits, groups, n, group_len, dst, stream);
+}
+
+void dequantize_matrix(int bits, const void* groups, int64_t rows, int64_t cols, float* dst,
+                       const Stream& stream) {
+  dequantize_matrix_t(bits, groups, rows, cols, dst, stream);
+}
+
+void dequantize_matrix(int bits, const void* groups, int64_t rows, int64_t cols, Fp16* dst,
+                       const Stream& stream) {
+  dequantize_matrix_t(bits, groups, rows, cols, dst, stream);
+}
+
+void q4_linear(const Fp16* x, const void* w_groups, const Fp16* bias, Fp16* y, int64_t m, int64_t n,
+               int64_t k, const Stream& stream) {
+  STRATA_CHECK(m >= 0 && m <= kQ4LinearMaxRows, "q4_linear takes at most ", kQ4LinearMaxRows,
+               " rows, got ", m);
+  if (m == 0 || n == 0) return;
+  const auto* w = static_cast<const Q4Group*>(w_groups);
+  const unsigned grid = static_cast<unsigned>((n + kQuantGroup - 1) / kQuantGroup);
+  const int rows = static_cast<int>(m);
+  auto s = native(stream);
+  if (m <= 1) {
+    q4_linear_kernel<1><<<grid, kThreads, 0, s>>>(x, w, bias, y, rows, n, k);
+  } else if (m <= 4) {
+    q4_linear_kernel<4><<<grid, kThreads, 0, s>>>(x, w, bias, y, rows, n, k);
+  } else if (m <= 8) {
+    q4_linear_kernel<8><<<grid, kThreads, 0, s>>>(x, w, bias, y, rows, n, k);
+  } else {
+    q4_linear_kernel<16><<<grid, kThreads, 0, s>>>(x, w, bias, y, rows, n, k);
+  }
+  STRATA_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace strata::cuda

@@ -1,0 +1,182 @@
+#include <cuda_runtime.h>
+
+#include <utility>
+
+#include "kernels/cuda/check.cuh"
+#include "kernels/cuda/runtime.h"
+
+namespace strata::cuda {
+
+Stream::Stream() {
+  cudaStream_t s = nullptr;
+  STRATA_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  handle_ = s;
+}
+
+Stream::~Stream() {
+  if (handle_) cudaStreamDestroy(static_cast<cudaStream_t>(handle_));
+}
+
+Stream::Stream(Stream&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+
+Stream& Stream::operator=(Stream&& other) noexcept {
+  std::swap(handle_, other.handle_);
+  return *this;
+}
+
+void Stream::synchronize() const {
+  STRATA_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(handle_)));
+}
+
+Event::Event(bool timing) {
+  cudaEvent_t e = nullptr;
+  STRATA_CUDA_CHECK(
+      cudaEventCreateWithFlags(&e, timing ? cudaEventDefault : cudaEventDisableTiming));
+  handle_ = e;
+}
+
+Event::~Event() {
+  if (handle_) cudaEventDestroy(static_cast<cudaEvent_t>(handle_));
+}
+
+Event::Event(Event&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+
+Event& Event::operator=(Event&& other) noexcept {
+  std::swap(handle_, other.handle_);
+  return *this;
+}
+
+void Event::record(const Stream& stream) {
+  STRATA_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(handle_), native(stream)));
+}
+
+void Event::wait(const Stream& stream) const {
+  STRATA_CUDA_CHECK(cudaStreamWaitEvent(native(stream), static_cast<cudaEvent_t>(handle_), 0));
+}
+
+void Event::synchronize() const {
+  STRATA_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(handle_)));
+}
+
+bool Event::done() const {
+  const cudaError_t status = cudaEventQuery(static_cast<cudaEvent_t>(handle_));
+  if (status == cudaErrorNotReady) {
+    cudaGetLastError();  // not an error: clear it
+    return false;
+  }
+  STRATA_CUDA_CHECK(status);
+  return true;
+}
+
+float Event::elapsed_ms(const Event& start) const {
+  float ms = 0;
+  STRATA_CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start.handle_),
+                                         static_cast<cudaEvent_t>(handle_)));
+  return ms;
+}
+
+DeviceBuffer::DeviceBuffer(size_t size_bytes) : size_bytes_(size_bytes) {
+  if (size_bytes > 0) STRATA_CUDA_CHECK(cudaMalloc(&data_, size_bytes));
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  if (data_) cudaFree(data_);
+}
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)),
+      size_bytes_(std::exchange(other.size_bytes_, 0)) {}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
+  std::swap(data_, other.data_);
+  std::swap(size_bytes_, other.size_bytes_);
+  return *this;
+}
+
+Block::~Block() {
+  reset();
+}
+
+Block::Block(Block&& other) noexcept
+    : owner_(std::exchange(other.owner_, nullptr)),
+      offset_(other.offset_),
+      data_(std::exchange(other.data_, nullptr)),
+      size_bytes_(std::exchange(other.size_bytes_, 0)) {}
+
+Block& Block::operator=(Block&& other) noexcept {
+  if (this != &other) {
+    reset();
+    owner_ = std::exchange(other.owner_, nullptr);
+    offset_ = other.offset_;
+    data_ = std::exchange(other.data_, nullptr);
+    size_bytes_ = std::exchange(other.size_bytes_, 0);
+  }
+  return *this;
+}
+
+void Block::reset() {
+  if (owner_) owner_->release(offset_);
+  owner_ = nullptr;
+  data_ = nullptr;
+  size_bytes_ = 0;
+}
+
+DevicePool::DevicePool(size_t cap_bytes)
+    : memory_(cap_bytes / RangeAllocator::kAlign * RangeAllocator::kAlign), ranges_(cap_bytes) {}
+
+Block DevicePool::allocate(size_t size_bytes) {
+  const auto offset = ranges_.allocate(size_bytes);
+  STRATA_CHECK(offset.has_value(), "GPU memory pool: ", size_bytes, " bytes requested, ",
+               ranges_.used_bytes(), " of ", ranges_.capacity_bytes(), " in use, largest free ",
+               ranges_.largest_free_bytes(), " (raise --gpu-mem or lower the policy's GPU share)");
+  return Block(&ranges_, *offset, static_cast<char*>(memory_.data()) + *offset, size_bytes);
+}
+
+PinnedArena::PinnedArena(size_t size_bytes) : ranges_(size_bytes) {
+  if (ranges_.capacity_bytes() > 0) {
+    STRATA_CUDA_CHECK(cudaHostAlloc(&memory_, ranges_.capacity_bytes(), cudaHostAllocPortable));
+  }
+}
+
+PinnedArena::~PinnedArena() {
+  if (memory_) cudaFreeHost(memory_);
+}
+
+Block PinnedArena::allocate(size_t size_bytes) {
+  const auto offset = ranges_.allocate(size_bytes);
+  STRATA_CHECK(offset.has_value(), "pinned host arena: ", size_bytes, " bytes requested, ",
+               ranges_.used_bytes(), " of ", ranges_.capacity_bytes(), " in use");
+  return Block(&ranges_, *offset, static_cast<char*>(memory_) + *offset, size_bytes);
+}
+
+void copy_h2d(void* dst, const void* src, size_t bytes, const Stream& stream) {
+  STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, native(stream)));
+}
+
+void copy_d2h(void* dst, const void* src, size_t bytes, const Stream& stream) {
+  STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, native(stream)));
+}
+
+void copy_d2d(void* dst, const void* src, size_t bytes, const Stream& stream) {
+  STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, native(stream)));
+}
+
+void fill_bytes(void* dst, int value, size_t bytes, const Stream& stream) {
+  STRATA_CUDA_CHECK(cudaMemsetAsync(dst, value, bytes, native(stream)));
+}
+
+void set_device(int device) {
+  STRATA_CUDA_CHECK(cudaSetDevice(device));
+}
+
+void device_synchronize() {
+  STRATA_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+size_t device_free_bytes() {
+  size_t free_bytes = 0, total_bytes = 0;
+  STRATA_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return free_bytes;
+}
+
+}  // namespace strata::cuda
