@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "parallel/world.h"
 
 namespace {
 
@@ -48,9 +49,14 @@ int main(int argc, char** argv) {
   try {
     return it->second.first(argc - 1, argv + 1);
   } catch (const strata::Error& e) {
+    // Under mpirun a failing rank ends the whole job, naming itself.
+    strata::parallel::abort_job_if_parallel(e.exit_status(),
+                                            std::string(argv[1]) + ": " + e.what());
     std::fprintf(stderr, "strata %s: error: %s\n", argv[1], e.what());
     return e.exit_status();
   } catch (const std::exception& e) {
+    strata::parallel::abort_job_if_parallel(strata::kExitInternal,
+                                            std::string(argv[1]) + ": " + e.what());
     std::fprintf(stderr, "strata %s: internal error: %s [%s]\n", argv[1], e.what(),
                  strata::process_location().c_str());
     return strata::kExitInternal;
