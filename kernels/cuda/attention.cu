@@ -1,0 +1,291 @@
+// Attention on fp16 q / k / v with fp32 softmax and accumulation. Prefill is flash style: a block
+// owns a tile of queries of one head and streams key / value tiles through shared memory with an
+// online softmax, so the score matrix never exists. Decode splits each sequence's cache over
+// blocks (long contexts still fill the GPU) and combines the partial softmaxes afterwards.
+#include <cuda_fp16.h>
+
+#include <climits>
+
+#include "kernels/cuda/check.cuh"
+#include "kernels/cuda/ops.h"
+#include "kernels/cuda/reduce.cuh"
+
+namespace strata::cuda {
+namespace {
+
+constexpr int kMaxHeadDim = 128;
+constexpr int kPerLane = kMaxHeadDim / 32;  // head elements a lane owns: d = lane + 32 t
+
+__device__ __forceinline__ float h2f(const Fp16* p, int64_t i) {
+  return __half2float(reinterpret_cast<const __half*>(p)[i]);
+}
+
+// ---- prefill ----
+constexpr int kWarps = 4;
+constexpr int kQueriesPerWarp = 4;
+constexpr int kBlockQueries = kWarps * kQueriesPerWarp;
+constexpr int kTileKeys = 32;  // one key per lane when scoring
+
+__global__ void __launch_bounds__(kWarps * 32)
+    prefill_kernel(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const Fp16* k, const Fp16* v,
+                   int64_t ld_kv, int64_t seq_stride_kv, Fp16* out, int64_t start, int64_t n_new,
+                   int head_dim, const int32_t* key_begin) {
+  // K rows padded by one float so lane j reading row j hits distinct banks.
+  __shared__ float ks[kTileKeys][kMaxHeadDim + 1];
+  __shared__ float vs[kTileKeys][kMaxHeadDim];
+  __shared__ float qs[kBlockQueries][kMaxHeadDim];
+  __shared__ float ps[kWarps][kTileKeys];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t s = blockIdx.z, h = blockIdx.y,
+                q0 = static_cast<int64_t>(blockIdx.x) * kBlockQueries;
+  const int d_count = head_dim;
+  const Fp16* qb = q + s * seq_stride_q + h * head_dim;
+  const Fp16* kb = k + s * seq_stride_kv + h * head_dim;
+  const Fp16* vb = v + s * seq_stride_kv + h * head_dim;
+  const int64_t first_key = key_begin ? key_begin[s] : 0;
+  const int64_t q_end = min(q0 + kBlockQueries, n_new);
+  const int64_t last_key = start + q_end - 1;  // the block's last query sees keys up to here
+
+  for (int i = threadIdx.x; i < kBlockQueries * d_count; i += blockDim.x) {
+    const int r = i / d_count, d = i % d_count;
+    qs[r][d] = q0 + r < n_new ? h2f(qb, (q0 + r) * ld_q + d) : 0.0f;
+  }
+  float m[kQueriesPerWarp], l[kQueriesPerWarp], acc[kQueriesPerWarp][kPerLane];
+#pragma unroll
+  for (int qi = 0; qi < kQueriesPerWarp; ++qi) {
+    m[qi] = -INFINITY;
+    l[qi] = 0;
+#pragma unroll
+    for (int t = 0; t < kPerLane; ++t) acc[qi][t] = 0;
+  }
+
+  for (int64_t tile = first_key / kTileKeys * kTileKeys; tile <= last_key; tile += kTileKeys) {
+    __syncthreads();  // the previous tile (and the q load) are done with shared memory
+    for (int i = threadIdx.x; i < kTileKeys * d_count; i += blockDim.x) {
+      const int j = i / d_count, d = i % d_count;
+      const int64_t key = tile + j;
+      const bool in = key <= last_key;
+      ks[j][d] = in ? h2f(kb, key * ld_kv + d) : 0.0f;
+      vs[j][d] = in ? h2f(vb, key * ld_kv + d) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int qi = 0; qi < kQueriesPerWarp; ++qi) {
+      const int r = warp * kQueriesPerWarp + qi;
+      const int64_t pos = start + q0 + r;
+      if (q0 + r >= n_new) continue;  // warp-uniform
+      const int64_t key = tile + lane;
+      const bool valid = key >= first_key && key <= pos;
+      float score = -INFINITY;
+      if (valid) {
+        score = 0;
+        for (int d = 0; d < d_count; ++d) score += qs[r][d] * ks[lane][d];
+      }
+      const float tile_max = warp_max(score);
+      if (tile_max == -INFINITY) continue;  // no visible key in this tile
+      const float m_new = fmaxf(m[qi], tile_max);
+      const float alpha = __expf(m[qi] - m_new);  // 0 while m is still -inf
+      const float p = valid ? __expf(score - m_new) : 0.0f;
+      l[qi] = l[qi] * alpha + warp_sum(p);
+      m[qi] = m_new;
+      ps[warp][lane] = p;
+      __syncwarp();
+#pragma unroll
+      for (int t = 0; t < kPerLane; ++t) {
+        const int d = lane + 32 * t;
+        if (d >= d_count) break;
+        float a = acc[qi][t] * alpha;
+        for (int j = 0; j < kTileKeys; ++j) a += ps[warp][j] * vs[j][d];
+        acc[qi][t] = a;
+      }
+      __syncwarp();
+    }
+  }
+#pragma unroll
+  for (int qi = 0; qi < kQueriesPerWarp; ++qi) {
+    const int64_t row = q0 + warp * kQueriesPerWarp + qi;
+    if (row >= n_new) continue;
+    // A left-padding query saw no key: zeros.
+    const float inv = l[qi] > 0 ? 1.0f / l[qi] : 0.0f;
+    __half* o = reinterpret_cast<__half*>(out + s * seq_stride_q + row * ld_q + h * head_dim);
+#pragma unroll
+    for (int t = 0; t < kPerLane; ++t) {
+      const int d = lane + 32 * t;
+      if (d < d_count) o[d] = __float2half_rn(acc[qi][t] * inv);
+    }
+  }
+}
+
+// ---- decode ----
+constexpr int kSplitKeys = 256;  // keys per block; more blocks for longer contexts
+constexpr int kDecodeWarps = 4;
+constexpr int kUnroll = 4;  // keys in flight per warp, for memory-level parallelism
+
+struct Partial {  // one (sequence, head, split)'s softmax state, in the workspace
+  float m, l;
+};
+
+__global__ void __launch_bounds__(kDecodeWarps * 32)
+    decode_kernel(const Fp16* q, int64_t ld_q, const Fp16* k_cache, const Fp16* v_cache,
+                  int64_t ld_kv, int64_t seq_stride_kv, const int32_t* lengths,
+                  const int32_t* key_begin, int head_dim, int n_splits, Partial* partials,
+                  float* partial_acc) {
+  __shared__ float wm[kDecodeWarps], wl[kDecodeWarps];
+  __shared__ float wacc[kDecodeWarps][kMaxHeadDim];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t split = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
+  const int64_t len = lengths[s], first = key_begin ? key_begin[s] : 0;
+  const int64_t begin = max(split * kSplitKeys, first), end = min((split + 1) * kSplitKeys, len);
+  const Fp16* kb = k_cache + s * seq_stride_kv + h * head_dim;
+  const Fp16* vb = v_cache + s * seq_stride_kv + h * head_dim;
+
+  float qr[kPerLane], acc[kPerLane];
+#pragma unroll
+  for (int t = 0; t < kPerLane; ++t) {
+    const int d = lane + 32 * t;
+    qr[t] = d < head_dim ? h2f(q, s * ld_q + h * head_dim + d) : 0.0f;
+    acc[t] = 0;
+  }
+  float m = -INFINITY, l = 0;
+  for (int64_t j0 = begin + warp; j0 < end; j0 += kDecodeWarps * kUnroll) {
+    float kr[kUnroll][kPerLane], vr[kUnroll][kPerLane], score[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t j = j0 + u * kDecodeWarps;
+#pragma unroll
+      for (int t = 0; t < kPerLane; ++t) {
+        const int d = lane + 32 * t;
+        const bool in = j < end && d < head_dim;
+        kr[u][t] = in ? h2f(kb, j * ld_kv + d) : 0.0f;
+        vr[u][t] = in ? h2f(vb, j * ld_kv + d) : 0.0f;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      float part = 0;
+#pragma unroll
+      for (int t = 0; t < kPerLane; ++t) part += qr[t] * kr[u][t];
+      score[u] = j0 + u * kDecodeWarps < end ? warp_sum(part) : -INFINITY;
+    }
+    float chunk_max = score[0];
+#pragma unroll
+    for (int u = 1; u < kUnroll; ++u) chunk_max = fmaxf(chunk_max, score[u]);
+    const float m_new = fmaxf(m, chunk_max);  // score[0] is always a real key
+    const float alpha = __expf(m - m_new);
+    l *= alpha;
+#pragma unroll
+    for (int t = 0; t < kPerLane; ++t) acc[t] *= alpha;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const float p = __expf(score[u] - m_new);  // 0 for keys past the end
+      l += p;
+#pragma unroll
+      for (int t = 0; t < kPerLane; ++t) acc[t] += p * vr[u][t];
+    }
+    m = m_new;
+  }
+  if (lane == 0) wm[warp] = m, wl[warp] = l;
+#pragma unroll
+  for (int t = 0; t < kPerLane; ++t) {
+    const int d = lane + 32 * t;
+    if (d < head_dim) wacc[warp][d] = acc[t];
+  }
+  __syncthreads();
+  float block_m = wm[0];
+  for (int w = 1; w < kDecodeWarps; ++w) block_m = fmaxf(block_m, wm[w]);
+  const int64_t slot = (s * gridDim.y + h) * n_splits + split;
+  float* acc_out = partial_acc + slot * head_dim;
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float a = 0;
+    for (int w = 0; w < kDecodeWarps; ++w) {
+      if (wm[w] != -INFINITY) a += wacc[w][d] * __expf(wm[w] - block_m);
+    }
+    acc_out[d] = a;
+  }
+  if (threadIdx.x == 0) {
+    float block_l = 0;
+    for (int w = 0; w < kDecodeWarps; ++w) {
+      if (wm[w] != -INFINITY) block_l += wl[w] * __expf(wm[w] - block_m);
+    }
+    partials[slot] = {block_m, block_l};
+  }
+}
+
+__global__ void decode_combine_kernel(const Partial* partials, const float* partial_acc,
+                                      int head_dim, int n_splits, Fp16* out, int64_t ld_out) {
+  const int64_t h = blockIdx.x, s = blockIdx.y;
+  const int64_t base = (s * gridDim.x + h) * n_splits;
+  float m = -INFINITY;
+  for (int i = 0; i < n_splits; ++i) m = fmaxf(m, partials[base + i].m);
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float l = 0, a = 0;
+    for (int i = 0; i < n_splits; ++i) {
+      const Partial p = partials[base + i];
+      if (p.m == -INFINITY) continue;  // a split with no keys
+      const float w = __expf(p.m - m);
+      l += p.l * w;
+      a += partial_acc[(base + i) * head_dim + d] * w;
+    }
+    reinterpret_cast<__half*>(out)[s * ld_out + h * head_dim + d] =
+        __float2half_rn(l > 0 ? a / l : 0.0f);
+  }
+}
+
+int64_t decode_splits(int64_t max_len) {
+  return std::max<int64_t>(1, (max_len + kSplitKeys - 1) / kSplitKeys);
+}
+
+}  // namespace
+
+void attention_prefill(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const Fp16* k,
+                       const Fp16* v, int64_t ld_kv, int64_t seq_stride_kv, Fp16* out,
+                       int64_t start, int64_t n_new, int64_t n_seqs, int64_t n_heads,
+                       int64_t head_dim, const int32_t* key_begin, const Stream& stream) {
+  STRATA_CHECK(head_dim >= 1 && head_dim <= kMaxHeadDim, "attention head_dim ", head_dim,
+               " (at most ", kMaxHeadDim, ")");
+  STRATA_CHECK(n_heads <= 65535 && n_seqs <= 65535, "attention grid of ", n_seqs, " x ", n_heads);
+  if (n_new == 0 || n_seqs == 0) return;
+  const dim3 grid(static_cast<unsigned>((n_new + kBlockQueries - 1) / kBlockQueries),
+                  static_cast<unsigned>(n_heads), static_cast<unsigned>(n_seqs));
+  prefill_kernel<<<grid, kWarps * 32, 0, native(stream)>>>(q, ld_q, seq_stride_q, k, v, ld_kv,
+                                                           seq_stride_kv, out, start, n_new,
+                                                           static_cast<int>(head_dim), key_begin);
+  STRATA_CUDA_CHECK_LAUNCH();
+}
+
+size_t attention_decode_workspace_bytes(int64_t n_seqs, int64_t n_heads, int64_t head_dim,
+                                        int64_t max_len) {
+  const int64_t slots = n_seqs * n_heads * decode_splits(max_len);
+  return static_cast<size_t>(slots) * (sizeof(Partial) + sizeof(float) * head_dim);
+}
+
+void attention_decode(const Fp16* q, int64_t ld_q, const Fp16* k_cache, const Fp16* v_cache,
+                      int64_t ld_kv, int64_t seq_stride_kv, const int32_t* lengths,
+                      const int32_t* key_begin, int64_t max_len, Fp16* out, int64_t ld_out,
+                      int64_t n_seqs, int64_t n_heads, int64_t head_dim, void* workspace,
+                      size_t workspace_bytes, const Stream& stream) {
+  STRATA_CHECK(head_dim >= 1 && head_dim <= kMaxHeadDim, "attention head_dim ", head_dim,
+               " (at most ", kMaxHeadDim, ")");
+  const int64_t splits = decode_splits(max_len);
+  STRATA_CHECK(n_heads <= 65535 && n_seqs <= 65535 && splits <= INT_MAX, "decode grid of ", n_seqs,
+               " x ", n_heads, " x ", splits);
+  const size_t need = attention_decode_workspace_bytes(n_seqs, n_heads, head_dim, max_len);
+  STRATA_CHECK(workspace_bytes >= need, "decode attention workspace of ", workspace_bytes,
+               " bytes, ", need, " needed");
+  if (n_seqs == 0) return;
+  const int64_t slots = n_seqs * n_heads * splits;
+  auto* partials = static_cast<Partial*>(workspace);
+  auto* partial_acc = reinterpret_cast<float*>(partials + slots);
+  const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(n_heads),
+                  static_cast<unsigned>(n_seqs));
+  decode_kernel<<<grid, kDecodeWarps * 32, 0, native(stream)>>>(
+      q, ld_q, k_cache, v_cache, ld_kv, seq_stride_kv, lengths, key_begin,
+      static_cast<int>(head_dim), static_cast<int>(splits), partials, partial_acc);
+  STRATA_CUDA_CHECK_LAUNCH();
+  decode_combine_kernel<<<dim3(static_cast<unsigned>(n_heads), static_cast<unsigned>(n_seqs)),
+                          kMaxHeadDim, 0, native(stream)>>>(
+      partials, partial_acc, static_cast<int>(head_dim), static_cast<int>(splits), out, ld_out);
+  STRATA_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace strata::cuda

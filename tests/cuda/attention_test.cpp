@@ -1,0 +1,153 @@
+// Prefill (flash) and decode (split KV) attention against cpu::ref::attention.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cpu/reference.h"
+#include "tests/cuda/cuda_test_util.h"
+
+namespace strata::cuda {
+namespace {
+
+using test::download;
+using test::mismatch;
+using test::poisoned;
+using test::upload;
+
+struct PrefillCase {
+  int64_t n_seqs, start, n_new, n_heads, head_dim;
+  bool padded;
+};
+
+class Prefill : public ::testing::TestWithParam<PrefillCase> {};
+
+TEST_P(Prefill, MatchesReference) {
+  const auto c = GetParam();
+  auto gen = test::rng();
+  const int64_t ld = c.n_heads * c.head_dim + 3;  // odd row stride: heads must use ld, not width
+  const int64_t total = c.start + c.n_new;
+  const int64_t q_stride = c.n_new * ld, kv_stride = total * ld;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const auto q =
+      test::round_f16(test::random_floats(gen, c.n_seqs * q_stride, -scale * 3, scale * 3));
+  const auto k = test::round_f16(test::random_floats(gen, c.n_seqs * kv_stride, -2.0f, 2.0f));
+  const auto v = test::round_f16(test::random_floats(gen, c.n_seqs * kv_stride));
+  std::vector<int32_t> key_begin(c.n_seqs, 0);
+  if (c.padded) {
+    for (auto& b : key_begin) b = static_cast<int32_t>(gen() % std::min<int64_t>(total, 40));
+  }
+  // Reference per sequence over its unpadded suffix; padded queries are zeros; columns past the
+  // heads are not outputs (compared as whatever the input held: poisoned on the device side,
+  // so they are skipped below).
+  std::vector<float> want(q.size(), 0.0f);
+  for (int64_t s = 0; s < c.n_seqs; ++s) {
+    const int64_t b = key_begin[s];
+    const int64_t first_q = std::max<int64_t>(0, b - c.start);  // first query not in padding
+    if (first_q >= c.n_new) continue;
+    cpu::ref::attention(q.data() + s * q_stride + first_q * ld, ld,
+                        k.data() + s * kv_stride + b * ld, v.data() + s * kv_stride + b * ld, ld,
+                        want.data() + s * q_stride + first_q * ld, c.start + first_q - b,
+                        c.n_new - first_q, c.n_heads, c.head_dim);
+  }
+  auto dq = upload(test::to_f16(q)), dk = upload(test::to_f16(k)), dv = upload(test::to_f16(v));
+  auto dbegin = upload(key_begin);
+  auto dout = poisoned<Fp16>(q.size());
+  attention_prefill(dq.as<Fp16>(), ld, q_stride, dk.as<Fp16>(), dv.as<Fp16>(), ld, kv_stride,
+                    dout.as<Fp16>(), c.start, c.n_new, c.n_seqs, c.n_heads, c.head_dim,
+                    c.padded ? dbegin.as<int32_t>() : nullptr, test::stream());
+  auto got = test::from_f16(download<Fp16>(dout, q.size()));
+  // Drop the stride padding columns, which the kernel must not touch (they stay NaN).
+  std::vector<float> got_heads, want_heads;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (static_cast<int64_t>(i % ld) < c.n_heads * c.head_dim) {
+      got_heads.push_back(got[i]);
+      want_heads.push_back(want[i]);
+    } else {
+      EXPECT_TRUE(std::isnan(got[i])) << "wrote outside the heads at " << i;
+    }
+  }
+  EXPECT_EQ(mismatch(got_heads, want_heads, test::kRelF16), "");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    OddShapes, Prefill,
+    ::testing::Values(PrefillCase{1, 0, 1, 1, 64, false}, PrefillCase{2, 0, 37, 3, 64, false},
+                      PrefillCase{3, 0, 100, 2, 80, true}, PrefillCase{1, 45, 19, 4, 128, false},
+                      PrefillCase{2, 7, 70, 5, 24, true}, PrefillCase{1, 0, 513, 2, 128, false},
+                      PrefillCase{2, 0, 33, 1, 1, false}));
+
+// Negative control: the same inputs without the causal mask must not pass.
+TEST(PrefillControl, NonCausalReferenceFails) {
+  auto gen = test::rng();
+  const int64_t n = 40, d = 64;
+  const auto q = test::round_f16(test::random_floats(gen, n * d, -0.3f, 0.3f));
+  const auto k = test::round_f16(test::random_floats(gen, n * d, -2.0f, 2.0f));
+  const auto v = test::round_f16(test::random_floats(gen, n * d));
+  std::vector<float> full(n * d);
+  for (int64_t i = 0; i < n; ++i) {  // every query sees all keys: start = n - 1 for one query
+    cpu::ref::attention(q.data() + i * d, d, k.data(), v.data(), d, full.data() + i * d, n - 1, 1,
+                        1, d);
+  }
+  auto dq = upload(test::to_f16(q)), dk = upload(test::to_f16(k)), dv = upload(test::to_f16(v));
+  auto dout = poisoned<Fp16>(n * d);
+  attention_prefill(dq.as<Fp16>(), d, 0, dk.as<Fp16>(), dv.as<Fp16>(), d, 0, dout.as<Fp16>(), 0, n,
+                    1, 1, d, nullptr, test::stream());
+  EXPECT_NE(mismatch(test::from_f16(download<Fp16>(dout, n * d)), full, test::kRelF16), "");
+}
+
+struct DecodeCase {
+  int64_t n_seqs, n_heads, head_dim, max_len;
+  bool padded;
+};
+
+class Decode : public ::testing::TestWithParam<DecodeCase> {};
+
+TEST_P(Decode, MatchesReferenceWithPerSequenceLengths) {
+  const auto c = GetParam();
+  auto gen = test::rng();
+  const int64_t width = c.n_heads * c.head_dim, ld_kv = width + 5, ld_q = width + 1;
+  const int64_t seq_stride = c.max_len * ld_kv + 11;
+  std::vector<int32_t> lengths(c.n_seqs), key_begin(c.n_seqs, 0);
+  for (int64_t s = 0; s < c.n_seqs; ++s) {
+    lengths[s] = static_cast<int32_t>(1 + gen() % c.max_len);
+    if (c.padded) key_begin[s] = static_cast<int32_t>(gen() % lengths[s]);
+  }
+  lengths[0] = static_cast<int32_t>(c.max_len);  // the longest context is exercised
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const auto q = test::round_f16(test::random_floats(gen, c.n_seqs * ld_q, -scale * 3, scale * 3));
+  const auto k = test::round_f16(test::random_floats(gen, c.n_seqs * seq_stride, -2.0f, 2.0f));
+  const auto v = test::round_f16(test::random_floats(gen, c.n_seqs * seq_stride));
+  std::vector<float> want(c.n_seqs * width);
+  for (int64_t s = 0; s < c.n_seqs; ++s) {
+    const int64_t b = key_begin[s], len = lengths[s];
+    cpu::ref::attention(q.data() + s * ld_q, ld_q, k.data() + s * seq_stride + b * ld_kv,
+                        v.data() + s * seq_stride + b * ld_kv, ld_kv, want.data() + s * width,
+                        len - b - 1, 1, c.n_heads, c.head_dim);
+  }
+  auto dq = upload(test::to_f16(q)), dk = upload(test::to_f16(k)), dv = upload(test::to_f16(v));
+  auto dlen = upload(lengths), dbegin = upload(key_begin);
+  const size_t ws_bytes =
+      attention_decode_workspace_bytes(c.n_seqs, c.n_heads, c.head_dim, c.max_len);
+  DeviceBuffer ws(ws_bytes);
+  auto dout = poisoned<Fp16>(c.n_seqs * width);
+  attention_decode(dq.as<Fp16>(), ld_q, dk.as<Fp16>(), dv.as<Fp16>(), ld_kv, seq_stride,
+                   dlen.as<int32_t>(), c.padded ? dbegin.as<int32_t>() : nullptr, c.max_len,
+                   dout.as<Fp16>(), width, c.n_seqs, c.n_heads, c.head_dim, ws.data(), ws_bytes,
+                   test::stream());
+  EXPECT_EQ(mismatch(test::from_f16(download<Fp16>(dout, c.n_seqs * width)), want, test::kRelF16),
+            "");
+  EXPECT_ANY_THROW(attention_decode(dq.as<Fp16>(), ld_q, dk.as<Fp16>(), dv.as<Fp16>(), ld_kv,
+                                    seq_stride, dlen.as<int32_t>(), nullptr, c.max_len,
+                                    dout.as<Fp16>(), width, c.n_seqs, c.n_heads, c.head_dim,
+                                    ws.data(), ws_bytes - 1, test::stream()));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    OddShapes, Decode,
+    ::testing::Values(DecodeCase{1, 1, 64, 1, false}, DecodeCase{5, 3, 64, 300, false},
+                      DecodeCase{7, 2, 80, 1000, true}, DecodeCase{3, 4, 128, 4099, true},
+                      DecodeCase{2, 2, 24, 257, false}, DecodeCase{1, 2, 128, 20000, false}));
+
+}  // namespace
+}  // namespace strata::cuda

@@ -1,0 +1,132 @@
+// GEMM, bias + activation, layer norm, residual add and embedding against the CPU references.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cpu/reference.h"
+#include "kernels/cpu/reference_cuda_ops.h"
+#include "tests/cuda/cuda_test_util.h"
+
+namespace strata::cuda {
+namespace {
+
+using test::download;
+using test::mismatch;
+using test::poisoned;
+using test::upload;
+
+struct GemmShape {
+  int64_t m, n, k;
+};
+
+class Linear : public ::testing::TestWithParam<GemmShape> {};
+
+TEST_P(Linear, MatchesReferenceForEachActivation) {
+  const auto [m, n, k] = GetParam();
+  auto gen = test::rng();
+  const auto x = test::round_f16(test::random_floats(gen, m * k));
+  const auto w = test::round_f16(test::random_floats(gen, n * k));
+  const auto b = test::round_f16(test::random_floats(gen, n));
+  std::vector<float> want(m * n);
+  cpu::ref::linear(x.data(), w.data(), b.data(), want.data(), m, n, k);
+  auto dx = upload(test::to_f16(x)), dw = upload(test::to_f16(w)), db = upload(test::to_f16(b));
+  Blas blas;
+  for (Activation act : {Activation::kNone, Activation::kRelu, Activation::kGelu}) {
+    auto expect = want;
+    if (act == Activation::kRelu) {
+      for (auto& v : expect) v = std::max(v, 0.0f);
+    } else if (act == Activation::kGelu) {
+      cpu::ref::gelu(expect.data(), m * n);
+    }
+    auto dy = poisoned<Fp16>(m * n);
+    linear(blas, dx.as<Fp16>(), dw.as<Fp16>(), db.as<Fp16>(), dy.as<Fp16>(), m, n, k, act,
+           test::stream());
+    EXPECT_EQ(
+        mismatch(test::from_f16(download<Fp16>(dy, m * n)), test::round_f16(expect), test::kRelF16),
+        "")
+        << "activation " << static_cast<int>(act);
+  }
+  auto dy32 = poisoned<float>(m * n);
+  linear(blas, dx.as<Fp16>(), dw.as<Fp16>(), db.as<Fp16>(), dy32.as<float>(), m, n, k,
+         test::stream());
+  EXPECT_EQ(mismatch(download<float>(dy32, m * n), want, test::kRelF32), "");
+}
+
+INSTANTIATE_TEST_SUITE_P(OddShapes, Linear,
+                         ::testing::Values(GemmShape{1, 1, 1}, GemmShape{3, 77, 129},
+                                           GemmShape{17, 250, 64}, GemmShape{129, 65, 333},
+                                           GemmShape{1, 1000, 1024}));
+
+TEST(LayerNorm, MatchesReferenceOnOddDims) {
+  auto gen = test::rng();
+  for (int64_t dim : {1, 7, 100, 1000, 2561}) {
+    const int64_t rows = 13;
+    const auto x = test::round_f16(test::random_floats(gen, rows * dim, -3.0f, 5.0f));
+    const auto g = test::round_f16(test::random_floats(gen, dim, 0.5f, 1.5f));
+    const auto b = test::round_f16(test::random_floats(gen, dim));
+    std::vector<float> want(rows * dim);
+    cpu::ref::layer_norm(x.data(), g.data(), b.data(), want.data(), rows, dim, kLayerNormEps);
+    auto dx = upload(test::to_f16(x)), dg = upload(test::to_f16(g)), db = upload(test::to_f16(b));
+    auto dy = poisoned<Fp16>(rows * dim);
+    layer_norm(dx.as<Fp16>(), dg.as<Fp16>(), db.as<Fp16>(), dy.as<Fp16>(), rows, dim, kLayerNormEps,
+               test::stream());
+    EXPECT_EQ(mismatch(test::from_f16(download<Fp16>(dy, rows * dim)), want, test::kRelF16), "")
+        << "dim " << dim;
+  }
+}
+
+TEST(AddAndConvert, AreExactOnFp16) {
+  auto gen = test::rng();
+  const int64_t n = 100003;
+  const auto a = test::round_f16(test::random_floats(gen, n)),
+             b = test::round_f16(test::random_floats(gen, n));
+  std::vector<float> sum(n);
+  for (int64_t i = 0; i < n; ++i) sum[i] = a[i] + b[i];
+  auto da = upload(test::to_f16(a)), db = upload(test::to_f16(b));
+  add_inplace(da.as<Fp16>(), db.as<Fp16>(), n, test::stream());
+  EXPECT_EQ(download<Fp16>(da, n), test::to_f16(sum));
+  auto d32 = poisoned<float>(n);
+  convert(da.as<Fp16>(), d32.as<float>(), n, test::stream());
+  EXPECT_EQ(download<float>(d32, n), test::round_f16(sum));
+  auto d16 = poisoned<Fp16>(n);
+  const auto raw = test::random_floats(gen, n, -70000.0f, 70000.0f);  // overflows to inf too
+  auto draw = upload(raw);
+  convert(draw.as<float>(), d16.as<Fp16>(), n, test::stream());
+  EXPECT_EQ(download<Fp16>(d16, n), test::to_f16(raw));
+}
+
+TEST(Embed, MatchesReferenceWithLeftPaddingAndCachedPrefixes) {
+  auto gen = test::rng();
+  const int64_t vocab = 97, dim = 75, max_pos = 64;
+  const std::vector<int32_t> row_offsets = {0, 5, 6, 14}, starts = {0, 9, 3}, pad = {2, 0, 3};
+  const int64_t n_seqs = 3, rows = row_offsets.back();
+  std::vector<int32_t> tokens(rows);
+  for (auto& t : tokens) t = static_cast<int32_t>(gen() % vocab);
+  const auto table = test::round_f16(test::random_floats(gen, vocab * dim));
+  const auto positions = test::round_f16(test::random_floats(gen, (max_pos + 2) * dim));
+  std::vector<float> want(rows * dim);
+  cpu::ref::embed(table.data(), positions.data(), tokens.data(), row_offsets.data(), starts.data(),
+                  pad.data(), n_seqs, dim, want.data());
+  auto dt = upload(test::to_f16(table)), dp = upload(test::to_f16(positions));
+  auto dtok = upload(tokens), doff = upload(row_offsets), dstart = upload(starts),
+       dpad = upload(pad);
+  auto out = poisoned<Fp16>(rows * dim);
+  embed(dt.as<Fp16>(), dp.as<Fp16>(), dtok.as<int32_t>(), doff.as<int32_t>(), dstart.as<int32_t>(),
+        dpad.as<int32_t>(), n_seqs, rows, dim, out.as<Fp16>(), test::stream());
+  // One fp32 add of two fp16 values, rounded once: bit-exact.
+  EXPECT_EQ(download<Fp16>(out, rows * dim), test::to_f16(want));
+
+  // Positions only (after OPT-350m's project_in), no padding.
+  const auto words = test::round_f16(test::random_floats(gen, rows * dim));
+  auto want2 = words;
+  cpu::ref::embed(nullptr, positions.data(), nullptr, row_offsets.data(), starts.data(), nullptr,
+                  n_seqs, dim, want2.data());
+  auto dw = upload(test::to_f16(words));
+  embed(nullptr, dp.as<Fp16>(), nullptr, doff.as<int32_t>(), dstart.as<int32_t>(), nullptr, n_seqs,
+        rows, dim, dw.as<Fp16>(), test::stream());
+  EXPECT_EQ(download<Fp16>(dw, rows * dim), test::to_f16(want2));
+}
+
+}  // namespace
+}  // namespace strata::cuda

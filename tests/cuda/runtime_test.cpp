@@ -1,0 +1,78 @@
+// Streams, events, the device pool, the pinned arena and the range allocator under them.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "kernels/cuda/runtime.h"
+#include "tests/cuda/cuda_test_util.h"
+
+namespace strata::cuda {
+namespace {
+
+TEST(RangeAllocator, FirstFitCoalescesAndRefusesWhenFull) {
+  RangeAllocator a(4 * RangeAllocator::kAlign);
+  const auto x = a.allocate(1), y = a.allocate(RangeAllocator::kAlign + 1), z = a.allocate(10);
+  ASSERT_TRUE(x && y && z);
+  EXPECT_EQ(*x, 0u);
+  EXPECT_EQ(*y, RangeAllocator::kAlign);
+  EXPECT_EQ(*z, 3 * RangeAllocator::kAlign);
+  EXPECT_FALSE(a.allocate(1).has_value());  // full: the negative case
+  a.release(*y);
+  a.release(*x);
+  EXPECT_EQ(a.largest_free_bytes(), 3 * RangeAllocator::kAlign);  // x and y merged
+  a.release(*z);
+  EXPECT_EQ(a.largest_free_bytes(), 4 * RangeAllocator::kAlign);
+  EXPECT_EQ(a.used_bytes(), 0u);
+  EXPECT_EQ(a.peak_bytes(), 4 * RangeAllocator::kAlign);
+  EXPECT_ANY_THROW(a.release(*z));
+}
+
+TEST(DevicePool, SteadyStateMakesNoDeviceAllocation) {
+  DevicePool pool(64 << 20);
+  const size_t free_before = device_free_bytes();
+  for (int step = 0; step < 100; ++step) {
+    Block a = pool.allocate(10 << 20), b = pool.allocate(3 << 20);
+    Block c = pool.allocate(40 << 20);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(c.data()) % RangeAllocator::kAlign, 0u);
+  }
+  EXPECT_EQ(device_free_bytes(), free_before);
+  EXPECT_EQ(pool.used_bytes(), 0u);
+  EXPECT_ANY_THROW(pool.allocate(65 << 20));
+}
+
+TEST(PinnedArena, RoundTripThroughTwoStreamsOrderedByAnEvent) {
+  constexpr size_t kN = 1 << 20;
+  PinnedArena arena(16 << 20);
+  Block src = arena.allocate(kN * 4), dst = arena.allocate(kN * 4);
+  std::iota(src.as<uint32_t>(), src.as<uint32_t>() + kN, 7u);
+  std::memset(dst.data(), 0, kN * 4);
+  DeviceBuffer dev(kN * 4);
+  Stream upload, download;
+  Event uploaded, start, end;
+  start.record(upload);
+  copy_h2d(dev.data(), src.data(), kN * 4, upload);
+  uploaded.record(upload);
+  uploaded.wait(download);  // download must see the upload without a host sync
+  copy_d2h(dst.data(), dev.data(), kN * 4, download);
+  end.record(download);
+  end.synchronize();
+  EXPECT_TRUE(end.done());
+  EXPECT_GT(end.elapsed_ms(start), 0.0f);
+  EXPECT_EQ(std::memcmp(src.data(), dst.data(), kN * 4), 0);
+}
+
+TEST(Comparator, RejectsPerturbationAndNan) {
+  const std::vector<float> want = {1.0f, -2.0f, 3.0f, 0.5f};
+  EXPECT_EQ(test::mismatch(want, want, test::kRelF16), "");
+  auto off = want;
+  off[2] *= 1.01f;
+  EXPECT_NE(test::mismatch(off, want, test::kRelF16), "");
+  off = want;
+  off[0] = std::nanf("");
+  EXPECT_NE(test::mismatch(off, want, test::kRelF16), "");
+}
+
+}  // namespace
+}  // namespace strata::cuda
