@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -72,22 +73,33 @@ void ring(Transport& t, int blocks, int ints, int step) {
                      " from rank ", left);
 }
 
+// One block exchanged three times: to touch the pages, waited on at once (the transfer time T),
+// then waited on after
+// "computing" for a while without MPI calls. The progress thread must have moved it meanwhile:
+// the second wait must take well under T. (A block this size goes by rendezvous, which this
+// Open MPI would only progress inside our wait.)
 void check_overlap(Transport& t) {
   const int right = (t.rank() + 1) % t.size(), left = (t.rank() + t.size() - 1) % t.size();
-  constexpr int kInts = 4 << 20;  // 16 MiB
+  constexpr size_t kInts = size_t{8} << 20;  // 32 MiB
   std::vector<int32_t> out(kInts, t.rank()), in(kInts, -1);
-  t.barrier();
-  Request r = t.irecv(left, 900, in.data(), kInts * sizeof(int32_t));
-  Request s = t.isend(right, 900, out.data(), kInts * sizeof(int32_t));
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // compute, no MPI calls
-  const auto start = std::chrono::steady_clock::now();
-  r.wait();
-  s.wait();
-  const double wait_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  EXPECT_OR_FAIL(in[0] == left && in[kInts - 1] == left, "16 MiB block from rank ", left);
-  // Had nothing moved during the sleep, the wait would copy 16 MiB through a rendezvous.
-  EXPECT_OR_FAIL(wait_s < 0.05, "waited ", wait_s, " s after computing: no overlap");
+  auto exchange = [&](int tag, double compute_s) {
+    t.barrier();
+    Request r = t.irecv(left, tag, in.data(), kInts * sizeof(int32_t));
+    Request s = t.isend(right, tag, out.data(), kInts * sizeof(int32_t));
+    std::this_thread::sleep_for(std::chrono::duration<double>(compute_s));
+    const auto start = std::chrono::steady_clock::now();
+    r.wait();
+    s.wait();
+    EXPECT_OR_FAIL(in[0] == left && in[kInts - 1] == left, "32 MiB block from rank ", left);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  exchange(900, 0);
+  const double transfer_s = exchange(901, 0);
+  const double wait_s = exchange(902, std::min(2.0, std::max(0.3, 5 * transfer_s)));
+  std::printf("rank %d: 32 MiB exchange %.1f ms, wait after computing %.2f ms\n", t.rank(),
+              transfer_s * 1e3, wait_s * 1e3);
+  EXPECT_OR_FAIL(wait_s < 0.5 * transfer_s, "waited ", wait_s * 1e3, " ms after computing, ",
+                 transfer_s * 1e3, " ms for the plain exchange: sends did not progress");
 }
 
 void check_tokens_back(Transport& t) {
@@ -96,9 +108,9 @@ void check_tokens_back(Transport& t) {
   std::vector<int32_t> ids(64);
   if (t.rank() == last) {
     for (int i = 0; i < 64; ++i) ids[i] = 50000 + i;
-    t.send(0, 901, ids.data(), ids.size() * sizeof(int32_t));
+    t.send(0, 903, ids.data(), ids.size() * sizeof(int32_t));
   } else if (t.rank() == 0) {
-    t.recv(last, 901, ids.data(), ids.size() * sizeof(int32_t));
+    t.recv(last, 903, ids.data(), ids.size() * sizeof(int32_t));
     EXPECT_OR_FAIL(ids[0] == 50000 && ids[63] == 50063, "token ids from rank ", last);
   }
 }
