@@ -70,9 +70,10 @@ TEST(SampleTemperature, PicksTheTokenWhoseCdfIntervalHoldsTheDraw) {
         ASSERT_GE(got[r], 0);
         ASSERT_LT(got[r], n);
         const double lo = got[r] == 0 ? 0.0 : cdf[got[r] - 1], hi = cdf[got[r]];
-        // fp32 sums over up to 50k terms: boundaries agree to about 1e-5.
-        EXPECT_LE(lo - 2e-5, uniforms[r]) << "row " << r << " n " << n;
-        EXPECT_GE(hi + 2e-5, uniforms[r]) << "row " << r << " n " << n;
+        // fp32 running sums: boundaries drift with the number of terms summed.
+        const double slack = n > 1000 ? 1e-4 : 1e-6;
+        EXPECT_LE(lo - slack, uniforms[r]) << "row " << r << " n " << n;
+        EXPECT_GE(hi + slack, uniforms[r]) << "row " << r << " n " << n;
       }
     }
   }

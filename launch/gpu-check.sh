@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# On the GPU machine: runs the CUDA tests and the kernel benchmark from a bundle made by
+# launch/gpu-bundle.sh, and writes the results to $OUT (if set) or ./gpu-check-results.
+# Usage: BUNDLE_DIR/gpu-check.sh [BUNDLE_DIR]   (default: the folder this script is in; from a
+#        checkout, launch/gpu-check.sh build/gpu-bundle)
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+bundle=$(cd "${1:-$here}" && pwd)
+out=${OUT:-$PWD/gpu-check-results}
+mkdir -p "$out"
+run="$bundle/run"
+[ -x "$run" ] || { echo "gpu-check: no bundle at $bundle (make one with launch/gpu-bundle.sh)" >&2; exit 1; }
+
+{
+  echo "== host: $(hostname), $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  cat "$bundle/MANIFEST" 2>/dev/null
+  if command -v nvidia-smi > /dev/null; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1
+  else
+    echo "nvidia-smi: not on PATH"
+  fi
+  echo "== libraries still unresolved (only libcuda may be, and only without a driver):"
+  LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ldd "$bundle"/bin/* | grep 'not found' || echo none
+} > "$out/environment.txt" 2>&1
+cat "$out/environment.txt"
+
+status=0
+echo "== CUDA tests"
+"$run" strata_cuda_tests --gtest_output="json:$out/cuda_tests.json" 2>&1 | tee "$out/cuda_tests.log"
+tests_rc=${PIPESTATUS[0]}
+echo "strata_cuda_tests exit status $tests_rc (77: no GPU visible)"
+[ "$tests_rc" = 0 ] || status=1
+
+echo "== kernel bench"
+"$run" strata_cuda_bench > "$out/cuda_bench.json" 2> "$out/cuda_bench.log"
+bench_rc=$?
+cat "$out/cuda_bench.json" "$out/cuda_bench.log"
+echo "strata_cuda_bench exit status $bench_rc"
+[ "$bench_rc" = 0 ] || status=1
+
+echo "gpu-check: results in $out (status $status)"
+exit $status
