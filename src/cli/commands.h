@@ -18,6 +18,7 @@ int run_tokenize(int argc, char** argv);
 int run_detokenize(int argc, char** argv);
 int run_plan(int argc, char** argv);
 int run_profile(int argc, char** argv);
+int run_simulate(int argc, char** argv);
 
 // Parses flags; --help prints usage and exits 0; a bad or unknown flag is an input error.
 cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, char** argv);

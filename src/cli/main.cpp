@@ -18,6 +18,7 @@ const std::map<std::string, std::pair<Command, const char*>>& commands() {
       {"bench", {strata::cli::run_bench, "measure throughput on synthetic prompts"}},
       {"synth", {strata::cli::run_synth, "write a random-weight OPT checkpoint"}},
       {"plan", {strata::cli::run_plan, "choose a policy for a model on a hardware profile"}},
+      {"simulate", {strata::cli::run_simulate, "project pipeline throughput for larger clusters"}},
       {"profile", {strata::cli::run_profile, "measure this node into a hardware profile"}},
       {"tokenize", {strata::cli::run_tokenize, "print the token ids of each stdin line"}},
       {"detokenize", {strata::cli::run_detokenize, "print the text of each stdin line of ids"}},

@@ -1,33 +1,55 @@
 // `strata plan`: the policy the planner chooses for a model on a hardware profile, with its
 // predicted throughput, peak bytes per tier and the constraint that binds.
 #include <cstdio>
-#include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "cli/cluster_cli.h"
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/units.h"
-#include "model/weight_source.h"
+#include "planner/cluster_planner.h"
 #include "planner/planner.h"
 
 namespace strata::cli {
 namespace {
-
-// "opt-30b" or "facebook/opt-30b" (the built-in family), "synthetic:opt-30b", or a model dir.
-OptConfig config_for(const std::string& model) {
-  std::string name = model;
-  if (name.rfind("facebook/", 0) == 0) name = name.substr(9);
-  if (name.rfind("synthetic:", 0) != 0 && !std::filesystem::exists(name)) {
-    return parse_opt_config(opt_family_config_json(name), name);
-  }
-  return open_weight_source(name)->config();
-}
 
 std::string split_text(const TierSplit& s) {
   char text[96];
   std::snprintf(text, sizeof(text), "gpu %.1f%% cpu %.1f%% disk %.1f%%", s.gpu_percent,
                 s.cpu_percent, s.disk_percent());
   return text;
+}
+
+// `strata plan --cluster`: the cluster planner; the single-rank flags that have no meaning there
+// are refused rather than ignored.
+int run_plan_cluster(const cxxopts::ParseResult& flags) {
+  for (const char* name :
+       {"hardware", "gpu-mem", "cpu-mem", "disk-mem", "offload-dir", "no-disk", "policy"}) {
+    STRATA_INPUT_CHECK(!flags.count(name), "--", name,
+                       " does not apply with --cluster (each node's hardware and caps come from "
+                       "the cluster file)");
+  }
+  STRATA_INPUT_CHECK(flags.count("model"), "--model is required");
+  const std::string model = flags["model"].as<std::string>();
+  const Cluster cluster = Cluster::load(flags["cluster"].as<std::string>());
+  ClusterPlanRequest request = cluster_request_from_flags(flags);
+  if (flags.count("ranks")) {
+    request.n_ranks = flags["ranks"].as<int64_t>();
+    STRATA_INPUT_CHECK(request.n_ranks >= 1, "--ranks must be >= 1");
+  }
+  const OptConfig config = model_config_for(model);
+  if (flags.count("layers-per-rank")) {
+    if (request.n_ranks > 0) check_rank_count(cluster, request.n_ranks);
+    request.layers_per_rank = parse_layer_split(flags["layers-per-rank"].as<std::string>(),
+                                                config.n_layers, cluster.n_ranks());
+  }
+  const ClusterPlan plan = plan_cluster(cluster, config, request);
+  if (flags.count("json")) {
+    std::printf("%s\n", plan.to_json().dump(2).c_str());
+  } else {
+    print_cluster_plan(plan, cluster, model, config);
+  }
+  return 0;
 }
 
 }  // namespace
@@ -54,12 +76,24 @@ int run_plan(int argc, char** argv) {
       cxxopts::value<std::string>())("no-disk", "place nothing on disk")(
       "policy", "evaluate this policy file instead of searching (e.g. FlexGen's published one)",
       cxxopts::value<std::string>())(
-      "json", "print one JSON object (its \"policy\" loads with --policy FILE)");
+      "json", "print one JSON object (its \"policy\" loads with --policy FILE)")(
+      "cluster",
+      "plan a pipeline over this cluster file (configs/clusters/*.json): the layer split and "
+      "each rank's policy; --prompt-len and --gen-len default to 512 and 32",
+      cxxopts::value<std::string>())("layers-per-rank",
+                                     "with --cluster: evaluate this split (e.g. 10,14) instead",
+                                     cxxopts::value<std::string>())(
+      "ranks", "with --cluster: the rank count the run will have (checked against the file)",
+      cxxopts::value<int64_t>());
   const auto flags = parse_flags(options, argc, argv);
+  if (flags.count("cluster")) return run_plan_cluster(flags);
+  for (const char* name : {"layers-per-rank", "ranks"}) {
+    STRATA_INPUT_CHECK(!flags.count(name), "--", name, " needs --cluster FILE");
+  }
   for (const char* name : {"model", "prompt-len", "gen-len"}) {
     STRATA_INPUT_CHECK(flags.count(name), "--", name, " is required");
   }
-  const OptConfig config = config_for(flags["model"].as<std::string>());
+  const OptConfig config = model_config_for(flags["model"].as<std::string>());
   HardwareProfile hw;
   std::string hardware_name;
   if (flags.count("hardware")) {

@@ -370,6 +370,19 @@ Plan evaluate_policy(const HardwareProfile& hw, const OptConfig& config, const P
   return plan;
 }
 
+std::optional<Policy> best_policy_for_shape(const HardwareProfile& hw, const OptConfig& config,
+                                            const CostShape& shape, const TierCaps& caps,
+                                            uint64_t host_bytes, bool allow_disk) {
+  const LpCaps lp_caps{{static_cast<double>(caps.gpu_bytes), static_cast<double>(caps.cpu_bytes),
+                        static_cast<double>(caps.disk_bytes)},
+                       static_cast<double>(host_bytes)};
+  int64_t lp_count = 0;
+  const auto best =
+      best_for_shape(hw, config, shape, lp_caps, allow_disk && caps.disk_bytes > 0, lp_count);
+  if (!best) return std::nullopt;
+  return best->policy;
+}
+
 Prediction predict_policy(const HardwareProfile& hw, const OptConfig& config, const Policy& policy,
                           int64_t prompt_len, int64_t gen_len) {
   const CostShape shape = CostShape::of(policy, prompt_len, gen_len);

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <nlohmann/json_fwd.hpp>
+#include <optional>
 #include <string>
 
 #include "model/opt_config.h"
@@ -52,6 +53,13 @@ Plan make_plan(const HardwareProfile& hw, const OptConfig& config, const PlanReq
 // (the policy is not checked against the caps; `binding` says which it exceeds).
 Plan evaluate_policy(const HardwareProfile& hw, const OptConfig& config, const Policy& policy,
                      const PlanRequest& request);
+
+// The best policy for one (gpu_batch_size, num_gpu_batches) within absolute caps, or none when
+// nothing fits; no input checks. host_bytes > 0 bounds the gpu and cpu tiers together (both are
+// host memory on the CPU backend). The cluster planner asks this for many slice sizes.
+std::optional<Policy> best_policy_for_shape(const HardwareProfile& hw, const OptConfig& config,
+                                            const CostShape& shape, const TierCaps& caps,
+                                            uint64_t host_bytes, bool allow_disk);
 
 // The cost model's figures for a given policy.
 Prediction predict_policy(const HardwareProfile& hw, const OptConfig& config, const Policy& policy,
