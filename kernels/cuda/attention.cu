@@ -125,6 +125,28 @@ struct Partial {  // one (sequence, head, split)'s softmax state, in the workspa
   float m, l;
 };
 
+// Merges the warps' softmax states (in shared memory, after a barrier) into the block's partial.
+__device__ void write_partial(const float* wm, const float* wl, const float (*wacc)[kMaxHeadDim],
+                              int head_dim, int64_t slot, Partial* partials, float* partial_acc) {
+  float block_m = wm[0];
+  for (int w = 1; w < kDecodeWarps; ++w) block_m = fmaxf(block_m, wm[w]);
+  float* acc_out = partial_acc + slot * head_dim;
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float a = 0;
+    for (int w = 0; w < kDecodeWarps; ++w) {
+      if (wm[w] != -INFINITY) a += wacc[w][d] * __expf(wm[w] - block_m);
+    }
+    acc_out[d] = a;
+  }
+  if (threadIdx.x == 0) {
+    float block_l = 0;
+    for (int w = 0; w < kDecodeWarps; ++w) {
+      if (wm[w] != -INFINITY) block_l += wl[w] * __expf(wm[w] - block_m);
+    }
+    partials[slot] = {block_m, block_l};
+  }
+}
+
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     decode_kernel(const Fp16* q, int64_t ld_q, const Fp16* k_cache, const Fp16* v_cache,
                   int64_t ld_kv, int64_t seq_stride_kv, const int32_t* lengths,
@@ -191,24 +213,107 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     if (d < head_dim) wacc[warp][d] = acc[t];
   }
   __syncthreads();
-  float block_m = wm[0];
-  for (int w = 1; w < kDecodeWarps; ++w) block_m = fmaxf(block_m, wm[w]);
-  const int64_t slot = (s * gridDim.y + h) * n_splits + split;
-  float* acc_out = partial_acc + slot * head_dim;
-  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    float a = 0;
-    for (int w = 0; w < kDecodeWarps; ++w) {
-      if (wm[w] != -INFINITY) a += wacc[w][d] * __expf(wm[w] - block_m);
-    }
-    acc_out[d] = a;
+  write_partial(wm, wl, wacc, head_dim, (s * gridDim.y + h) * n_splits + split, partials,
+                partial_acc);
+}
+
+// The same over 16-byte loads: kLanes lanes hold one key's head (8 halves each), so a warp reads
+// 32 / kLanes keys per instruction. Each lane group keeps its own softmax state, merged at the
+// end. Needs head_dim, ld_kv and seq_stride_kv multiples of 8 and 16-byte aligned caches.
+template <int kLanes>
+__global__ void __launch_bounds__(kDecodeWarps * 32)
+    decode_vec_kernel(const Fp16* q, int64_t ld_q, const Fp16* k_cache, const Fp16* v_cache,
+                      int64_t ld_kv, int64_t seq_stride_kv, const int32_t* lengths,
+                      const int32_t* key_begin, int head_dim, int n_splits, Partial* partials,
+                      float* partial_acc) {
+  constexpr int kGroups = 32 / kLanes;  // keys per warp per load
+  constexpr int kU = 4;                 // loads in flight per lane
+  __shared__ float wm[kDecodeWarps], wl[kDecodeWarps];
+  __shared__ float wacc[kDecodeWarps][kMaxHeadDim];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int group = lane / kLanes, d0 = (lane % kLanes) * 8;
+  const bool active = d0 < head_dim;
+  const int64_t split = blockIdx.x, h = blockIdx.y, s = blockIdx.z;
+  const int64_t len = lengths[s], first = key_begin ? key_begin[s] : 0;
+  const int64_t begin = max(split * kSplitKeys, first), end = min((split + 1) * kSplitKeys, len);
+  const Fp16* kb = k_cache + s * seq_stride_kv + h * head_dim + d0;
+  const Fp16* vb = v_cache + s * seq_stride_kv + h * head_dim + d0;
+
+  float qr[8], acc[8];
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    qr[e] = active ? h2f(q, s * ld_q + h * head_dim + d0 + e) : 0.0f;
+    acc[e] = 0;
   }
-  if (threadIdx.x == 0) {
-    float block_l = 0;
-    for (int w = 0; w < kDecodeWarps; ++w) {
-      if (wm[w] != -INFINITY) block_l += wl[w] * __expf(wm[w] - block_m);
+  float m = -INFINITY, l = 0;
+  constexpr int64_t kStep = kDecodeWarps * kGroups;
+  for (int64_t j0 = begin + warp * kGroups + group; j0 - group < end; j0 += kStep * kU) {
+    uint4 kraw[kU], vraw[kU];
+    float score[kU];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int64_t j = j0 + u * kStep;
+      const bool in = active && j < end;
+      kraw[u] = in ? *reinterpret_cast<const uint4*>(kb + j * ld_kv) : make_uint4(0, 0, 0, 0);
+      vraw[u] = in ? *reinterpret_cast<const uint4*>(vb + j * ld_kv) : make_uint4(0, 0, 0, 0);
     }
-    partials[slot] = {block_m, block_l};
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const __half2* k2 = reinterpret_cast<const __half2*>(&kraw[u]);
+      float part = 0;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float2 kf = __half22float2(k2[e]);
+        part += qr[2 * e] * kf.x + qr[2 * e + 1] * kf.y;
+      }
+#pragma unroll
+      for (int o = kLanes / 2; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
+      score[u] = j0 + u * kStep < end ? part : -INFINITY;
+    }
+    float m_new = m;
+#pragma unroll
+    for (int u = 0; u < kU; ++u) m_new = fmaxf(m_new, score[u]);
+    if (m_new != -INFINITY) {  // else this group has seen no key yet
+      const float alpha = __expf(m - m_new);
+      l *= alpha;
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[e] *= alpha;
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const float p = __expf(score[u] - m_new);
+        const __half2* v2 = reinterpret_cast<const __half2*>(&vraw[u]);
+        l += p;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float2 vf = __half22float2(v2[e]);
+          acc[2 * e] += p * vf.x;
+          acc[2 * e + 1] += p * vf.y;
+        }
+      }
+      m = m_new;
+    }
   }
+  // Merge the lane groups of the warp: group g pairs with g ^ (o / kLanes).
+#pragma unroll
+  for (int o = kLanes; o < 32; o <<= 1) {
+    const float m_o = __shfl_xor_sync(0xffffffffu, m, o);
+    const float l_o = __shfl_xor_sync(0xffffffffu, l, o);
+    const float mm = fmaxf(m, m_o);
+    const float a = m == -INFINITY ? 0.0f : __expf(m - mm);
+    const float b = m_o == -INFINITY ? 0.0f : __expf(m_o - mm);
+    l = l * a + l_o * b;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[e] = acc[e] * a + __shfl_xor_sync(0xffffffffu, acc[e], o) * b;
+    m = mm;
+  }
+  if (lane == 0) wm[warp] = m, wl[warp] = l;
+  if (group == 0 && active) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) wacc[warp][d0 + e] = acc[e];
+  }
+  __syncthreads();
+  write_partial(wm, wl, wacc, head_dim, (s * gridDim.y + h) * n_splits + split, partials,
+                partial_acc);
 }
 
 __global__ void decode_combine_kernel(const Partial* partials, const float* partial_acc,
@@ -278,9 +383,29 @@ void attention_decode(const Fp16* q, int64_t ld_q, const Fp16* k_cache, const Fp
   auto* partial_acc = reinterpret_cast<float*>(partials + slots);
   const dim3 grid(static_cast<unsigned>(splits), static_cast<unsigned>(n_heads),
                   static_cast<unsigned>(n_seqs));
-  decode_kernel<<<grid, kDecodeWarps * 32, 0, native(stream)>>>(
-      q, ld_q, k_cache, v_cache, ld_kv, seq_stride_kv, lengths, key_begin,
-      static_cast<int>(head_dim), static_cast<int>(splits), partials, partial_acc);
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const bool vec = head_dim % 8 == 0 && ld_kv % 8 == 0 && seq_stride_kv % 8 == 0 &&
+                   aligned(k_cache) && aligned(v_cache);
+  const int dim = static_cast<int>(head_dim), n_splits = static_cast<int>(splits);
+  const auto s = native(stream);
+  constexpr int kThreads = kDecodeWarps * 32;
+  if (vec && head_dim <= 32) {
+    decode_vec_kernel<4><<<grid, kThreads, 0, s>>>(q, ld_q, k_cache, v_cache, ld_kv, seq_stride_kv,
+                                                   lengths, key_begin, dim, n_splits, partials,
+                                                   partial_acc);
+  } else if (vec && head_dim <= 64) {
+    decode_vec_kernel<8><<<grid, kThreads, 0, s>>>(q, ld_q, k_cache, v_cache, ld_kv, seq_stride_kv,
+                                                   lengths, key_begin, dim, n_splits, partials,
+                                                   partial_acc);
+  } else if (vec) {
+    decode_vec_kernel<16><<<grid, kThreads, 0, s>>>(q, ld_q, k_cache, v_cache, ld_kv, seq_stride_kv,
+                                                    lengths, key_begin, dim, n_splits, partials,
+                                                    partial_acc);
+  } else {
+    decode_kernel<<<grid, kThreads, 0, s>>>(q, ld_q, k_cache, v_cache, ld_kv, seq_stride_kv,
+                                            lengths, key_begin, dim, n_splits, partials,
+                                            partial_acc);
+  }
   STRATA_CUDA_CHECK_LAUNCH();
   decode_combine_kernel<<<dim3(static_cast<unsigned>(n_heads), static_cast<unsigned>(n_seqs)),
                           kMaxHeadDim, 0, native(stream)>>>(

@@ -88,6 +88,13 @@ void argmax(const float* logits, int64_t rows, int64_t n, int32_t* tokens, const
 void sample_temperature(const float* logits, int64_t rows, int64_t n, float temperature,
                         const float* uniforms, int32_t* tokens, const Stream& stream);
 
+// Group-wise quantisation of n contiguous values in groups of group_len (the KV cache, grouped
+// along head_dim), byte for byte as kernels/cpu/quant.cpp's quantize() (up to the sign of a
+// zero min when a group holds both +0 and -0).
+void quantize(int bits, const float* src, int64_t n, int64_t group_len, void* groups,
+              const Stream& stream);
+void quantize(int bits, const Fp16* src, int64_t n, int64_t group_len, void* groups,
+              const Stream& stream);
 // Group-wise dequantisation (kernels/quant_format.h), bit for bit as kernels/cpu/quant.cpp:
 // n contiguous values in groups of group_len...
 void dequantize(int bits, const void* groups, int64_t n, int64_t group_len, float* dst,

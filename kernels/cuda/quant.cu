@@ -13,6 +13,12 @@ namespace {
 
 constexpr int kThreads = 256;
 
+__device__ __forceinline__ float load(const float* p, int64_t i) {
+  return p[i];
+}
+__device__ __forceinline__ float load(const Fp16* p, int64_t i) {
+  return __half2float(reinterpret_cast<const __half*>(p)[i]);
+}
 __device__ __forceinline__ void store(float* p, int64_t i, float v) {
   p[i] = v;
 }
@@ -48,8 +54,76 @@ __global__ void dequantize_matrix_kernel(const QuantGroup<Bits>* groups, int64_t
   }
 }
 
+// One warp per group, lane l owning elements 2l and 2l + 1, so a 4-bit lane writes one whole byte.
+// Mirrors encode_group in kernels/cpu/quant.cpp step for step (fp16 pair first, codes against the
+// stored pair, correctly rounded division, round-half-even), so the bytes match the CPU's.
+template <int Bits, typename T>
+__global__ void quantize_kernel(const T* src, int64_t n, int64_t group_len, int64_t n_groups,
+                                QuantGroup<Bits>* groups) {
+  const int lane = threadIdx.x & 31;
+  const int64_t g = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) >> 5;
+  if (g >= n_groups) return;  // whole warps leave together
+  const int64_t begin = g * group_len;
+  const int len = static_cast<int>(min(group_len, n - begin));
+  float v[2];
+  float lo = INFINITY, hi = -INFINITY;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int e = 2 * lane + i;
+    v[i] = e < len ? load(src, begin + e) : 0.0f;
+    if (e < len) lo = fminf(lo, v[i]), hi = fmaxf(hi, v[i]);
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, o));
+    hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, o));
+  }
+  QuantGroup<Bits>& out = groups[g];
+  const __half min_h = __float2half_rn(lo);
+  const __half scale_h =
+      __float2half_rn(__fdiv_rn(__fsub_rn(hi, lo), static_cast<float>(QuantGroup<Bits>::kMaxCode)));
+  const float min = __half2float(min_h), scale = __half2float(scale_h);
+  const float inv = scale > 0 ? __fdiv_rn(1.0f, scale) : 0.0f;
+  uint32_t code[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const float x = rintf(__fmul_rn(__fsub_rn(v[i], min), inv));
+    code[i] = 2 * lane + i < len
+                  ? static_cast<uint32_t>(
+                        fminf(fmaxf(x, 0.0f), static_cast<float>(QuantGroup<Bits>::kMaxCode)))
+                  : 0u;
+  }
+  if (lane == 0) {
+    out.min = __half_as_ushort(min_h);
+    out.scale = __half_as_ushort(scale_h);
+  }
+  if constexpr (Bits == 4) {
+    out.codes[lane] = static_cast<uint8_t>(code[0] | (code[1] << 4));
+  } else {
+    out.codes[2 * lane] = static_cast<uint8_t>(code[0]);
+    out.codes[2 * lane + 1] = static_cast<uint8_t>(code[1]);
+  }
+}
+
 unsigned grid_for(int64_t n) {
   return static_cast<unsigned>(std::min<int64_t>((n + kThreads - 1) / kThreads, 65536));
+}
+
+template <typename T>
+void quantize_t(int bits, const T* src, int64_t n, int64_t group_len, void* groups,
+                const Stream& stream) {
+  STRATA_CHECK(bits == 4 || bits == 8, "quantisation bits must be 4 or 8, got ", bits);
+  STRATA_CHECK(group_len >= 1 && group_len <= kQuantGroup, "quantisation group of ", group_len);
+  if (n == 0) return;
+  const int64_t n_groups = (n + group_len - 1) / group_len;
+  const unsigned grid = blocks_for(n_groups * 32, kThreads);
+  if (bits == 4) {
+    quantize_kernel<<<grid, kThreads, 0, native(stream)>>>(src, n, group_len, n_groups,
+                                                           static_cast<Q4Group*>(groups));
+  } else {
+    quantize_kernel<<<grid, kThreads, 0, native(stream)>>>(src, n, group_len, n_groups,
+                                                           static_cast<Q8Group*>(groups));
+  }
+  STRATA_CUDA_CHECK_LAUNCH();
 }
 
 template <typename T>
@@ -119,6 +193,16 @@ __global__ void q4_linear_kernel(const Fp16* x, const Q4Group* w, const Fp16* bi
 }
 
 }  // namespace
+
+void quantize(int bits, const float* src, int64_t n, int64_t group_len, void* groups,
+              const Stream& stream) {
+  quantize_t(bits, src, n, group_len, groups, stream);
+}
+
+void quantize(int bits, const Fp16* src, int64_t n, int64_t group_len, void* groups,
+              const Stream& stream) {
+  quantize_t(bits, src, n, group_len, groups, stream);
+}
 
 void dequantize(int bits, const void* groups, int64_t n, int64_t group_len, float* dst,
                 const Stream& stream) {

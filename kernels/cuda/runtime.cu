@@ -161,6 +161,13 @@ void copy_d2d(void* dst, const void* src, size_t bytes, const Stream& stream) {
   STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, native(stream)));
 }
 
+void copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width_bytes,
+             size_t rows, const Stream& stream) {
+  if (rows == 0 || width_bytes == 0) return;
+  STRATA_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width_bytes, rows,
+                                      cudaMemcpyDefault, native(stream)));
+}
+
 void fill_bytes(void* dst, int value, size_t bytes, const Stream& stream) {
   STRATA_CUDA_CHECK(cudaMemsetAsync(dst, value, bytes, native(stream)));
 }

@@ -148,6 +148,10 @@ class PinnedArena {
 void copy_h2d(void* dst, const void* src, size_t bytes, const Stream& stream);
 void copy_d2h(void* dst, const void* src, size_t bytes, const Stream& stream);
 void copy_d2d(void* dst, const void* src, size_t bytes, const Stream& stream);
+// `rows` rows of width_bytes, rows pitch bytes apart on each side, in any direction (the
+// direction follows from the pointers): appending to a strided KV cache, gathering a tile.
+void copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width_bytes,
+             size_t rows, const Stream& stream);
 // Sets bytes to `value` (0xFF poisons fp16 / fp32 with NaN).
 void fill_bytes(void* dst, int value, size_t bytes, const Stream& stream);
 

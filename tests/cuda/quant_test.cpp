@@ -19,7 +19,7 @@ using test::upload;
 std::vector<uint8_t> bytes_of(const std::vector<float>& v, int bits, int64_t group_len) {
   std::vector<uint8_t> out(quant_groups(static_cast<int64_t>(v.size()), group_len) *
                            quant_group_bytes(bits));
-  quantize(bits, v.data(), static_cast<int64_t>(v.size()), group_len, out.data());
+  strata::quantize(bits, v.data(), static_cast<int64_t>(v.size()), group_len, out.data());
   return out;
 }
 
@@ -49,6 +49,27 @@ TEST(Dequantize, ContiguousGroupsBitExact) {
   }
 }
 
+TEST(Quantize, ContiguousGroupsMatchCpuBytes) {
+  auto gen = test::rng();
+  for (int bits : {4, 8}) {
+    for (int64_t group_len : {1, 2, 13, 64}) {
+      for (int64_t n : {1, 127, 4096 + 33}) {
+        // Through fp16 first: the GPU quantises fp16 activations, the CPU the same values in fp32.
+        const auto src = test::round_f16(test::random_floats(gen, n, -3.0f, 2.0f));
+        const auto want = bytes_of(src, bits, group_len);
+        auto d16 = upload(test::to_f16(src)), d32 = upload(src);
+        auto out16 = poisoned<uint8_t>(want.size()), out32 = poisoned<uint8_t>(want.size());
+        quantize(bits, d16.as<Fp16>(), n, group_len, out16.data(), test::stream());
+        quantize(bits, d32.as<float>(), n, group_len, out32.data(), test::stream());
+        EXPECT_EQ(download<uint8_t>(out16, want.size()), want)
+            << bits << " bits, group " << group_len << ", n " << n;
+        EXPECT_EQ(download<uint8_t>(out32, want.size()), want)
+            << bits << " bits, group " << group_len << ", n " << n;
+      }
+    }
+  }
+}
+
 TEST(Dequantize, MatrixGroupedAlongRowsBitExact) {
   auto gen = test::rng();
   for (int bits : {4, 8}) {
@@ -67,8 +88,9 @@ TEST(Dequantize, MatrixGroupedAlongRowsBitExact) {
       dequantize_matrix(bits, dsrc.data(), rows, cols, d16.as<Fp16>(), test::stream());
       EXPECT_EQ(download<Fp16>(d16, rows * cols), test::to_f16(want));
 
-      // Negative control: one flipped code byte must change the output.
-      packed[4] ^= 0x11;
+      // Negative control: one flipped bit of the first group's min must change the output
+      // (a code would not do for a one-value group, whose scale is 0).
+      packed[2] ^= 0x01;
       auto dbad = upload(packed);
       dequantize_matrix(bits, dbad.data(), rows, cols, d32.as<float>(), test::stream());
       EXPECT_FALSE(same_bits(download<float>(d32, rows * cols), want));

@@ -63,6 +63,23 @@ TEST(PinnedArena, RoundTripThroughTwoStreamsOrderedByAnEvent) {
   EXPECT_EQ(std::memcmp(src.data(), dst.data(), kN * 4), 0);
 }
 
+TEST(Copy2d, MovesAStridedTileBetweenHostAndDevice) {
+  constexpr size_t kRows = 37, kSrcPitch = 300, kDstPitch = 128, kWidth = 100;
+  std::vector<uint8_t> src(kRows * kSrcPitch), back(kRows * kDstPitch, 0);
+  std::iota(src.begin(), src.end(), uint8_t{1});
+  DeviceBuffer dev(kRows * kDstPitch);
+  Stream s;
+  fill_bytes(dev.data(), 0, dev.size_bytes(), s);
+  copy_2d(dev.data(), kDstPitch, src.data(), kSrcPitch, kWidth, kRows, s);
+  copy_d2h(back.data(), dev.data(), back.size(), s);
+  s.synchronize();
+  for (size_t r = 0; r < kRows; ++r) {
+    for (size_t c = 0; c < kDstPitch; ++c) {
+      ASSERT_EQ(back[r * kDstPitch + c], c < kWidth ? src[r * kSrcPitch + c] : 0) << r << "," << c;
+    }
+  }
+}
+
 TEST(Comparator, RejectsPerturbationAndNan) {
   const std::vector<float> want = {1.0f, -2.0f, 3.0f, 0.5f};
   EXPECT_EQ(test::mismatch(want, want, test::kRelF16), "");
