@@ -10,6 +10,7 @@ int main(int argc, char** argv) {
     std::printf("no CUDA device: skipped\n");
     return 77;
   }
+  std::printf("CUDA device 0: %s\n", strata::cuda::device_name(0).c_str());
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }
