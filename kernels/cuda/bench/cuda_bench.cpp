@@ -167,6 +167,15 @@ nlohmann::json quantized(const Stream& stream, double d2d_gbps) {
       {"cols", k},
       {"ms", deq_ms},
       {"gbps", gbps(static_cast<double>(q_bytes) + 2.0 * n * k, deq_ms)}};
+  // The KV cache's compression: fp16 in, 4-bit groups of 64 along head_dim out.
+  const int64_t kv_n = int64_t{256} << 20;
+  DeviceBuffer kv = filled(kv_n * 2, stream), kv_q(kv_n / kQuantGroup * quant_group_bytes(4));
+  const double quant_ms = time_ms(
+      stream, 10, [&] { quantize(4, kv.as<Fp16>(), kv_n, kQuantGroup, kv_q.data(), stream); });
+  out["quantize_4bit"] = {
+      {"values", kv_n},
+      {"ms", quant_ms},
+      {"gbps", gbps(2.0 * kv_n + static_cast<double>(kv_q.size_bytes()), quant_ms)}};
   nlohmann::json rows = nlohmann::json::array();
   for (int64_t m : {1, 8, 16}) {
     DeviceBuffer x = filled(m * k * 2, stream), y(m * n * 2);
