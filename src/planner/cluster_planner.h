@@ -4,13 +4,15 @@
 // Per rank, a few candidate policies come from the single-rank LP solved for slices of several
 // sizes; the cost model gives each candidate's seconds per decoder layer (prefill and decode),
 // its extra seconds for the embedding (rank 0) or the final norm and LM head (last rank), and,
-// from its bytes per layer against the node's own caps, the most layers it can hold. The MILP:
+// from its bytes per layer against the node's own caps, the most layers it can hold. A
+// "pattern" p is one (candidate, layer count n) a group g of interchangeable ranks may run,
+// with stage seconds P_p = n * prefill_per_layer + prefill_extra (and D_p for decode). The MILP:
 //
-//   min Tp + Td   s.t.  sum_k y[r,k] = 1,  y[r,k] <= n[r,k] <= max_layers[r,k] * y[r,k],
-//                       sum_{r,k} n[r,k] = n_layers,
-//                       Tp >= sum_k (prefill_per_layer[r,k] n[r,k] + prefill_extra[r,k] y[r,k])
-//                       Td >= (the same for decode)            y binary, n integer
+//   min Tp + Td   s.t.  sum_p z[g,p] = |g|,  z[g,p] <= |g| * w[g,p],
+//                       sum_{g,p} n_p z[g,p] = n_layers,
+//                       Tp >= P_p w[g,p],  Td >= D_p w[g,p]     z integer, w binary
 //
+// (the memory caps are in the patterns: n only runs up to what the candidate's bytes allow).
 // Tp and Td are the bottleneck stage's prefill and decode seconds: with at least as many GPU
 // batches in flight as ranks, the pipeline runs at its slowest stage in each phase. A second
 // solve with Tp + Td held at the optimum prefers the faster policies and the more even split
@@ -51,10 +53,19 @@ struct SplitSolution {
   int64_t milp_count = 0;
 };
 
-// The MILP over explicit candidates (candidates[rank][k]). `fixed`, when not empty, is a hand
-// split: only the policies are chosen. Empty result: no split fits.
+// How the split is found. The planner runs the MILP seeded with the answer of an exact search
+// over (Tp, Td) thresholds, which also prunes every (policy, layer count) slower than that
+// answer; the MILP then proves or improves it within a time limit, and its second solve tidies
+// the ties. Tests run each of the two alone against brute force.
+enum class SplitSolver { kSeededMilp, kMilpOnly, kSearchOnly };
+
+// The MILP over explicit candidates (candidates[rank][k]). Ranks with identical candidates are
+// interchangeable, so the MILP counts how many run each (policy, layer count) rather than
+// choosing per rank. `fixed`, when not empty, is a hand split: only the policies are chosen.
+// Empty result: no split fits.
 std::optional<SplitSolution> solve_split(const std::vector<std::vector<StageCandidate>>& candidates,
-                                         int64_t n_layers, const std::vector<int64_t>& fixed = {});
+                                         int64_t n_layers, const std::vector<int64_t>& fixed = {},
+                                         SplitSolver solver = SplitSolver::kSeededMilp);
 
 struct ClusterPlanRequest {
   int64_t prompt_len = 512;
