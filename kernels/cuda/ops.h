@@ -67,17 +67,30 @@ void attention_prefill(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const 
                        int64_t start, int64_t n_new, int64_t n_seqs, int64_t n_heads,
                        int64_t head_dim, const int32_t* key_begin, const Stream& stream);
 
+// The engine's packed batch (runtime/opt_stages.h): sequence s has n_s = row_offsets[s + 1] -
+// row_offsets[s] queries, rows row_offsets[s].. of q / out (stride ld_q), at positions
+// [starts[s], starts[s] + n_s); its keys / values (new ones already appended) are cache slot
+// slots[s]: rows k + slots[s] * seq_stride_kv + j * ld_kv. max_new >= every n_s. All int32 arrays
+// are device memory; slots and key_begin may be null (slot s; no padding).
+void attention_prefill_packed(const Fp16* q, int64_t ld_q, const int32_t* row_offsets,
+                              const int32_t* starts, const int32_t* slots, const Fp16* k,
+                              const Fp16* v, int64_t ld_kv, int64_t seq_stride_kv, Fp16* out,
+                              int64_t n_seqs, int64_t max_new, int64_t n_heads, int64_t head_dim,
+                              const int32_t* key_begin, const Stream& stream);
+
 // One query per sequence against its KV cache: sequence s attends to keys [key_begin[s],
-// lengths[s]) (device arrays; key_begin may be null), max_len >= every length. q / out row s at
-// s * ld_q / s * ld_out; cache row j of sequence s at s * seq_stride_kv + j * ld_kv. Long
-// contexts split over blocks and are combined; the workspace holds the partial results.
+// lengths[s]) of cache slot slots[s] (device arrays; slots and key_begin may be null: slot s, no
+// padding), max_len >= every length. q / out row s at s * ld_q / s * ld_out; cache row j of slot
+// c at c * seq_stride_kv + j * ld_kv (KvBlock: k = base, v = base + capacity * hidden, stride
+// 2 * capacity * hidden). Long contexts split over blocks and are combined; the workspace holds
+// the partial results.
 size_t attention_decode_workspace_bytes(int64_t n_seqs, int64_t n_heads, int64_t head_dim,
                                         int64_t max_len);
 void attention_decode(const Fp16* q, int64_t ld_q, const Fp16* k_cache, const Fp16* v_cache,
-                      int64_t ld_kv, int64_t seq_stride_kv, const int32_t* lengths,
-                      const int32_t* key_begin, int64_t max_len, Fp16* out, int64_t ld_out,
-                      int64_t n_seqs, int64_t n_heads, int64_t head_dim, void* workspace,
-                      size_t workspace_bytes, const Stream& stream);
+                      int64_t ld_kv, int64_t seq_stride_kv, const int32_t* slots,
+                      const int32_t* lengths, const int32_t* key_begin, int64_t max_len, Fp16* out,
+                      int64_t ld_out, int64_t n_seqs, int64_t n_heads, int64_t head_dim,
+                      void* workspace, size_t workspace_bytes, const Stream& stream);
 
 // Row-wise log-softmax of fp32 logits [rows, n].
 void log_softmax(const float* logits, float* out, int64_t rows, int64_t n, const Stream& stream);

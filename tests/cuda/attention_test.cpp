@@ -96,6 +96,45 @@ TEST(PrefillControl, NonCausalReferenceFails) {
   EXPECT_NE(mismatch(test::from_f16(download<Fp16>(dout, n * d)), full, test::kRelF16), "");
 }
 
+// The engine's packed layout: ragged sequences, each with its own start, cache slot and padding.
+TEST(PrefillPacked, MatchesReferencePerSequence) {
+  auto gen = test::rng();
+  const int64_t n_heads = 3, head_dim = 72, width = n_heads * head_dim, capacity = 64;
+  const int64_t ld_q = width + 3, ld_kv = width + 1, seq_stride = capacity * ld_kv + 7;
+  const std::vector<int32_t> row_offsets = {0, 5, 6, 46}, starts = {0, 17, 3}, slots = {2, 0, 1},
+                             key_begin = {0, 4, 2};
+  const int64_t n_seqs = 3, rows = row_offsets.back(), max_new = 40;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const auto q = test::round_f16(test::random_floats(gen, rows * ld_q, -scale * 3, scale * 3));
+  const auto k = test::round_f16(test::random_floats(gen, 3 * seq_stride, -2.0f, 2.0f));
+  const auto v = test::round_f16(test::random_floats(gen, 3 * seq_stride));
+  std::vector<float> want(q.size(), 0.0f);
+  for (int64_t s = 0; s < n_seqs; ++s) {
+    const int64_t b = key_begin[s], at = slots[s] * seq_stride + b * ld_kv;
+    ASSERT_LE(b, starts[s]);  // padding inside the cached prefix: every new query sees keys
+    cpu::ref::attention(q.data() + row_offsets[s] * ld_q, ld_q, k.data() + at, v.data() + at, ld_kv,
+                        want.data() + row_offsets[s] * ld_q, starts[s] - b,
+                        row_offsets[s + 1] - row_offsets[s], n_heads, head_dim);
+  }
+  auto dq = upload(test::to_f16(q)), dk = upload(test::to_f16(k)), dv = upload(test::to_f16(v));
+  auto doff = upload(row_offsets), dstart = upload(starts), dslots = upload(slots),
+       dbegin = upload(key_begin);
+  auto dout = poisoned<Fp16>(q.size());
+  attention_prefill_packed(dq.as<Fp16>(), ld_q, doff.as<int32_t>(), dstart.as<int32_t>(),
+                           dslots.as<int32_t>(), dk.as<Fp16>(), dv.as<Fp16>(), ld_kv, seq_stride,
+                           dout.as<Fp16>(), n_seqs, max_new, n_heads, head_dim,
+                           dbegin.as<int32_t>(), test::stream());
+  const auto got = test::from_f16(download<Fp16>(dout, q.size()));
+  std::vector<float> got_heads, want_heads;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (static_cast<int64_t>(i % ld_q) < width) {
+      got_heads.push_back(got[i]);
+      want_heads.push_back(want[i]);
+    }
+  }
+  EXPECT_EQ(mismatch(got_heads, want_heads, test::kRelF16), "");
+}
+
 struct DecodeCase {
   int64_t n_seqs, n_heads, head_dim, max_len;
   bool padded;
@@ -119,27 +158,31 @@ TEST_P(Decode, MatchesReferenceWithPerSequenceLengths) {
   const auto q = test::round_f16(test::random_floats(gen, c.n_seqs * ld_q, -scale * 3, scale * 3));
   const auto k = test::round_f16(test::random_floats(gen, c.n_seqs * seq_stride, -2.0f, 2.0f));
   const auto v = test::round_f16(test::random_floats(gen, c.n_seqs * seq_stride));
+  // Padded cases also read the cache slots in reverse order.
+  std::vector<int32_t> slots(c.n_seqs);
+  for (int64_t s = 0; s < c.n_seqs; ++s) {
+    slots[s] = static_cast<int32_t>(c.padded ? c.n_seqs - 1 - s : s);
+  }
   std::vector<float> want(c.n_seqs * width);
   for (int64_t s = 0; s < c.n_seqs; ++s) {
-    const int64_t b = key_begin[s], len = lengths[s];
-    cpu::ref::attention(q.data() + s * ld_q, ld_q, k.data() + s * seq_stride + b * ld_kv,
-                        v.data() + s * seq_stride + b * ld_kv, ld_kv, want.data() + s * width,
-                        len - b - 1, 1, c.n_heads, c.head_dim);
+    const int64_t b = key_begin[s], len = lengths[s], at = slots[s] * seq_stride + b * ld_kv;
+    cpu::ref::attention(q.data() + s * ld_q, ld_q, k.data() + at, v.data() + at, ld_kv,
+                        want.data() + s * width, len - b - 1, 1, c.n_heads, c.head_dim);
   }
   auto dq = upload(test::to_f16(q)), dk = upload(test::to_f16(k)), dv = upload(test::to_f16(v));
-  auto dlen = upload(lengths), dbegin = upload(key_begin);
+  auto dlen = upload(lengths), dbegin = upload(key_begin), dslots = upload(slots);
   const size_t ws_bytes =
       attention_decode_workspace_bytes(c.n_seqs, c.n_heads, c.head_dim, c.max_len);
   DeviceBuffer ws(ws_bytes);
   auto dout = poisoned<Fp16>(c.n_seqs * width);
   attention_decode(dq.as<Fp16>(), ld_q, dk.as<Fp16>(), dv.as<Fp16>(), ld_kv, seq_stride,
-                   dlen.as<int32_t>(), c.padded ? dbegin.as<int32_t>() : nullptr, c.max_len,
-                   dout.as<Fp16>(), width, c.n_seqs, c.n_heads, c.head_dim, ws.data(), ws_bytes,
-                   test::stream());
+                   c.padded ? dslots.as<int32_t>() : nullptr, dlen.as<int32_t>(),
+                   c.padded ? dbegin.as<int32_t>() : nullptr, c.max_len, dout.as<Fp16>(), width,
+                   c.n_seqs, c.n_heads, c.head_dim, ws.data(), ws_bytes, test::stream());
   EXPECT_EQ(mismatch(test::from_f16(download<Fp16>(dout, c.n_seqs * width)), want, test::kRelF16),
             "");
   EXPECT_ANY_THROW(attention_decode(dq.as<Fp16>(), ld_q, dk.as<Fp16>(), dv.as<Fp16>(), ld_kv,
-                                    seq_stride, dlen.as<int32_t>(), nullptr, c.max_len,
+                                    seq_stride, nullptr, dlen.as<int32_t>(), nullptr, c.max_len,
                                     dout.as<Fp16>(), width, c.n_seqs, c.n_heads, c.head_dim,
                                     ws.data(), ws_bytes - 1, test::stream()));
 }

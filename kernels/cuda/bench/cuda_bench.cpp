@@ -85,8 +85,8 @@ nlohmann::json decode_attention(const Stream& stream, double d2d_gbps) {
     DeviceBuffer ws(ws_bytes);
     const double ms = time_ms(stream, 20, [&] {
       attention_decode(q.as<Fp16>(), width, k.as<Fp16>(), v.as<Fp16>(), width, s.len * width,
-                       dlen.as<int32_t>(), nullptr, s.len, out.as<Fp16>(), width, s.seqs, s.heads,
-                       s.dim, ws.data(), ws_bytes, stream);
+                       nullptr, dlen.as<int32_t>(), nullptr, s.len, out.as<Fp16>(), width, s.seqs,
+                       s.heads, s.dim, ws.data(), ws_bytes, stream);
     });
     const double bw = gbps(2.0 * cache_bytes, ms);
     rows.push_back({{"seqs", s.seqs},
