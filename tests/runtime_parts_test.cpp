@@ -62,7 +62,7 @@ TEST(TieredArray, RandomRangesMatchAPlainArray) {
       const int64_t n = 10007;
       DiskStore disk(dir.path().string(), 1 << 20);
       TierCounters counters;
-      TieredArray array(n, stored, split, &disk, counters);
+      TieredArray array(n, StoredFormat::plain(stored), split, &disk, counters);
       // Values every dtype holds exactly, so stores and loads round-trip bit for bit.
       std::vector<float> plain(n);
       for (auto& v : plain) v = static_cast<float>(static_cast<int>(rng() % 2001) - 1000) / 8;

@@ -29,17 +29,21 @@ void add_policy_flags(cxxopts::Options& options, const std::string& default_gpu_
                                  cxxopts::value<std::string>())(
       "cpu-cache-compute", "decode attention on the CPU, where the cache lives")(
       "no-overlap", "run loads, compute and stores in plain order (for comparison)")(
-      "gpu-mem", "cap on the GPU tier, e.g. 16GiB", cxxopts::value<std::string>())(
-      "cpu-mem", "cap on the CPU tier", cxxopts::value<std::string>())(
+      "compress-weight", "hold weights in 4-bit groups on every tier (FlexGen's compression)")(
+      "compress-cache", "hold the KV cache in 4-bit groups")(
+      "compress-bits", "bits of --compress-weight / --compress-cache: 4 or 8",
+      cxxopts::value<int>())("gpu-mem", "cap on the GPU tier, e.g. 16GiB",
+                             cxxopts::value<std::string>())("cpu-mem", "cap on the CPU tier",
+                                                            cxxopts::value<std::string>())(
       "disk-mem", "cap on the disk tier", cxxopts::value<std::string>())(
       "trace", "write a Chrome trace (Perfetto) of every load, store and compute",
       cxxopts::value<std::string>());
 }
 
 bool wants_offloading(const cxxopts::ParseResult& flags) {
-  for (const char* name :
-       {"policy", "hardware", "percent", "num-gpu-batches", "offload-dir", "cpu-cache-compute",
-        "no-overlap", "gpu-mem", "cpu-mem", "disk-mem", "trace"}) {
+  for (const char* name : {"policy", "hardware", "percent", "num-gpu-batches", "offload-dir",
+                           "cpu-cache-compute", "no-overlap", "compress-weight", "compress-cache",
+                           "compress-bits", "gpu-mem", "cpu-mem", "disk-mem", "trace"}) {
     if (flags.count(name)) return true;
   }
   return false;
@@ -67,6 +71,9 @@ EngineOptions engine_options_from_flags(const cxxopts::ParseResult& flags) {
   if (flags.count("num-gpu-batches")) p.num_gpu_batches = flags["num-gpu-batches"].as<int64_t>();
   if (flags.count("cpu-cache-compute")) p.cpu_cache_compute = true;
   if (flags.count("no-overlap")) p.overlap = false;
+  if (flags.count("compress-weight")) p.compress_weight = true;
+  if (flags.count("compress-cache")) p.compress_cache = true;
+  if (flags.count("compress-bits")) p.compress_bits = flags["compress-bits"].as<int>();
   p.validate();
   if (flags.count("offload-dir")) o.offload_dir = flags["offload-dir"].as<std::string>();
   if (flags.count("gpu-mem"))
@@ -109,11 +116,13 @@ std::optional<Prediction> plan_from_flags(const cxxopts::ParseResult& flags,
     request.num_gpu_batches = flags["num-gpu-batches"].as<int64_t>();
   request.allow_disk = !options.offload_dir.empty();
   request.max_block = max_sequences;
-  // The engine here has no compression yet; plans for it never ask for any.
+  request.compress_weight = options.policy.compress_weight;
+  request.compress_cache = options.policy.compress_cache;
   const Plan plan = make_plan(hw, config, request);
   const Policy& given = options.policy;
   Policy p = plan.policy;
   p.overlap = given.overlap;
+  p.compress_bits = given.compress_bits;
   options.policy = p;
   std::fprintf(stderr, "strata: --policy auto: %s (binding: %s; %lld LPs in %.3f s)\n",
                p.to_json().dump().c_str(), plan.binding.c_str(),

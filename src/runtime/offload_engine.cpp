@@ -4,9 +4,12 @@
 #include <chrono>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <numeric>
 
 #include "core/error.h"
 #include "core/units.h"
+#include "kernels/quant_format.h"
+#include "runtime/packed_stage.h"
 #include "runtime/stream.h"
 #include "runtime/tiered_array.h"
 
@@ -18,20 +21,34 @@ constexpr int kRing = 3;  // working buffers for batch k-1 (storing), k (computi
 // between stages.
 constexpr int kWeightSlots = 3;
 
-uint64_t align_block(uint64_t bytes) {
-  return (bytes + DiskStore::kAlignment - 1) / DiskStore::kAlignment * DiskStore::kAlignment;
+// Bytes of one array on each tier, as TieredArray will allocate them.
+void add_split(uint64_t (&out)[kNumTiers], int64_t numel, const StoredFormat& format,
+               const TierSplit& split, uint64_t* max_disk = nullptr) {
+  for (int t = 0; t < kNumTiers; ++t)
+    out[t] += format.tier_bytes(numel, split, static_cast<Tier>(t));
+  if (max_disk) *max_disk = std::max(*max_disk, format.tier_bytes(numel, split, Tier::kDisk));
 }
 
-// Bytes of one array on each tier, as TieredArray will allocate them.
-void add_split(uint64_t (&out)[kNumTiers], int64_t numel, DType stored, const TierSplit& split,
-               uint64_t* max_disk = nullptr) {
-  const ElementSplit e = ElementSplit::of(numel, split);
-  out[0] += static_cast<uint64_t>(e.gpu) * 4;
-  out[1] += static_cast<uint64_t>(e.cpu) * dtype_size(stored);
-  const uint64_t disk =
-      e.disk > 0 ? align_block(static_cast<uint64_t>(e.disk) * dtype_size(stored)) : 0;
-  out[2] += disk;
-  if (max_disk) *max_disk = std::max(*max_disk, disk);
+// The weight, cache and activation formats a policy asks for. A compressed cache is grouped
+// along each token's hidden vector: groups of 64 are one head each when head_dim is 64.
+StoredFormat weight_format(const OptConfig& c, const Policy& p) {
+  return p.compress_weight ? StoredFormat::bytes() : StoredFormat::plain(c.dtype);
+}
+StoredFormat cache_format(const OptConfig& c, const Policy& p) {
+  return p.compress_cache ? StoredFormat::quantized(p.compress_bits,
+                                                    std::gcd<int64_t>(c.hidden_size, kQuantGroup))
+                          : StoredFormat::plain(DType::kF32);
+}
+// Elements of a stage's array: its packed bytes when compressed.
+int64_t stage_numel(const StageLayout& l, const Policy& p) {
+  return p.compress_weight ? static_cast<int64_t>(PackedStage::of(l, p.compress_bits).bytes)
+                           : l.numel;
+}
+bool weights_resident(const Policy& p) {
+  return p.weights.gpu_percent >= 100 && !p.compress_weight;
+}
+bool cache_resident(const Policy& p) {
+  return p.cache.gpu_percent >= 100 && !p.compress_cache;
 }
 
 struct Shapes {
@@ -71,16 +88,23 @@ MemoryPlan plan_memory(const OptConfig& c, const EngineOptions& o) {
   const Policy& p = o.policy;
   MemoryPlan plan;
   uint64_t max_disk = 0;
-  for (const auto& l : layouts) add_split(plan.weights, l.numel, c.dtype, p.weights, &max_disk);
+  uint64_t max_packed = 0;
+  for (const auto& l : layouts) {
+    const int64_t n = stage_numel(l, p);
+    max_packed = std::max(max_packed, static_cast<uint64_t>(n));
+    add_split(plan.weights, n, weight_format(c, p), p.weights, &max_disk);
+  }
   for (int64_t i = 0; i < c.n_layers * p.num_gpu_batches; ++i) {
-    add_split(plan.cache, s.kv_numel, DType::kF32, p.cache, &max_disk);
+    add_split(plan.cache, s.kv_numel, cache_format(c, p), p.cache, &max_disk);
   }
   for (int64_t k = 0; k < p.num_gpu_batches; ++k) {
-    add_split(plan.activations, s.act_numel, DType::kF32, p.activations, &max_disk);
+    add_split(plan.activations, s.act_numel, StoredFormat::plain(DType::kF32), p.activations,
+              &max_disk);
   }
   uint64_t& gpu_work = plan.working[0];
-  if (p.weights.gpu_percent < 100) gpu_work += 2 * static_cast<uint64_t>(s.max_stage_numel) * 4;
-  if (p.cache.gpu_percent < 100) gpu_work += kRing * static_cast<uint64_t>(s.kv_numel) * 4;
+  if (!weights_resident(p)) gpu_work += 2 * static_cast<uint64_t>(s.max_stage_numel) * 4;
+  if (p.compress_weight) gpu_work += max_packed;  // a split stage gathered before expanding
+  if (!cache_resident(p)) gpu_work += kRing * static_cast<uint64_t>(s.kv_numel) * 4;
   if (p.activations.gpu_percent < 100) gpu_work += kRing * static_cast<uint64_t>(s.act_numel) * 4;
   gpu_work += static_cast<uint64_t>(s.workspace_numel + p.effective_batch() * c.vocab_size) * 4;
   plan.working[1] += (kWeightSlots + 2) * max_disk;  // staging: weights, load and store streams
@@ -120,6 +144,8 @@ struct OffloadEngine::Impl {
   HostBuffer cache_buffers[kRing];
   HostBuffer act_buffers[kRing];
   HostBuffer load_staging, store_staging;
+  std::vector<PackedStage> packed;  // per stage, when weights are compressed
+  HostBuffer packed_scratch;
   Workspace ws;
   std::vector<std::vector<float>> logits;  // per GPU batch: [gpu_batch_size, vocab]
   Stream compute{"compute"};
@@ -156,6 +182,20 @@ struct OffloadEngine::Impl {
     return HostBuffer(bytes);
   }
 
+  // A stage's fp32 form from its tiers, once per step (compute stream).
+  void expand_stage(int64_t s, TieredArray& array, float* dst, const HostBuffer& staging) {
+    if (packed.empty()) {
+      array.assemble(dst, 0, array.numel(), staging);
+      return;
+    }
+    const uint8_t* bytes = array.contiguous_bytes();
+    if (!bytes) {
+      array.gather(packed_scratch.as<uint8_t>(), 0, array.numel(), staging);
+      bytes = packed_scratch.as<uint8_t>();
+    }
+    packed[static_cast<size_t>(s)].unpack(bytes, dst);
+  }
+
   void run_step(const std::vector<std::vector<SequenceStep>>& steps,
                 const std::vector<std::vector<int64_t>>& lengths);
 };
@@ -167,8 +207,6 @@ OffloadEngine::OffloadEngine(const WeightSource& source, const EngineOptions& op
   m.options = options;
   const Policy& p = options.policy;
   p.validate();
-  STRATA_INPUT_CHECK(!p.compress_weight && !p.compress_cache,
-                     "policy: compress_weight / compress_cache are not supported yet");
   STRATA_INPUT_CHECK(p.attn_sparsity == 1.0, "policy: attn_sparsity < 1 is not supported yet");
   STRATA_CHECK(options.max_prompt_len >= 1 && options.gen_len >= 1,
                "engine needs prompt and gen lengths");
@@ -184,29 +222,45 @@ OffloadEngine::OffloadEngine(const WeightSource& source, const EngineOptions& op
                        " on disk: give --offload-dir");
     m.disk = std::make_unique<DiskStore>(options.offload_dir, disk_need);
   }
-  // Weights are packed once, stage by stage, in their stored dtype.
-  std::vector<uint8_t> packed;
+  // Weights are packed once, stage by stage, in their stored form; compressed ones stay
+  // compressed on every tier.
+  std::vector<uint8_t> stored;
+  std::vector<float> stage_f32;
+  uint64_t max_packed = 0;
   for (const auto& layout : m.layouts) {
-    packed.resize(static_cast<size_t>(layout.numel) * dtype_size(m.config.dtype));
-    read_stage(source, layout, m.config.dtype, packed.data());
-    m.weights.push_back(std::make_unique<TieredArray>(layout.numel, m.config.dtype, p.weights,
+    const int64_t n = stage_numel(layout, p);
+    if (p.compress_weight) {
+      m.packed.push_back(PackedStage::of(layout, p.compress_bits));
+      stage_f32.resize(static_cast<size_t>(layout.numel));
+      read_stage(source, layout, DType::kF32, stage_f32.data());
+      stored.resize(static_cast<size_t>(n));
+      m.packed.back().pack(stage_f32.data(), stored.data());
+      max_packed = std::max(max_packed, static_cast<uint64_t>(n));
+    } else {
+      stored.resize(static_cast<size_t>(layout.numel) * dtype_size(m.config.dtype));
+      read_stage(source, layout, m.config.dtype, stored.data());
+    }
+    m.weights.push_back(std::make_unique<TieredArray>(n, weight_format(m.config, p), p.weights,
                                                       m.disk.get(), m.counters));
-    m.weights.back()->fill_stored(packed.data());
+    m.weights.back()->fill_stored(stored.data());
   }
-  packed = {};
+  stored = {};
+  stage_f32 = {};
+  if (max_packed > 0) m.packed_scratch = m.working_buffer(max_packed);
   for (int64_t i = 0; i < m.config.n_layers * p.num_gpu_batches; ++i) {
-    m.cache.push_back(std::make_unique<TieredArray>(m.shapes.kv_numel, DType::kF32, p.cache,
-                                                    m.disk.get(), m.counters));
+    m.cache.push_back(std::make_unique<TieredArray>(m.shapes.kv_numel, cache_format(m.config, p),
+                                                    p.cache, m.disk.get(), m.counters));
   }
   for (int64_t k = 0; k < p.num_gpu_batches; ++k) {
-    m.acts.push_back(std::make_unique<TieredArray>(m.shapes.act_numel, DType::kF32, p.activations,
+    m.acts.push_back(std::make_unique<TieredArray>(m.shapes.act_numel,
+                                                   StoredFormat::plain(DType::kF32), p.activations,
                                                    m.disk.get(), m.counters));
   }
-  if (p.weights.gpu_percent < 100) {
+  if (!weights_resident(p)) {
     for (auto& b : m.weight_buffers)
       b = m.working_buffer(static_cast<uint64_t>(m.shapes.max_stage_numel) * 4);
   }
-  if (p.cache.gpu_percent < 100) {
+  if (!cache_resident(p)) {
     for (auto& b : m.cache_buffers)
       b = m.working_buffer(static_cast<uint64_t>(m.shapes.kv_numel) * 4);
   }
@@ -372,9 +426,9 @@ void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>&
       const bool expand = w_staging && first_batch;
       EventPtr done = compute.enqueue(
           "compute" + tag,
-          [this, &layout, &w_array, w_staging, expand, w, h, kv, &batch_steps, &batch_offsets,
+          [this, s, &layout, &w_array, w_staging, expand, w, h, kv, &batch_steps, &batch_offsets,
            &batch_lengths, logits_k] {
-            if (expand) w_array.assemble(w, 0, w_array.numel(), *w_staging);
+            if (expand) expand_stage(s, w_array, w, *w_staging);
             switch (layout.kind) {
               case StageKind::kEmbed:
                 embed_forward(config, w, batch_steps, batch_lengths, batch_offsets, h, ws);

@@ -61,7 +61,7 @@ std::vector<StageLayout> opt_stage_layouts(const OptConfig& c, bool sep_layer) {
     StageLayout s{kind, layer, {}, 0};
     for (const auto& spec : specs) {
       const int64_t n = shape_numel(spec.shape);
-      s.tensors.push_back({spec.name, s.numel, n});
+      s.tensors.push_back({spec.name, s.numel, n, spec.shape});
       s.numel += n;
     }
     return s;

@@ -24,6 +24,7 @@ struct StageTensor {
   std::string name;  // as WeightSource::read takes it
   int64_t offset;    // in elements, within the stage buffer
   int64_t numel;
+  Shape shape;  // [out, in] for a linear layer's weight
 };
 
 struct StageLayout {

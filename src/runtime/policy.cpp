@@ -41,6 +41,8 @@ void Policy::validate() const {
   validate_split(activations, "activation");
   STRATA_INPUT_CHECK(attn_sparsity > 0 && attn_sparsity <= 1, "policy: attn_sparsity ",
                      attn_sparsity, " must be in (0, 1]");
+  STRATA_INPUT_CHECK(compress_bits == 4 || compress_bits == 8, "policy: compress_bits ",
+                     compress_bits, " must be 4 or 8");
 }
 
 nlohmann::json Policy::to_json() const {
@@ -58,7 +60,8 @@ nlohmann::json Policy::to_json() const {
           {"cpu_cache_compute", cpu_cache_compute},
           {"attn_sparsity", attn_sparsity},
           {"compress_weight", compress_weight},
-          {"compress_cache", compress_cache}};
+          {"compress_cache", compress_cache},
+          {"compress_bits", compress_bits}};
 }
 
 Policy Policy::from_json(const nlohmann::json& j, const std::string& source) {
@@ -92,6 +95,7 @@ Policy Policy::from_json(const nlohmann::json& j, const std::string& source) {
   p.attn_sparsity = get("attn_sparsity", defaults.attn_sparsity);
   p.compress_weight = get("compress_weight", defaults.compress_weight);
   p.compress_cache = get("compress_cache", defaults.compress_cache);
+  p.compress_bits = get("compress_bits", defaults.compress_bits);
   return p;
 }
 

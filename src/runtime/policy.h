@@ -28,6 +28,7 @@ struct Policy {
   double attn_sparsity = 1.0;  // fraction of keys attended (top-k); 1 is dense
   bool compress_weight = false;
   bool compress_cache = false;
+  int compress_bits = 4;  // 4 (FlexGen's) or 8, for both weights and cache
 
   int64_t effective_batch() const { return gpu_batch_size * num_gpu_batches; }
   // Rejects impossible values with a message naming the field; nothing is allocated yet.

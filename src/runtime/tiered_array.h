@@ -1,6 +1,6 @@
-// A flat array of elements placed over the three tiers by element ranges: [0, g) on the GPU
-// tier in compute form (fp32 here), [g, g + c) on the CPU tier and the rest on disk, both in the
-// stored dtype. Placement is by elements, not whole tensors, so requested percentages hold.
+// A flat array of elements placed over the three tiers by ranges of units: [0, g) on the GPU
+// tier, [g, g + c) on the CPU tier and the rest on disk. Placement is by units (an element, or
+// a quantised group), not whole tensors, so requested percentages hold.
 #pragma once
 
 #include <array>
@@ -25,7 +25,28 @@ struct TierCounters {
   void clear_traffic();
 };
 
-// Element counts of a split: g and c rounded to whole elements; the rest is disk.
+// How an array is held. Plain: the CPU and disk tiers hold the dtype, the GPU tier fp32 (the
+// compute form). Quantised: every tier holds packed groups of group_len elements, so every
+// transfer moves the small form. Bytes: an opaque byte string (a packed stage) on every tier.
+struct StoredFormat {
+  enum class Kind { kPlain, kQuantized, kBytes };
+  Kind kind = Kind::kPlain;
+  DType dtype = DType::kF32;
+  int bits = 0;
+  int64_t group_len = 1;
+
+  static StoredFormat plain(DType dtype) { return {Kind::kPlain, dtype, 0, 1}; }
+  static StoredFormat quantized(int bits, int64_t group_len) {
+    return {Kind::kQuantized, DType::kF32, bits, group_len};
+  }
+  static StoredFormat bytes() { return {Kind::kBytes, DType::kF32, 0, 1}; }
+  int64_t unit_elems() const { return kind == Kind::kQuantized ? group_len : 1; }
+  uint64_t unit_bytes(Tier tier) const;
+  // Bytes a tier holds for numel elements under this split (disk rounded to whole blocks).
+  uint64_t tier_bytes(int64_t numel, const TierSplit& split, Tier tier) const;
+};
+
+// Counts of a split: g and c rounded to whole units; the rest is disk.
 struct ElementSplit {
   int64_t gpu = 0;
   int64_t cpu = 0;
@@ -36,19 +57,28 @@ struct ElementSplit {
 class TieredArray {
  public:
   // `disk` may be null when the split puts nothing on disk.
-  TieredArray(int64_t numel, DType stored, const TierSplit& split, DiskStore* disk,
+  TieredArray(int64_t numel, StoredFormat format, const TierSplit& split, DiskStore* disk,
               TierCounters& counters);
   ~TieredArray();
   TieredArray(const TieredArray&) = delete;
   TieredArray& operator=(const TieredArray&) = delete;
 
   int64_t numel() const { return numel_; }
+  const StoredFormat& format() const { return format_; }
+  // Units (elements, or groups when quantised) on each tier.
   const ElementSplit& split() const { return split_; }
-  // The whole array, when it is all on the GPU tier: compute on it in place.
-  float* resident() { return split_.gpu == numel_ ? gpu_.as<float>() : nullptr; }
+  // The whole array, when it is all on the GPU tier in fp32: compute on it in place.
+  float* resident() {
+    return format_.kind == StoredFormat::Kind::kPlain && split_.gpu == numel_ ? gpu_.as<float>()
+                                                                              : nullptr;
+  }
+  // The stored bytes, when they all sit on one memory tier; otherwise null.
+  const uint8_t* contiguous_bytes() const;
 
-  // Sets every element from `src` (numel values in the stored dtype), packing it once.
+  // Sets every element from `src`: numel values in the stored dtype (plain), or the bytes.
   void fill_stored(const void* src);
+  // Sets every element from fp32 values (plain or quantised).
+  void fill(const float* src);
   // Sets every element to zero.
   void fill_zero();
   // Bytes of host staging that load / store need for this array's disk part.
@@ -66,20 +96,29 @@ class TieredArray {
   // Fills dst[begin, end) from the GPU and CPU parts and from staging as fetch() left it:
   // the conversion to the compute form, run where the data is used.
   void assemble(float* dst, int64_t begin, int64_t end, const HostBuffer& staging);
+  // Copies stored bytes [begin, end) into dst[begin, end) (bytes format), after fetch().
+  void gather(uint8_t* dst, int64_t begin, int64_t end, const HostBuffer& staging);
   // Writes elements [begin, end) of src (the array's full, current layout) back to the tiers.
+  // Quantised arrays take ranges of whole groups.
   void store(const float* src, int64_t begin, int64_t end, HostBuffer& staging);
 
  private:
-  // Disk I/O covers whole 4 KiB blocks; blocks of elements [a, b) of the disk part.
+  // Disk I/O covers whole 4 KiB blocks; blocks of disk units [a, b).
   void disk_blocks(int64_t a, int64_t b, uint64_t& first_byte, uint64_t& end_byte) const;
+  // Units covering elements [begin, end), checked to be whole groups.
+  void unit_range(int64_t begin, int64_t end, int64_t& first, int64_t& last) const;
+  // Units [u, u + n) from their stored bytes to fp32 at their place in dst, and back.
+  void decode(const uint8_t* src, int64_t u, int64_t n, float* dst) const;
+  void encode(const float* src, int64_t u, int64_t n, uint8_t* dst) const;
 
   int64_t numel_;
-  DType stored_;
+  StoredFormat format_;
+  int64_t n_units_;
   ElementSplit split_;
   DiskStore* disk_;
   TierCounters& counters_;
-  HostBuffer gpu_;  // fp32
-  HostBuffer cpu_;  // stored dtype
+  HostBuffer gpu_;  // fp32 when plain, else the stored bytes
+  HostBuffer cpu_;  // stored bytes
   DiskStore::Extent extent_;
 };
 
