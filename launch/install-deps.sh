@@ -6,6 +6,8 @@ packages=(
   libopenblas-dev libglpk-dev libopenmpi-dev openmpi-bin
   libcxxopts-dev nlohmann-json3-dev liburing-dev libicu-dev
   libgtest-dev libgmock-dev
+  # launching: Slurm (the slurm ctest runs real daemons), plots for the scaling study
+  slurm-wlm munge gnuplot-nox
 )
 # The tokenizer tests run node and npm; a machine may carry its own newer ones.
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
