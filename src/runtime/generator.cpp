@@ -22,7 +22,12 @@ void GenerationStats::add(const GenerationStats& o) {
 bool accept_next_token(std::span<const float> logits, const GenerateOptions& options,
                        int32_t eos_token_id, size_t seq, RandomStream& stream,
                        std::span<float> scratch, Generation& g) {
-  const Sampled s = sample_token(logits, options.sampling, stream, scratch);
+  return accept_token(sample_token(logits, options.sampling, stream, scratch), options,
+                      eos_token_id, seq, g);
+}
+
+bool accept_token(const Sampled& s, const GenerateOptions& options, int32_t eos_token_id,
+                  size_t seq, Generation& g) {
   g.output_ids.push_back(s.token);
   g.token_logprobs.push_back(s.logprob);
   const bool eos = !options.ignore_eos && s.token == eos_token_id;

@@ -45,6 +45,11 @@ struct GenerationStats {
   void add(const GenerationStats& other);
 };
 
+// Appends a sampled token to `g` and says whether the sequence goes on (false: eos or a stop
+// string ended it). Pipeline ranks sample on the last rank and accept on the first.
+bool accept_token(const Sampled& s, const GenerateOptions& options, int32_t eos_token_id,
+                  size_t seq, Generation& g);
+
 // Samples sequence `seq`'s next token from its logits, appends it to `g` and says whether the
 // sequence goes on (false: eos or a stop string ended it). Shared by every engine.
 bool accept_next_token(std::span<const float> logits, const GenerateOptions& options,

@@ -82,8 +82,27 @@ uint64_t MemoryPlan::total(Tier tier) const {
   return weights[t] + cache[t] + activations[t] + working[t];
 }
 
+std::vector<StageLayout> slice_layouts(const OptConfig& c, const EngineOptions& o) {
+  const int64_t first = o.first_layer;
+  const int64_t n = o.n_layers < 0 ? c.n_layers - first : o.n_layers;
+  STRATA_CHECK(first >= 0 && n >= 1 && first + n <= c.n_layers, "layer slice [", first, ", ",
+               first + n, ") outside the model's ", c.n_layers, " layers");
+  std::vector<StageLayout> out;
+  for (auto& l : opt_stage_layouts(c, o.policy.sep_layer)) {
+    const bool keep = l.kind == StageKind::kEmbed  ? first == 0
+                      : l.kind == StageKind::kHead ? first + n == c.n_layers
+                                                   : l.layer >= first && l.layer < first + n;
+    if (keep) out.push_back(std::move(l));
+  }
+  return out;
+}
+
+int64_t slice_layer_count(const OptConfig& c, const EngineOptions& o) {
+  return o.n_layers < 0 ? c.n_layers - o.first_layer : o.n_layers;
+}
+
 MemoryPlan plan_memory(const OptConfig& c, const EngineOptions& o) {
-  const auto layouts = opt_stage_layouts(c, o.policy.sep_layer);
+  const auto layouts = slice_layouts(c, o);
   const Shapes s = shapes_of(c, o, layouts);
   const Policy& p = o.policy;
   MemoryPlan plan;
@@ -94,10 +113,11 @@ MemoryPlan plan_memory(const OptConfig& c, const EngineOptions& o) {
     max_packed = std::max(max_packed, static_cast<uint64_t>(n));
     add_split(plan.weights, n, weight_format(c, p), p.weights, &max_disk);
   }
-  for (int64_t i = 0; i < c.n_layers * p.num_gpu_batches; ++i) {
+  const int64_t batches = p.num_gpu_batches * o.n_groups;
+  for (int64_t i = 0; i < slice_layer_count(c, o) * batches; ++i) {
     add_split(plan.cache, s.kv_numel, cache_format(c, p), p.cache, &max_disk);
   }
-  for (int64_t k = 0; k < p.num_gpu_batches; ++k) {
+  for (int64_t k = 0; k < batches; ++k) {
     add_split(plan.activations, s.act_numel, StoredFormat::plain(DType::kF32), p.activations,
               &max_disk);
   }
@@ -137,8 +157,10 @@ struct OffloadEngine::Impl {
   TierCounters counters;
   std::unique_ptr<DiskStore> disk;
   std::vector<std::unique_ptr<TieredArray>> weights;  // per stage
-  std::vector<std::unique_ptr<TieredArray>> cache;    // [layer * num_gpu_batches + k]
-  std::vector<std::unique_ptr<TieredArray>> acts;     // per GPU batch
+  // [(layer - first_layer) * total_batches + group * num_gpu_batches + k]
+  std::vector<std::unique_ptr<TieredArray>> cache;
+  std::vector<std::unique_ptr<TieredArray>> acts;  // per GPU batch of every group
+  int64_t total_batches = 0;                       // over all groups
   HostBuffer weight_buffers[2];
   HostBuffer weight_staging[kWeightSlots];  // disk bytes of stage s in slot s % kWeightSlots
   HostBuffer cache_buffers[kRing];
@@ -197,7 +219,7 @@ struct OffloadEngine::Impl {
   }
 
   void run_step(const std::vector<std::vector<SequenceStep>>& steps,
-                const std::vector<std::vector<int64_t>>& lengths);
+                const std::vector<std::vector<int64_t>>& lengths, int64_t base);
 };
 
 OffloadEngine::OffloadEngine(const WeightSource& source, const EngineOptions& options)
@@ -210,7 +232,9 @@ OffloadEngine::OffloadEngine(const WeightSource& source, const EngineOptions& op
   STRATA_INPUT_CHECK(p.attn_sparsity == 1.0, "policy: attn_sparsity < 1 is not supported yet");
   STRATA_CHECK(options.max_prompt_len >= 1 && options.gen_len >= 1,
                "engine needs prompt and gen lengths");
-  m.layouts = opt_stage_layouts(m.config, p.sep_layer);
+  STRATA_CHECK(options.n_groups >= 1, "engine needs at least one group");
+  m.layouts = slice_layouts(m.config, options);
+  m.total_batches = p.num_gpu_batches * options.n_groups;
   m.shapes = shapes_of(m.config, options, m.layouts);
   m.plan = plan_memory(m.config, options);
   check_caps(m.plan, options.caps);  // before anything is allocated
@@ -247,11 +271,11 @@ OffloadEngine::OffloadEngine(const WeightSource& source, const EngineOptions& op
   stored = {};
   stage_f32 = {};
   if (max_packed > 0) m.packed_scratch = m.working_buffer(max_packed);
-  for (int64_t i = 0; i < m.config.n_layers * p.num_gpu_batches; ++i) {
+  for (int64_t i = 0; i < slice_layer_count(m.config, options) * m.total_batches; ++i) {
     m.cache.push_back(std::make_unique<TieredArray>(m.shapes.kv_numel, cache_format(m.config, p),
                                                     p.cache, m.disk.get(), m.counters));
   }
-  for (int64_t k = 0; k < p.num_gpu_batches; ++k) {
+  for (int64_t k = 0; k < m.total_batches; ++k) {
     m.acts.push_back(std::make_unique<TieredArray>(m.shapes.act_numel,
                                                    StoredFormat::plain(DType::kF32), p.activations,
                                                    m.disk.get(), m.counters));
@@ -306,7 +330,7 @@ const Policy& OffloadEngine::policy() const {
 }
 
 void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& steps,
-                                   const std::vector<std::vector<int64_t>>& lengths) {
+                                   const std::vector<std::vector<int64_t>>& lengths, int64_t base) {
   const int64_t n_batches = static_cast<int64_t>(steps.size());
   const int64_t hidden = config.hidden_size;
   const int64_t n_stages = static_cast<int64_t>(layouts.size());
@@ -369,13 +393,13 @@ void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>&
       const std::string tag = " stage " + std::to_string(s) + " batch " + std::to_string(k);
       std::vector<EventPtr> deps = {w_ready};
       // The batch's hidden state: resident, or loaded into a ring buffer.
-      TieredArray& act = *acts[static_cast<size_t>(k)];
+      TieredArray& act = *acts[static_cast<size_t>(base + k)];
       float* h = act.resident();
       const int act_slot = static_cast<int>(act_item % kRing);
       if (!h) {
         h = act_buffers[act_slot].as<float>();
         ++act_item;
-        if (s == 0) {
+        if (layout.kind == StageKind::kEmbed) {
           deps.push_back(act_free[act_slot]);
         } else {
           const int64_t n = rows[k] * hidden;
@@ -389,7 +413,9 @@ void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>&
       TieredArray* kv_array = nullptr;
       int cache_slot = 0;
       if (stage_has_cache(layout.kind)) {
-        kv_array = cache[static_cast<size_t>(layout.layer * policy().num_gpu_batches + k)].get();
+        kv_array = cache[static_cast<size_t>((layout.layer - options.first_layer) * total_batches +
+                                             base + k)]
+                       .get();
         float* base = kv_array->resident();
         if (!base) {
           cache_slot = static_cast<int>(cache_item++ % kRing);
@@ -535,7 +561,7 @@ std::vector<Generation> OffloadEngine::generate(std::span<const Prompt> prompts,
     }
     if (n_new.empty()) break;
     const auto begin = std::chrono::steady_clock::now();
-    m.run_step(steps, lengths);
+    m.run_step(steps, lengths, 0);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
     (t == 0 ? local.prefill_s : local.decode_s) += seconds;
@@ -562,6 +588,54 @@ std::vector<Generation> OffloadEngine::generate(std::span<const Prompt> prompts,
   m.wall_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_begin).count();
   if (stats) stats->add(local);
   return results;
+}
+
+void OffloadEngine::forward(int64_t group, const std::vector<std::vector<SequenceStep>>& steps,
+                            const std::vector<std::vector<int64_t>>& lengths) {
+  Impl& m = *impl_;
+  const int64_t ngb = m.policy().num_gpu_batches;
+  STRATA_CHECK(group >= 0 && group < m.options.n_groups, "group ", group, " outside the engine's");
+  STRATA_CHECK(static_cast<int64_t>(steps.size()) <= ngb && steps.size() == lengths.size(),
+               "a forward takes one step list per GPU batch");
+  const auto begin = std::chrono::steady_clock::now();
+  m.run_step(steps, lengths, group * ngb);
+  m.wall_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+}
+
+void OffloadEngine::write_hidden(int64_t group, int64_t k, const float* rows, int64_t n_rows) {
+  Impl& m = *impl_;
+  TieredArray& act = *m.acts[static_cast<size_t>(group * m.policy().num_gpu_batches + k)];
+  const int64_t n = n_rows * m.config.hidden_size;
+  STRATA_CHECK(n <= act.numel(), "hidden rows past the engine's activation buffer");
+  if (float* h = act.resident()) {
+    std::memcpy(h, rows, static_cast<size_t>(n) * 4);
+  } else {
+    act.store(rows, 0, n, m.store_staging);
+  }
+}
+
+void OffloadEngine::read_hidden(int64_t group, int64_t k, float* rows, int64_t n_rows) {
+  Impl& m = *impl_;
+  TieredArray& act = *m.acts[static_cast<size_t>(group * m.policy().num_gpu_batches + k)];
+  const int64_t n = n_rows * m.config.hidden_size;
+  STRATA_CHECK(n <= act.numel(), "hidden rows past the engine's activation buffer");
+  if (const float* h = act.resident()) {
+    std::memcpy(rows, h, static_cast<size_t>(n) * 4);
+  } else {
+    act.load(rows, 0, n, m.load_staging);
+  }
+}
+
+std::span<const float> OffloadEngine::logits(int64_t k) const {
+  return impl_->logits[static_cast<size_t>(k)];
+}
+
+bool OffloadEngine::has_embed() const {
+  return impl_->layouts.front().kind == StageKind::kEmbed;
+}
+
+bool OffloadEngine::has_head() const {
+  return impl_->layouts.back().kind == StageKind::kHead;
 }
 
 EngineStats OffloadEngine::stats() const {

@@ -22,7 +22,17 @@ struct EngineOptions {
   std::string offload_dir;     // needed when anything is placed on disk
   int64_t max_prompt_len = 0;  // sizes the KV cache and activations
   int64_t gen_len = 0;
+  // A pipeline rank's slice: decoder layers [first_layer, first_layer + n_layers) (-1: all),
+  // with the embedding when it starts at 0 and the head when it reaches the last layer.
+  int64_t first_layer = 0;
+  int64_t n_layers = -1;
+  // Blocks of num_gpu_batches GPU batches, each with its own KV cache, in flight together
+  // (one per pipeline stage, so every rank has work).
+  int64_t n_groups = 1;
 };
+
+// The stages a slice runs: opt_stage_layouts cut to the options' layers.
+std::vector<StageLayout> slice_layouts(const OptConfig& config, const EngineOptions& options);
 
 // What one tier held and moved.
 struct TierStats {
@@ -70,6 +80,20 @@ class OffloadEngine {
   std::vector<Generation> generate(std::span<const Prompt> prompts, const GenerateOptions& options,
                                    GenerationStats* stats,
                                    std::vector<std::vector<float>>* prefill_logits = nullptr);
+
+  // The lower-level step a pipeline rank drives: one forward of group g's GPU batches.
+  // steps[k] are batch k's sequences (tokens are read only by a slice with the embedding);
+  // lengths[k][slot] are their cached tokens, which the caller advances afterwards.
+  void forward(int64_t group, const std::vector<std::vector<SequenceStep>>& steps,
+               const std::vector<std::vector<int64_t>>& lengths);
+  // Hidden rows of group g's batch k in packed row order: set before forward() by a slice
+  // without the embedding, read after it by a slice without the head.
+  void write_hidden(int64_t group, int64_t k, const float* rows, int64_t n_rows);
+  void read_hidden(int64_t group, int64_t k, float* rows, int64_t n_rows);
+  // Batch k's logits of the last forward(): [sequences, vocab] (slices with the head).
+  std::span<const float> logits(int64_t k) const;
+  bool has_embed() const;
+  bool has_head() const;
 
   EngineStats stats() const;
   void clear_stats();
