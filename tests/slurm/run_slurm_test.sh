@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The slurm ctest: a real munged, slurmctld and two slurmd "nodes" on localhost, in a temp dir.
 #   run_slurm_test.sh STRATA_BINARY REPO_ROOT
-# Submits the repository's slurm/multi-node.sbatch for a 2-rank pipeline on the reference model
-# tests/data/opt-pub-tiny, checks that its output equals a single-rank `strata generate` of the
-# same input, and that asking for more nodes than exist is refused at once. Installs nothing:
+# Submits the repository's slurm/multi-node.sbatch (srun) and slurm/multi-node-mpirun.sbatch for a
+# 2-rank pipeline on the reference model tests/data/opt-pub-tiny and checks that each output equals
+# a single-rank `strata generate` of the same input; a job whose ranks fail must end FAILED, and
+# asking for more nodes than exist must be refused at once. Installs nothing:
 # exits 77 (skipped) when launch/install-deps.sh has not installed Slurm and munge.
 set -euo pipefail
 
@@ -123,22 +124,41 @@ ms=$((($(date +%s%N) - start) / 1000000))
 [ "$ms" -lt 5000 ] || fail "sbatch -N 3 took ${ms} ms to be refused"
 echo "slurm test: sbatch -N 3 refused in ${ms} ms: $(cat "$work/too-many.txt")"
 
-job=$(sbatch --parsable -N 2 --chdir="$work" --time=2 "$repo/slurm/multi-node.sbatch" --ignore-eos) ||
-  fail "sbatch -N 2 failed"
-job=${job%%;*}
-echo "slurm test: submitted job $job"
-# Poll squeue: sbatch --wait backs off to 10 s and more between checks.
+# Each multi-node template in turn: srun with PMIx, then mpirun inside the allocation.
+run_template() {
+  local template=$1 name=$2 job state log
+  rm -f "$work/pipeline.jsonl"
+  job=$(sbatch --parsable -N 2 --chdir="$work" --time=2 "$repo/slurm/$template" --ignore-eos) ||
+    fail "sbatch -N 2 $template failed"
+  job=${job%%;*}
+  echo "slurm test: submitted $template as job $job"
+  # Poll squeue: sbatch --wait backs off to 10 s and more between checks.
+  for _ in $(seq 400); do
+    [ -z "$(squeue -h -j "$job" -o %T 2>/dev/null)" ] && break
+    sleep 0.1
+  done
+  [ -z "$(squeue -h -j "$job" -o %T 2>/dev/null)" ] || fail "job $job still queued or running after 40 s"
+  state=$(scontrol show job "$job" 2>/dev/null | grep -o 'JobState=[A-Z_]*' || true)
+  log=$work/strata-$name-$job.out
+  echo "slurm test: job $job ended: $state"
+  [ -f "$log" ] && cat "$log"
+  [ "$state" = JobState=COMPLETED ] || fail "job $job ($template): $state"
+  [ -s "$work/pipeline.jsonl" ] || fail "job $job ($template) wrote no output"
+  cmp "$work/single.jsonl" "$work/pipeline.jsonl" ||
+    fail "$template: 2-node output differs from the single-rank run: $(diff "$work/single.jsonl" "$work/pipeline.jsonl" | head -5)"
+  echo "slurm test: $template: 2-node output equals the single-rank run"
+}
+# Negative control: ranks that fail (no such model) must end the job as FAILED, not COMPLETED.
+bad=$(STRATA_MODEL=$work/no-such-model sbatch --parsable -N 2 --chdir="$work" --time=2 \
+  "$repo/slurm/multi-node.sbatch") || fail "sbatch of the failing job was refused"
+bad=${bad%%;*}
 for _ in $(seq 400); do
-  [ -z "$(squeue -h -j "$job" -o %T 2>/dev/null)" ] && break
+  [ -z "$(squeue -h -j "$bad" -o %T 2>/dev/null)" ] && break
   sleep 0.1
 done
-[ -z "$(squeue -h -j "$job" -o %T 2>/dev/null)" ] || fail "job $job still queued or running after 40 s"
-state=$(scontrol show job "$job" 2>/dev/null | grep -o 'JobState=[A-Z_]*' || true)
-log=$work/strata-strata-pipeline-$job.out
-echo "slurm test: job $job ended: $state"
-[ -f "$log" ] && cat "$log"
-[ "$state" = JobState=COMPLETED ] || fail "job $job: $state"
-[ -s "$work/pipeline.jsonl" ] || fail "the job wrote no output"
-cmp "$work/single.jsonl" "$work/pipeline.jsonl" ||
-  fail "2-node output differs from the single-rank run: $(diff "$work/single.jsonl" "$work/pipeline.jsonl" | head -5)"
-echo "slurm test: PASS: 2-node pipeline output equals the single-rank run ($(wc -l <"$work/single.jsonl") sequences)"
+bad_state=$(scontrol show job "$bad" 2>/dev/null | grep -o 'JobState=[A-Z_]*' || true)
+[ "$bad_state" = JobState=FAILED ] || fail "job $bad with a missing model ended $bad_state, expected FAILED"
+echo "slurm test: a job with a missing model ended $bad_state"
+run_template multi-node.sbatch strata-pipeline
+run_template multi-node-mpirun.sbatch strata-mpirun
+echo "slurm test: PASS"
