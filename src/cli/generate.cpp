@@ -7,9 +7,11 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "cli/pipeline_flags.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "model/weight_source.h"
+#include "parallel/pipeline.h"
 #include "runtime/generator.h"
 #include "runtime/offload_engine.h"
 #include "runtime/requests.h"
@@ -94,6 +96,7 @@ int run_generate(int argc, char** argv) {
       "threads", "compute threads (0: OpenBLAS default)",
       cxxopts::value<int>()->default_value("0"));
   add_policy_flags(options, "16");
+  add_pipeline_flags(options);
   const auto flags = parse_flags(options, argc, argv);
   STRATA_INPUT_CHECK(flags.count("model"), "--model is required");
   const auto prompts = all_values(flags, "prompt");
@@ -128,27 +131,22 @@ int run_generate(int argc, char** argv) {
   tokenize_prompts(requests, tokenizer ? &*tokenizer : nullptr, synthetic ? model : tokenizer_dir);
   auto source = open_weight_source(model);
   for (const auto& r : requests) validate_request(r, source->config(), gen_len);
-  std::ofstream file_out;
-  std::ostream* out = &std::cout;
-  if (flags.count("output")) {
-    const std::string path = flags["output"].as<std::string>();
-    file_out.open(path, std::ios::trunc);
-    STRATA_INPUT_CHECK(file_out.good(), path, ": cannot create");
-    out = &file_out;
-  }
-
   engine_options.gen_len = gen_len;
   for (const auto& r : requests) {
     engine_options.max_prompt_len =
         std::max<int64_t>(engine_options.max_prompt_len, static_cast<int64_t>(r.input_ids.size()));
   }
-  plan_from_flags(flags, source->config(), engine_options,  // --policy auto
-                  static_cast<int64_t>(requests.size()));
-  const int64_t block = engine_options.policy.effective_batch();
-  const auto load_begin = std::chrono::steady_clock::now();
-  OffloadEngine engine(*source, engine_options);
-  const double load_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - load_begin).count();
+  // Several ranks: this rank's slice, checked before any weight is read.
+  auto pipeline = pipeline_rank_from_flags(flags, source->config(), engine_options);
+  const bool writer = !pipeline || pipeline->transport->rank() == 0;
+  std::ofstream file_out;
+  std::ostream* out = &std::cout;
+  if (flags.count("output") && writer) {
+    const std::string path = flags["output"].as<std::string>();
+    file_out.open(path, std::ios::trunc);
+    STRATA_INPUT_CHECK(file_out.good(), path, ": cannot create");
+    out = &file_out;
+  }
   // Stop strings are watched per sequence of the batch being generated.
   std::vector<StopWatcher> watchers;
   if (!stops.empty()) {
@@ -156,42 +154,72 @@ int run_generate(int argc, char** argv) {
       return watchers[seq].push(ids.back());
     };
   }
-  Progress progress(static_cast<int64_t>(requests.size()) * gen_len);
-  if (progress.enabled()) gen.on_step = [&progress](int64_t n) { progress.add(n); };
-  GenerationStats stats;
-  for (size_t first = 0; first < requests.size(); first += static_cast<size_t>(block)) {
-    const size_t last = std::min(requests.size(), first + static_cast<size_t>(block));
-    std::vector<Prompt> batch;
-    watchers.clear();
-    for (size_t i = first; i < last; ++i) {
-      batch.push_back({requests[i].input_ids, i});
-      if (tokenizer) watchers.emplace_back(*tokenizer, stops);
+  auto write_result = [&](size_t i, Generation& g, const StopWatcher* w) {
+    std::optional<std::string> text;
+    if (w && w->stopped()) {
+      g.output_ids.resize(w->kept_ids());
+      g.token_logprobs.resize(w->kept_ids());
+      text = w->text();
+    } else if (tokenizer) {
+      text = TextStream::text_of(*tokenizer, g.output_ids);
     }
-    auto results = engine.generate(batch, gen, &stats);
-    for (size_t i = first; i < last; ++i) {
-      Generation& g = results[i - first];
-      std::optional<std::string> text;
-      if (tokenizer && !stops.empty() && watchers[i - first].stopped()) {
-        const StopWatcher& w = watchers[i - first];
-        g.output_ids.resize(w.kept_ids());
-        g.token_logprobs.resize(w.kept_ids());
-        text = w.text();
-      } else if (tokenizer) {
-        text = TextStream::text_of(*tokenizer, g.output_ids);
-      }
-      *out << result_json(requests[i], g, text).dump() << "\n";
+    *out << result_json(requests[i], g, text).dump() << "\n";
+  };
+  Progress progress(static_cast<int64_t>(requests.size()) * gen_len);
+  if (progress.enabled() && writer) gen.on_step = [&progress](int64_t n) { progress.add(n); };
+  GenerationStats stats;
+  double load_s = 0;
+  if (pipeline) {
+    std::vector<Prompt> all;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      all.push_back({requests[i].input_ids, i});
+      if (tokenizer && !stops.empty()) watchers.emplace_back(*tokenizer, stops);
+    }
+    auto results = parallel::pipeline_generate(*source, pipeline->options, *pipeline->transport,
+                                               all, gen, &stats);
+    if (!writer) return 0;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      write_result(i, results[i], watchers.empty() ? nullptr : &watchers[i]);
     }
     out->flush();
     STRATA_INPUT_CHECK(out->good(), "writing the output failed (disk full?)");
+  } else {
+    plan_from_flags(flags, source->config(), engine_options,  // --policy auto
+                    static_cast<int64_t>(requests.size()));
+    const int64_t block = engine_options.policy.effective_batch();
+    const auto load_begin = std::chrono::steady_clock::now();
+    OffloadEngine engine(*source, engine_options);
+    load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_begin).count();
+    for (size_t first = 0; first < requests.size(); first += static_cast<size_t>(block)) {
+      const size_t last = std::min(requests.size(), first + static_cast<size_t>(block));
+      std::vector<Prompt> batch;
+      watchers.clear();
+      for (size_t i = first; i < last; ++i) {
+        batch.push_back({requests[i].input_ids, i});
+        if (tokenizer && !stops.empty()) watchers.emplace_back(*tokenizer, stops);
+      }
+      auto results = engine.generate(batch, gen, &stats);
+      for (size_t i = first; i < last; ++i) {
+        write_result(i, results[i - first], watchers.empty() ? nullptr : &watchers[i - first]);
+      }
+      out->flush();
+      STRATA_INPUT_CHECK(out->good(), "writing the output failed (disk full?)");
+    }
   }
   progress.finish();
   const double total_s = stats.prefill_s + stats.decode_s;
+  // Every sequence's first token comes from the prefill; the rest are decode tokens.
+  const double decode_tokens =
+      static_cast<double>(stats.generated_tokens) - static_cast<double>(requests.size());
   std::fprintf(stderr,
-               "strata generate: %zu sequences, %lld prompt + %lld generated tokens; load %.2f s, "
-               "prefill %.2f s, decode %.2f s; %.2f generated tokens/s\n",
-               requests.size(), static_cast<long long>(stats.prompt_tokens),
+               "strata generate: %zu sequences on %d rank(s), %lld prompt + %lld generated "
+               "tokens; load %.2f s, prefill %.2f s, decode %.2f s (%.2f tokens/s); %.2f "
+               "generated tokens/s\n",
+               requests.size(), pipeline ? pipeline->transport->size() : 1,
+               static_cast<long long>(stats.prompt_tokens),
                static_cast<long long>(stats.generated_tokens), load_s, stats.prefill_s,
-               stats.decode_s, total_s > 0 ? stats.generated_tokens / total_s : 0.0);
+               stats.decode_s, stats.decode_s > 0 ? decode_tokens / stats.decode_s : 0.0,
+               total_s > 0 ? stats.generated_tokens / total_s : 0.0);
   return 0;
 }
 

@@ -1,0 +1,106 @@
+#include "cli/pipeline_flags.h"
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "parallel/pipeline.h"
+#include "planner/cluster.h"
+#include "planner/cluster_planner.h"
+
+namespace strata::cli {
+
+void add_pipeline_flags(cxxopts::Options& options) {
+  options.add_options("pipeline (under mpirun / srun)")(
+      "layers-per-rank", "decoder layers of each rank, e.g. 10,14 (default: even)",
+      cxxopts::value<std::string>())(
+      "cluster", "cluster file: the planner picks each rank's layers and placement",
+      cxxopts::value<std::string>())("transport", "mpi, nccl or auto",
+                                     cxxopts::value<std::string>()->default_value("auto"))(
+      "pipeline-groups", "groups of GPU batches in flight (default: the number of ranks)",
+      cxxopts::value<int64_t>());
+}
+
+std::optional<PipelineRank> pipeline_rank_from_flags(const cxxopts::ParseResult& flags,
+                                                     const OptConfig& config,
+                                                     const EngineOptions& base) {
+  const parallel::World& w = parallel::world();
+  const std::string choice = flags["transport"].as<std::string>();
+  STRATA_INPUT_CHECK(choice == "mpi" || choice == "nccl" || choice == "auto",
+                     "--transport must be mpi, nccl or auto, not '", choice, "'");
+  STRATA_INPUT_CHECK(!(flags.count("cluster") && wants_auto_policy(flags)),
+                     "--cluster plans every rank's policy: drop --policy auto");
+  std::optional<Cluster> cluster;
+  if (flags.count("cluster")) {
+    cluster = Cluster::load(flags["cluster"].as<std::string>());
+    check_rank_count(*cluster, w.size);
+  }
+  std::vector<int64_t> split;
+  if (flags.count("layers-per-rank")) {
+    split = parse_layer_split(flags["layers-per-rank"].as<std::string>(), config.n_layers, w.size);
+  } else {
+    split = parallel::even_split(config.n_layers, w.size);
+  }
+  int64_t groups = w.size;
+  if (flags.count("pipeline-groups")) {
+    groups = flags["pipeline-groups"].as<int64_t>();
+    STRATA_INPUT_CHECK(groups >= 1, "--pipeline-groups must be >= 1");
+  }
+  if (w.size == 1) return std::nullopt;
+
+  PipelineRank rank;
+  rank.transport = parallel::choose_transport(choice, w, -1);
+  rank.options = base;
+  rank.options.n_groups = groups;
+  if (cluster) {
+    // Rank 0 plans (the MILP has a time limit, so ranks could disagree) and sends each rank
+    // its part.
+    std::vector<std::string> texts;
+    if (w.rank == 0) {
+      ClusterPlanRequest request;
+      request.prompt_len = base.max_prompt_len;
+      request.gen_len = base.gen_len;
+      request.n_ranks = w.size;
+      request.compress_weight = base.policy.compress_weight;
+      request.compress_cache = base.policy.compress_cache;
+      if (flags.count("gpu-batch-size")) request.gpu_batch_size = base.policy.gpu_batch_size;
+      if (flags.count("num-gpu-batches")) request.num_gpu_batches = base.policy.num_gpu_batches;
+      if (flags.count("layers-per-rank")) request.layers_per_rank = split;
+      const ClusterPlan plan = plan_cluster(*cluster, config, request);
+      std::fprintf(stderr, "strata: --cluster %s: layers per rank %s, predicted %.3f tok/s\n",
+                   cluster->source.c_str(), plan.split_text().c_str(),
+                   plan.generation_tokens_per_s);
+      for (const RankPlan& r : plan.ranks) {
+        Policy p = r.policy;
+        p.overlap = base.policy.overlap;
+        p.compress_bits = base.policy.compress_bits;
+        texts.push_back(nlohmann::json{{"first_layer", r.first_layer},
+                                       {"n_layers", r.n_layers},
+                                       {"policy", p.to_json()},
+                                       {"caps", {r.cap_bytes[0], r.cap_bytes[1], r.cap_bytes[2]}}}
+                            .dump());
+      }
+    }
+    const auto mine = nlohmann::json::parse(parallel::scatter_text(*rank.transport, texts));
+    rank.options.first_layer = mine["first_layer"].get<int64_t>();
+    rank.options.n_layers = mine["n_layers"].get<int64_t>();
+    rank.options.policy = Policy::from_json(mine["policy"], "the cluster plan");
+    rank.options.caps = {mine["caps"][0].get<uint64_t>(), mine["caps"][1].get<uint64_t>(),
+                         mine["caps"][2].get<uint64_t>()};
+    // The split every rank runs, for reports.
+    split.assign(static_cast<size_t>(w.size), 0);
+    split[static_cast<size_t>(w.rank)] = rank.options.n_layers;
+  } else {
+    rank.options.first_layer = 0;
+    for (int r = 0; r < w.rank; ++r) rank.options.first_layer += split[static_cast<size_t>(r)];
+    rank.options.n_layers = split[static_cast<size_t>(w.rank)];
+  }
+  rank.layers_per_rank = split;
+  // Ranks sharing a node write their own files in the offload dir (the store names its file).
+  plan_memory(config, rank.options);  // checks the slice
+  check_caps(plan_memory(config, rank.options), rank.options.caps);
+  return rank;
+}
+
+}  // namespace strata::cli

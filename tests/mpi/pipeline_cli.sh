@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# `strata generate` as a pipeline under mpirun against the one-rank run of the same input.
+#   pipeline_cli.sh MPIEXEC STRATA DATA_DIR CASE
+# same: 2 and 3 ranks (hand and even splits, offloading on the ranks) write byte-identical output.
+# too-many-ranks: more ranks than layers fails before loading, naming the counts.
+# killed: a rank killed mid-run ends the job with a non-zero status within 30 s.
+set -euo pipefail
+mpiexec=$1 strata=$2 data=$3 case=$4
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+flags=(--oversubscribe)
+[ "$(id -u)" = 0 ] && flags+=(--allow-run-as-root)
+run() { timeout -s KILL 120 "$mpiexec" "${flags[@]}" "$@"; }
+# OpenBLAS's thread count changes the order of sums, so every run uses one thread per rank.
+common=(--gen-len 10 --threads 1 --gpu-batch-size 3 --ignore-eos)
+python3 - "$data/opt-pub-350m-style/cases.json" >"$work/in.jsonl" <<'PY'
+import json, sys
+n = 0
+for case in json.load(open(sys.argv[1]))["cases"]:
+    for ids in case["input_ids"]:
+        print(json.dumps({"id": f"p{n}", "input_ids": ids})); n += 1
+PY
+model=$data/opt-pub-gelu-nobias  # 3 layers
+case $case in
+  same)
+    "$strata" generate --model "$model" --input "$work/in.jsonl" --output "$work/one.jsonl" "${common[@]}"
+    run -np 2 "$strata" generate --model "$model" --input "$work/in.jsonl" \
+      --output "$work/two.jsonl" "${common[@]}" --layers-per-rank 2,1 --transport mpi
+    cmp "$work/one.jsonl" "$work/two.jsonl"
+    mkdir -p "$work/off"
+    run -np 3 "$strata" generate --model "$model" --input "$work/in.jsonl" \
+      --output "$work/three.jsonl" "${common[@]}" --percent 0 50 0 50 100 0 \
+      --offload-dir "$work/off"
+    cmp "$work/one.jsonl" "$work/three.jsonl"
+    [ "$(wc -l <"$work/one.jsonl")" = 8 ]
+    echo "pipeline_cli: 2 and 3 ranks match one rank"
+    ;;
+  too-many-ranks)
+    set +e
+    run -np 4 "$strata" generate --model "$model" --input "$work/in.jsonl" "${common[@]}" \
+      2>"$work/err"
+    status=$?
+    set -e
+    cat "$work/err"
+    [ "$status" != 0 ] && grep -q "4 ranks but the model has only 3 layers" "$work/err"
+    ;;
+  killed)
+    # A long run on a synthetic model; rank 1 is killed once it is generating.
+    echo '{"id": "long", "input_ids": [2, 100, 200, 300]}' >"$work/long.jsonl"
+    set +e
+    start=$(date +%s)
+    run -np 2 "$strata" generate --model synthetic:opt-125m --input "$work/long.jsonl" \
+      --gen-len 2000 --threads 1 --ignore-eos >/dev/null 2>"$work/err" &
+    job=$!
+    sleep 4
+    # The ranks are the children of the mpiexec that runs this input.
+    launcher=$(pgrep -f "^$mpiexec .*$work/long.jsonl" | head -1)
+    victims=$(pgrep -P "$launcher" | sort -n)
+    if [ "$(echo "$victims" | wc -l)" != 2 ]; then
+      echo "expected 2 running ranks, found: $victims"; kill -9 "$job"; exit 1
+    fi
+    kill -9 "$(echo "$victims" | tail -1)" || exit 1
+    wait "$job"
+    status=$?
+    elapsed=$(($(date +%s) - start - 4))
+    set -e
+    tail -3 "$work/err"
+    echo "pipeline_cli: status $status, ended ${elapsed}s after the kill"
+    [ "$status" != 0 ] && [ "$elapsed" -le 30 ]
+    ;;
+  *) echo "unknown case $case"; exit 2 ;;
+esac
