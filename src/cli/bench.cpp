@@ -3,6 +3,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/pipeline_flags.h"
+#include "parallel/pipeline.h"
 #include "core/error.h"
 #include "core/units.h"
 #include "kernels/cpu/ops.h"
@@ -38,6 +40,56 @@ nlohmann::json tier_json(const EngineStats& s, uint64_t TierStats::*field) {
 
 }  // namespace
 
+// Several ranks: generation throughput of the pipeline, reported by rank 0.
+int bench_pipeline(const cxxopts::ParseResult& flags, const WeightSource& source,
+                   PipelineRank& pipeline, int64_t prompt_len, int64_t gen_len) {
+  const EngineOptions& o = pipeline.options;
+  const int64_t wave = o.policy.effective_batch() * o.n_groups;
+  const int64_t n_prompts = flags.count("num-prompts") ? flags["num-prompts"].as<int64_t>() : wave;
+  STRATA_INPUT_CHECK(n_prompts >= 1, "--num-prompts must be >= 1");
+  const auto prompts =
+      random_prompts(source.config(), n_prompts, prompt_len, flags["seed"].as<uint64_t>());
+  GenerateOptions gen;
+  gen.gen_len = gen_len;
+  gen.ignore_eos = true;
+  GenerationStats stats;
+  parallel::pipeline_generate(source, o, *pipeline.transport, prompts, gen, &stats);
+  if (pipeline.transport->rank() != 0) return 0;
+  const double total_s = stats.prefill_s + stats.decode_s;
+  const int64_t decode_tokens = stats.generated_tokens - n_prompts;
+  nlohmann::json j = {
+      {"model", source.description()},
+      {"ranks", pipeline.transport->size()},
+      {"transport", pipeline.transport->name()},
+      {"layers_per_rank", pipeline.layers_per_rank},
+      {"policy_rank0", o.policy.to_json()},
+      {"groups", o.n_groups},
+      {"prompts", n_prompts},
+      {"prompt_len", prompt_len},
+      {"gen_len", gen_len},
+      {"prefill_s", stats.prefill_s},
+      {"decode_s", stats.decode_s},
+      {"prefill_tokens_per_s", stats.prefill_s > 0 ? stats.prompt_tokens / stats.prefill_s : 0.0},
+      {"decode_tokens_per_s", stats.decode_s > 0 ? decode_tokens / stats.decode_s : 0.0},
+      {"generation_tokens_per_s", total_s > 0 ? stats.generated_tokens / total_s : 0.0}};
+  std::printf("model %s on %d ranks (%s), %lld prompts x %lld tokens + %lld new; %lld groups\n",
+              source.description().c_str(), pipeline.transport->size(),
+              pipeline.transport->name(), static_cast<long long>(n_prompts),
+              static_cast<long long>(prompt_len), static_cast<long long>(gen_len),
+              static_cast<long long>(o.n_groups));
+  std::printf("prefill %.2f s (%.1f tok/s), decode %.2f s (%.2f tok/s)\n", stats.prefill_s,
+              j["prefill_tokens_per_s"].get<double>(), stats.decode_s,
+              j["decode_tokens_per_s"].get<double>());
+  std::printf("generation throughput %.2f tok/s\n", j["generation_tokens_per_s"].get<double>());
+  if (flags.count("json")) {
+    const std::string path = flags["json"].as<std::string>();
+    std::ofstream f(path);
+    f << j.dump(2) << "\n";
+    STRATA_INPUT_CHECK(f.good(), path, ": cannot write");
+  }
+  return 0;
+}
+
 int run_bench(int argc, char** argv) {
   cxxopts::Options options("strata bench",
                            "Throughput of generation on random prompts, against bounds measured "
@@ -53,6 +105,7 @@ int run_bench(int argc, char** argv) {
       "json", "also write the figures to this JSON file", cxxopts::value<std::string>())(
       "no-bounds", "skip measuring the sgemm and disk bounds (quick runs)");
   add_policy_flags(options, "32");
+  add_pipeline_flags(options);
   const auto flags = parse_flags(options, argc, argv);
   STRATA_INPUT_CHECK(flags.count("model"), "--model is required");
   EngineOptions engine_options = engine_options_from_flags(flags);
@@ -70,6 +123,9 @@ int run_bench(int argc, char** argv) {
                      config.max_positions);
   engine_options.max_prompt_len = prompt_len;
   engine_options.gen_len = gen_len;
+  if (auto pipeline = pipeline_rank_from_flags(flags, config, engine_options)) {
+    return bench_pipeline(flags, *source, *pipeline, prompt_len, gen_len);
+  }
   const auto predicted = plan_from_flags(flags, config, engine_options);  // --policy auto
   const int64_t block = policy.effective_batch();
   const int64_t n_prompts = flags.count("num-prompts") ? flags["num-prompts"].as<int64_t>() : block;
