@@ -128,7 +128,7 @@ echo "slurm test: sbatch -N 3 refused in ${ms} ms: $(cat "$work/too-many.txt")"
 run_template() {
   local template=$1 name=$2 job state log
   rm -f "$work/pipeline.jsonl"
-  job=$(sbatch --parsable -N 2 --chdir="$work" --time=2 "$repo/slurm/$template" --ignore-eos) ||
+  job=$(sbatch --parsable -N 2 --chdir="$work" --time=2 "$repo/slurm/$template" --ignore-eos --threads 1) ||
     fail "sbatch -N 2 $template failed"
   job=${job%%;*}
   echo "slurm test: submitted $template as job $job"
