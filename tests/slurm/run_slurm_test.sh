@@ -143,6 +143,8 @@ run_template() {
   echo "slurm test: job $job ended: $state"
   [ -f "$log" ] && cat "$log"
   [ "$state" = JobState=COMPLETED ] || fail "job $job ($template): $state"
+  # Two one-rank worlds would also write the right output: the ranks must have found each other.
+  grep -q 'on 2 rank' "$log" || fail "job $job ($template) did not run as one 2-rank world"
   [ -s "$work/pipeline.jsonl" ] || fail "job $job ($template) wrote no output"
   cmp "$work/single.jsonl" "$work/pipeline.jsonl" ||
     fail "$template: 2-node output differs from the single-rank run: $(diff "$work/single.jsonl" "$work/pipeline.jsonl" | head -5)"
