@@ -94,11 +94,14 @@ for r in $ranks; do
     --prompt-len "$prompt_len" --gen-len "$gen_len" --num-prompts "$num_prompts" \
     --gpu-batch-size "$gpu_batch" --num-gpu-batches "$n_batches" --threads 1 --no-bounds \
     --offload-dir "$out/offload" "${placement[@]}" --json "$json" >"$out/bench-r$r.log" 2>&1 && [ -s "$json" ]; then
-    jq -r --arg r "$r" --arg c "$cores" --arg m "$model" --arg shape "$shape" \
-      '["measured", $m, ($r|tonumber), ($c|tonumber), 1, $shape,
-        .policy.gpu_batch_size, .policy.num_gpu_batches, .generation_tokens_per_s,
-        .decode_tokens_per_s, .prefill_tokens_per_s,
-        (if (.ranks // ($r|tonumber)) != ($r|tonumber) then "json says \(.ranks) ranks" else "" end)]
+    # The split as the run printed it ("layers per rank 7,5"), when planned from --cluster.
+    split=$(grep -o 'layers per rank [0-9,]*' "$out/bench-r$r.log" | head -1 | sed 's/,$//' | tr , ' ' || true)
+    jq -r --arg r "$r" --arg c "$cores" --arg m "$model" --arg shape "$shape" --arg split "$split" \
+      '(.policy // .policy_rank0) as $p
+       | ["measured", $m, ($r|tonumber), ($c|tonumber), 1, $shape,
+          $p.gpu_batch_size, $p.num_gpu_batches, .generation_tokens_per_s,
+          .decode_tokens_per_s, .prefill_tokens_per_s,
+          (if (.ranks // ($r|tonumber)) != ($r|tonumber) then "json says \(.ranks) ranks" else $split end)]
        | map(tostring) | join(",")' "$json" >>"$csv"
   else
     log "bench with $r rank(s) failed: $(tail -3 "$out/bench-r$r.log" | tr '\n' ' ')"
@@ -120,7 +123,7 @@ simulate() {  # source cluster_file model
       IFS=, read -r _ layers _ gbs ngb gen dec <<<"$row"
       echo "$src,$m,$n,,,$shape,$gbs,$ngb,$gen,$dec,,layers per rank $layers" >>"$csv"
     else
-      why=$(tr '\n' ' ' <"$out/simulate.err" | sed 's/,/;/g; s/^strata simulate: //' | cut -c1-160)
+      why=$(tr '\n' ' ' <"$out/simulate.err" | sed 's/,/;/g; s/^strata simulate: //; s/ *$//' | cut -c1-160)
       echo "$src,$m,$n,,,$shape,$gpu_batch,$nb,,,,no projection: ${why:-timed out}" >>"$csv"
     fi
   done
