@@ -86,7 +86,8 @@ for r in $ranks; do
   json=$out/bench-r$r.json
   rm -f "$json"
   placement=(--cpu-mem "$cpu_mem")
-  [ "$has_cluster" = 1 ] && placement=(--cluster "$(cluster_file "$r")")
+  # One rank is the plain engine (it takes no --cluster): the cap then goes as --cpu-mem.
+  [ "$has_cluster" = 1 ] && [ "$r" -gt 1 ] && placement=(--cluster "$(cluster_file "$r")")
   log "bench with $r rank(s): $model, $num_prompts prompts x $prompt_len + $gen_len"
   note=""
   # A thread cap of one per rank: 4 ranks on a 2-core machine share cores (see the cores column).
