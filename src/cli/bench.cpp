@@ -4,11 +4,11 @@
 
 #include "cli/commands.h"
 #include "cli/pipeline_flags.h"
-#include "parallel/pipeline.h"
 #include "core/error.h"
 #include "core/units.h"
 #include "kernels/cpu/ops.h"
 #include "model/weight_source.h"
+#include "parallel/pipeline.h"
 #include "planner/cpu_probe.h"
 #include "runtime/disk_store.h"
 #include "runtime/offload_engine.h"
@@ -73,10 +73,9 @@ int bench_pipeline(const cxxopts::ParseResult& flags, const WeightSource& source
       {"decode_tokens_per_s", stats.decode_s > 0 ? decode_tokens / stats.decode_s : 0.0},
       {"generation_tokens_per_s", total_s > 0 ? stats.generated_tokens / total_s : 0.0}};
   std::printf("model %s on %d ranks (%s), %lld prompts x %lld tokens + %lld new; %lld groups\n",
-              source.description().c_str(), pipeline.transport->size(),
-              pipeline.transport->name(), static_cast<long long>(n_prompts),
-              static_cast<long long>(prompt_len), static_cast<long long>(gen_len),
-              static_cast<long long>(o.n_groups));
+              source.description().c_str(), pipeline.transport->size(), pipeline.transport->name(),
+              static_cast<long long>(n_prompts), static_cast<long long>(prompt_len),
+              static_cast<long long>(gen_len), static_cast<long long>(o.n_groups));
   std::printf("prefill %.2f s (%.1f tok/s), decode %.2f s (%.2f tok/s)\n", stats.prefill_s,
               j["prefill_tokens_per_s"].get<double>(), stats.decode_s,
               j["decode_tokens_per_s"].get<double>());

@@ -1,5 +1,6 @@
 #include "cli/pipeline_flags.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -10,6 +11,45 @@
 #include "planner/cluster_planner.h"
 
 namespace strata::cli {
+
+namespace {
+
+// Each rank's part of the cluster plan, as the JSON text scatter_text sends. The MILP has a
+// time limit, so only rank 0 plans and the others receive their part.
+std::vector<std::string> plan_ranks(const cxxopts::ParseResult& flags, const Cluster& cluster,
+                                    const OptConfig& config, const EngineOptions& base,
+                                    const std::vector<int64_t>& split) {
+  ClusterPlanRequest request;
+  request.prompt_len = base.max_prompt_len;
+  request.gen_len = base.gen_len;
+  request.n_ranks = cluster.n_ranks();
+  request.compress_weight = base.policy.compress_weight;
+  request.compress_cache = base.policy.compress_cache;
+  if (flags.count("gpu-batch-size")) request.gpu_batch_size = base.policy.gpu_batch_size;
+  if (flags.count("num-gpu-batches")) request.num_gpu_batches = base.policy.num_gpu_batches;
+  if (flags.count("layers-per-rank")) request.layers_per_rank = split;
+  const ClusterPlan plan = plan_cluster(cluster, config, request);
+  std::fprintf(stderr, "strata: --cluster %s: layers per rank %s, predicted %.3f tok/s\n",
+               cluster.source.c_str(), plan.split_text().c_str(), plan.generation_tokens_per_s);
+  std::vector<std::string> texts;
+  for (const RankPlan& r : plan.ranks) {
+    Policy p = r.policy;
+    // The plan's GPU batches are the pipeline's micro-batches: one group per rank in flight,
+    // each a share of them, so the ranks hold what the plan sized.
+    p.num_gpu_batches = std::max<int64_t>(1, p.num_gpu_batches / cluster.n_ranks());
+    p.overlap = base.policy.overlap;
+    p.compress_bits = base.policy.compress_bits;
+    texts.push_back(nlohmann::json{{"first_layer", r.first_layer},
+                                   {"n_layers", r.n_layers},
+                                   {"split", plan.layers_per_rank()},
+                                   {"policy", p.to_json()},
+                                   {"caps", {r.cap_bytes[0], r.cap_bytes[1], r.cap_bytes[2]}}}
+                        .dump());
+  }
+  return texts;
+}
+
+}  // namespace
 
 void add_pipeline_flags(cxxopts::Options& options) {
   options.add_options("pipeline (under mpirun / srun)")(
@@ -23,8 +63,7 @@ void add_pipeline_flags(cxxopts::Options& options) {
 }
 
 std::optional<PipelineRank> pipeline_rank_from_flags(const cxxopts::ParseResult& flags,
-                                                     const OptConfig& config,
-                                                     const EngineOptions& base) {
+                                                     const OptConfig& config, EngineOptions& base) {
   const parallel::World& w = parallel::world();
   const std::string choice = flags["transport"].as<std::string>();
   STRATA_INPUT_CHECK(choice == "mpi" || choice == "nccl" || choice == "auto",
@@ -47,7 +86,16 @@ std::optional<PipelineRank> pipeline_rank_from_flags(const cxxopts::ParseResult&
     groups = flags["pipeline-groups"].as<int64_t>();
     STRATA_INPUT_CHECK(groups >= 1, "--pipeline-groups must be >= 1");
   }
-  if (w.size == 1) return std::nullopt;
+  if (w.size == 1) {
+    // One rank is the single-node engine, under the cluster's caps and planned policy.
+    if (cluster) {
+      const auto mine = nlohmann::json::parse(plan_ranks(flags, *cluster, config, base, split)[0]);
+      base.policy = Policy::from_json(mine["policy"], "the cluster plan");
+      base.caps = {mine["caps"][0].get<uint64_t>(), mine["caps"][1].get<uint64_t>(),
+                   mine["caps"][2].get<uint64_t>()};
+    }
+    return std::nullopt;
+  }
 
   PipelineRank rank;
   rank.transport = parallel::choose_transport(choice, w, -1);
@@ -57,40 +105,14 @@ std::optional<PipelineRank> pipeline_rank_from_flags(const cxxopts::ParseResult&
     // Rank 0 plans (the MILP has a time limit, so ranks could disagree) and sends each rank
     // its part.
     std::vector<std::string> texts;
-    if (w.rank == 0) {
-      ClusterPlanRequest request;
-      request.prompt_len = base.max_prompt_len;
-      request.gen_len = base.gen_len;
-      request.n_ranks = w.size;
-      request.compress_weight = base.policy.compress_weight;
-      request.compress_cache = base.policy.compress_cache;
-      if (flags.count("gpu-batch-size")) request.gpu_batch_size = base.policy.gpu_batch_size;
-      if (flags.count("num-gpu-batches")) request.num_gpu_batches = base.policy.num_gpu_batches;
-      if (flags.count("layers-per-rank")) request.layers_per_rank = split;
-      const ClusterPlan plan = plan_cluster(*cluster, config, request);
-      std::fprintf(stderr, "strata: --cluster %s: layers per rank %s, predicted %.3f tok/s\n",
-                   cluster->source.c_str(), plan.split_text().c_str(),
-                   plan.generation_tokens_per_s);
-      for (const RankPlan& r : plan.ranks) {
-        Policy p = r.policy;
-        p.overlap = base.policy.overlap;
-        p.compress_bits = base.policy.compress_bits;
-        texts.push_back(nlohmann::json{{"first_layer", r.first_layer},
-                                       {"n_layers", r.n_layers},
-                                       {"policy", p.to_json()},
-                                       {"caps", {r.cap_bytes[0], r.cap_bytes[1], r.cap_bytes[2]}}}
-                            .dump());
-      }
-    }
+    if (w.rank == 0) texts = plan_ranks(flags, *cluster, config, rank.options, split);
     const auto mine = nlohmann::json::parse(parallel::scatter_text(*rank.transport, texts));
     rank.options.first_layer = mine["first_layer"].get<int64_t>();
     rank.options.n_layers = mine["n_layers"].get<int64_t>();
     rank.options.policy = Policy::from_json(mine["policy"], "the cluster plan");
     rank.options.caps = {mine["caps"][0].get<uint64_t>(), mine["caps"][1].get<uint64_t>(),
                          mine["caps"][2].get<uint64_t>()};
-    // The split every rank runs, for reports.
-    split.assign(static_cast<size_t>(w.size), 0);
-    split[static_cast<size_t>(w.rank)] = rank.options.n_layers;
+    split = mine["split"].get<std::vector<int64_t>>();
   } else {
     rank.options.first_layer = 0;
     for (int r = 0; r < w.rank; ++r) rank.options.first_layer += split[static_cast<size_t>(r)];

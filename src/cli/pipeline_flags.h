@@ -23,9 +23,9 @@ struct PipelineRank {
 // The rank's set-up when the process is one of several ranks (mpirun -np N, srun); none for a
 // one-rank run, which is the single-node engine itself. `base` holds the flags' policy and
 // the prompt and generation lengths. The split is --layers-per-rank, or planned from
-// --cluster (on rank 0, then sent to every rank), or as even as it goes.
+// --cluster (on rank 0, then sent to every rank), or as even as it goes. A one-rank run with
+// --cluster gets the plan's policy and caps in `base`.
 std::optional<PipelineRank> pipeline_rank_from_flags(const cxxopts::ParseResult& flags,
-                                                     const OptConfig& config,
-                                                     const EngineOptions& base);
+                                                     const OptConfig& config, EngineOptions& base);
 
 }  // namespace strata::cli
