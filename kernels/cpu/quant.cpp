@@ -1,7 +1,10 @@
 #include "kernels/cpu/quant.h"
 
+#include <cblas.h>
+
 #include <algorithm>
 #include <cmath>
+#include <thread>
 #include <vector>
 
 #include "core/dtype.h"
@@ -77,19 +80,63 @@ void quantize_matrix_t(const float* src, int64_t rows, int64_t cols, void* dst) 
   }
 }
 
-// Row-blocked, so each pass writes 64 contiguous rows of a column tile while the groups it
-// reads stay in cache.
+// Decodes a whole group into 64 contiguous values (vectorisable: no strides, no tail).
 template <int Bits>
-void dequantize_matrix_t(const void* src, int64_t rows, int64_t cols, float* dst) {
+void decode_full_group(const QuantGroup<Bits>& g, float* v) {
+  const float min = fp16_to_fp32(g.min), scale = fp16_to_fp32(g.scale);
+  if constexpr (Bits == 4) {
+    for (int b = 0; b < kQuantGroup / 2; ++b) {
+      v[2 * b] = quant_decode(g.codes[b] & 0xFu, scale, min);
+      v[2 * b + 1] = quant_decode(g.codes[b] >> 4, scale, min);
+    }
+  } else {
+    for (int e = 0; e < kQuantGroup; ++e) v[e] = quant_decode(g.codes[e], scale, min);
+  }
+}
+
+// Tiles of 64 rows x kTile columns: groups decode contiguously into a small buffer, which is
+// then written out row by row, so the strided (transposed) writes stay in cache.
+template <int Bits>
+void dequantize_rows_t(const void* src, int64_t rows, int64_t cols, float* dst, int64_t j_begin,
+                       int64_t j_end) {
+  constexpr int64_t kTile = 16;
   const auto* groups = static_cast<const QuantGroup<Bits>*>(src);
   const int64_t per_col = quant_groups(rows, kQuantGroup);
-  for (int64_t j = 0; j < per_col; ++j) {
+  alignas(64) float tile[kTile][kQuantGroup];
+  for (int64_t j = j_begin; j < j_end; ++j) {
     const int64_t r0 = j * kQuantGroup;
     const int64_t len = std::min<int64_t>(kQuantGroup, rows - r0);
-    for (int64_t c = 0; c < cols; ++c) {
-      decode_group<Bits>(groups[c * per_col + j], len, dst + r0 * cols + c, cols);
+    for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+      const int64_t width = std::min(kTile, cols - c0);
+      for (int64_t c = 0; c < width; ++c) {
+        decode_full_group<Bits>(groups[(c0 + c) * per_col + j], tile[c]);
+      }
+      for (int64_t r = 0; r < len; ++r) {
+        float* out = dst + (r0 + r) * cols + c0;
+        for (int64_t c = 0; c < width; ++c) out[c] = tile[c][r];
+      }
     }
   }
+}
+
+// Large matrices are expanded on as many threads as OpenBLAS uses, by row blocks: the
+// expansion sits on the compute stream between GEMMs, which use those cores too.
+template <int Bits>
+void dequantize_matrix_t(const void* src, int64_t rows, int64_t cols, float* dst) {
+  const int64_t per_col = quant_groups(rows, kQuantGroup);
+  const int64_t threads =
+      std::clamp<int64_t>(openblas_get_num_threads(), 1, std::min<int64_t>(per_col, 16));
+  if (threads == 1 || rows * cols < (int64_t{1} << 20)) {
+    dequantize_rows_t<Bits>(src, rows, cols, dst, 0, per_col);
+    return;
+  }
+  std::vector<std::thread> workers;
+  for (int64_t t = 1; t < threads; ++t) {
+    workers.emplace_back(dequantize_rows_t<Bits>, src, rows, cols, dst, per_col * t / threads,
+                         per_col * (t + 1) / threads);
+  }
+  dequantize_rows_t<Bits>(src, rows, cols, dst, 0, per_col / threads);
+  for (auto& w : workers) w.join();
 }
 
 void check_args(int bits, int64_t group_len) {
