@@ -120,6 +120,19 @@ void dequantize_matrix(int bits, const void* groups, int64_t rows, int64_t cols,
 void dequantize_matrix(int bits, const void* groups, int64_t rows, int64_t cols, Fp16* dst,
                        const Stream& stream);
 
+// For the stage runner (stage_runner.h), in stage_kernels.cu.
+// out[i] = table[indices[i]] for n rows of dim (device indices): token rows, last rows.
+void gather_rows(const Fp16* table, const int32_t* indices, int64_t n, int64_t dim, Fp16* out,
+                 const Stream& stream);
+// y *= factor: OPT scales q after its bias, so the scale cannot ride in the GEMM's alpha.
+void scale_inplace(Fp16* y, int64_t n, float factor, const Stream& stream);
+// Appends a packed batch's new keys / values (rows row_offsets[s].. of k and v, width hidden) to
+// cache slot slots[s] (null: slot s) at positions starts[s].. in KvBlock's layout: slot c's keys
+// at cache + c * 2 * capacity * hidden, its values capacity * hidden after. Device int32 arrays.
+void kv_append(const Fp16* k, const Fp16* v, const int32_t* row_offsets, const int32_t* starts,
+               const int32_t* slots, int64_t n_seqs, int64_t rows, int64_t hidden, Fp16* cache,
+               int64_t capacity, const Stream& stream);
+
 // y[m, n] = x[m, k] * w^T + bias with w a 4-bit [n, k] matrix in quantize_matrix's layout,
 // decoded on the fly (decode-time batches: it streams the weight once for all m rows).
 inline constexpr int64_t kQ4LinearMaxRows = 16;

@@ -1,0 +1,284 @@
+// The device stage runner: the launch sequence of runtime/opt_stages.cpp's stage math over the
+// kernels of ops.h. A .cpp (not .cu) because it includes the engine's C++20 headers and needs no
+// device code; the kernels it adds live in stage_kernels.cu.
+#include "kernels/cuda/stage_runner.h"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <string>
+
+#include "core/error.h"
+
+namespace strata::cuda {
+namespace {
+
+constexpr size_t kAlignBytes = 256;  // cuBLAS and the 16-byte vector loads want aligned rows
+
+// Offsets of the step metadata (int32 elements) within the device metadata array.
+struct MetaLayout {
+  int64_t tokens, row_offsets, starts, slots, lengths, last_rows, total;
+};
+
+MetaLayout meta_layout(const StageRunnerLimits& l) {
+  MetaLayout m{};
+  m.tokens = 0;
+  m.row_offsets = l.max_rows;
+  m.starts = m.row_offsets + l.max_seqs + 1;
+  m.slots = m.starts + l.max_seqs;
+  m.lengths = m.slots + l.max_seqs;
+  m.last_rows = m.lengths + l.max_seqs;
+  m.total = m.last_rows + l.max_seqs;
+  return m;
+}
+
+// Byte offsets of each scratch buffer within the runner's one block.
+struct ScratchLayout {
+  size_t words, x, q, k, v, attn, mid, last, projected, decode, decode_bytes, meta, total;
+};
+
+ScratchLayout scratch_layout(const OptConfig& c, const StageRunnerLimits& l) {
+  size_t at = 0;
+  const auto take = [&at](size_t bytes) {
+    const size_t offset = at;
+    at += (bytes + kAlignBytes - 1) / kAlignBytes * kAlignBytes;
+    return offset;
+  };
+  const auto f16 = [](int64_t n) { return static_cast<size_t>(n) * sizeof(Fp16); };
+  const int64_t h = c.hidden_size, e = c.word_embed_proj_dim, rows = l.max_rows;
+  ScratchLayout s{};
+  s.words = take(c.has_projection() ? f16(rows * e) : 0);
+  s.x = take(f16(rows * h));
+  s.q = take(f16(rows * h));
+  s.k = take(f16(rows * h));
+  s.v = take(f16(rows * h));
+  s.attn = take(f16(rows * h));
+  s.mid = take(f16(rows * c.ffn_dim));
+  s.last = take(f16(l.max_seqs * h));
+  s.projected = take(f16(l.max_seqs * e));
+  s.decode_bytes =
+      attention_decode_workspace_bytes(l.max_seqs, c.n_heads, c.head_dim(), l.capacity);
+  s.decode = take(s.decode_bytes);
+  s.meta = take(static_cast<size_t>(meta_layout(l).total) * sizeof(int32_t));
+  s.total = at;
+  return s;
+}
+
+// StageLayout::find's rule (a whole dotted suffix), kept here so strata_cuda needs nothing from
+// strata_core at link time.
+const StageTensor* find_tensor(const StageLayout& layout, const std::string& suffix) {
+  for (const auto& t : layout.tensors) {
+    const size_t n = t.name.size(), m = suffix.size();
+    if (n >= m && t.name.compare(n - m, m, suffix) == 0 && (n == m || t.name[n - m - 1] == '.')) {
+      return &t;
+    }
+  }
+  return nullptr;
+}
+
+// A tensor of the stage buffer on the device, checked against the shape the math assumes; null
+// where the model has none (no bias, no affine layer norm) and `required` is false.
+const Fp16* tensor(const StageLayout& layout, const Fp16* weights, const std::string& name,
+                   const Shape& shape, bool required) {
+  const StageTensor* t = find_tensor(layout, name);
+  STRATA_CHECK(t || !required, "stage has no ", name);
+  if (!t) return nullptr;
+  STRATA_CHECK(t->shape == shape, "tensor ", name, " has an unexpected shape");
+  return weights + t->offset;
+}
+
+cuda::Activation device_activation(strata::Activation act) {
+  return act == strata::Activation::kRelu ? cuda::Activation::kRelu : cuda::Activation::kGelu;
+}
+
+}  // namespace
+
+size_t StageRunner::workspace_bytes(const OptConfig& config, const StageRunnerLimits& limits) {
+  return scratch_layout(config, limits).total;
+}
+
+StageRunner::StageRunner(const OptConfig& config, const StageRunnerLimits& limits, DevicePool& pool,
+                         Blas& blas)
+    : config_(config), limits_(limits), blas_(&blas) {
+  STRATA_CHECK(limits.max_rows > 0 && limits.max_seqs > 0 && limits.capacity > 0,
+               "stage runner limits must be positive");
+  STRATA_CHECK(limits.max_rows <= INT_MAX && limits.capacity <= INT_MAX,
+               "stage runner limits past int32 row indices");
+  const ScratchLayout s = scratch_layout(config, limits);
+  memory_ = pool.allocate(s.total);
+  auto* base = memory_.as<char>();
+  const auto at = [base](size_t offset) { return reinterpret_cast<Fp16*>(base + offset); };
+  words_ = config.has_projection() ? at(s.words) : nullptr;
+  x_ = at(s.x);
+  q_ = at(s.q);
+  k_ = at(s.k);
+  v_ = at(s.v);
+  attn_ = at(s.attn);
+  mid_ = at(s.mid);
+  last_ = at(s.last);
+  projected_ = at(s.projected);
+  decode_workspace_ = base + s.decode;
+  decode_workspace_bytes_ = s.decode_bytes;
+  meta_ = reinterpret_cast<int32_t*>(base + s.meta);
+  host_meta_.assign(static_cast<size_t>(meta_layout(limits).total), 0);
+}
+
+int64_t StageRunner::begin_step(std::span<const SequenceStep> steps,
+                                std::span<const int64_t> lengths, const Stream& stream) {
+  const MetaLayout m = meta_layout(limits_);
+  const int64_t n_seqs = static_cast<int64_t>(steps.size());
+  STRATA_CHECK(n_seqs > 0 && n_seqs <= limits_.max_seqs, "a step of ", n_seqs,
+               " sequences (runner sized for ", limits_.max_seqs, ")");
+  int32_t* meta = host_meta_.data();
+  int64_t rows = 0, max_new = 0, max_len = 0;
+  bool decode_only = true;
+  meta[m.row_offsets] = 0;
+  for (int64_t s = 0; s < n_seqs; ++s) {
+    const SequenceStep& step = steps[static_cast<size_t>(s)];
+    STRATA_CHECK(step.slot >= 0 && step.slot < static_cast<int64_t>(lengths.size()), "slot ",
+                 step.slot, " has no cached length");
+    const int64_t start = lengths[static_cast<size_t>(step.slot)];
+    const int64_t n = static_cast<int64_t>(step.tokens.size());
+    STRATA_CHECK(n > 0, "a sequence step needs at least one token");
+    STRATA_CHECK(start + n <= limits_.capacity, "KV cache slot overflow");
+    STRATA_CHECK(start + n <= config_.max_positions, "position past max_position_embeddings");
+    STRATA_CHECK(rows + n <= limits_.max_rows, "a step of more than ", limits_.max_rows, " rows");
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t token = step.tokens[static_cast<size_t>(i)];
+      STRATA_CHECK(token >= 0 && token < config_.vocab_size, "token id ", token, " out of range");
+      meta[m.tokens + rows + i] = token;
+    }
+    rows += n;
+    meta[m.row_offsets + s + 1] = static_cast<int32_t>(rows);
+    meta[m.starts + s] = static_cast<int32_t>(start);
+    meta[m.slots + s] = static_cast<int32_t>(step.slot);
+    meta[m.lengths + s] = static_cast<int32_t>(start + n);
+    meta[m.last_rows + s] = static_cast<int32_t>(rows - 1);
+    max_new = std::max(max_new, n);
+    max_len = std::max(max_len, start + n);
+    decode_only = decode_only && n == 1;
+  }
+  // A pageable source: cudaMemcpyAsync returns once it is staged, so the host array may be
+  // refilled by the next step while this one still runs.
+  copy_h2d(meta_, meta, static_cast<size_t>(m.total) * sizeof(int32_t), stream);
+  rows_ = rows;
+  n_seqs_ = n_seqs;
+  max_new_ = max_new;
+  max_len_ = max_len;
+  decode_only_ = decode_only;
+  return rows;
+}
+
+void StageRunner::embed(const StageLayout& layout, const Fp16* weights, Fp16* hidden,
+                        const Stream& stream) {
+  STRATA_CHECK(layout.kind == StageKind::kEmbed, "not an embedding stage");
+  STRATA_CHECK(rows_ > 0, "begin_step before the stages");
+  const MetaLayout m = meta_layout(limits_);
+  const OptConfig& c = config_;
+  const int64_t h = c.hidden_size, e = c.word_embed_proj_dim;
+  const Fp16* tokens = tensor(layout, weights, "embed_tokens.weight", {c.vocab_size, e}, true);
+  const Fp16* positions =
+      tensor(layout, weights, "embed_positions.weight", {c.max_positions + 2, h}, true);
+  if (!c.has_projection()) {
+    cuda::embed(tokens, positions, meta(m.tokens), meta(m.row_offsets), meta(m.starts), nullptr,
+                n_seqs_, rows_, h, hidden, stream);
+    return;
+  }
+  // OPT-350m: words are e wide, projected to h, and positions added after the projection.
+  const Fp16* project_in = tensor(layout, weights, "project_in.weight", {h, e}, true);
+  gather_rows(tokens, meta(m.tokens), rows_, e, words_, stream);
+  linear(*blas_, words_, project_in, nullptr, hidden, rows_, h, e, Activation::kNone, stream);
+  cuda::embed(nullptr, positions, meta(m.tokens), meta(m.row_offsets), meta(m.starts), nullptr,
+              n_seqs_, rows_, h, hidden, stream);
+}
+
+void StageRunner::decoder(const StageLayout& layout, const Fp16* weights, const DeviceKvBlock& kv,
+                          Fp16* hidden, const Stream& stream) {
+  STRATA_CHECK(layout.kind == StageKind::kDecoder || layout.kind == StageKind::kAttention ||
+                   layout.kind == StageKind::kMlp,
+               "not a decoder stage");
+  STRATA_CHECK(rows_ > 0, "begin_step before the stages");
+  const MetaLayout m = meta_layout(limits_);
+  const OptConfig& c = config_;
+  const std::string p = "layers." + std::to_string(layout.layer) + ".";
+  const int64_t h = c.hidden_size, rows = rows_;
+  const auto norm = [&](const std::string& name, const Fp16* in, Fp16* out) {
+    const Fp16* gamma = tensor(layout, weights, name + ".weight", {h}, false);
+    const Fp16* beta = tensor(layout, weights, name + ".bias", {h}, false);
+    layer_norm(in, gamma, beta, out, rows, h, kLayerNormEps, stream);
+  };
+  const auto lin = [&](const std::string& name, const Fp16* in, Fp16* out, int64_t n, int64_t k,
+                       Activation act) {
+    const Fp16* w = tensor(layout, weights, name + ".weight", {n, k}, true);
+    const Fp16* bias = tensor(layout, weights, name + ".bias", {n}, false);
+    linear(*blas_, in, w, bias, out, rows, n, k, act, stream);
+  };
+
+  if (layout.kind != StageKind::kMlp) {
+    STRATA_CHECK(kv.base && kv.hidden == h && kv.capacity >= max_len_,
+                 "KV block too small for the step");
+    const Fp16* attn_in = hidden;
+    if (c.pre_layer_norm) {
+      norm(p + "self_attn_layer_norm", hidden, x_);
+      attn_in = x_;
+    }
+    lin(p + "self_attn.q_proj", attn_in, q_, h, h, Activation::kNone);
+    scale_inplace(q_, rows * h, 1.0f / std::sqrt(static_cast<float>(c.head_dim())), stream);
+    lin(p + "self_attn.k_proj", attn_in, k_, h, h, Activation::kNone);
+    lin(p + "self_attn.v_proj", attn_in, v_, h, h, Activation::kNone);
+    kv_append(k_, v_, meta(m.row_offsets), meta(m.starts), meta(m.slots), n_seqs_, rows, h, kv.base,
+              kv.capacity, stream);
+    const Fp16* keys = kv.base;
+    const Fp16* values = kv.base + kv.capacity * h;
+    const int64_t slot_stride = 2 * kv.capacity * h;
+    if (decode_only_) {
+      attention_decode(q_, h, keys, values, h, slot_stride, meta(m.slots), meta(m.lengths), nullptr,
+                       max_len_, attn_, h, n_seqs_, c.n_heads, c.head_dim(), decode_workspace_,
+                       decode_workspace_bytes_, stream);
+    } else {
+      attention_prefill_packed(q_, h, meta(m.row_offsets), meta(m.starts), meta(m.slots), keys,
+                               values, h, slot_stride, attn_, n_seqs_, max_new_, c.n_heads,
+                               c.head_dim(), nullptr, stream);
+    }
+    lin(p + "self_attn.out_proj", attn_, x_, h, h, Activation::kNone);
+    add_inplace(hidden, x_, rows * h, stream);
+    if (!c.pre_layer_norm) norm(p + "self_attn_layer_norm", hidden, hidden);
+  }
+  if (layout.kind == StageKind::kAttention) return;
+
+  const Fp16* ffn_in = hidden;
+  if (c.pre_layer_norm) {
+    norm(p + "final_layer_norm", hidden, x_);
+    ffn_in = x_;
+  }
+  lin(p + "fc1", ffn_in, mid_, c.ffn_dim, h, device_activation(c.activation));
+  lin(p + "fc2", mid_, x_, h, c.ffn_dim, Activation::kNone);
+  add_inplace(hidden, x_, rows * h, stream);
+  if (!c.pre_layer_norm) norm(p + "final_layer_norm", hidden, hidden);
+}
+
+void StageRunner::head(const StageLayout& layout, const Fp16* weights, const Fp16* hidden,
+                       float* logits, const Stream& stream) {
+  STRATA_CHECK(layout.kind == StageKind::kHead, "not a head stage");
+  STRATA_CHECK(rows_ > 0, "begin_step before the stages");
+  const MetaLayout m = meta_layout(limits_);
+  const OptConfig& c = config_;
+  const int64_t h = c.hidden_size, e = c.word_embed_proj_dim, n = n_seqs_;
+  // Only each sequence's last row needs logits.
+  gather_rows(hidden, meta(m.last_rows), n, h, last_, stream);
+  if (c.final_layer_norm) {
+    const Fp16* gamma = tensor(layout, weights, "final_layer_norm.weight", {h}, false);
+    const Fp16* beta = tensor(layout, weights, "final_layer_norm.bias", {h}, false);
+    layer_norm(last_, gamma, beta, last_, n, h, kLayerNormEps, stream);
+  }
+  const Fp16* head_in = last_;
+  if (c.has_projection()) {
+    const Fp16* project_out = tensor(layout, weights, "project_out.weight", {e, h}, true);
+    linear(*blas_, last_, project_out, nullptr, projected_, n, e, h, Activation::kNone, stream);
+    head_in = projected_;
+  }
+  const Fp16* lm_head = tensor(layout, weights, "lm_head.weight", {c.vocab_size, e}, true);
+  linear(*blas_, head_in, lm_head, nullptr, logits, n, c.vocab_size, e, stream);
+}
+
+}  // namespace strata::cuda

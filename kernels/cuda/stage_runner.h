@@ -1,0 +1,87 @@
+// The CPU engine's stage math (runtime/opt_stages.h: embed_forward, decoder_forward,
+// head_forward) on device buffers. Weights are a stage's flat buffer in fp16, in its StageLayout's
+// order (read_stage with DType::kF16); hidden rows and the KV cache are fp16 as well, so every
+// GEMM is cuBLAS with fp16 inputs and fp32 accumulation; logits are fp32. Plain C++: no CUDA
+// header, every launch async on the caller's stream, nothing synchronises the device.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "kernels/cuda/ops.h"
+#include "model/opt_config.h"
+#include "runtime/opt_stages.h"
+
+namespace strata::cuda {
+
+// One decoder layer's cache in KvBlock's layout, fp16: slot s holds keys then values, each
+// [capacity, hidden]. The cached lengths are the host's (StageRunner::begin_step takes them).
+struct DeviceKvBlock {
+  Fp16* base = nullptr;
+  int64_t capacity = 0;
+  int64_t hidden = 0;
+  Fp16* keys(int64_t slot) const { return base + slot * 2 * capacity * hidden; }
+  Fp16* values(int64_t slot) const { return keys(slot) + capacity * hidden; }
+  static int64_t numel(int64_t n_slots, int64_t capacity, int64_t hidden) {
+    return n_slots * 2 * capacity * hidden;
+  }
+};
+
+// What one runner's scratch is sized for.
+struct StageRunnerLimits {
+  int64_t max_rows = 0;  // packed rows (new tokens) in one step
+  int64_t max_seqs = 0;  // sequences in one step
+  int64_t capacity = 0;  // cache positions per slot
+};
+
+// Runs one step's stages: begin_step (uploads the packed batch's tokens, row offsets, starts and
+// slots), embed, every decoder / attention / MLP stage in order, head. A step whose sequences all
+// add one token takes the split-KV decode attention, any other the packed prefill one.
+class StageRunner {
+ public:
+  // Device bytes of scratch for these limits: activations, decode partials, step metadata.
+  static size_t workspace_bytes(const OptConfig& config, const StageRunnerLimits& limits);
+
+  // The scratch comes out of `pool` once, here; blas must outlive the runner.
+  StageRunner(const OptConfig& config, const StageRunnerLimits& limits, DevicePool& pool,
+              Blas& blas);
+  StageRunner(const StageRunner&) = delete;
+  StageRunner& operator=(const StageRunner&) = delete;
+
+  // Packs `steps` as pack_rows does (same checks) against the cached lengths before the step,
+  // indexed by slot, and uploads the metadata on `stream`. Returns the packed row count.
+  int64_t begin_step(std::span<const SequenceStep> steps, std::span<const int64_t> lengths,
+                     const Stream& stream);
+  int64_t rows() const { return rows_; }
+  int64_t n_seqs() const { return n_seqs_; }
+
+  // hidden: [rows, hidden_size] fp16, written by embed and updated in place by decoder.
+  void embed(const StageLayout& layout, const Fp16* weights, Fp16* hidden, const Stream& stream);
+  // A decoder, attention or MLP stage; kv is used by the first two and gets the new keys and
+  // values at positions lengths[slot].. (the caller advances lengths after the step).
+  void decoder(const StageLayout& layout, const Fp16* weights, const DeviceKvBlock& kv,
+               Fp16* hidden, const Stream& stream);
+  // Logits [n_seqs, vocab_size] (fp32) after each sequence's last row.
+  void head(const StageLayout& layout, const Fp16* weights, const Fp16* hidden, float* logits,
+            const Stream& stream);
+
+ private:
+  const int32_t* meta(int64_t offset) const { return meta_ + offset; }
+
+  OptConfig config_;
+  StageRunnerLimits limits_;
+  Blas* blas_;
+  Block memory_;
+  Fp16 *words_ = nullptr, *x_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr;
+  Fp16 *attn_ = nullptr, *mid_ = nullptr, *last_ = nullptr, *projected_ = nullptr;
+  void* decode_workspace_ = nullptr;
+  size_t decode_workspace_bytes_ = 0;
+  int32_t* meta_ = nullptr;  // device: tokens, row offsets, starts, slots, lengths, last rows
+  std::vector<int32_t> host_meta_;  // the same on the host, refilled each step
+  int64_t rows_ = 0, n_seqs_ = 0, max_new_ = 0, max_len_ = 0;
+  bool decode_only_ = false;
+};
+
+}  // namespace strata::cuda
