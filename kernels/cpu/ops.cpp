@@ -7,6 +7,8 @@
 #include <cmath>
 #include <vector>
 
+#include "core/error.h"
+
 namespace strata::cpu {
 
 GemmCounters& gemm_counters() {
@@ -14,22 +16,54 @@ GemmCounters& gemm_counters() {
   return counters;
 }
 
-void linear(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
-            int64_t k) {
+namespace {
+
+// y[:, 0:cols] (rows of stride ldy) = x * w[0:cols]^T, counted in gemm_counters().
+void gemm_columns(const float* x, const float* w, float* y, int64_t m, int64_t cols, int64_t k,
+                  int64_t ldy) {
+  if (cols == 0) return;
   const auto begin = std::chrono::steady_clock::now();
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m),
-              static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, x, static_cast<blasint>(k), w,
-              static_cast<blasint>(k), 0.0f, y, static_cast<blasint>(n));
+              static_cast<blasint>(cols), static_cast<blasint>(k), 1.0f, x, static_cast<blasint>(k),
+              w, static_cast<blasint>(k), 0.0f, y, static_cast<blasint>(ldy));
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
       std::chrono::steady_clock::now() - begin);
   gemm_counters().nanoseconds += static_cast<uint64_t>(ns.count());
-  gemm_counters().flops += static_cast<uint64_t>(2 * m * n * k);
-  if (!bias) return;
+  gemm_counters().flops += static_cast<uint64_t>(2 * m * cols * k);
+}
+
+void add_bias(float* y, const float* bias, int64_t m, int64_t n) {
   for (int64_t i = 0; i < m; ++i) {
     float* row = y + i * n;
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) row[j] += bias[j];
   }
+}
+
+}  // namespace
+
+void linear(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
+            int64_t k) {
+  gemm_columns(x, w, y, m, n, k, n);
+  if (bias) add_bias(y, bias, m, n);
+}
+
+int64_t split_column(double alpha, int64_t n) {
+  STRATA_CHECK(alpha >= 0 && alpha < 1, "HeteGen alpha ", alpha, " outside [0, 1)");
+  return std::min<int64_t>(n, std::llround(alpha * static_cast<double>(n)));
+}
+
+void linear_split(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
+                  int64_t k, double alpha) {
+  const int64_t c = split_column(alpha, n);
+  if (c == 0) {
+    linear(x, w, bias, y, m, n, k);
+    return;
+  }
+  gemm_counters().splits += 1;
+  gemm_columns(x, w, y, m, c, k, n);                  // the CPU's columns
+  gemm_columns(x, w + c * k, y + c, m, n - c, k, n);  // the GPU's, joined in place
+  if (bias) add_bias(y, bias, m, n);
 }
 
 void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows,

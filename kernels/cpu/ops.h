@@ -11,9 +11,11 @@ namespace strata::cpu {
 struct GemmCounters {
   std::atomic<uint64_t> flops{0};
   std::atomic<uint64_t> nanoseconds{0};
+  std::atomic<uint64_t> splits{0};  // linear_split calls that gave the CPU side columns
   void reset() {
     flops = 0;
     nanoseconds = 0;
+    splits = 0;
   }
 };
 GemmCounters& gemm_counters();
@@ -23,6 +25,13 @@ inline constexpr float kLayerNormEps = 1e-5f;
 // y[m, n] = x[m, k] * w[n, k]^T + bias[n] (bias may be null). Through OpenBLAS sgemm.
 void linear(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
             int64_t k);
+
+// HeteGen's split of a linear layer: output columns [0, split_column(alpha, n)) are the CPU's,
+// [split_column, n) the GPU's. On the CPU backend both halves run here, as two GEMMs over row
+// ranges of w written into column ranges of y, so the split and join are exercised without a GPU.
+int64_t split_column(double alpha, int64_t n);  // round(alpha * n), alpha in [0, 1)
+void linear_split(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
+                  int64_t k, double alpha);
 
 // Normalises each of `rows` rows of `dim` values; gamma / beta may be null (no affine).
 void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows,

@@ -41,6 +41,8 @@ bool wants_auto_policy(const cxxopts::ParseResult& flags);
 std::optional<Prediction> plan_from_flags(const cxxopts::ParseResult& flags,
                                           const OptConfig& config, EngineOptions& options,
                                           int64_t max_sequences = 0);
+// --alpha A, checked to be in [0, 1) with a one-line input error.
+double parse_alpha_flag(const cxxopts::ParseResult& flags);
 // True when any flag asks for the offloading engine rather than the resident one.
 bool wants_offloading(const cxxopts::ParseResult& flags);
 

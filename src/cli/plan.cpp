@@ -20,6 +20,12 @@ std::string split_text(const TierSplit& s) {
   return text;
 }
 
+std::string alpha_text(const LinearAlphas& a) {
+  char text[96];
+  std::snprintf(text, sizeof(text), "attention %.3f fc1 %.3f fc2 %.3f", a.attention, a.fc1, a.fc2);
+  return text;
+}
+
 // `strata plan --cluster`: the cluster planner; the single-rank flags that have no meaning there
 // are refused rather than ignored.
 int run_plan_cluster(const cxxopts::ParseResult& flags) {
@@ -84,12 +90,19 @@ int run_plan(int argc, char** argv) {
                                      "with --cluster: evaluate this split (e.g. 10,14) instead",
                                      cxxopts::value<std::string>())(
       "ranks", "with --cluster: the rank count the run will have (checked against the file)",
-      cxxopts::value<int64_t>());
+      cxxopts::value<int64_t>())(
+      "hetegen",
+      "let the planner split linear layers with CPU-tier weights between CPU and GPU "
+      "(HeteGen), choosing alpha per batch size")(
+      "alpha", "force HeteGen's alpha (CPU share of each linear's output columns) to A in [0, 1)",
+      cxxopts::value<double>());
   const auto flags = parse_flags(options, argc, argv);
   if (flags.count("cluster")) return run_plan_cluster(flags);
   for (const char* name : {"layers-per-rank", "ranks"}) {
     STRATA_INPUT_CHECK(!flags.count(name), "--", name, " needs --cluster FILE");
   }
+  STRATA_INPUT_CHECK(!(flags.count("hetegen") && flags.count("policy")),
+                     "--hetegen chooses alpha in the search: drop --policy (or give --alpha A)");
   for (const char* name : {"model", "prompt-len", "gen-len"}) {
     STRATA_INPUT_CHECK(flags.count(name), "--", name, " is required");
   }
@@ -126,10 +139,16 @@ int run_plan(int argc, char** argv) {
   if (flags.count("disk-mem"))
     request.caps.disk_bytes = parse_bytes(flags["disk-mem"].as<std::string>(), "--disk-mem");
   request.allow_disk = !flags.count("no-disk");
-  const Plan plan =
-      flags.count("policy")
-          ? evaluate_policy(hw, config, Policy::load(flags["policy"].as<std::string>()), request)
-          : make_plan(hw, config, request);
+  request.hetegen = flags.count("hetegen") > 0;
+  if (flags.count("alpha")) request.alpha = parse_alpha_flag(flags);
+  Plan plan;
+  if (flags.count("policy")) {
+    Policy given = Policy::load(flags["policy"].as<std::string>());
+    if (request.alpha >= 0) given.hetegen_alpha = HeteGenAlpha::all(request.alpha);
+    plan = evaluate_policy(hw, config, given, request);
+  } else {
+    plan = make_plan(hw, config, request);
+  }
 
   if (flags.count("json")) {
     std::printf("%s\n", plan.to_json().dump(2).c_str());
@@ -153,6 +172,12 @@ int run_plan(int argc, char** argv) {
   std::printf("  --percent %g %g %g %g %g %g\n", p.weights.gpu_percent, p.weights.cpu_percent,
               p.cache.gpu_percent, p.cache.cpu_percent, p.activations.gpu_percent,
               p.activations.cpu_percent);
+  if (p.hetegen_alpha.any() || request.hetegen || request.alpha >= 0) {
+    std::printf(
+        "  hetegen alpha (CPU share of CPU-tier linears' columns)\n"
+        "    prefill %s\n    decode  %s\n",
+        alpha_text(p.hetegen_alpha.prefill).c_str(), alpha_text(p.hetegen_alpha.decode).c_str());
+  }
   std::printf("predicted: prefill %.2f tok/s (%.2f s, bound by %s)\n", pr.prefill_tokens_per_s,
               pr.prefill_s, pr.prefill_bound.c_str());
   std::printf("           decode %.2f tok/s (%.2f s, bound by %s)\n", pr.decode_tokens_per_s,

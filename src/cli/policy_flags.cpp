@@ -37,13 +37,26 @@ void add_policy_flags(cxxopts::Options& options, const std::string& default_gpu_
                                                             cxxopts::value<std::string>())(
       "disk-mem", "cap on the disk tier", cxxopts::value<std::string>())(
       "trace", "write a Chrome trace (Perfetto) of every load, store and compute",
-      cxxopts::value<std::string>());
+      cxxopts::value<std::string>())(
+      "hetegen",
+      "with --policy auto: split linear layers with CPU-tier weights between CPU and GPU "
+      "(HeteGen), the planner choosing alpha")(
+      "alpha", "HeteGen's alpha for every linear layer: the CPU's share of output columns, [0, 1)",
+      cxxopts::value<double>());
+}
+
+double parse_alpha_flag(const cxxopts::ParseResult& flags) {
+  const double a = flags["alpha"].as<double>();
+  STRATA_INPUT_CHECK(a >= 0 && a < 1, "--alpha ", a,
+                     " must be in [0, 1) (the CPU's share of each linear layer's output columns)");
+  return a;
 }
 
 bool wants_offloading(const cxxopts::ParseResult& flags) {
-  for (const char* name : {"policy", "hardware", "percent", "num-gpu-batches", "offload-dir",
-                           "cpu-cache-compute", "no-overlap", "compress-weight", "compress-cache",
-                           "compress-bits", "gpu-mem", "cpu-mem", "disk-mem", "trace"}) {
+  for (const char* name :
+       {"policy", "hardware", "percent", "num-gpu-batches", "offload-dir", "cpu-cache-compute",
+        "no-overlap", "compress-weight", "compress-cache", "compress-bits", "gpu-mem", "cpu-mem",
+        "disk-mem", "trace", "hetegen", "alpha"}) {
     if (flags.count(name)) return true;
   }
   return false;
@@ -74,6 +87,12 @@ EngineOptions engine_options_from_flags(const cxxopts::ParseResult& flags) {
   if (flags.count("compress-weight")) p.compress_weight = true;
   if (flags.count("compress-cache")) p.compress_cache = true;
   if (flags.count("compress-bits")) p.compress_bits = flags["compress-bits"].as<int>();
+  STRATA_INPUT_CHECK(!flags.count("hetegen") || automatic,
+                     "--hetegen lets the planner choose alpha: it needs --policy auto (or give "
+                     "--alpha A)");
+  STRATA_INPUT_CHECK(!(flags.count("hetegen") && flags.count("alpha")),
+                     "--hetegen lets the planner choose alpha: drop --alpha");
+  if (flags.count("alpha")) p.hetegen_alpha = HeteGenAlpha::all(parse_alpha_flag(flags));
   p.validate();
   if (flags.count("offload-dir")) o.offload_dir = flags["offload-dir"].as<std::string>();
   if (flags.count("gpu-mem"))
@@ -118,6 +137,8 @@ std::optional<Prediction> plan_from_flags(const cxxopts::ParseResult& flags,
   request.max_block = max_sequences;
   request.compress_weight = options.policy.compress_weight;
   request.compress_cache = options.policy.compress_cache;
+  request.hetegen = flags.count("hetegen") > 0;
+  if (flags.count("alpha")) request.alpha = parse_alpha_flag(flags);
   const Plan plan = make_plan(hw, config, request);
   const Policy& given = options.policy;
   Policy p = plan.policy;

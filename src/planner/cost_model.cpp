@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 
 #include "core/dtype.h"
@@ -110,6 +111,25 @@ Affine moved(double bytes, int cpu_var, int disk_var, const Link& link) {
   return a;
 }
 
+// The linear layers of a stage kind that HeteGen splits, with their alphas.
+struct LinearPart {
+  double elements;
+  double alpha;
+};
+std::vector<LinearPart> split_linears(const OptConfig& c, StageKind kind, const LinearAlphas& a) {
+  const double h = static_cast<double>(c.hidden_size);
+  const double f = static_cast<double>(c.ffn_dim);
+  std::vector<LinearPart> out;
+  if (kind == StageKind::kDecoder || kind == StageKind::kAttention) {
+    for (int i = 0; i < 4; ++i) out.push_back({h * h, a.attention});  // q, k, v, out_proj
+  }
+  if (kind == StageKind::kDecoder || kind == StageKind::kMlp) {
+    out.push_back({f * h, a.fc1});
+    out.push_back({h * f, a.fc2});
+  }
+  return out;
+}
+
 }  // namespace
 
 Placement Placement::of(const Policy& p) {
@@ -168,7 +188,56 @@ CostShape CostShape::of(const Policy& p, int64_t prompt_len, int64_t gen_len) {
   s.cpu_cache_compute = p.cpu_cache_compute;
   s.compress_weight = p.compress_weight;
   s.compress_cache = p.compress_cache;
+  s.hetegen = p.hetegen_alpha;
   return s;
+}
+
+SplitTimes split_times(const HardwareProfile& hw, Phase phase, double rows, double n_batches,
+                       double weight_elements, double weight_bytes_per_element,
+                       bool weights_on_cpu) {
+  SplitTimes t;
+  const double flops = 2 * rows * weight_elements * n_batches;
+  const double bytes = weight_elements * weight_bytes_per_element;
+  const double cpu_rate = hw.cpu_gemm_rate_gflops(rows) * kGB;
+  // Few rows: the CPU streams the weights from memory once per batch, whatever its FLOP rate.
+  t.cpu_s = cpu_rate > 0
+                ? std::max(flops / cpu_rate, n_batches * bytes * per_byte(hw.host_copy_gbps))
+                : std::numeric_limits<double>::infinity();
+  t.pcie_s = weights_on_cpu ? bytes * per_byte(hw.h2d_gbps) : 0;
+  const double gpu_rate =
+      (phase == Phase::kPrefill ? hw.gpu_gemm_gflops : hw.gemm_decode_gflops()) * kGB;
+  t.gpu_s = gpu_rate > 0 ? flops / gpu_rate : 0;
+  return t;
+}
+
+double balanced_alpha(const SplitTimes& t) {
+  if (t.pcie_s <= 0 || !std::isfinite(t.cpu_s)) return 0;
+  return (t.pcie_s + t.gpu_s) / (t.cpu_s + t.pcie_s + t.gpu_s);
+}
+
+double split_seconds(const SplitTimes& t, double alpha) {
+  const double gpu_side = (1 - alpha) * (t.pcie_s + t.gpu_s);
+  return alpha > 0 ? std::max(alpha * t.cpu_s, gpu_side) : gpu_side;
+}
+
+HeteGenAlpha balanced_alphas(const HardwareProfile& hw, const OptConfig& c, const CostShape& s) {
+  HeteGenAlpha out;
+  if (!hw.has_gpu) return out;
+  const double bytes =
+      s.compress_weight ? kCompressedBytesPerElement : static_cast<double>(dtype_size(c.dtype));
+  const double h = static_cast<double>(c.hidden_size);
+  const double f = static_cast<double>(c.ffn_dim);
+  const double g = static_cast<double>(s.gpu_batch_size);
+  const double nb = static_cast<double>(s.num_gpu_batches);
+  for (const Phase phase : {Phase::kPrefill, Phase::kDecode}) {
+    const double rows = phase == Phase::kPrefill ? g * static_cast<double>(s.prompt_len) : g;
+    auto alpha = [&](double elements) {
+      return balanced_alpha(split_times(hw, phase, rows, nb, elements, bytes, true));
+    };
+    LinearAlphas& a = phase == Phase::kPrefill ? out.prefill : out.decode;
+    a = {alpha(h * h), alpha(f * h), alpha(h * f)};
+  }
+  return out;
 }
 
 std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& c,
@@ -176,6 +245,10 @@ std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& c
   STRATA_CHECK(
       s.prompt_len >= 1 && s.gen_len >= 1 && s.gpu_batch_size >= 1 && s.num_gpu_batches >= 1,
       "cost model: bad shape");
+  STRATA_INPUT_CHECK(!hw.has_gpu || !s.hetegen.any() || hw.cpu_gemm_rate_gflops(1) > 0,
+                     "a HeteGen alpha > 0 needs cpu_gemm_gflops (the CPU's GEMM rate) in the "
+                     "hardware profile '",
+                     hw.name, "'");
   const Sizes z = sizes_of(hw, c, s);
   const double h = static_cast<double>(c.hidden_size);
   const double g = static_cast<double>(s.gpu_batch_size);
@@ -264,6 +337,26 @@ std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& c
       const double seq_rate = z.gpu ? gemm_rate : hw.cpu_gemm_rate_gflops(g) * kGB;
       gemm.constant = rows * k.gemm_flops_per_row / row_rate + g * k.gemm_flops_per_seq / seq_rate;
       gemm.constant *= nb;
+      // HeteGen on a GPU node: of the CPU-tier weights, only the GPU's columns cross PCIe and
+      // run on the GPU; the CPU's run alongside. The split layer takes at least
+      // max(alpha * cpu, (1 - alpha) * (pcie + gpu)), the GPU's transfer and GEMM in sequence.
+      CostTerm split_cpu{"hetegen cpu", {}}, split_gpu{"hetegen gpu", {}};
+      if (z.gpu) {
+        Affine cpu_cols, gpu_cols;
+        for (const LinearPart& l :
+             split_linears(c, k.kind, prefill ? s.hetegen.prefill : s.hetegen.decode)) {
+          if (l.alpha <= 0) continue;
+          const SplitTimes t = split_times(hw, phase, rows, nb, l.elements, z.w_stored, true);
+          cpu_cols.add(kWc, l.alpha * t.cpu_s);
+          gpu_cols.add(kWc, (1 - l.alpha) * (t.pcie_s + t.gpu_s));
+          load.parts.front().second.add(kWc, -l.alpha * t.pcie_s);
+          gemm.add(kWc, -l.alpha * t.gpu_s);
+        }
+        if (cpu_cols.coef[kWc] > 0) {
+          split_cpu.parts.push_back({"cpu columns", cpu_cols});
+          split_gpu.parts.push_back({"gpu columns: transfer then gemm", gpu_cols});
+        }
+      }
       compute.parts.push_back({"gemm", gemm});
       if (!z.gpu) {
         // Layer norms, biases, activation, residual adds and cache appends pass over each row
@@ -318,6 +411,10 @@ std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& c
         disk.add(kHd, act_bytes * disk_w);
       }
       sc.terms = {load, compute, store, CostTerm{"disk", {{"reads and writes", disk}}}};
+      if (!split_cpu.parts.empty()) {
+        sc.terms.push_back(std::move(split_cpu));
+        sc.terms.push_back(std::move(split_gpu));
+      }
       if (!z.gpu) {
         // Measured on the CPU backend (2 cores): disk transfers barely overlap the compute
         // (their DMA, completions and staging share the cores and the memory bus, and cache

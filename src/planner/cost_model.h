@@ -73,12 +73,36 @@ struct CostShape {
   bool cpu_cache_compute = false;
   bool compress_weight = false;
   bool compress_cache = false;
+  HeteGenAlpha hetegen;  // the split of CPU-tier weights' linear layers (GPU nodes)
   int64_t block() const { return gpu_batch_size * num_gpu_batches; }
   static CostShape of(const Policy& policy, int64_t prompt_len, int64_t gen_len);
 };
 
 // FlexGen's 4-bit group-wise format: 4 bits per value and an fp16 (scale, min) pair per 64.
 inline constexpr double kCompressedBytesPerElement = 0.5 + 4.0 / 64.0;
+
+// HeteGen's balance for linear layers whose weights live on the CPU tier: the CPU computes alpha
+// of the output columns from host memory while the rest cross PCIe and run on the GPU. Seconds
+// of the whole layer (all columns) on each side, for one stage step over n_batches GPU batches
+// of `rows` rows each: the weights cross once, both sides compute every batch.
+struct SplitTimes {
+  double cpu_s = 0;   // max(FLOPs / CPU GEMM rate at `rows`, weight bytes / host memory rate)
+  double pcie_s = 0;  // weight bytes / h2d bandwidth; 0 when the weights are on the GPU
+  double gpu_s = 0;   // FLOPs / GPU GEMM rate of the phase
+};
+SplitTimes split_times(const HardwareProfile& hw, Phase phase, double rows, double n_batches,
+                       double weight_elements, double weight_bytes_per_element,
+                       bool weights_on_cpu);
+// alpha * cpu = (1 - alpha) * (pcie + gpu), so alpha = (pcie + gpu) / (cpu + pcie + gpu): it
+// falls as rows grow (the CPU's share of FLOPs dominates) and rises on slow links. 0 when nothing
+// crosses PCIe (weights on the GPU) or the profile has no CPU GEMM rate.
+double balanced_alpha(const SplitTimes& t);
+// The split layer's time: max(alpha * cpu, (1 - alpha) * (pcie + gpu)).
+double split_seconds(const SplitTimes& t, double alpha);
+// Balanced alphas of every linear kind and phase for this shape, weights on the CPU tier. All 0
+// without a GPU: on the CPU backend both halves share the same cores.
+HeteGenAlpha balanced_alphas(const HardwareProfile& hw, const OptConfig& config,
+                             const CostShape& shape);
 
 std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& config,
                                    const CostShape& shape);

@@ -154,6 +154,7 @@ Policy policy_of(const CostShape& shape, const Placement& x) {
   p.cpu_cache_compute = shape.cpu_cache_compute;
   p.compress_weight = shape.compress_weight;
   p.compress_cache = shape.compress_cache;
+  p.hetegen_alpha = shape.hetegen;
   x.apply_to(p);
   return p;
 }
@@ -183,14 +184,26 @@ std::array<double, kNumTiers> peak_of(const HardwareProfile& hw, const OptConfig
 }
 
 // Best policy for one (gpu_batch_size, num_gpu_batches): the LP for every residency choice (and,
-// on a GPU, with and without CPU attention), each checked against the real peaks.
+// on a GPU, with and without CPU attention; with choose_alpha, each phase with and without its
+// balanced HeteGen alphas), each checked against the real peaks.
 std::optional<Candidate> best_for_shape(const HardwareProfile& hw, const OptConfig& config,
                                         CostShape shape, const LpCaps& caps, bool allow_disk,
-                                        int64_t& lp_count) {
+                                        int64_t& lp_count, bool choose_alpha = false) {
   std::optional<Candidate> best;
+  // Per phase: the balance, or no split where the overlapped transfer alone is faster.
+  std::vector<HeteGenAlpha> alphas = {shape.hetegen};
+  if (choose_alpha && hw.has_gpu) {
+    const HeteGenAlpha b = balanced_alphas(hw, config, shape);
+    alphas = {HeteGenAlpha{}, {b.prefill, {}}, {{}, b.decode}, b};
+  }
+  std::vector<std::pair<bool, HeteGenAlpha>> variants;  // (cpu attention, alphas)
   for (const bool cpu_attention :
        hw.has_gpu ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
+    for (const HeteGenAlpha& alpha : alphas) variants.emplace_back(cpu_attention, alpha);
+  }
+  for (const auto& [cpu_attention, alpha] : variants) {
     shape.cpu_cache_compute = cpu_attention;
+    shape.hetegen = alpha;
     const auto costs = stage_costs(hw, config, shape);
     for (int mask = 0; mask < 8; ++mask) {
       const Residency r{(mask & 1) != 0, (mask & 2) != 0, (mask & 4) != 0};
@@ -218,9 +231,12 @@ std::optional<Candidate> best_for_shape(const HardwareProfile& hw, const OptConf
           fits = false;
         }
         if (!fits) continue;
-        const Prediction p = predict(costs, Placement::of(policy), shape);
+        Policy chosen = policy;
+        // A chosen split applies to CPU-tier weights only: with none there, alpha is 0.
+        if (choose_alpha && chosen.weights.cpu_percent <= 0) chosen.hetegen_alpha = {};
+        const Prediction p = predict(costs, Placement::of(chosen), shape);
         if (!best || p.generation_tokens_per_s > best->throughput) {
-          best = Candidate{policy, p.generation_tokens_per_s, p.prefill_s + p.decode_s};
+          best = Candidate{chosen, p.generation_tokens_per_s, p.prefill_s + p.decode_s};
         }
         break;
       }
@@ -296,6 +312,13 @@ Plan make_plan(const HardwareProfile& hw, const OptConfig& config, const PlanReq
                      config.max_positions, ")");
   STRATA_INPUT_CHECK(request.gpu_batch_size >= 0 && request.num_gpu_batches >= 0,
                      "--gpu-batch-size and --num-gpu-batches must be >= 1");
+  STRATA_INPUT_CHECK(!(request.hetegen && request.alpha >= 0),
+                     "--hetegen lets the planner choose alpha: drop --alpha");
+  STRATA_INPUT_CHECK(request.alpha < 1, "--alpha ", request.alpha, " must be in [0, 1)");
+  STRATA_INPUT_CHECK(!request.hetegen || !hw.has_gpu || hw.cpu_gemm_rate_gflops(1) > 0,
+                     "--hetegen needs cpu_gemm_gflops (the CPU's GEMM rate) in the hardware "
+                     "profile '",
+                     hw.name, "'");
   const TierCaps caps = effective_caps(hw, request);
   const bool allow_disk = request.allow_disk && caps.disk_bytes > 0;
   const LpCaps lp_caps = lp_caps_of(hw, caps);
@@ -335,7 +358,9 @@ Plan make_plan(const HardwareProfile& hw, const OptConfig& config, const PlanReq
       shape.sep_layer = request.sep_layer;
       shape.compress_weight = request.compress_weight;
       shape.compress_cache = request.compress_cache;
-      const auto c = best_for_shape(hw, config, shape, lp_caps, allow_disk, plan.lp_count);
+      if (request.alpha >= 0) shape.hetegen = HeteGenAlpha::all(request.alpha);
+      const auto c =
+          best_for_shape(hw, config, shape, lp_caps, allow_disk, plan.lp_count, request.hetegen);
       if (!c) break;  // more batches only need more memory
       any_fit = true;
       const bool better = !best || c->throughput > best->throughput * (1 + kTieShare) ||

@@ -28,6 +28,10 @@ struct PlanRequest {
   bool sep_layer = true;
   bool allow_disk = true;  // false when there is no offload dir
   int64_t max_block = 0;   // > 0: at most this many sequences (what there is to run)
+  // HeteGen: `hetegen` lets the planner choose each shape's alphas (the cost model's balance, or
+  // 0 where splitting does not pay); alpha >= 0 forces one for every linear layer and phase.
+  bool hetegen = false;
+  double alpha = -1;
 };
 
 struct Plan {

@@ -462,7 +462,8 @@ void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>&
               case StageKind::kDecoder:
               case StageKind::kAttention:
               case StageKind::kMlp:
-                decoder_forward(config, layout, w, batch_steps, batch_offsets, kv, h, ws);
+                decoder_forward(config, layout, w, batch_steps, batch_offsets, kv, h, ws,
+                                policy().hetegen_alpha);
                 break;
               case StageKind::kHead:
                 head_forward(config, layout, w, batch_offsets, h, logits_k, ws);

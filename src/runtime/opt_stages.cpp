@@ -33,10 +33,10 @@ struct StageView {
 };
 
 void linear(const StageView& w, const std::string& name, const float* x, float* y, int64_t rows,
-            int64_t out, int64_t in) {
+            int64_t out, int64_t in, double alpha = 0) {
   const float* weight = w.get(name + ".weight");
   STRATA_CHECK(weight != nullptr, "stage has no ", name);
-  cpu::linear(x, weight, w.get(name + ".bias"), y, rows, out, in);
+  cpu::linear_split(x, weight, w.get(name + ".bias"), y, rows, out, in, alpha);
 }
 
 void norm(const StageView& w, const std::string& name, const float* x, float* y, int64_t rows,
@@ -151,11 +151,13 @@ void embed_forward(const OptConfig& c, const float* weights, std::span<const Seq
 
 void decoder_forward(const OptConfig& c, const StageLayout& layout, const float* weights,
                      std::span<const SequenceStep> steps, std::span<const int64_t> row_offsets,
-                     const KvBlock& kv, float* hidden, Workspace& ws) {
+                     const KvBlock& kv, float* hidden, Workspace& ws, const HeteGenAlpha& alpha) {
   const StageView w{layout, weights};
   const std::string p = "layers." + std::to_string(layout.layer) + ".";
   const int64_t h = c.hidden_size;
   const int64_t rows = row_offsets.back();
+  const bool decode = rows == static_cast<int64_t>(steps.size());
+  const LinearAlphas& a = decode ? alpha.decode : alpha.prefill;
   float* x = reserve(ws.x, rows * h);
 
   const bool attention_part = layout.kind != StageKind::kMlp;
@@ -172,10 +174,10 @@ void decoder_forward(const OptConfig& c, const StageLayout& layout, const float*
       norm(w, p + "self_attn_layer_norm", hidden, x, rows, h);
       attn_in = x;
     }
-    linear(w, p + "self_attn.q_proj", attn_in, q, rows, h, h);
+    linear(w, p + "self_attn.q_proj", attn_in, q, rows, h, h, a.attention);
     cpu::scale_inplace(q, 1.0f / std::sqrt(static_cast<float>(c.head_dim())), rows * h);
-    linear(w, p + "self_attn.k_proj", attn_in, k, rows, h, h);
-    linear(w, p + "self_attn.v_proj", attn_in, v, rows, h, h);
+    linear(w, p + "self_attn.k_proj", attn_in, k, rows, h, h, a.attention);
+    linear(w, p + "self_attn.v_proj", attn_in, v, rows, h, h, a.attention);
     for (size_t s = 0; s < steps.size(); ++s) {
       const int64_t slot = steps[s].slot;
       const int64_t start = kv.lengths[static_cast<size_t>(slot)];
@@ -188,7 +190,7 @@ void decoder_forward(const OptConfig& c, const StageLayout& layout, const float*
       cpu::attention(q + row0, h, keys, values, h, attn + row0, start, n_new, c.n_heads,
                      c.head_dim());
     }
-    linear(w, p + "self_attn.out_proj", attn, x, rows, h, h);
+    linear(w, p + "self_attn.out_proj", attn, x, rows, h, h, a.attention);
     cpu::add_inplace(hidden, x, rows * h);
     if (!c.pre_layer_norm) norm(w, p + "self_attn_layer_norm", hidden, hidden, rows, h);
   }
@@ -201,13 +203,13 @@ void decoder_forward(const OptConfig& c, const StageLayout& layout, const float*
     norm(w, p + "final_layer_norm", hidden, x, rows, h);
     ffn_in = x;
   }
-  linear(w, p + "fc1", ffn_in, mid, rows, c.ffn_dim, h);
+  linear(w, p + "fc1", ffn_in, mid, rows, c.ffn_dim, h, a.fc1);
   if (c.activation == Activation::kRelu) {
     cpu::relu(mid, rows * c.ffn_dim);
   } else {
     cpu::gelu(mid, rows * c.ffn_dim);
   }
-  linear(w, p + "fc2", mid, x, rows, h, c.ffn_dim);
+  linear(w, p + "fc2", mid, x, rows, h, c.ffn_dim, a.fc2);
   cpu::add_inplace(hidden, x, rows * h);
   if (!c.pre_layer_norm) norm(w, p + "final_layer_norm", hidden, hidden, rows, h);
 }

@@ -10,6 +10,7 @@
 
 #include "model/opt_config.h"
 #include "model/weight_source.h"
+#include "runtime/policy.h"
 
 namespace strata {
 
@@ -77,10 +78,13 @@ int64_t pack_rows(const OptConfig& config, std::span<const SequenceStep> steps,
 void embed_forward(const OptConfig& config, const float* weights,
                    std::span<const SequenceStep> steps, std::span<const int64_t> lengths,
                    std::span<const int64_t> row_offsets, float* hidden, Workspace& ws);
-// A decoder, attention or MLP stage, in place on hidden; kv is used by the first two.
+// A decoder, attention or MLP stage, in place on hidden; kv is used by the first two. Linear
+// layers with an alpha > 0 run split (cpu::linear_split); a step of one new token per sequence
+// takes the decode alphas, any other the prefill ones.
 void decoder_forward(const OptConfig& config, const StageLayout& layout, const float* weights,
                      std::span<const SequenceStep> steps, std::span<const int64_t> row_offsets,
-                     const KvBlock& kv, float* hidden, Workspace& ws);
+                     const KvBlock& kv, float* hidden, Workspace& ws,
+                     const HeteGenAlpha& alpha = {});
 // Logits after each sequence's last row into logits[i * vocab_size ...].
 void head_forward(const OptConfig& config, const StageLayout& layout, const float* weights,
                   std::span<const int64_t> row_offsets, const float* hidden, float* logits,

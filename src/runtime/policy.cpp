@@ -31,6 +31,49 @@ void validate_split(const TierSplit& s, const char* what) {
                      " gpu + cpu percent is ", s.gpu_percent + s.cpu_percent, ", over 100");
 }
 
+constexpr const char* kPhases[] = {"prefill", "decode"};
+constexpr const char* kLinearKinds[] = {"attention", "fc1", "fc2"};
+
+double* alpha_field(HeteGenAlpha& a, int phase, int kind) {
+  LinearAlphas& l = phase == 0 ? a.prefill : a.decode;
+  return kind == 0 ? &l.attention : kind == 1 ? &l.fc1 : &l.fc2;
+}
+
+nlohmann::json alpha_json(const HeteGenAlpha& a) {
+  nlohmann::json j;
+  HeteGenAlpha copy = a;
+  for (int p = 0; p < 2; ++p) {
+    for (int k = 0; k < 3; ++k) j[kPhases[p]][kLinearKinds[k]] = *alpha_field(copy, p, k);
+  }
+  return j;
+}
+
+// "hetegen_alpha": a number (every linear, both phases) or {"prefill"|"decode": {"attention",
+// "fc1", "fc2"}} with omitted entries 0.
+HeteGenAlpha alpha_from_json(const nlohmann::json& j, const std::string& source) {
+  if (j.is_number()) return HeteGenAlpha::all(j.get<double>());
+  STRATA_INPUT_CHECK(j.is_object(), source,
+                     ": policy field 'hetegen_alpha' must be a number or an object");
+  HeteGenAlpha a;
+  for (const auto& [phase, kinds] : j.items()) {
+    const int p = phase == "prefill" ? 0 : phase == "decode" ? 1 : -1;
+    STRATA_INPUT_CHECK(p >= 0, source, ": unknown field 'hetegen_alpha.", phase,
+                       "' (prefill or decode)");
+    STRATA_INPUT_CHECK(kinds.is_object(), source, ": 'hetegen_alpha.", phase,
+                       "' must be an object");
+    for (const auto& [kind, value] : kinds.items()) {
+      int k = 0;
+      while (k < 3 && kind != kLinearKinds[k]) ++k;
+      STRATA_INPUT_CHECK(k < 3, source, ": unknown field 'hetegen_alpha.", phase, ".", kind,
+                         "' (attention, fc1 or fc2)");
+      STRATA_INPUT_CHECK(value.is_number(), source, ": 'hetegen_alpha.", phase, ".", kind,
+                         "' must be a number");
+      *alpha_field(a, p, k) = value.get<double>();
+    }
+  }
+  return a;
+}
+
 }  // namespace
 
 void Policy::validate() const {
@@ -43,6 +86,15 @@ void Policy::validate() const {
                      attn_sparsity, " must be in (0, 1]");
   STRATA_INPUT_CHECK(compress_bits == 4 || compress_bits == 8, "policy: compress_bits ",
                      compress_bits, " must be 4 or 8");
+  HeteGenAlpha a = hetegen_alpha;
+  for (int p = 0; p < 2; ++p) {
+    for (int k = 0; k < 3; ++k) {
+      const double v = *alpha_field(a, p, k);
+      // alpha = 1 would leave the GPU nothing: the layer is then simply on the CPU.
+      STRATA_INPUT_CHECK(v >= 0 && v < 1, "policy: hetegen_alpha.", kPhases[p], ".",
+                         kLinearKinds[k], " ", v, " must be in [0, 1)");
+    }
+  }
 }
 
 nlohmann::json Policy::to_json() const {
@@ -61,7 +113,8 @@ nlohmann::json Policy::to_json() const {
           {"attn_sparsity", attn_sparsity},
           {"compress_weight", compress_weight},
           {"compress_cache", compress_cache},
-          {"compress_bits", compress_bits}};
+          {"compress_bits", compress_bits},
+          {"hetegen_alpha", alpha_json(hetegen_alpha)}};
 }
 
 Policy Policy::from_json(const nlohmann::json& j, const std::string& source) {
@@ -71,6 +124,7 @@ Policy Policy::from_json(const nlohmann::json& j, const std::string& source) {
   const nlohmann::json known = defaults.to_json();
   for (const auto& [key, value] : j.items()) {
     STRATA_INPUT_CHECK(known.contains(key), source, ": unknown policy field '", key, "'");
+    if (key == "hetegen_alpha") continue;  // checked by alpha_from_json
     STRATA_INPUT_CHECK(
         value.type() == known[key].type() || (value.is_number() && known[key].is_number()), source,
         ": policy field '", key, "' has the wrong type");
@@ -96,6 +150,7 @@ Policy Policy::from_json(const nlohmann::json& j, const std::string& source) {
   p.compress_weight = get("compress_weight", defaults.compress_weight);
   p.compress_cache = get("compress_cache", defaults.compress_cache);
   p.compress_bits = get("compress_bits", defaults.compress_bits);
+  if (j.contains("hetegen_alpha")) p.hetegen_alpha = alpha_from_json(j["hetegen_alpha"], source);
   return p;
 }
 
