@@ -119,41 +119,9 @@ TEST(LinearSplit, CountsFlopsOnceAndTheSplit) {
   for (float v : y) EXPECT_EQ(v, 4.0f);
 }
 
-struct Workload {
-  std::vector<Prompt> prompts;
-  std::vector<std::vector<int32_t>> golden_ids;
-};
-
-Workload workload(const std::string& model) {
-  Workload w;
-  const auto cases = test::load_cases(model);  // alive for the loop (C++20 range-for)
-  for (const auto& c : cases["cases"]) {
-    for (size_t b = 0; b < c["input_ids"].size(); ++b) {
-      w.prompts.push_back({c["input_ids"][b].get<std::vector<int32_t>>(), w.prompts.size()});
-      w.golden_ids.push_back(c["output_ids"][b].get<std::vector<int32_t>>());
-    }
-  }
-  return w;
-}
-
-std::vector<Generation> run(const WeightSource& source, const Workload& w, const Policy& policy) {
-  EngineOptions options;
-  options.policy = policy;
-  options.max_prompt_len = 100;
-  options.gen_len = 20;
-  OffloadEngine engine(source, options);
-  GenerateOptions gen;
-  gen.gen_len = 20;
-  gen.ignore_eos = true;
-  std::vector<Generation> all;
-  const size_t block = static_cast<size_t>(policy.effective_batch());
-  for (size_t first = 0; first < w.prompts.size(); first += block) {
-    const size_t n = std::min(block, w.prompts.size() - first);
-    auto part = engine.generate(std::span(w.prompts).subspan(first, n), gen, nullptr);
-    all.insert(all.end(), part.begin(), part.end());
-  }
-  return all;
-}
+using test::run_engine;
+using test::Workload;
+using test::workload;
 
 class HeteGenEngine : public ::testing::TestWithParam<std::string> {};
 
@@ -166,14 +134,14 @@ TEST_P(HeteGenEngine, AlphasGiveTheUnsplitResult) {
   plain.gpu_batch_size = 3;
   plain.num_gpu_batches = 2;
   plain.weights = {0, 100};
-  const auto want = run(*source, w, plain);
+  const auto want = run_engine(*source, w, plain);
   for (const bool sep_layer : {false, true}) {
     Policy split = plain;
     split.sep_layer = sep_layer;
     split.hetegen_alpha = {{0.3, 0.61, 0.45}, {0.7, 0.25, 0.999}};
     SCOPED_TRACE(split.to_json().dump());
     cpu::gemm_counters().reset();
-    const auto got = run(*source, w, split);
+    const auto got = run_engine(*source, w, split);
     EXPECT_GT(cpu::gemm_counters().splits.load(), 0u) << "the split path did not run";
     ASSERT_EQ(got.size(), want.size());
     for (size_t i = 0; i < got.size(); ++i) {

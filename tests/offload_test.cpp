@@ -15,45 +15,9 @@
 namespace strata {
 namespace {
 
-struct Workload {
-  std::vector<Prompt> prompts;
-  std::vector<std::vector<int32_t>> golden_ids;
-  std::vector<std::vector<float>> golden_logprobs;
-};
-
-Workload workload(const std::string& model) {
-  Workload w;
-  const auto cases = test::load_cases(model);
-  for (const auto& c : cases["cases"]) {
-    for (size_t b = 0; b < c["input_ids"].size(); ++b) {
-      w.prompts.push_back({c["input_ids"][b].get<std::vector<int32_t>>(), w.prompts.size()});
-      w.golden_ids.push_back(c["output_ids"][b].get<std::vector<int32_t>>());
-      w.golden_logprobs.push_back(c["token_logprobs"][b].get<std::vector<float>>());
-    }
-  }
-  return w;
-}
-
-std::vector<Generation> run(const WeightSource& source, const Workload& w, const Policy& policy,
-                            const std::string& offload_dir) {
-  EngineOptions options;
-  options.policy = policy;
-  options.offload_dir = offload_dir;
-  options.max_prompt_len = 100;
-  options.gen_len = 20;
-  OffloadEngine engine(source, options);
-  GenerateOptions gen;
-  gen.gen_len = 20;
-  gen.ignore_eos = true;
-  std::vector<Generation> all;
-  const size_t block = static_cast<size_t>(policy.effective_batch());
-  for (size_t first = 0; first < w.prompts.size(); first += block) {
-    const size_t n = std::min(block, w.prompts.size() - first);
-    auto part = engine.generate(std::span(w.prompts).subspan(first, n), gen, nullptr);
-    all.insert(all.end(), part.begin(), part.end());
-  }
-  return all;
-}
+using test::run_engine;
+using test::Workload;
+using test::workload;
 
 Policy all_on_gpu(int64_t gbs, int64_t ngb) {
   Policy p;
@@ -84,7 +48,7 @@ class OffloadTest : public ::testing::TestWithParam<std::string> {};
 TEST_P(OffloadTest, AllOnGpuTierMatchesTransformers) {
   auto source = open_weight_source(test::model_dir(GetParam()));
   const Workload w = workload(GetParam());
-  const auto got = run(*source, w, all_on_gpu(3, 2), "");
+  const auto got = run_engine(*source, w, all_on_gpu(3, 2), "");
   for (size_t i = 0; i < got.size(); ++i) {
     EXPECT_EQ(got[i].output_ids, w.golden_ids[i]) << "prompt " << i;
     for (size_t t = 0; t < got[i].token_logprobs.size(); ++t) {
@@ -118,8 +82,8 @@ TEST_P(OffloadTest, EveryPolicyGivesTheAllOnGpuResult) {
   }
   for (const Policy& p : policies) {
     SCOPED_TRACE(p.to_json().dump());
-    const auto want = run(*source, w, all_on_gpu(p.gpu_batch_size, p.num_gpu_batches), "");
-    const auto got = run(*source, w, p, dir.path().string());
+    const auto want = run_engine(*source, w, all_on_gpu(p.gpu_batch_size, p.num_gpu_batches), "");
+    const auto got = run_engine(*source, w, p, dir.path().string());
     ASSERT_EQ(got.size(), want.size());
     for (size_t i = 0; i < got.size(); ++i) {
       EXPECT_EQ(got[i].output_ids, want[i].output_ids) << "prompt " << i;
@@ -354,8 +318,8 @@ TEST_P(CompressionTest, CompressedWeightsEqualTheFakeQuantisedModel) {
     p.compress_bits = bits;
     p.weights = {30, 40};
     test::TempDir dir;
-    const auto got = run(*source, w, p, dir.path().string());
-    const auto want = run(FakeQuantSource(*source, bits), w, all_on_gpu(3, 2), "");
+    const auto got = run_engine(*source, w, p, dir.path().string());
+    const auto want = run_engine(FakeQuantSource(*source, bits), w, all_on_gpu(3, 2), "");
     for (size_t k = 0; k < got.size(); ++k) {
       EXPECT_EQ(got[k].output_ids, want[k].output_ids) << bits << " bits, prompt " << k;
       EXPECT_EQ(got[k].token_logprobs, want[k].token_logprobs) << bits << " bits, prompt " << k;
@@ -374,7 +338,7 @@ TEST_P(CompressionTest, WeightLogprobsStayCloseToTheUncompressedRun) {
   auto source = open_weight_source(test::model_dir(GetParam()));
   const Workload w = workload(GetParam());
   const Policy plain = all_on_gpu(4, 2);
-  const auto base = run(*source, w, plain, "");
+  const auto base = run_engine(*source, w, plain, "");
   const auto want = forced_logprobs(*source, w, base, plain);
   double gaps[2];
   for (int bits : {4, 8}) {
@@ -396,7 +360,7 @@ TEST_P(CompressionTest, WeightLogprobsStayCloseToTheUncompressedRun) {
 TEST_P(CompressionTest, CacheLogprobsStayCloseToTheUncompressedRun) {
   auto source = open_weight_source(test::model_dir(GetParam()));
   const Workload w = workload(GetParam());
-  const auto base = run(*source, w, all_on_gpu(3, 2), "");
+  const auto base = run_engine(*source, w, all_on_gpu(3, 2), "");
   for (bool weights_too : {false, true}) {
     double gaps[2];
     for (int bits : {4, 8}) {
@@ -405,7 +369,7 @@ TEST_P(CompressionTest, CacheLogprobsStayCloseToTheUncompressedRun) {
       p.compress_weight = weights_too;
       p.compress_bits = bits;
       int64_t compared = 0;
-      const double gap = mean_logprob_gap(base, run(*source, w, p, ""), &compared);
+      const double gap = mean_logprob_gap(base, run_engine(*source, w, p, ""), &compared);
       std::printf("[ %s ] %d-bit %s: mean |dlogprob| %.4f over %lld tokens\n", GetParam().c_str(),
                   bits, weights_too ? "weights and cache" : "cache", gap,
                   static_cast<long long>(compared));
@@ -443,8 +407,8 @@ TEST_P(CompressionTest, EveryPolicyGivesTheCompressedAllOnGpuResult) {
     Policy resident = all_on_gpu(p.gpu_batch_size, p.num_gpu_batches);
     resident.compress_weight = p.compress_weight;
     resident.compress_cache = p.compress_cache;
-    const auto want = run(*source, w, resident, "");
-    const auto got = run(*source, w, p, dir.path().string());
+    const auto want = run_engine(*source, w, resident, "");
+    const auto got = run_engine(*source, w, p, dir.path().string());
     for (size_t k = 0; k < got.size(); ++k) {
       EXPECT_EQ(got[k].output_ids, want[k].output_ids) << "prompt " << k;
       EXPECT_EQ(got[k].token_logprobs, want[k].token_logprobs) << "prompt " << k;

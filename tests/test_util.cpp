@@ -2,6 +2,7 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <random>
@@ -13,6 +14,40 @@ nlohmann::json load_cases(const std::string& model) {
   std::ifstream in(model_dir(model) + "/cases.json");
   EXPECT_TRUE(in.good()) << "missing " << model << "/cases.json";
   return nlohmann::json::parse(in);
+}
+
+Workload workload(const std::string& model) {
+  Workload w;
+  const auto cases = load_cases(model);
+  for (const auto& c : cases["cases"]) {
+    for (size_t b = 0; b < c["input_ids"].size(); ++b) {
+      w.prompts.push_back({c["input_ids"][b].get<std::vector<int32_t>>(), w.prompts.size()});
+      w.golden_ids.push_back(c["output_ids"][b].get<std::vector<int32_t>>());
+      w.golden_logprobs.push_back(c["token_logprobs"][b].get<std::vector<float>>());
+    }
+  }
+  return w;
+}
+
+std::vector<Generation> run_engine(const WeightSource& source, const Workload& w,
+                                   const Policy& policy, const std::string& offload_dir) {
+  EngineOptions options;
+  options.policy = policy;
+  options.offload_dir = offload_dir;
+  options.max_prompt_len = 100;
+  options.gen_len = 20;
+  OffloadEngine engine(source, options);
+  GenerateOptions gen;
+  gen.gen_len = 20;
+  gen.ignore_eos = true;
+  std::vector<Generation> all;
+  const size_t block = static_cast<size_t>(policy.effective_batch());
+  for (size_t first = 0; first < w.prompts.size(); first += block) {
+    const size_t n = std::min(block, w.prompts.size() - first);
+    auto part = engine.generate(std::span(w.prompts).subspan(first, n), gen, nullptr);
+    all.insert(all.end(), part.begin(), part.end());
+  }
+  return all;
 }
 
 TempDir::TempDir() {

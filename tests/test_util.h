@@ -9,6 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "model/weight_source.h"
+#include "runtime/offload_engine.h"
+
 namespace strata::test {
 
 inline const std::string kDataDir = STRATA_TEST_DATA;
@@ -20,6 +23,17 @@ inline std::string model_dir(const std::string& name) {
   return kDataDir + "/" + name;
 }
 nlohmann::json load_cases(const std::string& model);
+
+// A reference model's cases: its prompts with Hugging Face's greedy ids and logprobs.
+struct Workload {
+  std::vector<Prompt> prompts;
+  std::vector<std::vector<int32_t>> golden_ids;
+  std::vector<std::vector<float>> golden_logprobs;
+};
+Workload workload(const std::string& model);
+// 20 greedy tokens (eos ignored) for every prompt of w, block by block, under `policy`.
+std::vector<Generation> run_engine(const WeightSource& source, const Workload& w,
+                                   const Policy& policy, const std::string& offload_dir = "");
 
 // A fresh directory removed with everything in it when the object goes.
 class TempDir {
