@@ -4,144 +4,15 @@
 #include <chrono>
 #include <cstring>
 #include <nlohmann/json.hpp>
-#include <numeric>
 
 #include "core/error.h"
 #include "core/units.h"
-#include "kernels/quant_format.h"
+#include "runtime/engine_layout.h"
 #include "runtime/packed_stage.h"
 #include "runtime/stream.h"
 #include "runtime/tiered_array.h"
 
 namespace strata {
-namespace {
-
-constexpr int kRing = 3;  // working buffers for batch k-1 (storing), k (computing), k+1 (loading)
-// Disk reads of stages s, s+1 and s+2 are in flight together, so the disk queue never drains
-// between stages.
-constexpr int kWeightSlots = 3;
-
-// Bytes of one array on each tier, as TieredArray will allocate them.
-void add_split(uint64_t (&out)[kNumTiers], int64_t numel, const StoredFormat& format,
-               const TierSplit& split, uint64_t* max_disk = nullptr) {
-  for (int t = 0; t < kNumTiers; ++t)
-    out[t] += format.tier_bytes(numel, split, static_cast<Tier>(t));
-  if (max_disk) *max_disk = std::max(*max_disk, format.tier_bytes(numel, split, Tier::kDisk));
-}
-
-// The weight, cache and activation formats a policy asks for. A compressed cache is grouped
-// along each token's hidden vector: groups of 64 are one head each when head_dim is 64.
-StoredFormat weight_format(const OptConfig& c, const Policy& p) {
-  return p.compress_weight ? StoredFormat::bytes() : StoredFormat::plain(c.dtype);
-}
-StoredFormat cache_format(const OptConfig& c, const Policy& p) {
-  return p.compress_cache ? StoredFormat::quantized(p.compress_bits,
-                                                    std::gcd<int64_t>(c.hidden_size, kQuantGroup))
-                          : StoredFormat::plain(DType::kF32);
-}
-// Elements of a stage's array: its packed bytes when compressed.
-int64_t stage_numel(const StageLayout& l, const Policy& p) {
-  return p.compress_weight ? static_cast<int64_t>(PackedStage::of(l, p.compress_bits).bytes)
-                           : l.numel;
-}
-bool weights_resident(const Policy& p) {
-  return p.weights.gpu_percent >= 100 && !p.compress_weight;
-}
-bool cache_resident(const Policy& p) {
-  return p.cache.gpu_percent >= 100 && !p.compress_cache;
-}
-
-struct Shapes {
-  int64_t capacity;   // cache tokens per slot
-  int64_t act_rows;   // hidden rows per GPU batch
-  int64_t kv_numel;   // one (layer, batch) cache block
-  int64_t act_numel;  // one batch's hidden
-  int64_t max_stage_numel;
-  int64_t workspace_numel;
-};
-
-Shapes shapes_of(const OptConfig& c, const EngineOptions& o,
-                 const std::vector<StageLayout>& layouts) {
-  Shapes s;
-  const int64_t gbs = o.policy.gpu_batch_size;
-  s.capacity = o.max_prompt_len + o.gen_len;
-  s.act_rows = gbs * o.max_prompt_len;
-  s.kv_numel = KvBlock::numel(gbs, s.capacity, c.hidden_size);
-  s.act_numel = s.act_rows * c.hidden_size;
-  s.max_stage_numel = 0;
-  for (const auto& l : layouts) s.max_stage_numel = std::max(s.max_stage_numel, l.numel);
-  s.workspace_numel = s.act_rows * (5 * c.hidden_size + c.ffn_dim + c.word_embed_proj_dim) +
-                      gbs * (c.hidden_size + c.word_embed_proj_dim);
-  return s;
-}
-
-}  // namespace
-
-uint64_t MemoryPlan::total(Tier tier) const {
-  const auto t = static_cast<size_t>(tier);
-  return weights[t] + cache[t] + activations[t] + working[t];
-}
-
-std::vector<StageLayout> slice_layouts(const OptConfig& c, const EngineOptions& o) {
-  const int64_t first = o.first_layer;
-  const int64_t n = o.n_layers < 0 ? c.n_layers - first : o.n_layers;
-  STRATA_CHECK(first >= 0 && n >= 1 && first + n <= c.n_layers, "layer slice [", first, ", ",
-               first + n, ") outside the model's ", c.n_layers, " layers");
-  std::vector<StageLayout> out;
-  for (auto& l : opt_stage_layouts(c, o.policy.sep_layer)) {
-    const bool keep = l.kind == StageKind::kEmbed  ? first == 0
-                      : l.kind == StageKind::kHead ? first + n == c.n_layers
-                                                   : l.layer >= first && l.layer < first + n;
-    if (keep) out.push_back(std::move(l));
-  }
-  return out;
-}
-
-int64_t slice_layer_count(const OptConfig& c, const EngineOptions& o) {
-  return o.n_layers < 0 ? c.n_layers - o.first_layer : o.n_layers;
-}
-
-MemoryPlan plan_memory(const OptConfig& c, const EngineOptions& o) {
-  const auto layouts = slice_layouts(c, o);
-  const Shapes s = shapes_of(c, o, layouts);
-  const Policy& p = o.policy;
-  MemoryPlan plan;
-  uint64_t max_disk = 0;
-  uint64_t max_packed = 0;
-  for (const auto& l : layouts) {
-    const int64_t n = stage_numel(l, p);
-    max_packed = std::max(max_packed, static_cast<uint64_t>(n));
-    add_split(plan.weights, n, weight_format(c, p), p.weights, &max_disk);
-  }
-  const int64_t batches = p.num_gpu_batches * o.n_groups;
-  for (int64_t i = 0; i < slice_layer_count(c, o) * batches; ++i) {
-    add_split(plan.cache, s.kv_numel, cache_format(c, p), p.cache, &max_disk);
-  }
-  for (int64_t k = 0; k < batches; ++k) {
-    add_split(plan.activations, s.act_numel, StoredFormat::plain(DType::kF32), p.activations,
-              &max_disk);
-  }
-  uint64_t& gpu_work = plan.working[0];
-  if (!weights_resident(p)) gpu_work += 2 * static_cast<uint64_t>(s.max_stage_numel) * 4;
-  if (p.compress_weight) gpu_work += max_packed;  // a split stage gathered before expanding
-  if (!cache_resident(p)) gpu_work += kRing * static_cast<uint64_t>(s.kv_numel) * 4;
-  if (p.activations.gpu_percent < 100) gpu_work += kRing * static_cast<uint64_t>(s.act_numel) * 4;
-  gpu_work += static_cast<uint64_t>(s.workspace_numel + p.effective_batch() * c.vocab_size) * 4;
-  plan.working[1] += (kWeightSlots + 2) * max_disk;  // staging: weights, load and store streams
-  return plan;
-}
-
-void check_caps(const MemoryPlan& plan, const TierCaps& caps) {
-  const uint64_t cap[kNumTiers] = {caps.gpu_bytes, caps.cpu_bytes, caps.disk_bytes};
-  const char* flag[kNumTiers] = {"--gpu-mem", "--cpu-mem", "--disk-mem"};
-  for (int t = 0; t < kNumTiers; ++t) {
-    const uint64_t need = plan.total(static_cast<Tier>(t));
-    STRATA_INPUT_CHECK(cap[t] == 0 || need <= cap[t], "the policy needs ", need, " bytes (",
-                       format_bytes(static_cast<double>(need)), ") on the ",
-                       tier_name(static_cast<Tier>(t)), " tier but ", flag[t], " allows ", cap[t],
-                       " (", format_bytes(static_cast<double>(cap[t])), ")");
-  }
-}
 
 double EngineStats::overlap_efficiency() const {
   if (wall_s <= 0) return 0;

@@ -1,0 +1,40 @@
+// How the offloading engine lays data out: stored formats, array sizes and the memory plan,
+// shared by the engine and plan_memory so what is planned is what gets allocated.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/offload_engine.h"
+#include "runtime/tiered_array.h"
+
+namespace strata {
+
+inline constexpr int kRing = 3;  // working buffers for batch k-1 (storing), k (computing), k+1
+// Disk reads of stages s, s+1 and s+2 are in flight together, so the disk queue never drains
+// between stages.
+inline constexpr int kWeightSlots = 3;
+
+// The weight and cache formats a policy asks for. A compressed cache is grouped along each
+// token's hidden vector: groups of 64 are one head each when head_dim is 64.
+StoredFormat weight_format(const OptConfig& c, const Policy& p);
+StoredFormat cache_format(const OptConfig& c, const Policy& p);
+// Elements of a stage's array: its packed bytes when compressed.
+int64_t stage_numel(const StageLayout& l, const Policy& p);
+// Whether the engine computes on the GPU tier's arrays in place.
+bool weights_resident(const Policy& p);
+bool cache_resident(const Policy& p);
+int64_t slice_layer_count(const OptConfig& c, const EngineOptions& o);
+
+struct Shapes {
+  int64_t capacity;   // cache tokens per slot
+  int64_t act_rows;   // hidden rows per GPU batch
+  int64_t kv_numel;   // one (layer, batch) cache block
+  int64_t act_numel;  // one batch's hidden
+  int64_t max_stage_numel;
+  int64_t workspace_numel;
+};
+Shapes shapes_of(const OptConfig& c, const EngineOptions& o,
+                 const std::vector<StageLayout>& layouts);
+
+}  // namespace strata
