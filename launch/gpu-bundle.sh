@@ -79,6 +79,8 @@ for b in "${bins[@]}"; do
 done
 
 cp launch/gpu-check.sh "$bundle/gpu-check.sh"
+# The reference models (under 1 MB) the stage-runner test compares against.
+rm -rf "$bundle/data" && cp -r tests/data "$bundle/data"
 cat > "$bundle/run" <<'WRAP'
 #!/usr/bin/env bash
 # Runs a bundled binary with the bundle's libraries first: run strata | strata_cuda_tests |

@@ -9,6 +9,8 @@ bundle=$(cd "${1:-$here}" && pwd)
 out=${OUT:-$PWD/gpu-check-results}
 mkdir -p "$out"
 run="$bundle/run"
+# The bundle's copy of tests/data, for tests that compare against the reference models.
+[ -d "$bundle/data" ] && export STRATA_TEST_DATA="${STRATA_TEST_DATA:-$bundle/data}"
 [ -x "$run" ] || { echo "gpu-check: no bundle at $bundle (make one with launch/gpu-bundle.sh)" >&2; exit 1; }
 
 {
