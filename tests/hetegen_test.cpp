@@ -161,23 +161,10 @@ INSTANTIATE_TEST_SUITE_P(ReferenceModels, HeteGenEngine,
 // Round rates: h2d 10 GB/s, GPU GEMM 1000 (prefill) / 100 (decode) GFLOP/s, CPU GEMM 100 GFLOP/s,
 // host memory 50 GB/s.
 HardwareProfile gpu_profile() {
-  HardwareProfile hw;
-  hw.name = "test-gpu";
-  hw.has_gpu = true;
-  hw.h2d_gbps = 10;
-  hw.d2h_gbps = 5;
-  hw.disk_read_gbps = 1;
-  hw.disk_write_gbps = 2;
-  hw.gpu_gemm_gflops = 1000;
-  hw.gpu_gemm_decode_gflops = 100;
-  hw.gpu_attention_gflops = 500;
-  hw.gpu_attention_decode_gflops = 50;
-  hw.cpu_attention_gflops = 10;
+  HardwareProfile hw = test::gpu_profile();
   hw.cpu_gemm_gflops = 100;
   hw.host_copy_gbps = 50;
-  hw.gpu_mem_bytes = 1ull << 30;
   hw.cpu_mem_bytes = 64ull << 30;
-  hw.disk_bytes = 100ull << 30;
   return hw;
 }
 

@@ -28,25 +28,7 @@ OptConfig tiny_config() {
   return c;
 }
 
-// Round rates so each term is easy to write out.
-HardwareProfile gpu_profile() {
-  HardwareProfile hw;
-  hw.name = "test-gpu";
-  hw.has_gpu = true;
-  hw.h2d_gbps = 10;
-  hw.d2h_gbps = 5;
-  hw.disk_read_gbps = 1;
-  hw.disk_write_gbps = 2;
-  hw.gpu_gemm_gflops = 1000;
-  hw.gpu_gemm_decode_gflops = 100;
-  hw.gpu_attention_gflops = 500;
-  hw.gpu_attention_decode_gflops = 50;
-  hw.cpu_attention_gflops = 10;
-  hw.gpu_mem_bytes = 1ull << 30;
-  hw.cpu_mem_bytes = 8ull << 30;
-  hw.disk_bytes = 100ull << 30;
-  return hw;
-}
+using test::gpu_profile;
 
 HardwareProfile cpu_profile() {
   HardwareProfile hw;

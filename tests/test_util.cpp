@@ -50,6 +50,25 @@ std::vector<Generation> run_engine(const WeightSource& source, const Workload& w
   return all;
 }
 
+HardwareProfile gpu_profile() {
+  HardwareProfile hw;
+  hw.name = "test-gpu";
+  hw.has_gpu = true;
+  hw.h2d_gbps = 10;
+  hw.d2h_gbps = 5;
+  hw.disk_read_gbps = 1;
+  hw.disk_write_gbps = 2;
+  hw.gpu_gemm_gflops = 1000;
+  hw.gpu_gemm_decode_gflops = 100;
+  hw.gpu_attention_gflops = 500;
+  hw.gpu_attention_decode_gflops = 50;
+  hw.cpu_attention_gflops = 10;
+  hw.gpu_mem_bytes = 1ull << 30;
+  hw.cpu_mem_bytes = 8ull << 30;
+  hw.disk_bytes = 100ull << 30;
+  return hw;
+}
+
 TempDir::TempDir() {
   std::random_device rd;
   path_ = std::filesystem::temp_directory_path() / ("strata-test-" + std::to_string(rd()));

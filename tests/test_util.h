@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "model/weight_source.h"
+#include "planner/hardware_profile.h"
 #include "runtime/offload_engine.h"
 
 namespace strata::test {
@@ -34,6 +35,10 @@ Workload workload(const std::string& model);
 // 20 greedy tokens (eos ignored) for every prompt of w, block by block, under `policy`.
 std::vector<Generation> run_engine(const WeightSource& source, const Workload& w,
                                    const Policy& policy, const std::string& offload_dir = "");
+
+// A GPU node with round rates (h2d 10 GB/s, GPU GEMM 1000 / 100 GFLOP/s for prefill / decode,
+// 1 GiB GPU, 8 GiB CPU), so cost terms are easy to write out by hand.
+HardwareProfile gpu_profile();
 
 // A fresh directory removed with everything in it when the object goes.
 class TempDir {

@@ -7,6 +7,7 @@
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/reduce.cuh"
+#include "kernels/cuda/rows.cuh"
 
 namespace strata::cuda {
 namespace {
@@ -115,23 +116,15 @@ __global__ void embed_kernel(const Fp16* token_table, const Fp16* position_table
                              const int32_t* starts, const int32_t* pad_left, int n_seqs,
                              int64_t dim, Fp16* out) {
   const int row = static_cast<int>(blockIdx.x);
-  int lo = 0, hi = n_seqs - 1;  // last s with row_offsets[s] <= row
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (row_offsets[mid] <= row) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  const int i = row - row_offsets[lo];
-  const int pad = pad_left ? pad_left[lo] : 0;
+  const int seq = sequence_of_row(row_offsets, n_seqs, row);
+  const int i = row - row_offsets[seq];
+  const int pad = pad_left ? pad_left[seq] : 0;
   Fp16* dst = out + row * dim;
   if (i < pad) {
     for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) store(dst, d, 0.0f);
     return;
   }
-  const int64_t position = starts[lo] + (i - pad) + kPositionOffset;
+  const int64_t position = starts[seq] + (i - pad) + kPositionOffset;
   const Fp16* pos = position_table + position * dim;
   const Fp16* word = token_table ? token_table + static_cast<int64_t>(tokens[row]) * dim : dst;
   for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) {

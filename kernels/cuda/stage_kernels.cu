@@ -7,6 +7,7 @@
 
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/ops.h"
+#include "kernels/cuda/rows.cuh"
 
 namespace strata::cuda {
 namespace {
@@ -38,17 +39,9 @@ __global__ void kv_append_kernel(const __half* k, const __half* v, const int32_t
                                  const int32_t* starts, const int32_t* slots, int n_seqs,
                                  int64_t hidden, __half* cache, int64_t capacity) {
   const int row = static_cast<int>(blockIdx.x);
-  int lo = 0, hi = n_seqs - 1;  // last s with row_offsets[s] <= row
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (row_offsets[mid] <= row) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  const int64_t slot = slots ? slots[lo] : lo;
-  const int64_t position = starts[lo] + (row - row_offsets[lo]);
+  const int seq = sequence_of_row(row_offsets, n_seqs, row);
+  const int64_t slot = slots ? slots[seq] : seq;
+  const int64_t position = starts[seq] + (row - row_offsets[seq]);
   __half* keys = cache + slot * 2 * capacity * hidden + position * hidden;
   __half* values = keys + capacity * hidden;
   const __half* k_row = k + static_cast<int64_t>(row) * hidden;
