@@ -97,6 +97,8 @@ std::optional<PipelineRank> pipeline_rank_from_flags(const cxxopts::ParseResult&
     return std::nullopt;
   }
 
+  STRATA_INPUT_CHECK(!wants_auto_policy(flags),
+                     "--policy auto plans one node; for several ranks give --cluster FILE");
   PipelineRank rank;
   rank.transport = parallel::choose_transport(choice, w, -1);
   rank.options = base;
@@ -120,7 +122,7 @@ std::optional<PipelineRank> pipeline_rank_from_flags(const cxxopts::ParseResult&
   }
   rank.layers_per_rank = split;
   // Ranks sharing a node write their own files in the offload dir (the store names its file).
-  plan_memory(config, rank.options);  // checks the slice
+  // The slice and this rank's caps, checked before any weight is read.
   check_caps(plan_memory(config, rank.options), rank.options.caps);
   return rank;
 }
