@@ -87,7 +87,8 @@ std::vector<Generation> pipeline_generate(const WeightSource& source, const Engi
                                           const GenerateOptions& gen, GenerationStats* stats) {
   const int rank = transport.rank(), size = transport.size();
   const bool first = rank == 0, last = rank == size - 1;
-  OffloadEngine engine(source, options);
+  const auto engine_ptr = make_engine(source, options);
+  Engine& engine = *engine_ptr;
   STRATA_CHECK(engine.has_embed() == first && engine.has_head() == last, "rank ", rank,
                "'s slice does not match its place in the pipeline");
   const OptConfig& c = engine.config();

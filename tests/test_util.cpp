@@ -36,7 +36,7 @@ std::vector<Generation> run_engine(const WeightSource& source, const Workload& w
   options.offload_dir = offload_dir;
   options.max_prompt_len = 100;
   options.gen_len = 20;
-  OffloadEngine engine(source, options);
+  const auto engine = make_engine(source, options);
   GenerateOptions gen;
   gen.gen_len = 20;
   gen.ignore_eos = true;
@@ -44,7 +44,7 @@ std::vector<Generation> run_engine(const WeightSource& source, const Workload& w
   const size_t block = static_cast<size_t>(policy.effective_batch());
   for (size_t first = 0; first < w.prompts.size(); first += block) {
     const size_t n = std::min(block, w.prompts.size() - first);
-    auto part = engine.generate(std::span(w.prompts).subspan(first, n), gen, nullptr);
+    auto part = engine->generate(std::span(w.prompts).subspan(first, n), gen, nullptr);
     all.insert(all.end(), part.begin(), part.end());
   }
   return all;

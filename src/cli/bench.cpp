@@ -140,7 +140,8 @@ int run_bench(int argc, char** argv) {
     disk_probe_gbps = measure_disk_read_gbps(engine_options.offload_dir, 1ull << 30);
   }
 
-  OffloadEngine engine(*source, engine_options);
+  const auto engine_ptr = make_engine(*source, engine_options);
+  Engine& engine = *engine_ptr;
   GenerateOptions gen;
   gen.gen_len = gen_len;
   gen.ignore_eos = true;

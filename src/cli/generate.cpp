@@ -188,7 +188,7 @@ int run_generate(int argc, char** argv) {
                     static_cast<int64_t>(requests.size()));
     const int64_t block = engine_options.policy.effective_batch();
     const auto load_begin = std::chrono::steady_clock::now();
-    OffloadEngine engine(*source, engine_options);
+    const auto engine = make_engine(*source, engine_options);
     load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_begin).count();
     for (size_t first = 0; first < requests.size(); first += static_cast<size_t>(block)) {
       const size_t last = std::min(requests.size(), first + static_cast<size_t>(block));
@@ -198,7 +198,7 @@ int run_generate(int argc, char** argv) {
         batch.push_back({requests[i].input_ids, i});
         if (tokenizer && !stops.empty()) watchers.emplace_back(*tokenizer, stops);
       }
-      auto results = engine.generate(batch, gen, &stats);
+      auto results = engine->generate(batch, gen, &stats);
       for (size_t i = first; i < last; ++i) {
         write_result(i, results[i - first], watchers.empty() ? nullptr : &watchers[i - first]);
       }

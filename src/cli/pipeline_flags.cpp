@@ -103,6 +103,8 @@ std::optional<PipelineRank> pipeline_rank_from_flags(const cxxopts::ParseResult&
   rank.transport = parallel::choose_transport(choice, w, -1);
   rank.options = base;
   rank.options.n_groups = groups;
+  // Ranks sharing a node take its GPUs in turn.
+  if (const int gpus = cuda_device_count(); gpus > 0) rank.options.gpu_index = w.local_rank % gpus;
   if (cluster) {
     // Rank 0 plans (the MILP has a time limit, so ranks could disagree) and sends each rank
     // its part.

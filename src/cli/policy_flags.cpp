@@ -42,7 +42,9 @@ void add_policy_flags(cxxopts::Options& options, const std::string& default_gpu_
       "with --policy auto: split linear layers with CPU-tier weights between CPU and GPU "
       "(HeteGen), the planner choosing alpha")(
       "alpha", "HeteGen's alpha for every linear layer: the CPU's share of output columns, [0, 1)",
-      cxxopts::value<double>());
+      cxxopts::value<double>())(
+      "device", "cpu, cuda or auto (CUDA when a GPU is present and runs the policy)",
+      cxxopts::value<std::string>()->default_value("auto"));
 }
 
 double parse_alpha_flag(const cxxopts::ParseResult& flags) {
@@ -56,7 +58,7 @@ bool wants_offloading(const cxxopts::ParseResult& flags) {
   for (const char* name :
        {"policy", "hardware", "percent", "num-gpu-batches", "offload-dir", "cpu-cache-compute",
         "no-overlap", "compress-weight", "compress-cache", "compress-bits", "gpu-mem", "cpu-mem",
-        "disk-mem", "trace", "hetegen", "alpha"}) {
+        "disk-mem", "trace", "hetegen", "alpha", "device"}) {
     if (flags.count(name)) return true;
   }
   return false;
@@ -94,6 +96,11 @@ EngineOptions engine_options_from_flags(const cxxopts::ParseResult& flags) {
                      "--hetegen lets the planner choose alpha: drop --alpha");
   if (flags.count("alpha")) p.hetegen_alpha = HeteGenAlpha::all(parse_alpha_flag(flags));
   p.validate();
+  o.device = parse_device(flags["device"].as<std::string>(), "--device");
+  if (o.device == Device::kCuda) {
+    const std::string why = cuda_unsupported(p);
+    STRATA_INPUT_CHECK(why.empty(), why);
+  }
   if (flags.count("offload-dir")) o.offload_dir = flags["offload-dir"].as<std::string>();
   if (flags.count("gpu-mem"))
     o.caps.gpu_bytes = parse_bytes(flags["gpu-mem"].as<std::string>(), "--gpu-mem");

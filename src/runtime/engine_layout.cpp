@@ -21,13 +21,21 @@ void add_split(uint64_t (&out)[kNumTiers], int64_t numel, const StoredFormat& fo
 
 }  // namespace
 
-StoredFormat weight_format(const OptConfig& c, const Policy& p) {
-  return p.compress_weight ? StoredFormat::bytes() : StoredFormat::plain(c.dtype);
+StoredFormat weight_format(const OptConfig& c, const Policy& p, Device device) {
+  if (p.compress_weight) return StoredFormat::bytes();
+  return device == Device::kCuda ? StoredFormat::plain(DType::kF16, DType::kF16)
+                                 : StoredFormat::plain(c.dtype);
 }
-StoredFormat cache_format(const OptConfig& c, const Policy& p) {
-  return p.compress_cache ? StoredFormat::quantized(p.compress_bits,
-                                                    std::gcd<int64_t>(c.hidden_size, kQuantGroup))
-                          : StoredFormat::plain(DType::kF32);
+StoredFormat cache_format(const OptConfig& c, const Policy& p, Device device) {
+  if (p.compress_cache) {
+    return StoredFormat::quantized(p.compress_bits, std::gcd<int64_t>(c.hidden_size, kQuantGroup));
+  }
+  return device == Device::kCuda ? StoredFormat::plain(DType::kF16, DType::kF16)
+                                 : StoredFormat::plain(DType::kF32);
+}
+StoredFormat activation_format(Device device) {
+  return device == Device::kCuda ? StoredFormat::plain(DType::kF16, DType::kF16)
+                                 : StoredFormat::plain(DType::kF32);
 }
 int64_t stage_numel(const StageLayout& l, const Policy& p) {
   return p.compress_weight ? static_cast<int64_t>(PackedStage::of(l, p.compress_bits).bytes)
@@ -83,29 +91,44 @@ MemoryPlan plan_memory(const OptConfig& c, const EngineOptions& o) {
   const auto layouts = slice_layouts(c, o);
   const Shapes s = shapes_of(c, o, layouts);
   const Policy& p = o.policy;
+  const Device device = resolved_device(o);
+  const bool cuda = device == Device::kCuda;
+  const uint64_t compute_bytes = cuda ? 2 : 4;  // fp16 on the device, fp32 on the CPU backend
   MemoryPlan plan;
   uint64_t max_disk = 0;
   uint64_t max_packed = 0;
   for (const auto& l : layouts) {
     const int64_t n = stage_numel(l, p);
     max_packed = std::max(max_packed, static_cast<uint64_t>(n));
-    add_split(plan.weights, n, weight_format(c, p), p.weights, &max_disk);
+    add_split(plan.weights, n, weight_format(c, p, device), p.weights, &max_disk);
   }
   const int64_t batches = p.num_gpu_batches * o.n_groups;
   for (int64_t i = 0; i < slice_layer_count(c, o) * batches; ++i) {
-    add_split(plan.cache, s.kv_numel, cache_format(c, p), p.cache, &max_disk);
+    add_split(plan.cache, s.kv_numel, cache_format(c, p, device), p.cache, &max_disk);
   }
   for (int64_t k = 0; k < batches; ++k) {
-    add_split(plan.activations, s.act_numel, StoredFormat::plain(DType::kF32), p.activations,
-              &max_disk);
+    add_split(plan.activations, s.act_numel, activation_format(device), p.activations, &max_disk);
   }
   uint64_t& gpu_work = plan.working[0];
-  if (!weights_resident(p)) gpu_work += 2 * static_cast<uint64_t>(s.max_stage_numel) * 4;
-  if (p.compress_weight) gpu_work += max_packed;  // a split stage gathered before expanding
-  if (!cache_resident(p)) gpu_work += kRing * static_cast<uint64_t>(s.kv_numel) * 4;
-  if (p.activations.gpu_percent < 100) gpu_work += kRing * static_cast<uint64_t>(s.act_numel) * 4;
-  gpu_work += static_cast<uint64_t>(s.workspace_numel + p.effective_batch() * c.vocab_size) * 4;
-  plan.working[1] += (kWeightSlots + 2) * max_disk;  // staging: weights, load and store streams
+  const uint64_t stage_bytes = static_cast<uint64_t>(s.max_stage_numel) * compute_bytes;
+  if (!weights_resident(p)) gpu_work += 2 * stage_bytes;
+  // A split stage gathered before expanding (the device expands a resident one in place).
+  if (p.compress_weight && (!cuda || p.weights.gpu_percent < 100)) gpu_work += max_packed;
+  const uint64_t kv_bytes = static_cast<uint64_t>(s.kv_numel) * compute_bytes;
+  if (!cache_resident(p)) gpu_work += kRing * kv_bytes;
+  const uint64_t act_bytes = static_cast<uint64_t>(s.act_numel) * compute_bytes;
+  if (p.activations.gpu_percent < 100) gpu_work += kRing * act_bytes;
+  gpu_work += static_cast<uint64_t>(s.workspace_numel) * compute_bytes;
+  const uint64_t logits_bytes = static_cast<uint64_t>(p.gpu_batch_size * c.vocab_size) * 4;
+  if (cuda) {
+    // One batch's logits on the device, every batch's in pinned host memory.
+    gpu_work += logits_bytes;
+    plan.working[1] += static_cast<uint64_t>(p.num_gpu_batches) * logits_bytes;
+    plan.working[1] += kWeightSlots * max_disk;  // weight staging only: the cache stays off disk
+  } else {
+    gpu_work += static_cast<uint64_t>(p.num_gpu_batches) * logits_bytes;
+    plan.working[1] += (kWeightSlots + 2) * max_disk;  // staging: weights, load and store streams
+  }
   return plan;
 }
 

@@ -17,8 +17,10 @@ inline constexpr int kWeightSlots = 3;
 
 // The weight and cache formats a policy asks for. A compressed cache is grouped along each
 // token's hidden vector: groups of 64 are one head each when head_dim is 64.
-StoredFormat weight_format(const OptConfig& c, const Policy& p);
-StoredFormat cache_format(const OptConfig& c, const Policy& p);
+// On CUDA plain arrays are fp16 on every tier (the device computes in fp16).
+StoredFormat weight_format(const OptConfig& c, const Policy& p, Device device = Device::kCpu);
+StoredFormat cache_format(const OptConfig& c, const Policy& p, Device device = Device::kCpu);
+StoredFormat activation_format(Device device);
 // Elements of a stage's array: its packed bytes when compressed.
 int64_t stage_numel(const StageLayout& l, const Policy& p);
 // Whether the engine computes on the GPU tier's arrays in place.

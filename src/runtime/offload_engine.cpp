@@ -14,11 +14,6 @@
 
 namespace strata {
 
-double EngineStats::overlap_efficiency() const {
-  if (wall_s <= 0) return 0;
-  return std::max({compute_busy_s, load_busy_s, store_busy_s}) / wall_s;
-}
-
 struct OffloadEngine::Impl {
   OptConfig config;
   EngineOptions options;
@@ -196,8 +191,8 @@ OffloadEngine::~OffloadEngine() = default;
 const OptConfig& OffloadEngine::config() const {
   return impl_->config;
 }
-const Policy& OffloadEngine::policy() const {
-  return impl_->options.policy;
+const EngineOptions& OffloadEngine::options() const {
+  return impl_->options;
 }
 
 void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& steps,
@@ -392,76 +387,6 @@ void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>&
   storer.synchronize();
 }
 
-std::vector<Generation> OffloadEngine::generate(std::span<const Prompt> prompts,
-                                                const GenerateOptions& options,
-                                                GenerationStats* stats,
-                                                std::vector<std::vector<float>>* prefill_logits) {
-  Impl& m = *impl_;
-  const Policy& p = m.policy();
-  const size_t gbs = static_cast<size_t>(p.gpu_batch_size);
-  const size_t n = prompts.size();
-  STRATA_CHECK(n <= gbs * static_cast<size_t>(p.num_gpu_batches), "block larger than the policy's");
-  STRATA_CHECK(options.gen_len <= m.options.gen_len, "gen_len past what the engine was sized for");
-  for (const auto& pr : prompts) {
-    STRATA_CHECK(!pr.ids.empty() && static_cast<int64_t>(pr.ids.size()) <= m.options.max_prompt_len,
-                 "prompt length outside what the engine was sized for");
-  }
-  std::vector<Generation> results(n);
-  const size_t n_batches = (n + gbs - 1) / gbs;
-  std::vector<std::vector<int64_t>> lengths(n_batches, std::vector<int64_t>(gbs, 0));
-  std::vector<RandomStream> streams;
-  for (const auto& pr : prompts) streams.emplace_back(options.sampling.seed, pr.index);
-  std::vector<int32_t> next(n);
-  std::vector<bool> active(n, true);
-  const size_t vocab = static_cast<size_t>(m.config.vocab_size);
-  std::vector<float> scratch(vocab);
-  if (prefill_logits) prefill_logits->assign(n, {});
-  GenerationStats local;
-  const auto wall_begin = std::chrono::steady_clock::now();
-
-  for (int64_t t = 0; t < options.gen_len; ++t) {
-    std::vector<std::vector<SequenceStep>> steps(n_batches);
-    std::vector<int64_t> n_new, n_cached;
-    for (size_t i = 0; i < n; ++i) {
-      if (!active[i]) continue;
-      const size_t k = i / gbs, slot = i % gbs;
-      std::span<const int32_t> tokens =
-          t == 0 ? std::span<const int32_t>(prompts[i].ids) : std::span<const int32_t>(&next[i], 1);
-      steps[k].push_back({static_cast<int64_t>(slot), tokens});
-      n_new.push_back(static_cast<int64_t>(tokens.size()));
-      n_cached.push_back(lengths[k][slot]);
-    }
-    if (n_new.empty()) break;
-    const auto begin = std::chrono::steady_clock::now();
-    m.run_step(steps, lengths, 0);
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
-    (t == 0 ? local.prefill_s : local.decode_s) += seconds;
-    local.flops += forward_flops(m.config, n_new, n_cached);
-    if (t == 0)
-      for (int64_t x : n_new) local.prompt_tokens += x;
-
-    if (options.on_step) options.on_step(static_cast<int64_t>(n_new.size()));
-    for (size_t k = 0; k < n_batches; ++k) {
-      for (size_t j = 0; j < steps[k].size(); ++j) {
-        const size_t i = k * gbs + static_cast<size_t>(steps[k][j].slot);
-        lengths[k][static_cast<size_t>(steps[k][j].slot)] +=
-            static_cast<int64_t>(steps[k][j].tokens.size());
-        std::span<const float> row(m.logits[k].data() + j * vocab, vocab);
-        if (t == 0 && prefill_logits) (*prefill_logits)[i].assign(row.begin(), row.end());
-        Generation& g = results[i];
-        active[i] =
-            accept_next_token(row, options, m.config.eos_token_id, i, streams[i], scratch, g);
-        ++local.generated_tokens;
-        next[i] = g.output_ids.back();
-      }
-    }
-  }
-  m.wall_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_begin).count();
-  if (stats) stats->add(local);
-  return results;
-}
-
 void OffloadEngine::forward(int64_t group, const std::vector<std::vector<SequenceStep>>& steps,
                             const std::vector<std::vector<int64_t>>& lengths) {
   Impl& m = *impl_;
@@ -552,25 +477,9 @@ void OffloadEngine::clear_stats() {
 
 nlohmann::json OffloadEngine::trace() const {
   const Impl& m = *impl_;
-  nlohmann::json events = nlohmann::json::array();
-  int tid = 0;
-  for (const Stream* stream : {&m.compute, &m.loader, &m.storer}) {
-    events.push_back({{"name", "thread_name"},
-                      {"ph", "M"},
-                      {"pid", 0},
-                      {"tid", tid},
-                      {"args", {{"name", stream->name()}}}});
-    for (const auto& span : stream->spans()) {
-      events.push_back({{"name", span.name},
-                        {"ph", "X"},
-                        {"pid", 0},
-                        {"tid", tid},
-                        {"ts", span.begin_s * 1e6},
-                        {"dur", (span.end_s - span.begin_s) * 1e6}});
-    }
-    ++tid;
-  }
-  return {{"traceEvents", events}, {"displayTimeUnit", "ms"}};
+  return chrome_trace({{m.compute.name(), m.compute.spans()},
+                       {m.loader.name(), m.loader.spans()},
+                       {m.storer.name(), m.storer.spans()}});
 }
 
 }  // namespace strata

@@ -1,6 +1,7 @@
 #include "runtime/stream.h"
 
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <vector>
 
 namespace strata {
@@ -112,6 +113,26 @@ void Stream::clear_stats() {
   std::lock_guard<std::mutex> lock(mutex_);
   busy_s_ = 0;
   spans_.clear();
+}
+
+nlohmann::json chrome_trace(const std::vector<TraceTrack>& tracks) {
+  nlohmann::json events = nlohmann::json::array();
+  for (size_t tid = 0; tid < tracks.size(); ++tid) {
+    events.push_back({{"name", "thread_name"},
+                      {"ph", "M"},
+                      {"pid", 0},
+                      {"tid", tid},
+                      {"args", {{"name", tracks[tid].name}}}});
+    for (const auto& span : tracks[tid].spans) {
+      events.push_back({{"name", span.name},
+                        {"ph", "X"},
+                        {"pid", 0},
+                        {"tid", tid},
+                        {"ts", span.begin_s * 1e6},
+                        {"dur", (span.end_s - span.begin_s) * 1e6}});
+    }
+  }
+  return {{"traceEvents", events}, {"displayTimeUnit", "ms"}};
 }
 
 }  // namespace strata

@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <thread>
 #include <vector>
@@ -77,5 +78,13 @@ class Stream {
 
 // Seconds since the process started, the clock of every trace span.
 double trace_clock_s();
+
+// One track of a trace: a stream (or a kind of work) and its spans.
+struct TraceTrack {
+  std::string name;
+  std::vector<TraceSpan> spans;
+};
+// Chrome trace-event JSON (Perfetto): one thread per track, a complete event per span.
+nlohmann::json chrome_trace(const std::vector<TraceTrack>& tracks);
 
 }  // namespace strata

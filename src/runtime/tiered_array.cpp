@@ -48,7 +48,7 @@ uint64_t round_up(uint64_t x) {
 uint64_t StoredFormat::unit_bytes(Tier tier) const {
   switch (kind) {
     case Kind::kPlain:
-      return tier == Tier::kGpu ? 4 : dtype_size(dtype);
+      return dtype_size(tier == Tier::kGpu ? gpu_dtype : dtype);
     case Kind::kQuantized:
       return quant_group_bytes(bits);
     case Kind::kBytes:
@@ -72,6 +72,7 @@ TieredArray::TieredArray(int64_t numel, StoredFormat format, const TierSplit& sp
       split_(ElementSplit::of(n_units_, split)),
       disk_(disk),
       counters_(counters) {
+  STRATA_CHECK(format_.gpu_dtype == DType::kF32, "the CPU backend computes in fp32");
   STRATA_CHECK(format_.kind != StoredFormat::Kind::kQuantized ||
                    (format_.group_len >= 1 && format_.group_len <= kQuantGroup),
                "quantisation group of ", format_.group_len);

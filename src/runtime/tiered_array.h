@@ -34,12 +34,15 @@ struct StoredFormat {
   DType dtype = DType::kF32;
   int bits = 0;
   int64_t group_len = 1;
+  DType gpu_dtype = DType::kF32;  // a plain array's form on the GPU tier: fp32 on the CPU backend
 
-  static StoredFormat plain(DType dtype) { return {Kind::kPlain, dtype, 0, 1}; }
-  static StoredFormat quantized(int bits, int64_t group_len) {
-    return {Kind::kQuantized, DType::kF32, bits, group_len};
+  static StoredFormat plain(DType dtype, DType gpu_dtype = DType::kF32) {
+    return {Kind::kPlain, dtype, 0, 1, gpu_dtype};
   }
-  static StoredFormat bytes() { return {Kind::kBytes, DType::kF32, 0, 1}; }
+  static StoredFormat quantized(int bits, int64_t group_len) {
+    return {Kind::kQuantized, DType::kF32, bits, group_len, DType::kF32};
+  }
+  static StoredFormat bytes() { return {Kind::kBytes, DType::kF32, 0, 1, DType::kF32}; }
   int64_t unit_elems() const { return kind == Kind::kQuantized ? group_len : 1; }
   uint64_t unit_bytes(Tier tier) const;
   // Bytes a tier holds for numel elements under this split (disk rounded to whole blocks).

@@ -1,0 +1,544 @@
+#include "runtime/cuda/cuda_engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "core/error.h"
+#include "core/units.h"
+#include "kernels/cuda/launchers.h"
+#include "kernels/cuda/ops.h"
+#include "kernels/cuda/stage_runner.h"
+#include "runtime/cuda/device_tiers.h"
+#include "runtime/engine_layout.h"
+#include "runtime/packed_stage.h"
+#include "runtime/stream.h"
+
+namespace strata {
+namespace {
+
+using cuda::Fp16;
+
+constexpr uint64_t kDiskAlign = DiskStore::kAlignment;  // O_DIRECT wants aligned host buffers
+
+uint64_t pool_bytes(uint64_t bytes) {
+  constexpr uint64_t a = cuda::RangeAllocator::kAlign;
+  return (bytes + a - 1) / a * a;
+}
+
+// Spans of one kind of work (loads, compute, stores) timed by event pairs on whichever stream ran
+// them, read back once the step has synchronised.
+class SpanLog {
+ public:
+  explicit SpanLog(std::string name) : name_(std::move(name)) {}
+  const std::string& name() const { return name_; }
+
+  // After the stream's waits, so a span starts when its work can.
+  void begin(std::string label, const cuda::Stream& stream) {
+    if (used_ == events_.size()) events_.emplace_back();
+    if (used_ == labels_.size()) labels_.emplace_back();
+    labels_[used_] = std::move(label);
+    events_[used_].first.record(stream);
+  }
+  void end(const cuda::Stream& stream) { events_[used_++].second.record(stream); }
+
+  // Spans against `origin`, an event recorded at host time origin_s; the events are reused.
+  void collect(const cuda::Event& origin, double origin_s) {
+    for (size_t i = 0; i < used_; ++i) {
+      const double b = origin_s + events_[i].first.elapsed_ms(origin) * 1e-3;
+      const double e = origin_s + events_[i].second.elapsed_ms(origin) * 1e-3;
+      spans_.push_back({labels_[i], b, e});
+      busy_s_ += e - b;
+    }
+    used_ = 0;
+  }
+  double busy_s() const { return busy_s_; }
+  const std::vector<TraceSpan>& spans() const { return spans_; }
+  void clear() {
+    spans_.clear();
+    busy_s_ = 0;
+  }
+
+ private:
+  std::string name_;
+  std::vector<std::pair<cuda::Event, cuda::Event>> events_;
+  std::vector<std::string> labels_;
+  size_t used_ = 0;
+  std::vector<TraceSpan> spans_;
+  double busy_s_ = 0;
+};
+
+// Selects the GPU before any stream, event or buffer of the engine is made.
+struct DeviceSelect {
+  explicit DeviceSelect(int index) {
+    const int n = cuda::device_count();
+    STRATA_INPUT_CHECK(index >= 0 && index < n, "GPU ", index, " asked for but ", n,
+                       " CUDA device(s) present");
+    cuda::set_device(index);
+  }
+};
+
+// A packed stage's bytes (device) to its fp16 layout (device): quantised matrices decoded, fp16
+// vectors copied.
+void unpack_on_device(const PackedStage& packed, const uint8_t* src, Fp16* dst,
+                      const cuda::Stream& stream) {
+  for (const auto& t : packed.tensors) {
+    if (t.quantized) {
+      cuda::dequantize_matrix(packed.bits, src + t.byte_offset, t.rows, t.cols, dst + t.offset,
+                              stream);
+    } else {
+      cuda::copy_d2d(dst + t.offset, src + t.byte_offset, t.bytes, stream);
+    }
+  }
+}
+
+}  // namespace
+
+struct CudaEngine::Impl {
+  // Declaration order is destruction order reversed: buffers go back to the pool and arena
+  // before those are freed, and the disk store (which waits for reads into pinned staging) goes
+  // before the arena.
+  DeviceSelect select;
+  OptConfig config;
+  EngineOptions options;
+  std::vector<StageLayout> layouts;
+  Shapes shapes{};
+  MemoryPlan plan;
+  TierCounters counters;
+  int64_t total_batches = 0;
+  std::vector<PackedStage> packed;  // per stage, when weights are compressed
+  cuda::Stream compute, loader, storer;
+  std::unique_ptr<cuda::DevicePool> pool;
+  std::unique_ptr<cuda::PinnedArena> pinned;
+  std::unique_ptr<DiskStore> disk;
+  cuda::Blas blas;
+  std::unique_ptr<cuda::StageRunner> runner;
+  std::vector<std::unique_ptr<DeviceTieredArray>> weights;  // per stage
+  // [(layer - first_layer) * total_batches + group * num_gpu_batches + k]
+  std::vector<std::unique_ptr<DeviceTieredArray>> cache;
+  std::vector<cuda::Block> acts;  // fp16 hidden rows per GPU batch of every group
+  cuda::Block weight_buffers[2], packed_buffer, cache_buffers[kRing];
+  cuda::Block logits_device, hidden_device;
+  cuda::Block weight_staging[kWeightSlots], logits_host, hidden_host;
+  uint8_t* staging[kWeightSlots] = {};  // block-aligned inside weight_staging
+  uint64_t staging_bytes = 0;
+  // Ordering: w_ready[b] weights in buffer b, stage_done[b] last compute that read buffer b,
+  // staging_free[slot] the copy out of a disk staging slot, cache_ready / batch_done /
+  // cache_free[slot] a cache ring buffer loaded, computed on, stored back.
+  cuda::Event w_ready[2], stage_done[2], staging_free[kWeightSlots];
+  cuda::Event cache_ready[kRing], batch_done[kRing], cache_free[kRing];
+  cuda::Event origin;
+  SpanLog load_log{"load"}, compute_log{"compute"}, store_log{"store"};
+  double wall_s = 0;
+  double disk_busy_base = 0;
+
+  explicit Impl(const EngineOptions& o) : select(o.gpu_index) {}
+
+  ~Impl() {
+    try {
+      compute.synchronize();
+      loader.synchronize();
+      storer.synchronize();
+    } catch (...) {  // the error was reported where it happened
+    }
+  }
+
+  const Policy& policy() const { return options.policy; }
+  const cuda::Stream& load_stream() const { return policy().overlap ? loader : compute; }
+  const cuda::Stream& store_stream() const { return policy().overlap ? storer : compute; }
+  bool in_place(int64_t s) const {
+    return !policy().compress_weight && weights[static_cast<size_t>(s)]->resident();
+  }
+
+  const Fp16* load_weights(int64_t s, std::vector<uint64_t>& tickets);
+  void run_step(const std::vector<std::vector<SequenceStep>>& steps,
+                const std::vector<std::vector<int64_t>>& lengths, int64_t base);
+};
+
+CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
+    : impl_(std::make_unique<Impl>(options)) {
+  Impl& m = *impl_;
+  m.config = source.config();
+  m.options = options;
+  m.options.device = Device::kCuda;
+  const Policy& p = m.options.policy;
+  p.validate();
+  const std::string why = cuda_unsupported(p);
+  STRATA_INPUT_CHECK(why.empty(), why);
+  STRATA_CHECK(options.max_prompt_len >= 1 && options.gen_len >= 1,
+               "engine needs prompt and gen lengths");
+  STRATA_CHECK(options.n_groups >= 1, "engine needs at least one group");
+  const OptConfig& c = m.config;
+  m.layouts = slice_layouts(c, m.options);
+  m.total_batches = p.num_gpu_batches * options.n_groups;
+  m.shapes = shapes_of(c, m.options, m.layouts);
+  const Shapes& sh = m.shapes;
+  const bool slice = !(m.layouts.front().kind == StageKind::kEmbed &&
+                       m.layouts.back().kind == StageKind::kHead);
+
+  // Exact bytes of every block, in the order they are taken from the pool and the arena.
+  std::vector<uint64_t> stage_units;
+  uint64_t max_stage_units = 0;
+  for (const auto& layout : m.layouts) {
+    if (p.compress_weight) m.packed.push_back(PackedStage::of(layout, p.compress_bits));
+    stage_units.push_back(p.compress_weight ? m.packed.back().bytes
+                                            : static_cast<uint64_t>(layout.numel));
+    max_stage_units = std::max(max_stage_units, stage_units.back());
+  }
+  const uint64_t weight_unit = p.compress_weight ? 1 : 2;
+  uint64_t device_need = 0, pinned_need = 0, max_disk = 0;
+  for (uint64_t n : stage_units) {
+    const ElementSplit e = ElementSplit::of(static_cast<int64_t>(n), p.weights);
+    device_need += pool_bytes(static_cast<uint64_t>(e.gpu) * weight_unit);
+    if (p.pin_weight) pinned_need += pool_bytes(static_cast<uint64_t>(e.cpu) * weight_unit);
+    const uint64_t disk = static_cast<uint64_t>(e.disk) * weight_unit;
+    max_disk = std::max(max_disk, (disk + kDiskAlign - 1) / kDiskAlign * kDiskAlign);
+  }
+  const int64_t n_cache = slice_layer_count(c, m.options) * m.total_batches;
+  const ElementSplit kv_split = ElementSplit::of(sh.kv_numel, p.cache);
+  device_need += static_cast<uint64_t>(n_cache) * pool_bytes(static_cast<uint64_t>(kv_split.gpu) * 2);
+  pinned_need += static_cast<uint64_t>(n_cache) * pool_bytes(static_cast<uint64_t>(kv_split.cpu) * 2);
+  device_need += static_cast<uint64_t>(m.total_batches) *
+                 pool_bytes(static_cast<uint64_t>(sh.act_numel) * 2);
+  if (!weights_resident(p)) {
+    device_need += 2 * pool_bytes(static_cast<uint64_t>(sh.max_stage_numel) * 2);
+  }
+  if (p.compress_weight && p.weights.gpu_percent < 100) device_need += pool_bytes(max_stage_units);
+  if (!cache_resident(p)) device_need += kRing * pool_bytes(static_cast<uint64_t>(sh.kv_numel) * 2);
+  const cuda::StageRunnerLimits limits{sh.act_rows, p.gpu_batch_size, sh.capacity};
+  device_need += pool_bytes(cuda::StageRunner::workspace_bytes(c, limits));
+  const uint64_t logits_bytes = static_cast<uint64_t>(p.gpu_batch_size * c.vocab_size) * 4;
+  device_need += pool_bytes(logits_bytes);
+  pinned_need += pool_bytes(static_cast<uint64_t>(p.num_gpu_batches) * logits_bytes);
+  const uint64_t hidden_f32 = static_cast<uint64_t>(sh.act_numel) * 4;
+  if (slice) {
+    device_need += pool_bytes(hidden_f32);
+    pinned_need += pool_bytes(hidden_f32);
+  }
+  if (max_disk > 0) pinned_need += kWeightSlots * pool_bytes(max_disk + kDiskAlign);
+
+  // The plan with its working sets replaced by the exact figures, checked against the caps.
+  m.plan = plan_memory(c, m.options);
+  const auto set_working = [&m](Tier tier, uint64_t total) {
+    const auto t = static_cast<size_t>(tier);
+    const uint64_t data = m.plan.weights[t] + m.plan.cache[t] + m.plan.activations[t];
+    m.plan.working[t] = total > data ? total - data : 0;
+  };
+  set_working(Tier::kGpu, device_need);
+  if (p.pin_weight) set_working(Tier::kCpu, pinned_need);
+  check_caps(m.plan, options.caps);
+  const uint64_t free_bytes = cuda::device_free_bytes();
+  STRATA_INPUT_CHECK(device_need <= free_bytes, "the policy needs ",
+                     format_bytes(static_cast<double>(device_need)), " of GPU memory but GPU ",
+                     options.gpu_index, " has ", format_bytes(static_cast<double>(free_bytes)),
+                     " free");
+
+  m.pool = std::make_unique<cuda::DevicePool>(device_need);
+  m.pinned = std::make_unique<cuda::PinnedArena>(std::max<uint64_t>(pinned_need, kDiskAlign));
+  const uint64_t disk_need = m.plan.total(Tier::kDisk);
+  if (disk_need > 0) {
+    STRATA_INPUT_CHECK(!options.offload_dir.empty(), "the policy puts ",
+                       format_bytes(static_cast<double>(disk_need)),
+                       " on disk: give --offload-dir");
+    m.disk = std::make_unique<DiskStore>(options.offload_dir, disk_need);
+  }
+
+  // Weights in their stored form (fp16, or packed groups), stage by stage.
+  std::vector<uint8_t> stored;
+  std::vector<float> stage_f32;
+  for (size_t s = 0; s < m.layouts.size(); ++s) {
+    const StageLayout& layout = m.layouts[s];
+    stored.resize(stage_units[s] * weight_unit);
+    if (p.compress_weight) {
+      stage_f32.resize(static_cast<size_t>(layout.numel));
+      read_stage(source, layout, DType::kF32, stage_f32.data());
+      m.packed[s].pack(stage_f32.data(), stored.data());
+    } else {
+      read_stage(source, layout, DType::kF16, stored.data());
+    }
+    m.weights.push_back(std::make_unique<DeviceTieredArray>(
+        static_cast<int64_t>(stage_units[s]), weight_unit, p.weights, *m.pool,
+        p.pin_weight ? m.pinned.get() : nullptr, m.disk.get(), m.counters));
+    m.weights.back()->fill(stored.data(), m.compute);
+  }
+  stored = {};
+  stage_f32 = {};
+  for (int64_t i = 0; i < n_cache; ++i) {
+    m.cache.push_back(std::make_unique<DeviceTieredArray>(sh.kv_numel, 2, p.cache, *m.pool,
+                                                          m.pinned.get(), nullptr, m.counters));
+  }
+  const auto device_block = [&m](uint64_t bytes) {
+    m.counters.add_allocation(Tier::kGpu, bytes);
+    return m.pool->allocate(bytes);
+  };
+  for (int64_t k = 0; k < m.total_batches; ++k) {
+    m.acts.push_back(device_block(static_cast<uint64_t>(sh.act_numel) * 2));
+  }
+  if (!weights_resident(p)) {
+    for (auto& b : m.weight_buffers) b = device_block(static_cast<uint64_t>(sh.max_stage_numel) * 2);
+  }
+  if (p.compress_weight && p.weights.gpu_percent < 100) {
+    m.packed_buffer = device_block(max_stage_units);
+  }
+  if (!cache_resident(p)) {
+    for (auto& b : m.cache_buffers) b = device_block(static_cast<uint64_t>(sh.kv_numel) * 2);
+  }
+  m.counters.add_allocation(Tier::kGpu, cuda::StageRunner::workspace_bytes(c, limits));
+  m.runner = std::make_unique<cuda::StageRunner>(c, limits, *m.pool, m.blas);
+  m.logits_device = device_block(logits_bytes);
+  m.logits_host = m.pinned->allocate(static_cast<uint64_t>(p.num_gpu_batches) * logits_bytes);
+  m.counters.add_allocation(Tier::kCpu, m.logits_host.size_bytes());
+  if (slice) {
+    m.hidden_device = device_block(hidden_f32);
+    m.hidden_host = m.pinned->allocate(hidden_f32);
+  }
+  for (const auto& w : m.weights) m.staging_bytes = std::max(m.staging_bytes, w->staging_bytes());
+  if (m.staging_bytes > 0) {
+    for (int i = 0; i < kWeightSlots; ++i) {
+      m.weight_staging[i] = m.pinned->allocate(m.staging_bytes + kDiskAlign);
+      const auto at = reinterpret_cast<uintptr_t>(m.weight_staging[i].data());
+      m.staging[i] = reinterpret_cast<uint8_t*>((at + kDiskAlign - 1) / kDiskAlign * kDiskAlign);
+    }
+    m.counters.add_allocation(Tier::kCpu, kWeightSlots * m.staging_bytes);
+  }
+  m.compute.synchronize();
+  m.counters.clear_traffic();
+  m.disk_busy_base = m.disk ? m.disk->busy_seconds() : 0;
+}
+
+CudaEngine::~CudaEngine() = default;
+
+const OptConfig& CudaEngine::config() const {
+  return impl_->config;
+}
+const EngineOptions& CudaEngine::options() const {
+  return impl_->options;
+}
+
+// Stage s's fp16 weights on the device: in place when resident, else copied (and decoded when
+// packed) into weight buffer s % 2 on the load stream, w_ready[s % 2] recorded after.
+const Fp16* CudaEngine::Impl::load_weights(int64_t s, std::vector<uint64_t>& tickets) {
+  DeviceTieredArray& a = *weights[static_cast<size_t>(s)];
+  if (in_place(s)) return static_cast<const Fp16*>(a.resident());
+  const int buf = static_cast<int>(s % 2);
+  const int slot = static_cast<int>(s % kWeightSlots);
+  Fp16* dst = weight_buffers[buf].as<Fp16>();
+  const cuda::Stream& stream = load_stream();
+  a.finish_fetch(tickets[static_cast<size_t>(s)]);  // the host waits for the disk part only
+  tickets[static_cast<size_t>(s)] = 0;
+  stage_done[buf].wait(stream);  // stage s - 2 has finished reading this buffer
+  load_log.begin("load weights stage " + std::to_string(s), stream);
+  const auto* src = static_cast<const uint8_t*>(a.resident());
+  if (!src) {
+    void* target = policy().compress_weight ? packed_buffer.data() : static_cast<void*>(dst);
+    a.load(target, 0, a.n_units(), staging[slot], stream);
+    if (a.has_disk()) staging_free[slot].record(stream);
+    src = static_cast<const uint8_t*>(target);
+  }
+  if (policy().compress_weight) unpack_on_device(packed[static_cast<size_t>(s)], src, dst, stream);
+  load_log.end(stream);
+  w_ready[buf].record(stream);
+  return dst;
+}
+
+void CudaEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& steps,
+                                const std::vector<std::vector<int64_t>>& lengths, int64_t base) {
+  const int64_t n_batches = static_cast<int64_t>(steps.size());
+  const int64_t n_stages = static_cast<int64_t>(layouts.size());
+  const int64_t h = config.hidden_size, gbs = policy().gpu_batch_size;
+  const int64_t slot_stride = 2 * shapes.capacity * h;  // elements between cache slots
+  const size_t vocab = static_cast<size_t>(config.vocab_size);
+  origin.record(compute);
+  const double origin_s = trace_clock_s();
+  std::vector<uint64_t> tickets(static_cast<size_t>(n_stages), 0);
+  // The disk read of stage s into its staging slot, once the copy out of the slot is done.
+  const auto submit = [&](int64_t s) {
+    if (s >= n_stages) return;
+    DeviceTieredArray& a = *weights[static_cast<size_t>(s)];
+    if (!a.has_disk() || a.resident()) return;
+    const int slot = static_cast<int>(s % kWeightSlots);
+    staging_free[slot].synchronize();
+    tickets[static_cast<size_t>(s)] = a.submit_fetch(0, a.n_units(), staging[slot], staging_bytes);
+  };
+  for (int64_t s = 0; s < kWeightSlots - 1; ++s) submit(s);
+  const Fp16* w = load_weights(0, tickets);
+  int64_t cache_item = 0;
+
+  for (int64_t s = 0; s < n_stages; ++s) {
+    const StageLayout& layout = layouts[static_cast<size_t>(s)];
+    const bool loaded = !in_place(s);
+    for (int64_t k = 0; k < n_batches; ++k) {
+      const auto& batch = steps[static_cast<size_t>(k)];
+      if (batch.empty()) continue;
+      const auto& lens = lengths[static_cast<size_t>(k)];
+      const std::string tag = " stage " + std::to_string(s) + " batch " + std::to_string(k);
+      Fp16* hidden = acts[static_cast<size_t>(base + k)].as<Fp16>();
+      // The layer's KV cache: resident, or its valid rows copied into a ring buffer.
+      DeviceTieredArray* kv_array = nullptr;
+      cuda::DeviceKvBlock kv{nullptr, shapes.capacity, h};
+      int slot = -1;
+      if (stage_has_cache(layout.kind)) {
+        kv_array = cache[static_cast<size_t>((layout.layer - options.first_layer) * total_batches +
+                                             base + k)]
+                       .get();
+        kv.base = static_cast<Fp16*>(kv_array->resident());
+        if (!kv.base) {
+          slot = static_cast<int>(cache_item++ % kRing);
+          kv.base = cache_buffers[slot].as<Fp16>();
+          const cuda::Stream& stream = load_stream();
+          cache_free[slot].wait(stream);
+          load_log.begin("load cache" + tag, stream);
+          for (const auto& st : batch) {
+            const int64_t len = lens[static_cast<size_t>(st.slot)];
+            if (len == 0) continue;
+            const int64_t keys = st.slot * slot_stride, values = keys + shapes.capacity * h;
+            kv_array->load(kv.base, keys, keys + len * h, nullptr, stream);
+            kv_array->load(kv.base, values, values + len * h, nullptr, stream);
+          }
+          load_log.end(stream);
+          cache_ready[slot].record(stream);
+        }
+      }
+
+      if (loaded) w_ready[s % 2].wait(compute);
+      if (slot >= 0) cache_ready[slot].wait(compute);
+      compute_log.begin("compute" + tag, compute);
+      runner->begin_step(batch, lens, compute);
+      switch (layout.kind) {
+        case StageKind::kEmbed:
+          runner->embed(layout, w, hidden, compute);
+          break;
+        case StageKind::kDecoder:
+        case StageKind::kAttention:
+        case StageKind::kMlp:
+          runner->decoder(layout, w, kv, hidden, compute);
+          break;
+        case StageKind::kHead:
+          runner->head(layout, w, hidden, logits_device.as<float>(), compute);
+          cuda::copy_d2h(logits_host.as<float>() + static_cast<size_t>(k * gbs) * vocab,
+                         logits_device.data(), batch.size() * vocab * sizeof(float), compute);
+          break;
+      }
+      compute_log.end(compute);
+
+      if (slot >= 0) {
+        // Only the new rows go back: positions [len, len + n) of each sequence's keys and values.
+        const cuda::Stream& stream = store_stream();
+        batch_done[slot].record(compute);
+        batch_done[slot].wait(stream);
+        store_log.begin("store cache" + tag, stream);
+        for (const auto& st : batch) {
+          const int64_t len = lens[static_cast<size_t>(st.slot)];
+          const int64_t n = static_cast<int64_t>(st.tokens.size());
+          const int64_t keys = st.slot * slot_stride, values = keys + shapes.capacity * h;
+          for (int64_t part : {keys, values}) {
+            kv_array->store(kv.base, part + len * h, part + (len + n) * h, stream);
+          }
+        }
+        store_log.end(stream);
+        cache_free[slot].record(stream);
+      }
+    }
+    stage_done[s % 2].record(compute);
+    // Stage s + 2's disk read and stage s + 1's copies are issued behind stage s's compute.
+    submit(s + kWeightSlots - 1);
+    if (s + 1 < n_stages) w = load_weights(s + 1, tickets);
+  }
+  // Every stream drains before the tokens are sampled; errors surface here.
+  loader.synchronize();
+  compute.synchronize();
+  storer.synchronize();
+  for (SpanLog* log : {&load_log, &compute_log, &store_log}) log->collect(origin, origin_s);
+}
+
+void CudaEngine::forward(int64_t group, const std::vector<std::vector<SequenceStep>>& steps,
+                         const std::vector<std::vector<int64_t>>& lengths) {
+  Impl& m = *impl_;
+  const int64_t ngb = m.policy().num_gpu_batches;
+  STRATA_CHECK(group >= 0 && group < m.options.n_groups, "group ", group, " outside the engine's");
+  STRATA_CHECK(static_cast<int64_t>(steps.size()) <= ngb && steps.size() == lengths.size(),
+               "a forward takes one step list per GPU batch");
+  const auto begin = std::chrono::steady_clock::now();
+  m.run_step(steps, lengths, group * ngb);
+  m.wall_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+}
+
+void CudaEngine::write_hidden(int64_t group, int64_t k, const float* rows, int64_t n_rows) {
+  Impl& m = *impl_;
+  const int64_t n = n_rows * m.config.hidden_size;
+  STRATA_CHECK(m.hidden_host.data() && n <= m.shapes.act_numel,
+               "hidden rows past the engine's activation buffer");
+  std::memcpy(m.hidden_host.data(), rows, static_cast<size_t>(n) * 4);
+  cuda::copy_h2d(m.hidden_device.data(), m.hidden_host.data(), static_cast<size_t>(n) * 4,
+                 m.compute);
+  cuda::convert(m.hidden_device.as<float>(),
+                m.acts[static_cast<size_t>(group * m.policy().num_gpu_batches + k)].as<Fp16>(), n,
+                m.compute);
+  m.compute.synchronize();
+}
+
+void CudaEngine::read_hidden(int64_t group, int64_t k, float* rows, int64_t n_rows) {
+  Impl& m = *impl_;
+  const int64_t n = n_rows * m.config.hidden_size;
+  STRATA_CHECK(m.hidden_host.data() && n <= m.shapes.act_numel,
+               "hidden rows past the engine's activation buffer");
+  cuda::convert(m.acts[static_cast<size_t>(group * m.policy().num_gpu_batches + k)].as<Fp16>(),
+                m.hidden_device.as<float>(), n, m.compute);
+  cuda::copy_d2h(m.hidden_host.data(), m.hidden_device.data(), static_cast<size_t>(n) * 4,
+                 m.compute);
+  m.compute.synchronize();
+  std::memcpy(rows, m.hidden_host.data(), static_cast<size_t>(n) * 4);
+}
+
+std::span<const float> CudaEngine::logits(int64_t k) const {
+  const Impl& m = *impl_;
+  const size_t per_batch = static_cast<size_t>(m.policy().gpu_batch_size * m.config.vocab_size);
+  return {m.logits_host.as<float>() + static_cast<size_t>(k) * per_batch, per_batch};
+}
+
+bool CudaEngine::has_embed() const {
+  return impl_->layouts.front().kind == StageKind::kEmbed;
+}
+
+bool CudaEngine::has_head() const {
+  return impl_->layouts.back().kind == StageKind::kHead;
+}
+
+EngineStats CudaEngine::stats() const {
+  const Impl& m = *impl_;
+  EngineStats s;
+  for (int t = 0; t < kNumTiers; ++t) {
+    TierStats& ts = s.tiers[t];
+    ts.peak_bytes = m.counters.peak[t].load();
+    ts.weight_bytes = m.plan.weights[t];
+    ts.cache_bytes = m.plan.cache[t];
+    ts.activation_bytes = m.plan.activations[t];
+    ts.bytes_read = m.counters.bytes_read[t].load();
+    ts.bytes_written = m.counters.bytes_written[t].load();
+  }
+  s.compute_busy_s = m.compute_log.busy_s();
+  s.load_busy_s = m.load_log.busy_s();
+  s.store_busy_s = m.store_log.busy_s();
+  s.wall_s = m.wall_s;
+  s.disk_busy_s = m.disk ? m.disk->busy_seconds() - m.disk_busy_base : 0;
+  return s;
+}
+
+void CudaEngine::clear_stats() {
+  Impl& m = *impl_;
+  m.counters.clear_traffic();
+  for (SpanLog* log : {&m.load_log, &m.compute_log, &m.store_log}) log->clear();
+  m.wall_s = 0;
+  m.disk_busy_base = m.disk ? m.disk->busy_seconds() : 0;
+}
+
+nlohmann::json CudaEngine::trace() const {
+  const Impl& m = *impl_;
+  return chrome_trace({{m.compute_log.name(), m.compute_log.spans()},
+                       {m.load_log.name(), m.load_log.spans()},
+                       {m.store_log.name(), m.store_log.spans()}});
+}
+
+}  // namespace strata

@@ -1,0 +1,134 @@
+#include "runtime/cuda/device_tiers.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace strata {
+namespace {
+
+constexpr uint64_t kBlock = DiskStore::kAlignment;
+uint64_t round_up(uint64_t x) {
+  return (x + kBlock - 1) / kBlock * kBlock;
+}
+
+}  // namespace
+
+DeviceTieredArray::DeviceTieredArray(int64_t n_units, uint64_t unit_bytes, const TierSplit& split,
+                                     cuda::DevicePool& pool, cuda::PinnedArena* pinned,
+                                     DiskStore* disk, TierCounters& counters)
+    : n_units_(n_units),
+      unit_bytes_(unit_bytes),
+      split_(ElementSplit::of(n_units, split)),
+      disk_(disk),
+      counters_(counters) {
+  if (split_.gpu > 0) {
+    device_ = pool.allocate(static_cast<uint64_t>(split_.gpu) * unit_bytes_);
+    counters_.add_allocation(Tier::kGpu, device_.size_bytes());
+  }
+  if (split_.cpu > 0) {
+    const uint64_t bytes = static_cast<uint64_t>(split_.cpu) * unit_bytes_;
+    if (pinned) {
+      pinned_ = pinned->allocate(bytes);
+      host_ = pinned_.as<uint8_t>();
+    } else {
+      pageable_ = HostBuffer(bytes);
+      host_ = pageable_.as<uint8_t>();
+    }
+    counters_.add_allocation(Tier::kCpu, bytes);
+  }
+  if (split_.disk > 0) {
+    STRATA_CHECK(disk_ != nullptr, "a disk share without a disk store");
+    extent_ = disk_->allocate(round_up(static_cast<uint64_t>(split_.disk) * unit_bytes_));
+    counters_.add_allocation(Tier::kDisk, extent_.size_bytes);
+  }
+}
+
+DeviceTieredArray::~DeviceTieredArray() {
+  counters_.release(Tier::kGpu, device_.size_bytes());
+  counters_.release(Tier::kCpu, static_cast<uint64_t>(split_.cpu) * unit_bytes_);
+  counters_.release(Tier::kDisk, extent_.size_bytes);
+}
+
+void DeviceTieredArray::fill(const void* src, const cuda::Stream& stream) {
+  const auto* bytes = static_cast<const uint8_t*>(src);
+  const uint64_t g = static_cast<uint64_t>(split_.gpu) * unit_bytes_;
+  const uint64_t c = static_cast<uint64_t>(split_.cpu) * unit_bytes_;
+  const uint64_t d = static_cast<uint64_t>(split_.disk) * unit_bytes_;
+  if (g > 0) cuda::copy_h2d(device_.data(), bytes, g, stream);
+  if (c > 0) std::memcpy(host_, bytes + g, c);
+  if (d > 0) {
+    HostBuffer staging(extent_.size_bytes);
+    std::memset(staging.data(), 0, staging.size_bytes());
+    std::memcpy(staging.data(), bytes + g + c, d);
+    disk_->write(extent_, 0, staging.data(), extent_.size_bytes);
+  }
+  stream.synchronize();  // src may go once this returns
+}
+
+uint64_t DeviceTieredArray::submit_fetch(int64_t begin, int64_t end, void* staging,
+                                         uint64_t staging_bytes) {
+  const int64_t host_end = split_.gpu + split_.cpu;
+  if (end <= host_end) return 0;
+  const uint64_t b = static_cast<uint64_t>(std::max(begin, host_end) - host_end) * unit_bytes_;
+  const uint64_t e = static_cast<uint64_t>(end - host_end) * unit_bytes_;
+  const uint64_t first = b / kBlock * kBlock, last = round_up(e);
+  STRATA_CHECK(staging_bytes >= last - first, "disk staging buffer too small");
+  counters_.bytes_read[static_cast<size_t>(Tier::kDisk)] += last - first;
+  return disk_->submit_read(extent_, first, staging, last - first);
+}
+
+void DeviceTieredArray::finish_fetch(uint64_t ticket) {
+  if (ticket != 0) disk_->wait(ticket);
+}
+
+void DeviceTieredArray::load(void* dst, int64_t begin, int64_t end, const void* staging,
+                             const cuda::Stream& stream) {
+  STRATA_CHECK(begin >= 0 && begin <= end && end <= n_units_, "unit range outside the array");
+  auto* out = static_cast<uint8_t*>(dst);
+  const int64_t g = split_.gpu, c = split_.cpu;
+  const uint64_t ub = unit_bytes_;
+  if (begin < g) {
+    const int64_t e = std::min(end, g);
+    const uint64_t bytes = static_cast<uint64_t>(e - begin) * ub;
+    cuda::copy_d2d(out + begin * ub, device_.as<uint8_t>() + begin * ub, bytes, stream);
+    counters_.bytes_read[static_cast<size_t>(Tier::kGpu)] += bytes;
+  }
+  if (end > g && begin < g + c) {
+    const int64_t b = std::max(begin, g), e = std::min(end, g + c);
+    const uint64_t bytes = static_cast<uint64_t>(e - b) * ub;
+    cuda::copy_h2d(out + b * ub, host_ + (b - g) * ub, bytes, stream);
+    counters_.bytes_read[static_cast<size_t>(Tier::kCpu)] += bytes;
+  }
+  if (end > g + c) {
+    const int64_t b = std::max(begin, g + c) - (g + c), e = end - (g + c);
+    const uint64_t lo = static_cast<uint64_t>(b) * ub;
+    const uint64_t first = lo / kBlock * kBlock;
+    cuda::copy_h2d(out + (g + c + b) * ub, static_cast<const uint8_t*>(staging) + (lo - first),
+                   static_cast<uint64_t>(e - b) * ub, stream);
+  }
+}
+
+void DeviceTieredArray::store(const void* src, int64_t begin, int64_t end,
+                              const cuda::Stream& stream) {
+  STRATA_CHECK(begin >= 0 && begin <= end && end <= n_units_, "unit range outside the array");
+  const int64_t g = split_.gpu, c = split_.cpu;
+  STRATA_CHECK(end <= g + c, "the disk part of a device array is read-only");
+  const auto* in = static_cast<const uint8_t*>(src);
+  const uint64_t ub = unit_bytes_;
+  if (begin < g) {
+    const int64_t e = std::min(end, g);
+    const uint64_t bytes = static_cast<uint64_t>(e - begin) * ub;
+    cuda::copy_d2d(device_.as<uint8_t>() + begin * ub, in + begin * ub, bytes, stream);
+    counters_.bytes_written[static_cast<size_t>(Tier::kGpu)] += bytes;
+  }
+  if (end > g) {
+    const int64_t b = std::max(begin, g);
+    const uint64_t bytes = static_cast<uint64_t>(end - b) * ub;
+    cuda::copy_d2h(host_ + (b - g) * ub, in + b * ub, bytes, stream);
+    counters_.bytes_written[static_cast<size_t>(Tier::kCpu)] += bytes;
+  }
+}
+
+}  // namespace strata

@@ -1,0 +1,136 @@
+#include "runtime/engine.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "core/error.h"
+
+namespace strata {
+
+double EngineStats::overlap_efficiency() const {
+  if (wall_s <= 0) return 0;
+  return std::max({compute_busy_s, load_busy_s, store_busy_s}) / wall_s;
+}
+
+const char* device_name(Device device) {
+  switch (device) {
+    case Device::kAuto:
+      return "auto";
+    case Device::kCpu:
+      return "cpu";
+    case Device::kCuda:
+      return "cuda";
+  }
+  return "?";
+}
+
+Device parse_device(const std::string& text, const std::string& flag) {
+  if (text == "cpu") return Device::kCpu;
+  if (text == "auto") return Device::kAuto;
+  STRATA_INPUT_CHECK(text == "cuda", flag, " ", text, ": expected cpu, cuda or auto");
+  STRATA_INPUT_CHECK(STRATA_HAVE_CUDA, flag,
+                     " cuda: this build has no CUDA backend (build where the CUDA toolkit is "
+                     "installed, or use --device cpu)");
+  STRATA_INPUT_CHECK(cuda_device_count() > 0, flag,
+                     " cuda: no CUDA device found (use --device cpu or auto)");
+  return Device::kCuda;
+}
+
+Device resolved_device(const EngineOptions& options) {
+  if (options.device != Device::kAuto) return options.device;
+  return cuda_device_count() > 0 && cuda_unsupported(options.policy).empty() ? Device::kCuda
+                                                                            : Device::kCpu;
+}
+
+std::string cuda_unsupported(const Policy& p) {
+  if (p.cache.disk_percent() > 0) {
+    return "policy: the KV cache on disk is not supported on --device cuda yet (cache percent "
+           "on GPU + CPU must be 100)";
+  }
+  if (p.activations.gpu_percent < 100) {
+    return "policy: activations off the GPU are not supported on --device cuda yet (activation "
+           "percent on GPU must be 100)";
+  }
+  if (p.compress_cache) return "policy: compress_cache is not supported on --device cuda yet";
+  if (p.hetegen_alpha.any()) {
+    return "policy: HeteGen's alpha > 0 is not supported on --device cuda yet (drop --alpha / "
+           "--hetegen)";
+  }
+  if (p.cpu_cache_compute) {
+    return "policy: cpu_cache_compute (--cpu-cache-compute) is not supported on --device cuda yet: "
+           "the cache is loaded to the GPU instead";
+  }
+  return "";
+}
+
+std::vector<Generation> Engine::generate(std::span<const Prompt> prompts,
+                                         const GenerateOptions& options, GenerationStats* stats,
+                                         std::vector<std::vector<float>>* prefill_logits) {
+  STRATA_CHECK(has_embed() && has_head(), "generate needs the whole model (a pipeline slice is "
+                                          "driven by forward)");
+  const Policy& p = policy();
+  const EngineOptions& sized = this->options();
+  const size_t gbs = static_cast<size_t>(p.gpu_batch_size);
+  const size_t n = prompts.size();
+  STRATA_CHECK(n <= gbs * static_cast<size_t>(p.num_gpu_batches), "block larger than the policy's");
+  STRATA_CHECK(options.gen_len <= sized.gen_len, "gen_len past what the engine was sized for");
+  for (const auto& pr : prompts) {
+    STRATA_CHECK(!pr.ids.empty() && static_cast<int64_t>(pr.ids.size()) <= sized.max_prompt_len,
+                 "prompt length outside what the engine was sized for");
+  }
+  std::vector<Generation> results(n);
+  const size_t n_batches = (n + gbs - 1) / gbs;
+  std::vector<std::vector<int64_t>> lengths(n_batches, std::vector<int64_t>(gbs, 0));
+  std::vector<RandomStream> streams;
+  for (const auto& pr : prompts) streams.emplace_back(options.sampling.seed, pr.index);
+  std::vector<int32_t> next(n);
+  std::vector<bool> active(n, true);
+  const size_t vocab = static_cast<size_t>(config().vocab_size);
+  std::vector<float> scratch(vocab);
+  if (prefill_logits) prefill_logits->assign(n, {});
+  GenerationStats local;
+
+  for (int64_t t = 0; t < options.gen_len; ++t) {
+    std::vector<std::vector<SequenceStep>> steps(n_batches);
+    std::vector<int64_t> n_new, n_cached;
+    for (size_t i = 0; i < n; ++i) {
+      if (!active[i]) continue;
+      const size_t k = i / gbs, slot = i % gbs;
+      std::span<const int32_t> tokens =
+          t == 0 ? std::span<const int32_t>(prompts[i].ids) : std::span<const int32_t>(&next[i], 1);
+      steps[k].push_back({static_cast<int64_t>(slot), tokens});
+      n_new.push_back(static_cast<int64_t>(tokens.size()));
+      n_cached.push_back(lengths[k][slot]);
+    }
+    if (n_new.empty()) break;
+    const auto begin = std::chrono::steady_clock::now();
+    forward(0, steps, lengths);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+    (t == 0 ? local.prefill_s : local.decode_s) += seconds;
+    local.flops += forward_flops(config(), n_new, n_cached);
+    if (t == 0)
+      for (int64_t x : n_new) local.prompt_tokens += x;
+
+    if (options.on_step) options.on_step(static_cast<int64_t>(n_new.size()));
+    for (size_t k = 0; k < n_batches; ++k) {
+      const std::span<const float> batch_logits = logits(static_cast<int64_t>(k));
+      for (size_t j = 0; j < steps[k].size(); ++j) {
+        const size_t i = k * gbs + static_cast<size_t>(steps[k][j].slot);
+        lengths[k][static_cast<size_t>(steps[k][j].slot)] +=
+            static_cast<int64_t>(steps[k][j].tokens.size());
+        std::span<const float> row = batch_logits.subspan(j * vocab, vocab);
+        if (t == 0 && prefill_logits) (*prefill_logits)[i].assign(row.begin(), row.end());
+        Generation& g = results[i];
+        active[i] =
+            accept_next_token(row, options, config().eos_token_id, i, streams[i], scratch, g);
+        ++local.generated_tokens;
+        next[i] = g.output_ids.back();
+      }
+    }
+  }
+  if (stats) stats->add(local);
+  return results;
+}
+
+}  // namespace strata
