@@ -1,0 +1,56 @@
+// The device pool's and pinned arena's bookkeeping: no CUDA call, shared by every build of the
+// runtime (kernels/cuda/runtime.cu on a GPU, kernels/cuda_host on the host).
+#include <utility>
+
+#include "core/error.h"
+#include "kernels/cuda/runtime.h"
+
+namespace strata::cuda {
+
+Block::~Block() {
+  reset();
+}
+
+Block::Block(Block&& other) noexcept
+    : owner_(std::exchange(other.owner_, nullptr)),
+      offset_(other.offset_),
+      data_(std::exchange(other.data_, nullptr)),
+      size_bytes_(std::exchange(other.size_bytes_, 0)) {}
+
+Block& Block::operator=(Block&& other) noexcept {
+  if (this != &other) {
+    reset();
+    owner_ = std::exchange(other.owner_, nullptr);
+    offset_ = other.offset_;
+    data_ = std::exchange(other.data_, nullptr);
+    size_bytes_ = std::exchange(other.size_bytes_, 0);
+  }
+  return *this;
+}
+
+void Block::reset() {
+  if (owner_) owner_->release(offset_);
+  owner_ = nullptr;
+  data_ = nullptr;
+  size_bytes_ = 0;
+}
+
+DevicePool::DevicePool(size_t cap_bytes)
+    : memory_(cap_bytes / RangeAllocator::kAlign * RangeAllocator::kAlign), ranges_(cap_bytes) {}
+
+Block DevicePool::allocate(size_t size_bytes) {
+  const auto offset = ranges_.allocate(size_bytes);
+  STRATA_CHECK(offset.has_value(), "GPU memory pool: ", size_bytes, " bytes requested, ",
+               ranges_.used_bytes(), " of ", ranges_.capacity_bytes(), " in use, largest free ",
+               ranges_.largest_free_bytes(), " (raise --gpu-mem or lower the policy's GPU share)");
+  return Block(&ranges_, *offset, static_cast<char*>(memory_.data()) + *offset, size_bytes);
+}
+
+Block PinnedArena::allocate(size_t size_bytes) {
+  const auto offset = ranges_.allocate(size_bytes);
+  STRATA_CHECK(offset.has_value(), "pinned host arena: ", size_bytes, " bytes requested, ",
+               ranges_.used_bytes(), " of ", ranges_.capacity_bytes(), " in use");
+  return Block(&ranges_, *offset, static_cast<char*>(memory_) + *offset, size_bytes);
+}
+
+}  // namespace strata::cuda
