@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 #include "model/weight_source.h"
+#include "runtime/engine.h"
 #include "test_util.h"
 
 namespace strata {
@@ -239,6 +240,27 @@ TEST(Cli, GenerateWritesResultsInInputOrder) {
     EXPECT_EQ(j["finish_reason"], "length");
   }
   EXPECT_FALSE(std::getline(out, line));
+}
+
+}  // namespace
+}  // namespace strata
+
+namespace strata {
+namespace {
+
+TEST(DeviceFlag, BadValuesAreInputErrors) {
+  const std::string model = test::model_dir("opt-pub-tiny");
+  auto r = test::run_strata("generate --model " + model + " --prompt hello --device tpu");
+  EXPECT_EQ(r.exit_status, kExitBadInput);
+  EXPECT_NE(r.err.find("--device tpu: expected cpu, cuda or auto"), std::string::npos) << r.err;
+  if (cuda_device_count() > 0) GTEST_SKIP() << "a GPU is present: --device cuda is valid here";
+  r = test::run_strata("bench --model synthetic:opt-125m --device cuda --no-bounds");
+  EXPECT_EQ(r.exit_status, kExitBadInput);
+  EXPECT_NE(r.err.find("--device cuda: "), std::string::npos) << r.err;
+  // auto runs on the CPU where there is no GPU.
+  EngineOptions automatic;
+  automatic.device = Device::kAuto;
+  EXPECT_EQ(resolved_device(automatic), Device::kCpu);
 }
 
 }  // namespace
