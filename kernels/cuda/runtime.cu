@@ -1,5 +1,6 @@
 #include <cuda_runtime.h>
 
+#include <memory>
 #include <utility>
 
 #include "kernels/cuda/check.cuh"
@@ -120,6 +121,20 @@ void copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, siz
   if (rows == 0 || width_bytes == 0) return;
   STRATA_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width_bytes, rows,
                                       cudaMemcpyDefault, native(stream)));
+}
+
+namespace {
+void CUDART_CB run_host_fn(void* data) {
+  std::unique_ptr<std::function<void()>> fn(static_cast<std::function<void()>*>(data));
+  (*fn)();
+}
+}  // namespace
+
+void launch_host(const Stream& stream, std::function<void()> fn) {
+  auto* owned = new std::function<void()>(std::move(fn));
+  const cudaError_t status = cudaLaunchHostFunc(native(stream), run_host_fn, owned);
+  if (status != cudaSuccess) delete owned;
+  STRATA_CUDA_CHECK(status);
 }
 
 void fill_bytes(void* dst, int value, size_t bytes, const Stream& stream) {

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "kernels/cuda/range_allocator.h"
@@ -152,6 +153,11 @@ void copy_d2d(void* dst, const void* src, size_t bytes, const Stream& stream);
 // direction follows from the pointers): appending to a strided KV cache, gathering a tile.
 void copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width_bytes,
              size_t rows, const Stream& stream);
+// Runs `fn` on the host in stream order (cudaLaunchHostFunc): work queued on `stream` after it
+// waits until it returns. fn must not call CUDA nor throw; host work between kernels (attention
+// on the CPU, where the cache lives) goes here so the issuing thread never blocks.
+void launch_host(const Stream& stream, std::function<void()> fn);
+
 // Sets bytes to `value` (0xFF poisons fp16 / fp32 with NaN).
 void fill_bytes(void* dst, int value, size_t bytes, const Stream& stream);
 

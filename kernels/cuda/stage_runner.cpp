@@ -192,69 +192,104 @@ void StageRunner::embed(const StageLayout& layout, const Fp16* weights, Fp16* hi
               n_seqs_, rows_, h, hidden, stream);
 }
 
-void StageRunner::decoder(const StageLayout& layout, const Fp16* weights, const DeviceKvBlock& kv,
-                          Fp16* hidden, const Stream& stream) {
+void StageRunner::check_decoder(const StageLayout& layout) const {
   STRATA_CHECK(layout.kind == StageKind::kDecoder || layout.kind == StageKind::kAttention ||
                    layout.kind == StageKind::kMlp,
                "not a decoder stage");
   STRATA_CHECK(rows_ > 0, "begin_step before the stages");
-  const MetaLayout m = meta_layout(limits_);
+}
+
+void StageRunner::norm(const StageLayout& layout, const Fp16* weights, const std::string& name,
+                       const Fp16* in, Fp16* out, const Stream& stream) {
+  const int64_t h = config_.hidden_size;
+  const Fp16* gamma = tensor(layout, weights, name + ".weight", {h}, false);
+  const Fp16* beta = tensor(layout, weights, name + ".bias", {h}, false);
+  layer_norm(in, gamma, beta, out, rows_, h, kLayerNormEps, stream);
+}
+
+void StageRunner::lin(const StageLayout& layout, const Fp16* weights, const std::string& name,
+                      const Fp16* in, Fp16* out, int64_t n, int64_t k, Activation act,
+                      const Stream& stream) {
+  const Fp16* w = tensor(layout, weights, name + ".weight", {n, k}, true);
+  const Fp16* bias = tensor(layout, weights, name + ".bias", {n}, false);
+  linear(*blas_, in, w, bias, out, rows_, n, k, act, stream);
+}
+
+void StageRunner::project_qkv(const StageLayout& layout, const Fp16* weights, const Fp16* hidden,
+                              const Stream& stream) {
+  check_decoder(layout);
+  STRATA_CHECK(layout.kind != StageKind::kMlp, "an MLP stage has no attention");
   const OptConfig& c = config_;
   const std::string p = "layers." + std::to_string(layout.layer) + ".";
-  const int64_t h = c.hidden_size, rows = rows_;
-  const auto norm = [&](const std::string& name, const Fp16* in, Fp16* out) {
-    const Fp16* gamma = tensor(layout, weights, name + ".weight", {h}, false);
-    const Fp16* beta = tensor(layout, weights, name + ".bias", {h}, false);
-    layer_norm(in, gamma, beta, out, rows, h, kLayerNormEps, stream);
-  };
-  const auto lin = [&](const std::string& name, const Fp16* in, Fp16* out, int64_t n, int64_t k,
-                       Activation act) {
-    const Fp16* w = tensor(layout, weights, name + ".weight", {n, k}, true);
-    const Fp16* bias = tensor(layout, weights, name + ".bias", {n}, false);
-    linear(*blas_, in, w, bias, out, rows, n, k, act, stream);
-  };
-
-  if (layout.kind != StageKind::kMlp) {
-    STRATA_CHECK(kv.base && kv.hidden == h && kv.capacity >= max_len_,
-                 "KV block too small for the step");
-    const Fp16* attn_in = hidden;
-    if (c.pre_layer_norm) {
-      norm(p + "self_attn_layer_norm", hidden, x_);
-      attn_in = x_;
-    }
-    lin(p + "self_attn.q_proj", attn_in, q_, h, h, Activation::kNone);
-    scale_inplace(q_, rows * h, 1.0f / std::sqrt(static_cast<float>(c.head_dim())), stream);
-    lin(p + "self_attn.k_proj", attn_in, k_, h, h, Activation::kNone);
-    lin(p + "self_attn.v_proj", attn_in, v_, h, h, Activation::kNone);
-    kv_append(k_, v_, meta(m.row_offsets), meta(m.starts), meta(m.slots), n_seqs_, rows, h, kv.base,
-              kv.capacity, stream);
-    const Fp16* keys = kv.base;
-    const Fp16* values = kv.base + kv.capacity * h;
-    const int64_t slot_stride = 2 * kv.capacity * h;
-    if (decode_only_) {
-      attention_decode(q_, h, keys, values, h, slot_stride, meta(m.slots), meta(m.lengths), nullptr,
-                       max_len_, attn_, h, n_seqs_, c.n_heads, c.head_dim(), decode_workspace_,
-                       decode_workspace_bytes_, stream);
-    } else {
-      attention_prefill_packed(q_, h, meta(m.row_offsets), meta(m.starts), meta(m.slots), keys,
-                               values, h, slot_stride, attn_, n_seqs_, max_new_, c.n_heads,
-                               c.head_dim(), nullptr, stream);
-    }
-    lin(p + "self_attn.out_proj", attn_, x_, h, h, Activation::kNone);
-    add_inplace(hidden, x_, rows * h, stream);
-    if (!c.pre_layer_norm) norm(p + "self_attn_layer_norm", hidden, hidden);
+  const int64_t h = c.hidden_size;
+  const Fp16* attn_in = hidden;
+  if (c.pre_layer_norm) {
+    norm(layout, weights, p + "self_attn_layer_norm", hidden, x_, stream);
+    attn_in = x_;
   }
-  if (layout.kind == StageKind::kAttention) return;
+  lin(layout, weights, p + "self_attn.q_proj", attn_in, q_, h, h, Activation::kNone, stream);
+  scale_inplace(q_, rows_ * h, 1.0f / std::sqrt(static_cast<float>(c.head_dim())), stream);
+  lin(layout, weights, p + "self_attn.k_proj", attn_in, k_, h, h, Activation::kNone, stream);
+  lin(layout, weights, p + "self_attn.v_proj", attn_in, v_, h, h, Activation::kNone, stream);
+}
 
+void StageRunner::finish_decoder(const StageLayout& layout, const Fp16* weights, Fp16* hidden,
+                                 const Stream& stream) {
+  check_decoder(layout);
+  const OptConfig& c = config_;
+  const std::string p = "layers." + std::to_string(layout.layer) + ".";
+  const int64_t h = c.hidden_size;
+  lin(layout, weights, p + "self_attn.out_proj", attn_, x_, h, h, Activation::kNone, stream);
+  add_inplace(hidden, x_, rows_ * h, stream);
+  if (!c.pre_layer_norm) norm(layout, weights, p + "self_attn_layer_norm", hidden, hidden, stream);
+  if (layout.kind == StageKind::kDecoder) mlp(layout, weights, hidden, stream);
+}
+
+void StageRunner::mlp(const StageLayout& layout, const Fp16* weights, Fp16* hidden,
+                      const Stream& stream) {
+  const OptConfig& c = config_;
+  const std::string p = "layers." + std::to_string(layout.layer) + ".";
+  const int64_t h = c.hidden_size;
   const Fp16* ffn_in = hidden;
   if (c.pre_layer_norm) {
-    norm(p + "final_layer_norm", hidden, x_);
+    norm(layout, weights, p + "final_layer_norm", hidden, x_, stream);
     ffn_in = x_;
   }
-  lin(p + "fc1", ffn_in, mid_, c.ffn_dim, h, device_activation(c.activation));
-  lin(p + "fc2", mid_, x_, h, c.ffn_dim, Activation::kNone);
-  add_inplace(hidden, x_, rows * h, stream);
-  if (!c.pre_layer_norm) norm(p + "final_layer_norm", hidden, hidden);
+  lin(layout, weights, p + "fc1", ffn_in, mid_, c.ffn_dim, h, device_activation(c.activation),
+      stream);
+  lin(layout, weights, p + "fc2", mid_, x_, h, c.ffn_dim, Activation::kNone, stream);
+  add_inplace(hidden, x_, rows_ * h, stream);
+  if (!c.pre_layer_norm) norm(layout, weights, p + "final_layer_norm", hidden, hidden, stream);
+}
+
+void StageRunner::decoder(const StageLayout& layout, const Fp16* weights, const DeviceKvBlock& kv,
+                          Fp16* hidden, const Stream& stream) {
+  check_decoder(layout);
+  if (layout.kind == StageKind::kMlp) {
+    mlp(layout, weights, hidden, stream);
+    return;
+  }
+  const MetaLayout m = meta_layout(limits_);
+  const OptConfig& c = config_;
+  const int64_t h = c.hidden_size;
+  STRATA_CHECK(kv.base && kv.hidden == h && kv.capacity >= max_len_,
+               "KV block too small for the step");
+  project_qkv(layout, weights, hidden, stream);
+  kv_append(k_, v_, meta(m.row_offsets), meta(m.starts), meta(m.slots), n_seqs_, rows_, h, kv.base,
+            kv.capacity, stream);
+  const Fp16* keys = kv.base;
+  const Fp16* values = kv.base + kv.capacity * h;
+  const int64_t slot_stride = 2 * kv.capacity * h;
+  if (decode_only_) {
+    attention_decode(q_, h, keys, values, h, slot_stride, meta(m.slots), meta(m.lengths), nullptr,
+                     max_len_, attn_, h, n_seqs_, c.n_heads, c.head_dim(), decode_workspace_,
+                     decode_workspace_bytes_, stream);
+  } else {
+    attention_prefill_packed(q_, h, meta(m.row_offsets), meta(m.starts), meta(m.slots), keys,
+                             values, h, slot_stride, attn_, n_seqs_, max_new_, c.n_heads,
+                             c.head_dim(), nullptr, stream);
+  }
+  finish_decoder(layout, weights, hidden, stream);
 }
 
 void StageRunner::head(const StageLayout& layout, const Fp16* weights, const Fp16* hidden,

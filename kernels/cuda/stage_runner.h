@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "kernels/cuda/ops.h"
@@ -56,6 +57,7 @@ class StageRunner {
                      const Stream& stream);
   int64_t rows() const { return rows_; }
   int64_t n_seqs() const { return n_seqs_; }
+  bool decode_only() const { return decode_only_; }  // every sequence adds one token
 
   // hidden: [rows, hidden_size] fp16, written by embed and updated in place by decoder.
   void embed(const StageLayout& layout, const Fp16* weights, Fp16* hidden, const Stream& stream);
@@ -63,12 +65,31 @@ class StageRunner {
   // values at positions lengths[slot].. (the caller advances lengths after the step).
   void decoder(const StageLayout& layout, const Fp16* weights, const DeviceKvBlock& kv,
                Fp16* hidden, const Stream& stream);
+  // decoder() in two halves around an attention computed elsewhere (on the CPU, where the cache
+  // lives): project_qkv leaves q (scaled), k and v in q() / k() / v(), [rows, hidden] fp16; the
+  // caller writes the attention output to attention_out(), then finish_decoder applies out_proj,
+  // the residual, and the MLP when the stage has one.
+  void project_qkv(const StageLayout& layout, const Fp16* weights, const Fp16* hidden,
+                   const Stream& stream);
+  const Fp16* q() const { return q_; }
+  const Fp16* k() const { return k_; }
+  const Fp16* v() const { return v_; }
+  Fp16* attention_out() const { return attn_; }
+  void finish_decoder(const StageLayout& layout, const Fp16* weights, Fp16* hidden,
+                      const Stream& stream);
+
   // Logits [n_seqs, vocab_size] (fp32) after each sequence's last row.
   void head(const StageLayout& layout, const Fp16* weights, const Fp16* hidden, float* logits,
             const Stream& stream);
 
  private:
   const int32_t* meta(int64_t offset) const { return meta_ + offset; }
+  void check_decoder(const StageLayout& layout) const;
+  void norm(const StageLayout& layout, const Fp16* weights, const std::string& name,
+            const Fp16* in, Fp16* out, const Stream& stream);
+  void lin(const StageLayout& layout, const Fp16* weights, const std::string& name,
+           const Fp16* in, Fp16* out, int64_t n, int64_t k, Activation act, const Stream& stream);
+  void mlp(const StageLayout& layout, const Fp16* weights, Fp16* hidden, const Stream& stream);
 
   OptConfig config_;
   StageRunnerLimits limits_;

@@ -315,6 +315,10 @@ void copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, siz
   if (!host::is_device(dst) && !host::is_pinned(dst)) host::drain(stream);
 }
 
+void launch_host(const Stream& stream, std::function<void()> fn) {
+  host::enqueue(stream, std::move(fn));
+}
+
 void fill_bytes(void* dst, int value, size_t bytes, const Stream& stream) {
   host::check_device(dst, bytes, "fill_bytes destination");
   host::enqueue(stream, [=] { std::memset(dst, value, bytes); });

@@ -56,9 +56,9 @@ std::string cuda_unsupported(const Policy& p) {
     return "policy: HeteGen's alpha > 0 is not supported on --device cuda yet (drop --alpha / "
            "--hetegen)";
   }
-  if (p.cpu_cache_compute) {
-    return "policy: cpu_cache_compute (--cpu-cache-compute) is not supported on --device cuda yet: "
-           "the cache is loaded to the GPU instead";
+  if (p.cpu_cache_compute && p.cache.cpu_percent < 100) {
+    return "policy: cpu_cache_compute (--cpu-cache-compute) on --device cuda needs the whole "
+           "cache on the CPU tier (cache percent 0 100)";
   }
   return "";
 }

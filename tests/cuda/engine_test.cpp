@@ -124,11 +124,9 @@ class CudaEngineTest : public ::testing::TestWithParam<std::string> {
 // distributions), so at a differing id the golden prefix is fed back as the prompt: there the
 // engine's own logits must put the golden token within 2e-2 of its top one (a tie, not an error),
 // with the golden logprob, and generation goes on from the golden token.
-TEST_P(CudaEngineTest, MatchesTransformers) {
-  const auto src = source();
-  const Workload w = workload(GetParam());
-  const Policy p = all_on_gpu(1, 1);
-  const auto engine = make_engine(*src, options_for(p, Device::kCuda, ""));
+void expect_golden(const WeightSource& source, const Workload& w, const Policy& policy,
+                   const std::string& label) {
+  const auto engine = make_engine(source, options_for(policy, Device::kCuda, ""));
   constexpr double kBound = 2e-2;
   double worst = 0;
   int ties = 0;
@@ -168,7 +166,23 @@ TEST_P(CudaEngineTest, MatchesTransformers) {
     }
   }
   std::printf("[ %s ] worst |logprob - HF| %.2e, %d tied tokens taken the other way\n",
-              GetParam().c_str(), worst, ties);
+              label.c_str(), worst, ties);
+}
+
+TEST_P(CudaEngineTest, MatchesTransformers) {
+  const auto src = source();
+  expect_golden(*src, workload(GetParam()), all_on_gpu(1, 1), GetParam());
+}
+
+// FlexGen's setting for large models: weights and cache on the CPU tier, decode attention on the
+// CPU where the cache lives (fp32 there, so a different rounding from the device kernel).
+TEST_P(CudaEngineTest, CpuAttentionMatchesTransformers) {
+  const auto src = source();
+  Policy p = all_on_gpu(1, 1);
+  p.weights = {0, 100};
+  p.cache = {0, 100};
+  p.cpu_cache_compute = true;
+  expect_golden(*src, workload(GetParam()), p, GetParam() + " cpu attention");
 }
 
 TEST_P(CudaEngineTest, EveryPolicyGivesTheAllOnGpuResult) {
@@ -184,6 +198,13 @@ TEST_P(CudaEngineTest, EveryPolicyGivesTheAllOnGpuResult) {
       policies.push_back(p);
     }
   }
+  for (TierSplit weights : {TierSplit{100, 0}, TierSplit{0, 0}, TierSplit{30, 40}}) {
+    Policy p = all_on_gpu(2, 3);
+    p.weights = weights;
+    p.cache = {0, 100};
+    p.cpu_cache_compute = true;
+    policies.push_back(p);
+  }
   std::mt19937 rng(std::hash<std::string>{}(GetParam()));
   for (Policy p : std::vector<Policy>(policies)) {
     p.overlap = rng() % 3 != 0;
@@ -197,6 +218,10 @@ TEST_P(CudaEngineTest, EveryPolicyGivesTheAllOnGpuResult) {
     SCOPED_TRACE(p.to_json().dump());
     Policy resident = all_on_gpu(p.gpu_batch_size, p.num_gpu_batches);
     resident.sep_layer = p.sep_layer;
+    if (p.cpu_cache_compute) {  // the same attention path, weights resident
+      resident.cache = p.cache;
+      resident.cpu_cache_compute = true;
+    }
     const auto want = run(*src, w, resident);
     expect_same(run(*src, w, p, Device::kCuda, dir.path().string()), want);
     EXPECT_TRUE(std::filesystem::is_empty(dir.path())) << "the disk store left files behind";
@@ -249,6 +274,13 @@ TEST_P(CudaEngineTest, WeightTrafficIsOneCopyPerStep) {
   EXPECT_GT(stats.compute_busy_s, 0);
   EXPECT_LE(stats.tiers[0].peak_bytes, stats.tiers[0].weight_bytes + stats.tiers[0].cache_bytes +
                                            stats.tiers[0].activation_bytes + (64u << 20));
+  // A cache on the CPU tier crosses too, unless decode attention runs where it lives.
+  p.cache = {0, 100};
+  run(*src, w, p, Device::kCuda, "", &stats);
+  EXPECT_GT(stats.tiers[1].bytes_read, stats.tiers[1].weight_bytes * steps);
+  p.cpu_cache_compute = true;
+  run(*src, w, p, Device::kCuda, "", &stats);
+  EXPECT_EQ(stats.tiers[1].bytes_read, stats.tiers[1].weight_bytes * steps);
 }
 
 // A pipeline of CUDA ranks (one device, in-process) gives the one-rank CUDA engine's result.

@@ -3,11 +3,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <exception>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 
+#include "core/dtype.h"
 #include "core/error.h"
 #include "core/units.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/stage_runner.h"
@@ -94,6 +98,30 @@ void unpack_on_device(const PackedStage& packed, const uint8_t* src, Fp16* dst,
   }
 }
 
+// Decode attention where the cache lives (cpu_cache_compute): each sequence's new key and value
+// are appended to its slot of the host cache, then its one query attends over positions
+// [0, length] in fp32. qkv holds q, k, v rows [n, h] fp16 one after another; out gets [n, h].
+void attend_on_host(const OptConfig& c, int64_t capacity, const std::vector<int64_t>& slots,
+                    const std::vector<int64_t>& lengths, const Fp16* qkv, Fp16* cache, Fp16* out) {
+  const int64_t h = c.hidden_size, n = static_cast<int64_t>(slots.size());
+  std::vector<float> q(static_cast<size_t>(h)), o(q.size()), keys, values;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t len = lengths[static_cast<size_t>(i)];
+    Fp16* slot_keys = cache + slots[static_cast<size_t>(i)] * 2 * capacity * h;
+    Fp16* slot_values = slot_keys + capacity * h;
+    std::memcpy(slot_keys + len * h, qkv + (n + i) * h, static_cast<size_t>(h) * 2);
+    std::memcpy(slot_values + len * h, qkv + (2 * n + i) * h, static_cast<size_t>(h) * 2);
+    keys.resize(static_cast<size_t>((len + 1) * h));
+    values.resize(keys.size());
+    convert_to_f32(DType::kF16, slot_keys, keys.data(), keys.size());
+    convert_to_f32(DType::kF16, slot_values, values.data(), values.size());
+    convert_to_f32(DType::kF16, qkv + i * h, q.data(), q.size());
+    cpu::attention(q.data(), h, keys.data(), values.data(), h, o.data(), len, 1, c.n_heads,
+                   c.head_dim());
+    convert_from_f32(DType::kF16, o.data(), out + i * h, o.size());
+  }
+}
+
 }  // namespace
 
 struct CudaEngine::Impl {
@@ -122,6 +150,8 @@ struct CudaEngine::Impl {
   cuda::Block weight_buffers[2], packed_buffer, cache_buffers[kRing];
   cuda::Block logits_device, hidden_device;
   cuda::Block weight_staging[kWeightSlots], logits_host, hidden_host;
+  cuda::Block attention_host;  // cpu_cache_compute: q, k, v, then the output, [gbs, h] each
+  std::exception_ptr host_error;  // from work run in stream order on the host
   uint8_t* staging[kWeightSlots] = {};  // block-aligned inside weight_staging
   uint64_t staging_bytes = 0;
   // Ordering: w_ready[b] weights in buffer b, stage_done[b] last compute that read buffer b,
@@ -153,6 +183,9 @@ struct CudaEngine::Impl {
   }
 
   const Fp16* load_weights(int64_t s, std::vector<uint64_t>& tickets);
+  void attention_on_host(const StageLayout& layout, const Fp16* w, Fp16* hidden,
+                         const std::vector<SequenceStep>& batch, const std::vector<int64_t>& lens,
+                         DeviceTieredArray& kv_array);
   void run_step(const std::vector<std::vector<SequenceStep>>& steps,
                 const std::vector<std::vector<int64_t>>& lengths, int64_t base);
 };
@@ -218,6 +251,8 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
     pinned_need += pool_bytes(hidden_f32);
   }
   if (max_disk > 0) pinned_need += kWeightSlots * pool_bytes(max_disk + kDiskAlign);
+  const uint64_t attention_bytes = 4 * static_cast<uint64_t>(p.gpu_batch_size * c.hidden_size) * 2;
+  if (p.cpu_cache_compute) pinned_need += pool_bytes(attention_bytes);
 
   // The plan with its working sets replaced by the exact figures, checked against the caps.
   m.plan = plan_memory(c, m.options);
@@ -293,6 +328,10 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
   if (slice) {
     m.hidden_device = device_block(hidden_f32);
     m.hidden_host = m.pinned->allocate(hidden_f32);
+  }
+  if (p.cpu_cache_compute) {
+    m.attention_host = m.pinned->allocate(attention_bytes);
+    m.counters.add_allocation(Tier::kCpu, attention_bytes);
   }
   for (const auto& w : m.weights) m.staging_bytes = std::max(m.staging_bytes, w->staging_bytes());
   if (m.staging_bytes > 0) {
@@ -379,7 +418,17 @@ void CudaEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& st
       DeviceTieredArray* kv_array = nullptr;
       cuda::DeviceKvBlock kv{nullptr, shapes.capacity, h};
       int slot = -1;
-      if (stage_has_cache(layout.kind)) {
+      // Decode attention on the CPU: the cache never crosses the link.
+      const bool host_attention =
+          stage_has_cache(layout.kind) && policy().cpu_cache_compute &&
+          std::all_of(batch.begin(), batch.end(), [](const auto& st) {
+            return st.tokens.size() == 1;
+          });
+      if (host_attention) {
+        kv_array = cache[static_cast<size_t>((layout.layer - options.first_layer) * total_batches +
+                                             base + k)]
+                       .get();
+      } else if (stage_has_cache(layout.kind)) {
         kv_array = cache[static_cast<size_t>((layout.layer - options.first_layer) * total_batches +
                                              base + k)]
                        .get();
@@ -413,7 +462,11 @@ void CudaEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& st
         case StageKind::kDecoder:
         case StageKind::kAttention:
         case StageKind::kMlp:
-          runner->decoder(layout, w, kv, hidden, compute);
+          if (host_attention) {
+            attention_on_host(layout, w, hidden, batch, lens, *kv_array);
+          } else {
+            runner->decoder(layout, w, kv, hidden, compute);
+          }
           break;
         case StageKind::kHead:
           runner->head(layout, w, hidden, logits_device.as<float>(), compute);
@@ -451,6 +504,41 @@ void CudaEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& st
   compute.synchronize();
   storer.synchronize();
   for (SpanLog* log : {&load_log, &compute_log, &store_log}) log->collect(origin, origin_s);
+  if (host_error) std::rethrow_exception(std::exchange(host_error, nullptr));
+}
+
+// A decoder stage with its decode attention on the host, all on the compute stream: q, k, v
+// cross to pinned memory, the host appends k and v to the cache and attends, the output crosses
+// back, and the stage finishes on the device.
+void CudaEngine::Impl::attention_on_host(const StageLayout& layout, const Fp16* w, Fp16* hidden,
+                                         const std::vector<SequenceStep>& batch,
+                                         const std::vector<int64_t>& lens,
+                                         DeviceTieredArray& kv_array) {
+  const int64_t h = config.hidden_size, n = static_cast<int64_t>(batch.size());
+  const size_t rows_bytes = static_cast<size_t>(n * h) * sizeof(Fp16);
+  auto* qkv = attention_host.as<Fp16>();
+  Fp16* out = qkv + 3 * policy().gpu_batch_size * h;
+  runner->project_qkv(layout, w, hidden, compute);
+  cuda::copy_d2h(qkv, runner->q(), rows_bytes, compute);
+  cuda::copy_d2h(qkv + n * h, runner->k(), rows_bytes, compute);
+  cuda::copy_d2h(qkv + 2 * n * h, runner->v(), rows_bytes, compute);
+  std::vector<int64_t> slots, lengths;
+  for (const auto& st : batch) {
+    slots.push_back(st.slot);
+    lengths.push_back(lens[static_cast<size_t>(st.slot)]);
+  }
+  auto* cache = reinterpret_cast<Fp16*>(kv_array.host_data());
+  cuda::launch_host(compute, [this, slots = std::move(slots), lengths = std::move(lengths), qkv,
+                              cache, out] {
+    try {
+      attend_on_host(config, shapes.capacity, slots, lengths, qkv, cache, out);
+    } catch (...) {
+      if (!host_error) host_error = std::current_exception();
+    }
+  });
+  counters.bytes_written[static_cast<size_t>(Tier::kCpu)] += 2 * rows_bytes;
+  cuda::copy_h2d(runner->attention_out(), out, rows_bytes, compute);
+  runner->finish_decoder(layout, w, hidden, compute);
 }
 
 void CudaEngine::forward(int64_t group, const std::vector<std::vector<SequenceStep>>& steps,

@@ -31,6 +31,8 @@ class DeviceTieredArray {
   // The whole array, when it all sits in device memory: computed on in place.
   void* resident() const { return split_.gpu == n_units_ ? device_.data() : nullptr; }
   bool has_disk() const { return split_.disk > 0; }
+  // The host part's bytes (units [g, g + c)), for work done where they live.
+  uint8_t* host_data() const { return host_; }
 
   // Sets every unit from host bytes (n_units * unit_bytes); blocks until done.
   void fill(const void* src, const cuda::Stream& stream);
