@@ -207,12 +207,54 @@ void StageRunner::norm(const StageLayout& layout, const Fp16* weights, const std
   layer_norm(in, gamma, beta, out, rows_, h, kLayerNormEps, stream);
 }
 
+size_t StageRunner::host_linear_device_bytes(const OptConfig& c, const StageRunnerLimits& l) {
+  const size_t widest = static_cast<size_t>(std::max(c.hidden_size, c.ffn_dim));
+  return 2 * static_cast<size_t>(l.max_rows) * widest * sizeof(Fp16) + 2 * kAlignBytes;
+}
+
+size_t StageRunner::host_linear_pinned_bytes(const OptConfig& c, const StageRunnerLimits& l) {
+  return host_linear_device_bytes(c, l);
+}
+
+void StageRunner::set_host_linears(HostLinearPlan plan, DevicePool& pool, PinnedArena& pinned) {
+  const size_t widest = static_cast<size_t>(std::max(config_.hidden_size, config_.ffn_dim));
+  const size_t part = static_cast<size_t>(limits_.max_rows) * widest;
+  const size_t aligned = (part * sizeof(Fp16) + kAlignBytes - 1) / kAlignBytes * kAlignBytes;
+  host_device_ = pool.allocate(2 * aligned);
+  host_pinned_ = pinned.allocate(2 * aligned);
+  y_host_part_ = host_device_.as<Fp16>();
+  y_device_part_ = reinterpret_cast<Fp16*>(host_device_.as<char>() + aligned);
+  x_host_ = host_pinned_.as<Fp16>();
+  y_host_ = reinterpret_cast<Fp16*>(host_pinned_.as<char>() + aligned);
+  host_plan_ = std::move(plan);
+}
+
 void StageRunner::lin(const StageLayout& layout, const Fp16* weights, const std::string& name,
                       const Fp16* in, Fp16* out, int64_t n, int64_t k, Activation act,
                       const Stream& stream) {
   const Fp16* w = tensor(layout, weights, name + ".weight", {n, k}, true);
   const Fp16* bias = tensor(layout, weights, name + ".bias", {n}, false);
-  linear(*blas_, in, w, bias, out, rows_, n, k, act, stream);
+  const HostLinear host = host_plan_ ? host_plan_(layout, name) : HostLinear{};
+  if (host.split == 0) {
+    linear(*blas_, in, w, bias, out, rows_, n, k, act, stream);
+    return;
+  }
+  // Host columns [0, s) on the side stream, device columns [s, n) here, then the join. The side
+  // stream's buffers are free again: their last reader was the join of the previous split linear,
+  // which this stream ran before x_ready_.
+  const int64_t s = host.split, rest = n - s, m = rows_;
+  STRATA_CHECK(s > 0 && s < n, "split column ", s, " of ", name, " outside (0, ", n, ")");
+  x_ready_.record(stream);
+  x_ready_.wait(side_);
+  copy_d2h(x_host_, in, static_cast<size_t>(m * k) * sizeof(Fp16), side_);
+  launch_host(side_, [compute = host.compute, x = x_host_, y = y_host_, m] { compute(x, y, m); });
+  copy_h2d(y_host_part_, y_host_, static_cast<size_t>(m * s) * sizeof(Fp16), side_);
+  host_done_.record(side_);
+  linear(*blas_, in, w + s * k, bias ? bias + s : nullptr, y_device_part_, m, rest, k, act, stream);
+  host_done_.wait(stream);
+  copy_2d(out, n * sizeof(Fp16), y_host_part_, s * sizeof(Fp16), s * sizeof(Fp16), m, stream);
+  copy_2d(out + s, n * sizeof(Fp16), y_device_part_, rest * sizeof(Fp16), rest * sizeof(Fp16), m,
+          stream);
 }
 
 void StageRunner::project_qkv(const StageLayout& layout, const Fp16* weights, const Fp16* hidden,

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -36,6 +37,17 @@ struct StageRunnerLimits {
   int64_t max_seqs = 0;  // sequences in one step
   int64_t capacity = 0;  // cache positions per slot
 };
+
+// HeteGen's split of one linear layer: the host computes output columns [0, split) from its own
+// copy of those weight rows while the device computes the rest, and the two are joined on the
+// device. compute(x, y, m) fills y[m, split] (bias and activation applied) from x[m, k], both
+// fp16 in pinned memory; it runs in stream order on the host and must not throw.
+struct HostLinear {
+  int64_t split = 0;  // 0: the device computes every column
+  std::function<void(const Fp16* x, Fp16* y, int64_t m)> compute;
+};
+// Which linears of a stage are split, by the tensor name without ".weight".
+using HostLinearPlan = std::function<HostLinear(const StageLayout&, const std::string& name)>;
 
 // Runs one step's stages: begin_step (uploads the packed batch's tokens, row offsets, starts and
 // slots), embed, every decoder / attention / MLP stage in order, head. A step whose sequences all
@@ -78,6 +90,13 @@ class StageRunner {
   void finish_decoder(const StageLayout& layout, const Fp16* weights, Fp16* hidden,
                       const Stream& stream);
 
+  // Device and pinned bytes split linears need (set_host_linears takes them).
+  static size_t host_linear_device_bytes(const OptConfig& config, const StageRunnerLimits& limits);
+  static size_t host_linear_pinned_bytes(const OptConfig& config, const StageRunnerLimits& limits);
+  // From now on the linears `plan` splits run on both sides: the host part on a side stream (x
+  // down, compute, y up) while the device computes its columns from weight rows [split, n).
+  void set_host_linears(HostLinearPlan plan, DevicePool& pool, PinnedArena& pinned);
+
   // Logits [n_seqs, vocab_size] (fp32) after each sequence's last row.
   void head(const StageLayout& layout, const Fp16* weights, const Fp16* hidden, float* logits,
             const Stream& stream);
@@ -103,6 +122,12 @@ class StageRunner {
   std::vector<int32_t> host_meta_;  // the same on the host, refilled each step
   int64_t rows_ = 0, n_seqs_ = 0, max_new_ = 0, max_len_ = 0;
   bool decode_only_ = false;
+  // Split linears (set_host_linears).
+  HostLinearPlan host_plan_;
+  Stream side_;
+  Event x_ready_{false}, host_done_{false};
+  Block host_device_, host_pinned_;
+  Fp16 *x_host_ = nullptr, *y_host_ = nullptr, *y_host_part_ = nullptr, *y_device_part_ = nullptr;
 };
 
 }  // namespace strata::cuda

@@ -52,9 +52,9 @@ std::string cuda_unsupported(const Policy& p) {
            "percent on GPU must be 100)";
   }
   if (p.compress_cache) return "policy: compress_cache is not supported on --device cuda yet";
-  if (p.hetegen_alpha.any()) {
-    return "policy: HeteGen's alpha > 0 is not supported on --device cuda yet (drop --alpha / "
-           "--hetegen)";
+  if (p.hetegen_alpha.any() && (p.weights.cpu_percent < 100 || p.compress_weight)) {
+    return "policy: HeteGen's alpha on --device cuda splits uncompressed weights on the CPU tier "
+           "(weight percent 0 100, no --compress-weight)";
   }
   if (p.cpu_cache_compute && p.cache.cpu_percent < 100) {
     return "policy: cpu_cache_compute (--cpu-cache-compute) on --device cuda needs the whole "

@@ -283,6 +283,36 @@ TEST_P(CudaEngineTest, WeightTrafficIsOneCopyPerStep) {
   EXPECT_EQ(stats.tiers[1].bytes_read, stats.tiers[1].weight_bytes * steps);
 }
 
+// HeteGen: the host computes each split linear's first columns from its copy of those rows while
+// the device computes the rest; prefill and decode have their own alphas.
+TEST_P(CudaEngineTest, HeteGenSplitMatchesTransformers) {
+  const auto src = source();
+  Policy p = all_on_gpu(1, 1);
+  p.weights = {0, 100};
+  p.hetegen_alpha = {{0.25, 0.5, 0.1}, {0.4, 0.3, 0.6}};
+  expect_golden(*src, workload(GetParam()), p, GetParam() + " hetegen");
+}
+
+// The rows the host computes from never cross the link: the CPU tier's bytes read fall by exactly
+// the split rows of every decoder linear, per step.
+TEST_P(CudaEngineTest, HeteGenMovesOnlyTheDeviceRows) {
+  const auto src = source();
+  const Workload w = workload(GetParam());
+  const OptConfig& c = src->config();
+  Policy p = all_on_gpu(32, 1);
+  p.weights = {0, 100};
+  const double alpha = 0.3;
+  p.hetegen_alpha = HeteGenAlpha::all(alpha);
+  EngineStats stats;
+  run(*src, w, p, Device::kCuda, "", &stats);
+  const int64_t h = c.hidden_size, f = c.ffn_dim;
+  const int64_t per_layer = 4 * cpu::split_column(alpha, h) * h + cpu::split_column(alpha, f) * h +
+                            cpu::split_column(alpha, h) * f;
+  const uint64_t steps = 20 * ((w.prompts.size() + 31) / 32);
+  const uint64_t saved = static_cast<uint64_t>(per_layer * c.n_layers) * 2 * steps;
+  EXPECT_EQ(stats.tiers[1].bytes_read, stats.tiers[1].weight_bytes * steps - saved);
+}
+
 // A pipeline of CUDA ranks (one device, in-process) gives the one-rank CUDA engine's result.
 TEST_P(CudaEngineTest, PipelineSlicesMatchTheWholeModel) {
   const auto src = source();

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstring>
 #include <exception>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
@@ -122,6 +123,35 @@ void attend_on_host(const OptConfig& c, int64_t capacity, const std::vector<int6
   }
 }
 
+// HeteGen: the leading rows of one linear's weight, fp32 on the host (the fp16 values the device
+// holds, widened once), enough for the larger of the prefill and decode splits.
+struct HostRows {
+  int64_t n = 0, k = 0;
+  int kind = 0;  // 0 attention projections, 1 fc1, 2 fc2
+  std::vector<float> weight, bias;
+};
+
+// The runner's name for a decoder linear ("layers.3.fc1") and its kind, or -1 for none.
+int linear_kind(const std::string& tensor, std::string& short_name) {
+  const size_t at = tensor.find("layers.");
+  const std::string suffix = ".weight";
+  if (at == std::string::npos || tensor.size() < suffix.size() ||
+      tensor.compare(tensor.size() - suffix.size(), suffix.size(), suffix) != 0) {
+    return -1;
+  }
+  short_name = tensor.substr(at, tensor.size() - suffix.size() - at);
+  for (const char* proj : {"q_proj", "k_proj", "v_proj", "out_proj"}) {
+    if (short_name.ends_with(std::string("self_attn.") + proj)) return 0;
+  }
+  if (short_name.ends_with(".fc1")) return 1;
+  if (short_name.ends_with(".fc2")) return 2;
+  return -1;
+}
+
+double kind_alpha(const LinearAlphas& a, int kind) {
+  return kind == 0 ? a.attention : kind == 1 ? a.fc1 : a.fc2;
+}
+
 }  // namespace
 
 struct CudaEngine::Impl {
@@ -152,6 +182,8 @@ struct CudaEngine::Impl {
   cuda::Block weight_staging[kWeightSlots], logits_host, hidden_host;
   cuda::Block attention_host;  // cpu_cache_compute: q, k, v, then the output, [gbs, h] each
   std::exception_ptr host_error;  // from work run in stream order on the host
+  std::vector<std::map<std::string, HostRows>> host_rows;  // per stage: HeteGen's CPU rows
+  bool step_decode = false;  // the step in flight adds one token per sequence
   uint8_t* staging[kWeightSlots] = {};  // block-aligned inside weight_staging
   uint64_t staging_bytes = 0;
   // Ordering: w_ready[b] weights in buffer b, stage_done[b] last compute that read buffer b,
@@ -178,6 +210,12 @@ struct CudaEngine::Impl {
   const Policy& policy() const { return options.policy; }
   const cuda::Stream& load_stream() const { return policy().overlap ? loader : compute; }
   const cuda::Stream& store_stream() const { return policy().overlap ? storer : compute; }
+  // HeteGen's split column of a linear in the step in flight (0: the device computes it all).
+  int64_t split_of(const HostRows& rows) const {
+    const HeteGenAlpha& a = policy().hetegen_alpha;
+    return cpu::split_column(kind_alpha(step_decode ? a.decode : a.prefill, rows.kind), rows.n);
+  }
+  cuda::HostLinear host_linear(const StageLayout& layout, const std::string& name);
   bool in_place(int64_t s) const {
     return !policy().compress_weight && weights[static_cast<size_t>(s)]->resident();
   }
@@ -253,6 +291,11 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
   if (max_disk > 0) pinned_need += kWeightSlots * pool_bytes(max_disk + kDiskAlign);
   const uint64_t attention_bytes = 4 * static_cast<uint64_t>(p.gpu_batch_size * c.hidden_size) * 2;
   if (p.cpu_cache_compute) pinned_need += pool_bytes(attention_bytes);
+  const bool hetegen = p.hetegen_alpha.any();
+  if (hetegen) {
+    device_need += pool_bytes(cuda::StageRunner::host_linear_device_bytes(c, limits));
+    pinned_need += pool_bytes(cuda::StageRunner::host_linear_pinned_bytes(c, limits));
+  }
 
   // The plan with its working sets replaced by the exact figures, checked against the caps.
   m.plan = plan_memory(c, m.options);
@@ -297,6 +340,29 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
         static_cast<int64_t>(stage_units[s]), weight_unit, p.weights, *m.pool,
         p.pin_weight ? m.pinned.get() : nullptr, m.disk.get(), m.counters));
     m.weights.back()->fill(stored.data(), m.compute);
+    m.host_rows.emplace_back();
+    if (!hetegen) continue;
+    const HeteGenAlpha& a = p.hetegen_alpha;
+    const auto* f16 = reinterpret_cast<const Fp16*>(stored.data());
+    for (const auto& t : layout.tensors) {
+      std::string name;
+      const int kind = linear_kind(t.name, name);
+      if (kind < 0) continue;
+      HostRows rows{t.shape[0], t.shape[1], kind, {}, {}};
+      const int64_t split = cpu::split_column(
+          std::max(kind_alpha(a.prefill, kind), kind_alpha(a.decode, kind)), rows.n);
+      if (split == 0) continue;
+      rows.weight.resize(static_cast<size_t>(split * rows.k));
+      convert_to_f32(DType::kF16, f16 + t.offset, rows.weight.data(), rows.weight.size());
+      const std::string bias_name = t.name.substr(0, t.name.size() - 7) + ".bias";
+      for (const auto& b : layout.tensors) {
+        if (b.name != bias_name) continue;
+        rows.bias.resize(static_cast<size_t>(split));
+        convert_to_f32(DType::kF16, f16 + b.offset, rows.bias.data(), rows.bias.size());
+      }
+      m.counters.add_allocation(Tier::kCpu, (rows.weight.size() + rows.bias.size()) * 4);
+      m.host_rows.back().emplace(name, std::move(rows));
+    }
   }
   stored = {};
   stage_f32 = {};
@@ -322,6 +388,13 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
   }
   m.counters.add_allocation(Tier::kGpu, cuda::StageRunner::workspace_bytes(c, limits));
   m.runner = std::make_unique<cuda::StageRunner>(c, limits, *m.pool, m.blas);
+  if (hetegen) {
+    m.runner->set_host_linears(
+        [&m](const StageLayout& layout, const std::string& name) {
+          return m.host_linear(layout, name);
+        },
+        *m.pool, *m.pinned);
+  }
   m.logits_device = device_block(logits_bytes);
   m.logits_host = m.pinned->allocate(static_cast<uint64_t>(p.num_gpu_batches) * logits_bytes);
   m.counters.add_allocation(Tier::kCpu, m.logits_host.size_bytes());
@@ -370,7 +443,22 @@ const Fp16* CudaEngine::Impl::load_weights(int64_t s, std::vector<uint64_t>& tic
   stage_done[buf].wait(stream);  // stage s - 2 has finished reading this buffer
   load_log.begin("load weights stage " + std::to_string(s), stream);
   const auto* src = static_cast<const uint8_t*>(a.resident());
-  if (!src) {
+  const auto& split_rows = host_rows[static_cast<size_t>(s)];
+  if (!src && !split_rows.empty()) {
+    // HeteGen: the rows the host computes from stay there; everything else crosses.
+    int64_t begin = 0;
+    for (const auto& t : layouts[static_cast<size_t>(s)].tensors) {
+      std::string name;
+      const int kind = linear_kind(t.name, name);
+      const auto it = kind < 0 ? split_rows.end() : split_rows.find(name);
+      const int64_t skip = it == split_rows.end() ? 0 : split_of(it->second) * it->second.k;
+      if (skip == 0) continue;
+      a.load(dst, begin, t.offset, nullptr, stream);
+      begin = t.offset + skip;
+    }
+    a.load(dst, begin, a.n_units(), nullptr, stream);
+    src = reinterpret_cast<const uint8_t*>(dst);
+  } else if (!src) {
     void* target = policy().compress_weight ? packed_buffer.data() : static_cast<void*>(dst);
     a.load(target, 0, a.n_units(), staging[slot], stream);
     if (a.has_disk()) staging_free[slot].record(stream);
@@ -391,6 +479,10 @@ void CudaEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& st
   const size_t vocab = static_cast<size_t>(config.vocab_size);
   origin.record(compute);
   const double origin_s = trace_clock_s();
+  step_decode = std::all_of(steps.begin(), steps.end(), [](const auto& batch) {
+    return std::all_of(batch.begin(), batch.end(),
+                       [](const SequenceStep& st) { return st.tokens.size() == 1; });
+  });
   std::vector<uint64_t> tickets(static_cast<size_t>(n_stages), 0);
   // The disk read of stage s into its staging slot, once the copy out of the slot is done.
   const auto submit = [&](int64_t s) {
@@ -505,6 +597,33 @@ void CudaEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& st
   storer.synchronize();
   for (SpanLog* log : {&load_log, &compute_log, &store_log}) log->collect(origin, origin_s);
   if (host_error) std::rethrow_exception(std::exchange(host_error, nullptr));
+}
+
+cuda::HostLinear CudaEngine::Impl::host_linear(const StageLayout& layout,
+                                               const std::string& name) {
+  const auto& stage_rows = host_rows[static_cast<size_t>(&layout - layouts.data())];
+  const auto it = stage_rows.find(name);
+  if (it == stage_rows.end()) return {};
+  const HostRows* rows = &it->second;
+  const int64_t split = split_of(*rows);
+  if (split == 0) return {};
+  const bool relu = rows->kind == 1 && config.activation == Activation::kRelu;
+  const bool gelu = rows->kind == 1 && config.activation == Activation::kGelu;
+  return {split, [this, rows, split, relu, gelu](const Fp16* x, Fp16* y, int64_t m) {
+            try {
+              std::vector<float> in(static_cast<size_t>(m * rows->k));
+              std::vector<float> out(static_cast<size_t>(m * split));
+              convert_to_f32(DType::kF16, x, in.data(), in.size());
+              cpu::linear(in.data(), rows->weight.data(),
+                          rows->bias.empty() ? nullptr : rows->bias.data(), out.data(), m, split,
+                          rows->k);
+              if (relu) cpu::relu(out.data(), static_cast<int64_t>(out.size()));
+              if (gelu) cpu::gelu(out.data(), static_cast<int64_t>(out.size()));
+              convert_from_f32(DType::kF16, out.data(), y, out.size());
+            } catch (...) {
+              if (!host_error) host_error = std::current_exception();
+            }
+          }};
 }
 
 // A decoder stage with its decode attention on the host, all on the compute stream: q, k, v
