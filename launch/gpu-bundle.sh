@@ -9,7 +9,8 @@
 #   --no-cuda-libs  leave out the CUDA toolkit's own libraries (cudart, cuBLAS ~600 MB, NCCL)
 #                   when the GPU machine has the same CUDA major version installed
 #   --kernels-only  only strata_cuda_tests and strata_cuda_bench (a few MB with --no-cuda-libs)
-# Then on the GPU machine: BUNDLE_DIR/gpu-check.sh (tests + kernel bench), or BUNDLE_DIR/run
+# Then on the GPU machine: BUNDLE_DIR/gpu-check.sh (tests + kernel bench), BUNDLE_DIR/gpu-figures.sh
+# (engine figures, needs the CLI), or BUNDLE_DIR/run
 # strata ... for the CLI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,6 +80,7 @@ for b in "${bins[@]}"; do
 done
 
 cp launch/gpu-check.sh "$bundle/gpu-check.sh"
+cp launch/gpu-figures.sh "$bundle/gpu-figures.sh"
 # The reference models (under 1 MB) the stage-runner test compares against.
 rm -rf "$bundle/data" && cp -r tests/data "$bundle/data"
 cat > "$bundle/run" <<'WRAP'
@@ -92,7 +94,7 @@ name=${1:?usage: run strata|strata_cuda_tests|strata_cuda_bench [args...]}
 shift
 exec "$here/bin/$name" "$@"
 WRAP
-chmod +x "$bundle/run" "$bundle/gpu-check.sh"
+chmod +x "$bundle/run" "$bundle/gpu-check.sh" "$bundle/gpu-figures.sh"
 
 # What the target machine must provide: glibc at least this version, the driver, and (with
 # --no-cuda-libs) the CUDA libraries listed.

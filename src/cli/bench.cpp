@@ -234,11 +234,13 @@ int run_bench(int argc, char** argv) {
         "(same run): %.2f\n",
         disk_read_gbps, es.disk_busy_s, disk_probe_gbps, disk_read_gbps / disk_probe_gbps);
   }
-  if (cuda) {
+  if (cuda && h2d_peak_gbps > 0) {
     std::printf(
         "h2d: %.2f GB/s while loading (%.2f s of loads) against %.2f GB/s pinned peak (same "
         "run): %.2f\n",
-        h2d_gbps, es.load_busy_s, h2d_peak_gbps, h2d_peak_gbps > 0 ? h2d_gbps / h2d_peak_gbps : 0);
+        h2d_gbps, es.load_busy_s, h2d_peak_gbps, h2d_gbps / h2d_peak_gbps);
+  } else if (cuda) {
+    std::printf("h2d: %.2f GB/s while loading (%.2f s of loads)\n", h2d_gbps, es.load_busy_s);
   } else {
     std::printf(
         "sgemm peak %.1f GFLOP/s (2048^3, same run); work %.1f GFLOP -> compute bound %.2f s; "
