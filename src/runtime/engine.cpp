@@ -47,11 +47,14 @@ std::string cuda_unsupported(const Policy& p) {
     return "policy: the KV cache on disk is not supported on --device cuda yet (cache percent "
            "on GPU + CPU must be 100)";
   }
-  if (p.activations.gpu_percent < 100) {
-    return "policy: activations off the GPU are not supported on --device cuda yet (activation "
-           "percent on GPU must be 100)";
+  if (p.activations.disk_percent() > 0) {
+    return "policy: activations on disk are not supported on --device cuda yet (activation "
+           "percent on GPU + CPU must be 100)";
   }
-  if (p.compress_cache) return "policy: compress_cache is not supported on --device cuda yet";
+  if (p.compress_cache && p.cpu_cache_compute) {
+    return "policy: compress_cache with cpu_cache_compute is not supported on --device cuda "
+           "(the CPU attends over an fp16 cache)";
+  }
   if (p.hetegen_alpha.any() && (p.weights.cpu_percent < 100 || p.compress_weight)) {
     return "policy: HeteGen's alpha on --device cuda splits uncompressed weights on the CPU tier "
            "(weight percent 0 100, no --compress-weight)";

@@ -13,9 +13,11 @@
 #include "core/error.h"
 #include "core/units.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/quant.h"
 #include "kernels/cuda/launchers.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/stage_runner.h"
+#include "kernels/quant_format.h"
 #include "runtime/cuda/device_tiers.h"
 #include "runtime/engine_layout.h"
 #include "runtime/packed_stage.h"
@@ -148,6 +150,12 @@ int linear_kind(const std::string& tensor, std::string& short_name) {
   return -1;
 }
 
+int64_t batch_rows(const std::vector<SequenceStep>& batch) {
+  int64_t rows = 0;
+  for (const auto& st : batch) rows += static_cast<int64_t>(st.tokens.size());
+  return rows;
+}
+
 double kind_alpha(const LinearAlphas& a, int kind) {
   return kind == 0 ? a.attention : kind == 1 ? a.fc1 : a.fc2;
 }
@@ -176,8 +184,10 @@ struct CudaEngine::Impl {
   std::vector<std::unique_ptr<DeviceTieredArray>> weights;  // per stage
   // [(layer - first_layer) * total_batches + group * num_gpu_batches + k]
   std::vector<std::unique_ptr<DeviceTieredArray>> cache;
-  std::vector<cuda::Block> acts;  // fp16 hidden rows per GPU batch of every group
-  cuda::Block weight_buffers[2], packed_buffer, cache_buffers[kRing];
+  std::vector<std::unique_ptr<DeviceTieredArray>> acts;  // fp16 hidden rows per GPU batch
+  cuda::Block weight_buffers[2], packed_buffer, cache_buffers[kRing], act_buffers[kRing];
+  cuda::Block cache_groups[kRing];  // a compressed cache's packed rows, beside cache_buffers
+  StoredFormat cache_stored;        // the cache's format on every tier
   cuda::Block logits_device, hidden_device;
   cuda::Block weight_staging[kWeightSlots], logits_host, hidden_host;
   cuda::Block attention_host;  // cpu_cache_compute: q, k, v, then the output, [gbs, h] each
@@ -191,6 +201,10 @@ struct CudaEngine::Impl {
   // cache_free[slot] a cache ring buffer loaded, computed on, stored back.
   cuda::Event w_ready[2], stage_done[2], staging_free[kWeightSlots];
   cuda::Event cache_ready[kRing], batch_done[kRing], cache_free[kRing];
+  // Activations off the device: act_ready / act_done / act_free per ring buffer, act_stored per
+  // GPU batch (its hidden rows are back on their tiers).
+  cuda::Event act_ready[kRing], act_done[kRing], act_free[kRing];
+  std::vector<cuda::Event> act_stored;
   cuda::Event origin;
   SpanLog load_log{"load"}, compute_log{"compute"}, store_log{"store"};
   double wall_s = 0;
@@ -216,6 +230,10 @@ struct CudaEngine::Impl {
     return cpu::split_column(kind_alpha(step_decode ? a.decode : a.prefill, rows.kind), rows.n);
   }
   cuda::HostLinear host_linear(const StageLayout& layout, const std::string& name);
+  void load_cache(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
+                  const cuda::Stream& stream);
+  void store_cache(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
+                   const cuda::Stream& stream);
   bool in_place(int64_t s) const {
     return !policy().compress_weight && weights[static_cast<size_t>(s)]->resident();
   }
@@ -268,11 +286,25 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
     max_disk = std::max(max_disk, (disk + kDiskAlign - 1) / kDiskAlign * kDiskAlign);
   }
   const int64_t n_cache = slice_layer_count(c, m.options) * m.total_batches;
-  const ElementSplit kv_split = ElementSplit::of(sh.kv_numel, p.cache);
-  device_need += static_cast<uint64_t>(n_cache) * pool_bytes(static_cast<uint64_t>(kv_split.gpu) * 2);
-  pinned_need += static_cast<uint64_t>(n_cache) * pool_bytes(static_cast<uint64_t>(kv_split.cpu) * 2);
+  m.cache_stored = cache_format(c, p, Device::kCuda);
+  const int64_t kv_units = quant_groups(sh.kv_numel, m.cache_stored.unit_elems());
+  const uint64_t kv_unit_bytes = m.cache_stored.unit_bytes(Tier::kCpu);
+  const ElementSplit kv_split = ElementSplit::of(kv_units, p.cache);
+  device_need += static_cast<uint64_t>(n_cache) *
+                 pool_bytes(static_cast<uint64_t>(kv_split.gpu) * kv_unit_bytes);
+  pinned_need += static_cast<uint64_t>(n_cache) *
+                 pool_bytes(static_cast<uint64_t>(kv_split.cpu) * kv_unit_bytes);
+  const ElementSplit act_split = ElementSplit::of(sh.act_numel, p.activations);
   device_need += static_cast<uint64_t>(m.total_batches) *
-                 pool_bytes(static_cast<uint64_t>(sh.act_numel) * 2);
+                 pool_bytes(static_cast<uint64_t>(act_split.gpu) * 2);
+  pinned_need += static_cast<uint64_t>(m.total_batches) *
+                 pool_bytes(static_cast<uint64_t>(act_split.cpu) * 2);
+  if (p.activations.gpu_percent < 100) {
+    device_need += kRing * pool_bytes(static_cast<uint64_t>(sh.act_numel) * 2);
+  }
+  if (p.compress_cache) {
+    device_need += kRing * pool_bytes(static_cast<uint64_t>(kv_units) * kv_unit_bytes);
+  }
   if (!weights_resident(p)) {
     device_need += 2 * pool_bytes(static_cast<uint64_t>(sh.max_stage_numel) * 2);
   }
@@ -367,7 +399,7 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
   stored = {};
   stage_f32 = {};
   for (int64_t i = 0; i < n_cache; ++i) {
-    m.cache.push_back(std::make_unique<DeviceTieredArray>(sh.kv_numel, 2, p.cache, *m.pool,
+    m.cache.push_back(std::make_unique<DeviceTieredArray>(kv_units, kv_unit_bytes, p.cache, *m.pool,
                                                           m.pinned.get(), nullptr, m.counters));
   }
   const auto device_block = [&m](uint64_t bytes) {
@@ -375,7 +407,15 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
     return m.pool->allocate(bytes);
   };
   for (int64_t k = 0; k < m.total_batches; ++k) {
-    m.acts.push_back(device_block(static_cast<uint64_t>(sh.act_numel) * 2));
+    m.acts.push_back(std::make_unique<DeviceTieredArray>(sh.act_numel, 2, p.activations, *m.pool,
+                                                         m.pinned.get(), nullptr, m.counters));
+  }
+  m.act_stored.resize(static_cast<size_t>(m.total_batches));
+  if (p.activations.gpu_percent < 100) {
+    for (auto& b : m.act_buffers) b = device_block(static_cast<uint64_t>(sh.act_numel) * 2);
+  }
+  if (p.compress_cache) {
+    for (auto& b : m.cache_groups) b = device_block(static_cast<uint64_t>(kv_units) * kv_unit_bytes);
   }
   if (!weights_resident(p)) {
     for (auto& b : m.weight_buffers) b = device_block(static_cast<uint64_t>(sh.max_stage_numel) * 2);
@@ -495,7 +535,7 @@ void CudaEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& st
   };
   for (int64_t s = 0; s < kWeightSlots - 1; ++s) submit(s);
   const Fp16* w = load_weights(0, tickets);
-  int64_t cache_item = 0;
+  int64_t cache_item = 0, act_item = 0;
 
   for (int64_t s = 0; s < n_stages; ++s) {
     const StageLayout& layout = layouts[static_cast<size_t>(s)];
@@ -505,7 +545,24 @@ void CudaEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& st
       if (batch.empty()) continue;
       const auto& lens = lengths[static_cast<size_t>(k)];
       const std::string tag = " stage " + std::to_string(s) + " batch " + std::to_string(k);
-      Fp16* hidden = acts[static_cast<size_t>(base + k)].as<Fp16>();
+      // The batch's hidden rows: resident, or loaded into a ring buffer.
+      DeviceTieredArray& act = *acts[static_cast<size_t>(base + k)];
+      const int64_t act_elems = batch_rows(batch) * h;
+      auto* hidden = static_cast<Fp16*>(act.resident());
+      int act_slot = -1;
+      if (!hidden) {
+        act_slot = static_cast<int>(act_item++ % kRing);
+        hidden = act_buffers[act_slot].as<Fp16>();
+        const cuda::Stream& stream = load_stream();
+        act_free[act_slot].wait(stream);
+        if (layout.kind != StageKind::kEmbed) {
+          act_stored[static_cast<size_t>(base + k)].wait(stream);
+          load_log.begin("load activations" + tag, stream);
+          act.load(hidden, 0, act_elems, nullptr, stream);
+          load_log.end(stream);
+        }
+        act_ready[act_slot].record(stream);
+      }
       // The layer's KV cache: resident, or its valid rows copied into a ring buffer.
       DeviceTieredArray* kv_array = nullptr;
       cuda::DeviceKvBlock kv{nullptr, shapes.capacity, h};
@@ -524,7 +581,7 @@ void CudaEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& st
         kv_array = cache[static_cast<size_t>((layout.layer - options.first_layer) * total_batches +
                                              base + k)]
                        .get();
-        kv.base = static_cast<Fp16*>(kv_array->resident());
+        kv.base = policy().compress_cache ? nullptr : static_cast<Fp16*>(kv_array->resident());
         if (!kv.base) {
           slot = static_cast<int>(cache_item++ % kRing);
           kv.base = cache_buffers[slot].as<Fp16>();
@@ -535,8 +592,8 @@ void CudaEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& st
             const int64_t len = lens[static_cast<size_t>(st.slot)];
             if (len == 0) continue;
             const int64_t keys = st.slot * slot_stride, values = keys + shapes.capacity * h;
-            kv_array->load(kv.base, keys, keys + len * h, nullptr, stream);
-            kv_array->load(kv.base, values, values + len * h, nullptr, stream);
+            load_cache(*kv_array, slot, keys, keys + len * h, stream);
+            load_cache(*kv_array, slot, values, values + len * h, stream);
           }
           load_log.end(stream);
           cache_ready[slot].record(stream);
@@ -545,6 +602,7 @@ void CudaEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& st
 
       if (loaded) w_ready[s % 2].wait(compute);
       if (slot >= 0) cache_ready[slot].wait(compute);
+      if (act_slot >= 0) act_ready[act_slot].wait(compute);
       compute_log.begin("compute" + tag, compute);
       runner->begin_step(batch, lens, compute);
       switch (layout.kind) {
@@ -579,11 +637,23 @@ void CudaEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& st
           const int64_t n = static_cast<int64_t>(st.tokens.size());
           const int64_t keys = st.slot * slot_stride, values = keys + shapes.capacity * h;
           for (int64_t part : {keys, values}) {
-            kv_array->store(kv.base, part + len * h, part + (len + n) * h, stream);
+            store_cache(*kv_array, slot, part + len * h, part + (len + n) * h, stream);
           }
         }
         store_log.end(stream);
         cache_free[slot].record(stream);
+      }
+      if (act_slot >= 0) {
+        const cuda::Stream& stream = store_stream();
+        act_done[act_slot].record(compute);
+        act_done[act_slot].wait(stream);
+        if (layout.kind != StageKind::kHead) {
+          store_log.begin("store activations" + tag, stream);
+          act.store(hidden, 0, act_elems, stream);
+          store_log.end(stream);
+          act_stored[static_cast<size_t>(base + k)].record(stream);
+        }
+        act_free[act_slot].record(stream);
       }
     }
     stage_done[s % 2].record(compute);
@@ -597,6 +667,36 @@ void CudaEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& st
   storer.synchronize();
   for (SpanLog* log : {&load_log, &compute_log, &store_log}) log->collect(origin, origin_s);
   if (host_error) std::rethrow_exception(std::exchange(host_error, nullptr));
+}
+
+// Cache elements [begin, end) (whole rows) of a (layer, batch) block into cache ring buffer
+// `slot`: copied, or copied packed and decoded when the cache is compressed.
+void CudaEngine::Impl::load_cache(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
+                                  const cuda::Stream& stream) {
+  Fp16* rows = cache_buffers[slot].as<Fp16>();
+  if (!policy().compress_cache) {
+    a.load(rows, begin, end, nullptr, stream);
+    return;
+  }
+  const int64_t g = cache_stored.group_len;
+  auto* groups = cache_groups[slot].as<uint8_t>();
+  a.load(groups, begin / g, end / g, nullptr, stream);
+  cuda::dequantize(cache_stored.bits, groups + (begin / g) * cache_stored.unit_bytes(Tier::kCpu),
+                   end - begin, g, rows + begin, stream);
+}
+
+void CudaEngine::Impl::store_cache(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
+                                   const cuda::Stream& stream) {
+  const Fp16* rows = cache_buffers[slot].as<Fp16>();
+  if (!policy().compress_cache) {
+    a.store(rows, begin, end, stream);
+    return;
+  }
+  const int64_t g = cache_stored.group_len;
+  auto* groups = cache_groups[slot].as<uint8_t>();
+  cuda::quantize(cache_stored.bits, rows + begin, end - begin, g,
+                 groups + (begin / g) * cache_stored.unit_bytes(Tier::kCpu), stream);
+  a.store(groups, begin / g, end / g, stream);
 }
 
 cuda::HostLinear CudaEngine::Impl::host_linear(const StageLayout& layout,
@@ -677,12 +777,14 @@ void CudaEngine::write_hidden(int64_t group, int64_t k, const float* rows, int64
   const int64_t n = n_rows * m.config.hidden_size;
   STRATA_CHECK(m.hidden_host.data() && n <= m.shapes.act_numel,
                "hidden rows past the engine's activation buffer");
+  DeviceTieredArray& act = *m.acts[static_cast<size_t>(group * m.policy().num_gpu_batches + k)];
+  auto* target = static_cast<Fp16*>(act.resident());
+  if (!target) target = m.act_buffers[0].as<Fp16>();  // the engine is idle between steps
   std::memcpy(m.hidden_host.data(), rows, static_cast<size_t>(n) * 4);
   cuda::copy_h2d(m.hidden_device.data(), m.hidden_host.data(), static_cast<size_t>(n) * 4,
                  m.compute);
-  cuda::convert(m.hidden_device.as<float>(),
-                m.acts[static_cast<size_t>(group * m.policy().num_gpu_batches + k)].as<Fp16>(), n,
-                m.compute);
+  cuda::convert(m.hidden_device.as<float>(), target, n, m.compute);
+  if (!act.resident()) act.store(target, 0, n, m.compute);
   m.compute.synchronize();
 }
 
@@ -691,8 +793,13 @@ void CudaEngine::read_hidden(int64_t group, int64_t k, float* rows, int64_t n_ro
   const int64_t n = n_rows * m.config.hidden_size;
   STRATA_CHECK(m.hidden_host.data() && n <= m.shapes.act_numel,
                "hidden rows past the engine's activation buffer");
-  cuda::convert(m.acts[static_cast<size_t>(group * m.policy().num_gpu_batches + k)].as<Fp16>(),
-                m.hidden_device.as<float>(), n, m.compute);
+  DeviceTieredArray& act = *m.acts[static_cast<size_t>(group * m.policy().num_gpu_batches + k)];
+  auto* source = static_cast<Fp16*>(act.resident());
+  if (!source) {
+    source = m.act_buffers[0].as<Fp16>();
+    act.load(source, 0, n, nullptr, m.compute);
+  }
+  cuda::convert(source, m.hidden_device.as<float>(), n, m.compute);
   cuda::copy_d2h(m.hidden_host.data(), m.hidden_device.data(), static_cast<size_t>(n) * 4,
                  m.compute);
   m.compute.synchronize();
