@@ -43,14 +43,6 @@ Device resolved_device(const EngineOptions& options) {
 }
 
 std::string cuda_unsupported(const Policy& p) {
-  if (p.cache.disk_percent() > 0) {
-    return "policy: the KV cache on disk is not supported on --device cuda yet (cache percent "
-           "on GPU + CPU must be 100)";
-  }
-  if (p.activations.disk_percent() > 0) {
-    return "policy: activations on disk are not supported on --device cuda yet (activation "
-           "percent on GPU + CPU must be 100)";
-  }
   if (p.compress_cache && p.cpu_cache_compute) {
     return "policy: compress_cache with cpu_cache_compute is not supported on --device cuda "
            "(the CPU attends over an fp16 cache)";

@@ -124,7 +124,7 @@ MemoryPlan plan_memory(const OptConfig& c, const EngineOptions& o) {
     // One batch's logits on the device, every batch's in pinned host memory.
     gpu_work += logits_bytes;
     plan.working[1] += static_cast<uint64_t>(p.num_gpu_batches) * logits_bytes;
-    plan.working[1] += kWeightSlots * max_disk;  // weight staging only: the cache stays off disk
+    plan.working[1] += (kWeightSlots + 2) * max_disk;  // staging: weights, load and store streams
     if (p.cpu_cache_compute) {  // q, k, v and the attention output of one batch
       plan.working[1] += 4 * static_cast<uint64_t>(p.gpu_batch_size * c.hidden_size) * 2;
     }

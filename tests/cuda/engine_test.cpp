@@ -192,7 +192,8 @@ TEST_P(CudaEngineTest, EveryPolicyGivesTheAllOnGpuResult) {
   TempDir dir;
   std::vector<Policy> policies;
   for (TierSplit weights : {TierSplit{0, 100}, TierSplit{0, 0}, TierSplit{30, 40}}) {
-    for (TierSplit cache : {TierSplit{100, 0}, TierSplit{0, 100}, TierSplit{45, 55}}) {
+    for (TierSplit cache :
+         {TierSplit{100, 0}, TierSplit{0, 100}, TierSplit{45, 55}, TierSplit{0, 0}, TierSplit{20, 30}}) {
       Policy p = all_on_gpu(2, 3);
       p.weights = weights;
       p.cache = cache;
@@ -206,13 +207,13 @@ TEST_P(CudaEngineTest, EveryPolicyGivesTheAllOnGpuResult) {
     p.cpu_cache_compute = true;
     policies.push_back(p);
   }
-  for (TierSplit acts : {TierSplit{0, 100}, TierSplit{40, 60}}) {
+  for (TierSplit acts : {TierSplit{0, 100}, TierSplit{40, 60}, TierSplit{0, 0}}) {
     Policy p = all_on_gpu(2, 3);
     p.weights = {0, 100};
     p.activations = acts;
     policies.push_back(p);
   }
-  for (TierSplit cache : {TierSplit{100, 0}, TierSplit{0, 100}, TierSplit{35, 65}}) {
+  for (TierSplit cache : {TierSplit{100, 0}, TierSplit{0, 100}, TierSplit{35, 65}, TierSplit{10, 10}}) {
     Policy p = all_on_gpu(2, 3);
     p.cache = cache;
     p.compress_cache = true;
@@ -413,13 +414,13 @@ TEST(CudaEngine, GpuMemCapIsAnInputError) {
 TEST(CudaEngine, UnsupportedPoliciesAreInputErrors) {
   const auto src = open_weight_source((data_dir() / "opt-pub-tiny").string());
   Policy p = all_on_gpu(2, 1);
-  p.cache = {0, 0};
+  p.hetegen_alpha = HeteGenAlpha::all(0.3);  // the weights are on the device: nothing to split
   try {
-    make_engine(*src, options_for(p, Device::kCuda, "/tmp"));
-    FAIL() << "the cache on disk was accepted on CUDA";
+    make_engine(*src, options_for(p, Device::kCuda, ""));
+    FAIL() << "HeteGen with resident weights was accepted on CUDA";
   } catch (const Error& e) {
     EXPECT_EQ(e.exit_status(), kExitBadInput);
-    EXPECT_NE(std::string(e.what()).find("cache"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("HeteGen"), std::string::npos) << e.what();
   }
 }
 

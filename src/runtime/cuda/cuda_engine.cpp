@@ -195,6 +195,9 @@ struct CudaEngine::Impl {
   std::vector<std::map<std::string, HostRows>> host_rows;  // per stage: HeteGen's CPU rows
   bool step_decode = false;  // the step in flight adds one token per sequence
   uint8_t* staging[kWeightSlots] = {};  // block-aligned inside weight_staging
+  // Disk reads (load stream) and read-modify-writes (store stream) of cache and activation rows.
+  cuda::Block io_blocks[2];
+  uint8_t* io_staging[2] = {};
   uint64_t staging_bytes = 0;
   // Ordering: w_ready[b] weights in buffer b, stage_done[b] last compute that read buffer b,
   // staging_free[slot] the copy out of a disk staging slot, cache_ready / batch_done /
@@ -305,6 +308,14 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
   if (p.compress_cache) {
     device_need += kRing * pool_bytes(static_cast<uint64_t>(kv_units) * kv_unit_bytes);
   }
+  uint64_t io_bytes = 0;
+  if (kv_split.disk > 0) {
+    io_bytes = DeviceTieredArray::range_staging_bytes(kv_units, kv_unit_bytes);
+  }
+  if (act_split.disk > 0) {
+    io_bytes = std::max(io_bytes, DeviceTieredArray::range_staging_bytes(sh.act_numel, 2));
+  }
+  if (io_bytes > 0) pinned_need += 2 * pool_bytes(io_bytes + kDiskAlign);
   if (!weights_resident(p)) {
     device_need += 2 * pool_bytes(static_cast<uint64_t>(sh.max_stage_numel) * 2);
   }
@@ -399,16 +410,29 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
   stored = {};
   stage_f32 = {};
   for (int64_t i = 0; i < n_cache; ++i) {
-    m.cache.push_back(std::make_unique<DeviceTieredArray>(kv_units, kv_unit_bytes, p.cache, *m.pool,
-                                                          m.pinned.get(), nullptr, m.counters));
+    m.cache.push_back(std::make_unique<DeviceTieredArray>(
+        kv_units, kv_unit_bytes, p.cache, *m.pool, m.pinned.get(), m.disk.get(), m.counters));
+    m.cache.back()->set_error_slot(&m.host_error);
   }
   const auto device_block = [&m](uint64_t bytes) {
     m.counters.add_allocation(Tier::kGpu, bytes);
     return m.pool->allocate(bytes);
   };
   for (int64_t k = 0; k < m.total_batches; ++k) {
-    m.acts.push_back(std::make_unique<DeviceTieredArray>(sh.act_numel, 2, p.activations, *m.pool,
-                                                         m.pinned.get(), nullptr, m.counters));
+    m.acts.push_back(std::make_unique<DeviceTieredArray>(
+        sh.act_numel, 2, p.activations, *m.pool, m.pinned.get(), m.disk.get(), m.counters));
+    m.acts.back()->set_error_slot(&m.host_error);
+  }
+  const auto aligned = [](cuda::Block& block) {
+    const auto at = reinterpret_cast<uintptr_t>(block.data());
+    return reinterpret_cast<uint8_t*>((at + kDiskAlign - 1) / kDiskAlign * kDiskAlign);
+  };
+  if (io_bytes > 0) {
+    for (int i = 0; i < 2; ++i) {
+      m.io_blocks[i] = m.pinned->allocate(io_bytes + kDiskAlign);
+      m.io_staging[i] = aligned(m.io_blocks[i]);
+    }
+    m.counters.add_allocation(Tier::kCpu, 2 * io_bytes);
   }
   m.act_stored.resize(static_cast<size_t>(m.total_batches));
   if (p.activations.gpu_percent < 100) {
@@ -450,8 +474,7 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
   if (m.staging_bytes > 0) {
     for (int i = 0; i < kWeightSlots; ++i) {
       m.weight_staging[i] = m.pinned->allocate(m.staging_bytes + kDiskAlign);
-      const auto at = reinterpret_cast<uintptr_t>(m.weight_staging[i].data());
-      m.staging[i] = reinterpret_cast<uint8_t*>((at + kDiskAlign - 1) / kDiskAlign * kDiskAlign);
+      m.staging[i] = aligned(m.weight_staging[i]);
     }
     m.counters.add_allocation(Tier::kCpu, kWeightSlots * m.staging_bytes);
   }
@@ -558,7 +581,7 @@ void CudaEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& st
         if (layout.kind != StageKind::kEmbed) {
           act_stored[static_cast<size_t>(base + k)].wait(stream);
           load_log.begin("load activations" + tag, stream);
-          act.load(hidden, 0, act_elems, nullptr, stream);
+          act.load_through(hidden, 0, act_elems, io_staging[0], stream);
           load_log.end(stream);
         }
         act_ready[act_slot].record(stream);
@@ -649,7 +672,7 @@ void CudaEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& st
         act_done[act_slot].wait(stream);
         if (layout.kind != StageKind::kHead) {
           store_log.begin("store activations" + tag, stream);
-          act.store(hidden, 0, act_elems, stream);
+          act.store(hidden, 0, act_elems, io_staging[1], stream);
           store_log.end(stream);
           act_stored[static_cast<size_t>(base + k)].record(stream);
         }
@@ -675,12 +698,12 @@ void CudaEngine::Impl::load_cache(DeviceTieredArray& a, int slot, int64_t begin,
                                   const cuda::Stream& stream) {
   Fp16* rows = cache_buffers[slot].as<Fp16>();
   if (!policy().compress_cache) {
-    a.load(rows, begin, end, nullptr, stream);
+    a.load_through(rows, begin, end, io_staging[0], stream);
     return;
   }
   const int64_t g = cache_stored.group_len;
   auto* groups = cache_groups[slot].as<uint8_t>();
-  a.load(groups, begin / g, end / g, nullptr, stream);
+  a.load_through(groups, begin / g, end / g, io_staging[0], stream);
   cuda::dequantize(cache_stored.bits, groups + (begin / g) * cache_stored.unit_bytes(Tier::kCpu),
                    end - begin, g, rows + begin, stream);
 }
@@ -689,14 +712,14 @@ void CudaEngine::Impl::store_cache(DeviceTieredArray& a, int slot, int64_t begin
                                    const cuda::Stream& stream) {
   const Fp16* rows = cache_buffers[slot].as<Fp16>();
   if (!policy().compress_cache) {
-    a.store(rows, begin, end, stream);
+    a.store(rows, begin, end, io_staging[1], stream);
     return;
   }
   const int64_t g = cache_stored.group_len;
   auto* groups = cache_groups[slot].as<uint8_t>();
   cuda::quantize(cache_stored.bits, rows + begin, end - begin, g,
                  groups + (begin / g) * cache_stored.unit_bytes(Tier::kCpu), stream);
-  a.store(groups, begin / g, end / g, stream);
+  a.store(groups, begin / g, end / g, io_staging[1], stream);
 }
 
 cuda::HostLinear CudaEngine::Impl::host_linear(const StageLayout& layout,
@@ -784,7 +807,7 @@ void CudaEngine::write_hidden(int64_t group, int64_t k, const float* rows, int64
   cuda::copy_h2d(m.hidden_device.data(), m.hidden_host.data(), static_cast<size_t>(n) * 4,
                  m.compute);
   cuda::convert(m.hidden_device.as<float>(), target, n, m.compute);
-  if (!act.resident()) act.store(target, 0, n, m.compute);
+  if (!act.resident()) act.store(target, 0, n, m.io_staging[1], m.compute);
   m.compute.synchronize();
 }
 
@@ -797,7 +820,7 @@ void CudaEngine::read_hidden(int64_t group, int64_t k, float* rows, int64_t n_ro
   auto* source = static_cast<Fp16*>(act.resident());
   if (!source) {
     source = m.act_buffers[0].as<Fp16>();
-    act.load(source, 0, n, nullptr, m.compute);
+    act.load_through(source, 0, n, m.io_staging[0], m.compute);
   }
   cuda::convert(source, m.hidden_device.as<float>(), n, m.compute);
   cuda::copy_d2h(m.hidden_host.data(), m.hidden_device.data(), static_cast<size_t>(n) * 4,

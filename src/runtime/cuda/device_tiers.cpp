@@ -110,11 +110,33 @@ void DeviceTieredArray::load(void* dst, int64_t begin, int64_t end, const void* 
   }
 }
 
-void DeviceTieredArray::store(const void* src, int64_t begin, int64_t end,
+uint64_t DeviceTieredArray::range_staging_bytes(int64_t units, uint64_t unit_bytes) {
+  return round_up(static_cast<uint64_t>(units) * unit_bytes) + 2 * kBlock;
+}
+
+void DeviceTieredArray::load_through(void* dst, int64_t begin, int64_t end, void* staging,
+                                     const cuda::Stream& stream) {
+  const int64_t host_end = split_.gpu + split_.cpu;
+  if (end > host_end) {
+    const uint64_t lo = static_cast<uint64_t>(std::max(begin, host_end) - host_end) * unit_bytes_;
+    const uint64_t hi = static_cast<uint64_t>(end - host_end) * unit_bytes_;
+    const uint64_t first = lo / kBlock * kBlock, last = round_up(hi);
+    counters_.bytes_read[static_cast<size_t>(Tier::kDisk)] += last - first;
+    cuda::launch_host(stream, [this, staging, first, last] {
+      try {
+        disk_->read(extent_, first, staging, last - first);
+      } catch (...) {
+        if (error_ && !*error_) *error_ = std::current_exception();
+      }
+    });
+  }
+  load(dst, begin, end, staging, stream);
+}
+
+void DeviceTieredArray::store(const void* src, int64_t begin, int64_t end, void* staging,
                               const cuda::Stream& stream) {
   STRATA_CHECK(begin >= 0 && begin <= end && end <= n_units_, "unit range outside the array");
   const int64_t g = split_.gpu, c = split_.cpu;
-  STRATA_CHECK(end <= g + c, "the disk part of a device array is read-only");
   const auto* in = static_cast<const uint8_t*>(src);
   const uint64_t ub = unit_bytes_;
   if (begin < g) {
@@ -123,11 +145,40 @@ void DeviceTieredArray::store(const void* src, int64_t begin, int64_t end,
     cuda::copy_d2d(device_.as<uint8_t>() + begin * ub, in + begin * ub, bytes, stream);
     counters_.bytes_written[static_cast<size_t>(Tier::kGpu)] += bytes;
   }
-  if (end > g) {
-    const int64_t b = std::max(begin, g);
-    const uint64_t bytes = static_cast<uint64_t>(end - b) * ub;
+  if (end > g && begin < g + c) {
+    const int64_t b = std::max(begin, g), e = std::min(end, g + c);
+    const uint64_t bytes = static_cast<uint64_t>(e - b) * ub;
     cuda::copy_d2h(host_ + (b - g) * ub, in + b * ub, bytes, stream);
     counters_.bytes_written[static_cast<size_t>(Tier::kCpu)] += bytes;
+  }
+  if (end > g + c) {
+    // Whole blocks go back to disk: the edge blocks are read first so the units around the range
+    // keep their bytes, then the range lands in between.
+    const int64_t b = std::max(begin, g + c) - (g + c), e = end - (g + c);
+    const uint64_t lo = static_cast<uint64_t>(b) * ub, hi = static_cast<uint64_t>(e) * ub;
+    const uint64_t first = lo / kBlock * kBlock, last = round_up(hi);
+    STRATA_CHECK(staging != nullptr, "a store to disk without staging");
+    auto* buffer = static_cast<uint8_t*>(staging);
+    const auto guarded = [this](std::function<void()> io) {
+      return [this, io = std::move(io)] {
+        try {
+          io();
+        } catch (...) {
+          if (error_ && !*error_) *error_ = std::current_exception();
+        }
+      };
+    };
+    cuda::launch_host(stream, guarded([this, buffer, lo, hi, first, last] {
+      if (lo > first) disk_->read(extent_, first, buffer, kBlock);
+      if (hi < last && (last - kBlock > first || lo == first)) {
+        disk_->read(extent_, last - kBlock, buffer + (last - kBlock - first), kBlock);
+      }
+    }));
+    cuda::copy_d2h(buffer + (lo - first), in + (g + c + b) * ub, hi - lo, stream);
+    cuda::launch_host(stream, guarded([this, buffer, first, last] {
+      disk_->write(extent_, first, buffer, last - first);
+    }));
+    counters_.bytes_written[static_cast<size_t>(Tier::kDisk)] += last - first;
   }
 }
 

@@ -6,6 +6,8 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
+#include <functional>
 
 #include "core/buffer.h"
 #include "kernels/cuda/runtime.h"
@@ -46,9 +48,18 @@ class DeviceTieredArray {
   // Copies units [begin, end) to dst + begin * unit_bytes (device) on `stream`; the disk part
   // comes from `staging` as submit_fetch left it.
   void load(void* dst, int64_t begin, int64_t end, const void* staging, const cuda::Stream& stream);
-  // Copies units [begin, end) of src (device, the array's full layout) back to the device and
-  // host parts on `stream`. The disk part is read-only (weights).
-  void store(const void* src, int64_t begin, int64_t end, const cuda::Stream& stream);
+  // Copies units [begin, end) of src (device, the array's full layout) back to its tiers on
+  // `stream`; a disk part goes through `staging` (read-modify-write of its edge blocks).
+  void store(const void* src, int64_t begin, int64_t end, void* staging,
+             const cuda::Stream& stream);
+  // load() whose disk part is read into `staging` in stream order on the host (launch_host), so
+  // neither the caller nor the other streams wait for it.
+  void load_through(void* dst, int64_t begin, int64_t end, void* staging,
+                    const cuda::Stream& stream);
+  // Pinned bytes one load_through / store of up to `units` units needs.
+  static uint64_t range_staging_bytes(int64_t units, uint64_t unit_bytes);
+  // Where errors of the disk I/O run on the host land (checked after the stream synchronises).
+  void set_error_slot(std::exception_ptr* slot) { error_ = slot; }
 
  private:
   int64_t n_units_;
@@ -61,6 +72,7 @@ class DeviceTieredArray {
   HostBuffer pageable_;
   uint8_t* host_ = nullptr;  // pinned_ or pageable_
   DiskStore::Extent extent_;
+  std::exception_ptr* error_ = nullptr;
 };
 
 }  // namespace strata
