@@ -104,10 +104,10 @@ class StageRunner {
  private:
   const int32_t* meta(int64_t offset) const { return meta_ + offset; }
   void check_decoder(const StageLayout& layout) const;
-  void norm(const StageLayout& layout, const Fp16* weights, const std::string& name,
-            const Fp16* in, Fp16* out, const Stream& stream);
-  void lin(const StageLayout& layout, const Fp16* weights, const std::string& name,
-           const Fp16* in, Fp16* out, int64_t n, int64_t k, Activation act, const Stream& stream);
+  void norm(const StageLayout& layout, const Fp16* weights, const std::string& name, const Fp16* in,
+            Fp16* out, const Stream& stream);
+  void lin(const StageLayout& layout, const Fp16* weights, const std::string& name, const Fp16* in,
+           Fp16* out, int64_t n, int64_t k, Activation act, const Stream& stream);
   void mlp(const StageLayout& layout, const Fp16* weights, Fp16* hidden, const Stream& stream);
 
   OptConfig config_;

@@ -49,7 +49,8 @@ std::vector<float> gemm(const Fp16* x, const Fp16* w, const Fp16* bias, int64_t 
 void attend(const Fp16* q, int64_t ld_q, const Fp16* k, const Fp16* v, int64_t ld_kv, Fp16* out,
             int64_t ld_out, int64_t start, int64_t n_new, int64_t n_heads, int64_t head_dim) {
   const int64_t width = n_heads * head_dim, n_keys = start + n_new;
-  std::vector<float> qs(static_cast<size_t>(n_new * width)), ks(static_cast<size_t>(n_keys * width));
+  std::vector<float> qs(static_cast<size_t>(n_new * width)),
+      ks(static_cast<size_t>(n_keys * width));
   std::vector<float> vs(ks.size()), os(qs.size());
   for (int64_t r = 0; r < n_new; ++r) {
     for (int64_t c = 0; c < width; ++c) qs[r * width + c] = fp16_to_fp32(q[r * ld_q + c]);
@@ -156,8 +157,7 @@ void embed(const Fp16* token_table, const Fp16* position_table, const int32_t* t
         }
         const Fp16* pos = position_table + (starts[s] + local - pad + kPositionOffset) * dim;
         for (int64_t c = 0; c < dim; ++c) {
-          const float word =
-              fp16_to_fp32(token_table ? token_table[tokens[i] * dim + c] : row[c]);
+          const float word = fp16_to_fp32(token_table ? token_table[tokens[i] * dim + c] : row[c]);
           row[c] = fp32_to_fp16(word + fp16_to_fp32(pos[c]));
         }
       }

@@ -207,10 +207,10 @@ int run_bench(int argc, char** argv) {
   };
   std::printf(
       "model %s on %s, %lld prompts x %lld tokens + %lld new; gpu batch %lld x %lld batches\n",
-              source->description().c_str(), cuda ? "cuda" : "cpu", static_cast<long long>(n_prompts),
-              static_cast<long long>(prompt_len), static_cast<long long>(gen_len),
-              static_cast<long long>(policy.gpu_batch_size),
-              static_cast<long long>(policy.num_gpu_batches));
+      source->description().c_str(), cuda ? "cuda" : "cpu", static_cast<long long>(n_prompts),
+      static_cast<long long>(prompt_len), static_cast<long long>(gen_len),
+      static_cast<long long>(policy.gpu_batch_size),
+      static_cast<long long>(policy.num_gpu_batches));
   std::printf("policy %s\n", policy.to_json().dump().c_str());
   std::printf("prefill %.2f s (%.1f tok/s), decode %.2f s (%.2f tok/s)\n", stats.prefill_s,
               j["prefill_tokens_per_s"].get<double>(), stats.decode_s,

@@ -39,7 +39,7 @@ Device parse_device(const std::string& text, const std::string& flag) {
 Device resolved_device(const EngineOptions& options) {
   if (options.device != Device::kAuto) return options.device;
   return cuda_device_count() > 0 && cuda_unsupported(options.policy).empty() ? Device::kCuda
-                                                                            : Device::kCpu;
+                                                                             : Device::kCpu;
 }
 
 std::string cuda_unsupported(const Policy& p) {
@@ -61,8 +61,9 @@ std::string cuda_unsupported(const Policy& p) {
 std::vector<Generation> Engine::generate(std::span<const Prompt> prompts,
                                          const GenerateOptions& options, GenerationStats* stats,
                                          std::vector<std::vector<float>>* prefill_logits) {
-  STRATA_CHECK(has_embed() && has_head(), "generate needs the whole model (a pipeline slice is "
-                                          "driven by forward)");
+  STRATA_CHECK(has_embed() && has_head(),
+               "generate needs the whole model (a pipeline slice is "
+               "driven by forward)");
   const Policy& p = policy();
   const EngineOptions& sized = this->options();
   const size_t gbs = static_cast<size_t>(p.gpu_batch_size);

@@ -8,8 +8,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <numeric>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -192,8 +192,8 @@ TEST_P(CudaEngineTest, EveryPolicyGivesTheAllOnGpuResult) {
   TempDir dir;
   std::vector<Policy> policies;
   for (TierSplit weights : {TierSplit{0, 100}, TierSplit{0, 0}, TierSplit{30, 40}}) {
-    for (TierSplit cache :
-         {TierSplit{100, 0}, TierSplit{0, 100}, TierSplit{45, 55}, TierSplit{0, 0}, TierSplit{20, 30}}) {
+    for (TierSplit cache : {TierSplit{100, 0}, TierSplit{0, 100}, TierSplit{45, 55},
+                            TierSplit{0, 0}, TierSplit{20, 30}}) {
       Policy p = all_on_gpu(2, 3);
       p.weights = weights;
       p.cache = cache;
@@ -213,7 +213,8 @@ TEST_P(CudaEngineTest, EveryPolicyGivesTheAllOnGpuResult) {
     p.activations = acts;
     policies.push_back(p);
   }
-  for (TierSplit cache : {TierSplit{100, 0}, TierSplit{0, 100}, TierSplit{35, 65}, TierSplit{10, 10}}) {
+  for (TierSplit cache :
+       {TierSplit{100, 0}, TierSplit{0, 100}, TierSplit{35, 65}, TierSplit{10, 10}}) {
     Policy p = all_on_gpu(2, 3);
     p.cache = cache;
     p.compress_cache = true;
@@ -295,8 +296,8 @@ TEST_P(CudaEngineTest, CompressedCacheIsSmallAndClose) {
   double sum = 0;
   int64_t n = 0;
   for (size_t i = 0; i < plain.size(); ++i) {
-    for (size_t t = 0; t < plain[i].output_ids.size() && plain[i].output_ids[t] == packed[i].output_ids[t];
-         ++t) {
+    for (size_t t = 0;
+         t < plain[i].output_ids.size() && plain[i].output_ids[t] == packed[i].output_ids[t]; ++t) {
       sum += std::abs(plain[i].token_logprobs[t] - packed[i].token_logprobs[t]);
       ++n;
     }

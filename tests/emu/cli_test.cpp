@@ -14,8 +14,8 @@
 namespace strata {
 namespace {
 
-const std::filesystem::path kData = std::filesystem::path(__FILE__).parent_path().parent_path() /
-                                    "data";
+const std::filesystem::path kData =
+    std::filesystem::path(__FILE__).parent_path().parent_path() / "data";
 
 struct CliRun {
   int status;
@@ -57,10 +57,10 @@ TEST(EmulatedCli, GenerateOnCudaGivesTheGoldenIds) {
       }
     }
   }
-  const CliRun r = run("generate --model " + (kData / "opt-pub-tiny").string() + " --input " + input +
-                    " --output " + output +
-                    " --gen-len 20 --ignore-eos --device cuda --percent 0 100 0 100 100 0 "
-                    "--gpu-batch-size 2 --num-gpu-batches 2");
+  const CliRun r = run("generate --model " + (kData / "opt-pub-tiny").string() + " --input " +
+                       input + " --output " + output +
+                       " --gen-len 20 --ignore-eos --device cuda --percent 0 100 0 100 100 0 "
+                       "--gpu-batch-size 2 --num-gpu-batches 2");
   ASSERT_EQ(r.status, 0) << r.out;
   std::ifstream out(output);
   std::string line;
@@ -77,10 +77,10 @@ TEST(EmulatedCli, GenerateOnCudaGivesTheGoldenIds) {
 
 TEST(EmulatedCli, BenchOnCudaReportsTheHostToDeviceBound) {
   const std::string json = temp_path("bench.json");
-  const CliRun r = run(
-      "bench --model synthetic:opt-125m --prompt-len 8 --gen-len 3 --gpu-batch-size 2 "
-      "--percent 0 100 100 0 100 0 --device cuda --json " +
-      json);
+  const CliRun r =
+      run("bench --model synthetic:opt-125m --prompt-len 8 --gen-len 3 --gpu-batch-size 2 "
+          "--percent 0 100 100 0 100 0 --device cuda --json " +
+          json);
   ASSERT_EQ(r.status, 0) << r.out;
   EXPECT_NE(r.out.find("on cuda"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("pinned peak"), std::string::npos) << r.out;
@@ -95,7 +95,7 @@ TEST(EmulatedCli, BenchOnCudaReportsTheHostToDeviceBound) {
 
 TEST(EmulatedCli, UnsupportedPolicyOnCudaIsAnInputError) {
   const CliRun r = run("generate --model " + (kData / "opt-pub-tiny").string() +
-                    " --prompt hello --device cuda --alpha 0.3");
+                       " --prompt hello --device cuda --alpha 0.3");
   EXPECT_EQ(r.status, 2) << r.out;
   EXPECT_NE(r.out.find("HeteGen"), std::string::npos) << r.out;
 }

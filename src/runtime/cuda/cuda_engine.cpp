@@ -190,10 +190,10 @@ struct CudaEngine::Impl {
   StoredFormat cache_stored;        // the cache's format on every tier
   cuda::Block logits_device, hidden_device;
   cuda::Block weight_staging[kWeightSlots], logits_host, hidden_host;
-  cuda::Block attention_host;  // cpu_cache_compute: q, k, v, then the output, [gbs, h] each
+  cuda::Block attention_host;     // cpu_cache_compute: q, k, v, then the output, [gbs, h] each
   std::exception_ptr host_error;  // from work run in stream order on the host
   std::vector<std::map<std::string, HostRows>> host_rows;  // per stage: HeteGen's CPU rows
-  bool step_decode = false;  // the step in flight adds one token per sequence
+  bool step_decode = false;             // the step in flight adds one token per sequence
   uint8_t* staging[kWeightSlots] = {};  // block-aligned inside weight_staging
   // Disk reads (load stream) and read-modify-writes (store stream) of cache and activation rows.
   cuda::Block io_blocks[2];
@@ -267,8 +267,8 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
   m.total_batches = p.num_gpu_batches * options.n_groups;
   m.shapes = shapes_of(c, m.options, m.layouts);
   const Shapes& sh = m.shapes;
-  const bool slice = !(m.layouts.front().kind == StageKind::kEmbed &&
-                       m.layouts.back().kind == StageKind::kHead);
+  const bool slice =
+      !(m.layouts.front().kind == StageKind::kEmbed && m.layouts.back().kind == StageKind::kHead);
 
   // Exact bytes of every block, in the order they are taken from the pool and the arena.
   std::vector<uint64_t> stage_units;
@@ -298,10 +298,10 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
   pinned_need += static_cast<uint64_t>(n_cache) *
                  pool_bytes(static_cast<uint64_t>(kv_split.cpu) * kv_unit_bytes);
   const ElementSplit act_split = ElementSplit::of(sh.act_numel, p.activations);
-  device_need += static_cast<uint64_t>(m.total_batches) *
-                 pool_bytes(static_cast<uint64_t>(act_split.gpu) * 2);
-  pinned_need += static_cast<uint64_t>(m.total_batches) *
-                 pool_bytes(static_cast<uint64_t>(act_split.cpu) * 2);
+  device_need +=
+      static_cast<uint64_t>(m.total_batches) * pool_bytes(static_cast<uint64_t>(act_split.gpu) * 2);
+  pinned_need +=
+      static_cast<uint64_t>(m.total_batches) * pool_bytes(static_cast<uint64_t>(act_split.cpu) * 2);
   if (p.activations.gpu_percent < 100) {
     device_need += kRing * pool_bytes(static_cast<uint64_t>(sh.act_numel) * 2);
   }
@@ -419,8 +419,8 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
     return m.pool->allocate(bytes);
   };
   for (int64_t k = 0; k < m.total_batches; ++k) {
-    m.acts.push_back(std::make_unique<DeviceTieredArray>(
-        sh.act_numel, 2, p.activations, *m.pool, m.pinned.get(), m.disk.get(), m.counters));
+    m.acts.push_back(std::make_unique<DeviceTieredArray>(sh.act_numel, 2, p.activations, *m.pool,
+                                                         m.pinned.get(), m.disk.get(), m.counters));
     m.acts.back()->set_error_slot(&m.host_error);
   }
   const auto aligned = [](cuda::Block& block) {
@@ -439,10 +439,12 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
     for (auto& b : m.act_buffers) b = device_block(static_cast<uint64_t>(sh.act_numel) * 2);
   }
   if (p.compress_cache) {
-    for (auto& b : m.cache_groups) b = device_block(static_cast<uint64_t>(kv_units) * kv_unit_bytes);
+    for (auto& b : m.cache_groups)
+      b = device_block(static_cast<uint64_t>(kv_units) * kv_unit_bytes);
   }
   if (!weights_resident(p)) {
-    for (auto& b : m.weight_buffers) b = device_block(static_cast<uint64_t>(sh.max_stage_numel) * 2);
+    for (auto& b : m.weight_buffers)
+      b = device_block(static_cast<uint64_t>(sh.max_stage_numel) * 2);
   }
   if (p.compress_weight && p.weights.gpu_percent < 100) {
     m.packed_buffer = device_block(max_stage_units);
@@ -591,11 +593,9 @@ void CudaEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& st
       cuda::DeviceKvBlock kv{nullptr, shapes.capacity, h};
       int slot = -1;
       // Decode attention on the CPU: the cache never crosses the link.
-      const bool host_attention =
-          stage_has_cache(layout.kind) && policy().cpu_cache_compute &&
-          std::all_of(batch.begin(), batch.end(), [](const auto& st) {
-            return st.tokens.size() == 1;
-          });
+      const bool host_attention = stage_has_cache(layout.kind) && policy().cpu_cache_compute &&
+                                  std::all_of(batch.begin(), batch.end(),
+                                              [](const auto& st) { return st.tokens.size() == 1; });
       if (host_attention) {
         kv_array = cache[static_cast<size_t>((layout.layer - options.first_layer) * total_batches +
                                              base + k)]
@@ -722,8 +722,7 @@ void CudaEngine::Impl::store_cache(DeviceTieredArray& a, int slot, int64_t begin
   a.store(groups, begin / g, end / g, io_staging[1], stream);
 }
 
-cuda::HostLinear CudaEngine::Impl::host_linear(const StageLayout& layout,
-                                               const std::string& name) {
+cuda::HostLinear CudaEngine::Impl::host_linear(const StageLayout& layout, const std::string& name) {
   const auto& stage_rows = host_rows[static_cast<size_t>(&layout - layouts.data())];
   const auto it = stage_rows.find(name);
   if (it == stage_rows.end()) return {};
@@ -770,14 +769,14 @@ void CudaEngine::Impl::attention_on_host(const StageLayout& layout, const Fp16* 
     lengths.push_back(lens[static_cast<size_t>(st.slot)]);
   }
   auto* cache = reinterpret_cast<Fp16*>(kv_array.host_data());
-  cuda::launch_host(compute, [this, slots = std::move(slots), lengths = std::move(lengths), qkv,
-                              cache, out] {
-    try {
-      attend_on_host(config, shapes.capacity, slots, lengths, qkv, cache, out);
-    } catch (...) {
-      if (!host_error) host_error = std::current_exception();
-    }
-  });
+  cuda::launch_host(
+      compute, [this, slots = std::move(slots), lengths = std::move(lengths), qkv, cache, out] {
+        try {
+          attend_on_host(config, shapes.capacity, slots, lengths, qkv, cache, out);
+        } catch (...) {
+          if (!host_error) host_error = std::current_exception();
+        }
+      });
   counters.bytes_written[static_cast<size_t>(Tier::kCpu)] += 2 * rows_bytes;
   cuda::copy_h2d(runner->attention_out(), out, rows_bytes, compute);
   runner->finish_decoder(layout, w, hidden, compute);

@@ -169,15 +169,16 @@ void DeviceTieredArray::store(const void* src, int64_t begin, int64_t end, void*
       };
     };
     cuda::launch_host(stream, guarded([this, buffer, lo, hi, first, last] {
-      if (lo > first) disk_->read(extent_, first, buffer, kBlock);
-      if (hi < last && (last - kBlock > first || lo == first)) {
-        disk_->read(extent_, last - kBlock, buffer + (last - kBlock - first), kBlock);
-      }
-    }));
+                        if (lo > first) disk_->read(extent_, first, buffer, kBlock);
+                        if (hi < last && (last - kBlock > first || lo == first)) {
+                          disk_->read(extent_, last - kBlock, buffer + (last - kBlock - first),
+                                      kBlock);
+                        }
+                      }));
     cuda::copy_d2h(buffer + (lo - first), in + (g + c + b) * ub, hi - lo, stream);
     cuda::launch_host(stream, guarded([this, buffer, first, last] {
-      disk_->write(extent_, first, buffer, last - first);
-    }));
+                        disk_->write(extent_, first, buffer, last - first);
+                      }));
     counters_.bytes_written[static_cast<size_t>(Tier::kDisk)] += last - first;
   }
 }
