@@ -18,13 +18,6 @@ Stream::~Stream() {
   if (handle_) cudaStreamDestroy(static_cast<cudaStream_t>(handle_));
 }
 
-Stream::Stream(Stream&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
-
-Stream& Stream::operator=(Stream&& other) noexcept {
-  std::swap(handle_, other.handle_);
-  return *this;
-}
-
 void Stream::synchronize() const {
   STRATA_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(handle_)));
 }
@@ -38,13 +31,6 @@ Event::Event(bool timing) {
 
 Event::~Event() {
   if (handle_) cudaEventDestroy(static_cast<cudaEvent_t>(handle_));
-}
-
-Event::Event(Event&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
-
-Event& Event::operator=(Event&& other) noexcept {
-  std::swap(handle_, other.handle_);
-  return *this;
 }
 
 void Event::record(const Stream& stream) {
@@ -82,16 +68,6 @@ DeviceBuffer::DeviceBuffer(size_t size_bytes) : size_bytes_(size_bytes) {
 
 DeviceBuffer::~DeviceBuffer() {
   if (data_) cudaFree(data_);
-}
-
-DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
-    : data_(std::exchange(other.data_, nullptr)),
-      size_bytes_(std::exchange(other.size_bytes_, 0)) {}
-
-DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
-  std::swap(data_, other.data_);
-  std::swap(size_bytes_, other.size_bytes_);
-  return *this;
 }
 
 PinnedArena::PinnedArena(size_t size_bytes) : ranges_(size_bytes) {

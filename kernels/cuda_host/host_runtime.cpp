@@ -171,13 +171,6 @@ Stream::~Stream() {
   delete state(*this);
 }
 
-Stream::Stream(Stream&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
-
-Stream& Stream::operator=(Stream&& other) noexcept {
-  std::swap(handle_, other.handle_);
-  return *this;
-}
-
 void Stream::synchronize() const {
   host::drain(*this);
 }
@@ -186,13 +179,6 @@ Event::Event(bool) : handle_(new EventState()) {}
 
 Event::~Event() {
   delete static_cast<EventState*>(handle_);
-}
-
-Event::Event(Event&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
-
-Event& Event::operator=(Event&& other) noexcept {
-  std::swap(handle_, other.handle_);
-  return *this;
 }
 
 void Event::record(const Stream& stream) {
@@ -244,16 +230,6 @@ DeviceBuffer::~DeviceBuffer() {
     scheduler().device.erase(reinterpret_cast<uintptr_t>(data_));
   }
   std::free(data_);
-}
-
-DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
-    : data_(std::exchange(other.data_, nullptr)),
-      size_bytes_(std::exchange(other.size_bytes_, 0)) {}
-
-DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
-  std::swap(data_, other.data_);
-  std::swap(size_bytes_, other.size_bytes_);
-  return *this;
 }
 
 PinnedArena::PinnedArena(size_t size_bytes) : ranges_(size_bytes) {

@@ -63,6 +63,18 @@ Shapes shapes_of(const OptConfig& c, const EngineOptions& o,
   return s;
 }
 
+void fill_tier_stats(const TierCounters& counters, const MemoryPlan& plan, EngineStats& stats) {
+  for (int t = 0; t < kNumTiers; ++t) {
+    TierStats& ts = stats.tiers[t];
+    ts.peak_bytes = counters.peak[t].load();
+    ts.weight_bytes = plan.weights[t];
+    ts.cache_bytes = plan.cache[t];
+    ts.activation_bytes = plan.activations[t];
+    ts.bytes_read = counters.bytes_read[t].load();
+    ts.bytes_written = counters.bytes_written[t].load();
+  }
+}
+
 uint64_t MemoryPlan::total(Tier tier) const {
   const auto t = static_cast<size_t>(tier);
   return weights[t] + cache[t] + activations[t] + working[t];

@@ -28,6 +28,9 @@ bool weights_resident(const Policy& p);
 bool cache_resident(const Policy& p);
 int64_t slice_layer_count(const OptConfig& c, const EngineOptions& o);
 
+// The tiers' part of an engine's stats: what the plan put on each, what the counters saw.
+void fill_tier_stats(const TierCounters& counters, const MemoryPlan& plan, EngineStats& stats);
+
 struct Shapes {
   int64_t capacity;   // cache tokens per slot
   int64_t act_rows;   // hidden rows per GPU batch

@@ -438,15 +438,7 @@ bool OffloadEngine::has_head() const {
 EngineStats OffloadEngine::stats() const {
   const Impl& m = *impl_;
   EngineStats s;
-  for (int t = 0; t < kNumTiers; ++t) {
-    TierStats& ts = s.tiers[t];
-    ts.peak_bytes = m.counters.peak[t].load();
-    ts.weight_bytes = m.plan.weights[t];
-    ts.cache_bytes = m.plan.cache[t];
-    ts.activation_bytes = m.plan.activations[t];
-    ts.bytes_read = m.counters.bytes_read[t].load();
-    ts.bytes_written = m.counters.bytes_written[t].load();
-  }
+  fill_tier_stats(m.counters, m.plan, s);
   // With --no-overlap every span is on the compute stream: split them by kind.
   auto busy = [](const Stream& stream, const std::string& prefix) {
     double total = 0;

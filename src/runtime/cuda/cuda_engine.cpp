@@ -845,15 +845,7 @@ bool CudaEngine::has_head() const {
 EngineStats CudaEngine::stats() const {
   const Impl& m = *impl_;
   EngineStats s;
-  for (int t = 0; t < kNumTiers; ++t) {
-    TierStats& ts = s.tiers[t];
-    ts.peak_bytes = m.counters.peak[t].load();
-    ts.weight_bytes = m.plan.weights[t];
-    ts.cache_bytes = m.plan.cache[t];
-    ts.activation_bytes = m.plan.activations[t];
-    ts.bytes_read = m.counters.bytes_read[t].load();
-    ts.bytes_written = m.counters.bytes_written[t].load();
-  }
+  fill_tier_stats(m.counters, m.plan, s);
   s.compute_busy_s = m.compute_log.busy_s();
   s.load_busy_s = m.load_log.busy_s();
   s.store_busy_s = m.store_log.busy_s();

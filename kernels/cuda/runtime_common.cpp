@@ -1,11 +1,35 @@
-// The device pool's and pinned arena's bookkeeping: no CUDA call, shared by every build of the
-// runtime (kernels/cuda/runtime.cu on a GPU, kernels/cuda_host on the host).
+// The parts of runtime.h that make no CUDA call (moves, the pool's and arena's bookkeeping), shared
+// by every build of the runtime (kernels/cuda/runtime.cu on a GPU, kernels/cuda_host on the host).
 #include <utility>
 
 #include "core/error.h"
 #include "kernels/cuda/runtime.h"
 
 namespace strata::cuda {
+
+Stream::Stream(Stream&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+
+Stream& Stream::operator=(Stream&& other) noexcept {
+  std::swap(handle_, other.handle_);
+  return *this;
+}
+
+Event::Event(Event&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+
+Event& Event::operator=(Event&& other) noexcept {
+  std::swap(handle_, other.handle_);
+  return *this;
+}
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)),
+      size_bytes_(std::exchange(other.size_bytes_, 0)) {}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
+  std::swap(data_, other.data_);
+  std::swap(size_bytes_, other.size_bytes_);
+  return *this;
+}
 
 Block::~Block() {
   reset();
