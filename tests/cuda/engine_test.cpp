@@ -341,6 +341,28 @@ TEST_P(CudaEngineTest, HeteGenSplitMatchesTransformers) {
   expect_golden(*src, workload(GetParam()), p, GetParam() + " hetegen");
 }
 
+// Split against unsplit on the same placement: equal within fp16's bound wherever the two runs
+// have generated the same tokens so far (they may part at a tie).
+TEST_P(CudaEngineTest, HeteGenSplitEqualsUnsplit) {
+  const auto src = source();
+  const Workload w = workload(GetParam());
+  Policy p = all_on_gpu(4, 2);
+  p.weights = {0, 100};
+  const auto unsplit = run(*src, w, p);
+  p.hetegen_alpha = {{0.3, 0.2, 0.45}, {0.5, 0.35, 0.25}};
+  const auto split = run(*src, w, p);
+  int64_t compared = 0;
+  for (size_t i = 0; i < split.size(); ++i) {
+    for (size_t t = 0; t < split[i].output_ids.size(); ++t) {
+      EXPECT_NEAR(split[i].token_logprobs[t], unsplit[i].token_logprobs[t], 2e-2)
+          << "prompt " << i << " token " << t;
+      ++compared;
+      if (split[i].output_ids[t] != unsplit[i].output_ids[t]) break;
+    }
+  }
+  EXPECT_GT(compared, static_cast<int64_t>(split.size()));
+}
+
 // The rows the host computes from never cross the link: the CPU tier's bytes read fall by exactly
 // the split rows of every decoder linear, per step.
 TEST_P(CudaEngineTest, HeteGenMovesOnlyTheDeviceRows) {
