@@ -1,5 +1,7 @@
 #include "runtime/cuda/cuda_engine.h"
 
+#include <cblas.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -7,6 +9,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "core/dtype.h"
@@ -104,25 +107,35 @@ void unpack_on_device(const PackedStage& packed, const uint8_t* src, Fp16* dst,
 // Decode attention where the cache lives (cpu_cache_compute): each sequence's new key and value
 // are appended to its slot of the host cache, then its one query attends over positions
 // [0, length] in fp32. qkv holds q, k, v rows [n, h] fp16 one after another; out gets [n, h].
+// Sequences are shared out over as many threads as OpenBLAS uses: reading the cache is the cost.
 void attend_on_host(const OptConfig& c, int64_t capacity, const std::vector<int64_t>& slots,
                     const std::vector<int64_t>& lengths, const Fp16* qkv, Fp16* cache, Fp16* out) {
   const int64_t h = c.hidden_size, n = static_cast<int64_t>(slots.size());
-  std::vector<float> q(static_cast<size_t>(h)), o(q.size()), keys, values;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t len = lengths[static_cast<size_t>(i)];
-    Fp16* slot_keys = cache + slots[static_cast<size_t>(i)] * 2 * capacity * h;
-    Fp16* slot_values = slot_keys + capacity * h;
-    std::memcpy(slot_keys + len * h, qkv + (n + i) * h, static_cast<size_t>(h) * 2);
-    std::memcpy(slot_values + len * h, qkv + (2 * n + i) * h, static_cast<size_t>(h) * 2);
-    keys.resize(static_cast<size_t>((len + 1) * h));
-    values.resize(keys.size());
-    convert_to_f32(DType::kF16, slot_keys, keys.data(), keys.size());
-    convert_to_f32(DType::kF16, slot_values, values.data(), values.size());
-    convert_to_f32(DType::kF16, qkv + i * h, q.data(), q.size());
-    cpu::attention(q.data(), h, keys.data(), values.data(), h, o.data(), len, 1, c.n_heads,
-                   c.head_dim());
-    convert_from_f32(DType::kF16, o.data(), out + i * h, o.size());
+  const auto sequences = [&](int64_t first, int64_t last) {
+    std::vector<float> q(static_cast<size_t>(h)), o(q.size()), keys, values;
+    for (int64_t i = first; i < last; ++i) {
+      const int64_t len = lengths[static_cast<size_t>(i)];
+      Fp16* slot_keys = cache + slots[static_cast<size_t>(i)] * 2 * capacity * h;
+      Fp16* slot_values = slot_keys + capacity * h;
+      std::memcpy(slot_keys + len * h, qkv + (n + i) * h, static_cast<size_t>(h) * 2);
+      std::memcpy(slot_values + len * h, qkv + (2 * n + i) * h, static_cast<size_t>(h) * 2);
+      keys.resize(static_cast<size_t>((len + 1) * h));
+      values.resize(keys.size());
+      convert_to_f32(DType::kF16, slot_keys, keys.data(), keys.size());
+      convert_to_f32(DType::kF16, slot_values, values.data(), values.size());
+      convert_to_f32(DType::kF16, qkv + i * h, q.data(), q.size());
+      cpu::attention(q.data(), h, keys.data(), values.data(), h, o.data(), len, 1, c.n_heads,
+                     c.head_dim());
+      convert_from_f32(DType::kF16, o.data(), out + i * h, o.size());
+    }
+  };
+  const int64_t threads = std::clamp<int64_t>(openblas_get_num_threads(), 1, n);
+  std::vector<std::thread> workers;
+  for (int64_t t = 1; t < threads; ++t) {
+    workers.emplace_back(sequences, n * t / threads, n * (t + 1) / threads);
   }
+  sequences(0, n / threads);
+  for (auto& w : workers) w.join();
 }
 
 // HeteGen: the leading rows of one linear's weight, fp32 on the host (the fp16 values the device
