@@ -206,7 +206,10 @@ struct CudaEngine::Impl {
   cuda::Block attention_host;     // cpu_cache_compute: q, k, v, then the output, [gbs, h] each
   std::exception_ptr host_error;  // from work run in stream order on the host
   std::vector<std::map<std::string, HostRows>> host_rows;  // per stage: HeteGen's CPU rows
-  bool step_decode = false;             // the step in flight adds one token per sequence
+  bool step_decode = false;  // the step in flight adds one token per sequence
+  // Disk reads of stages 0 and 1 for the next step, submitted at the end of this one.
+  bool carried = false;
+  uint64_t carried_tickets[kWeightSlots - 1] = {};
   uint8_t* staging[kWeightSlots] = {};  // block-aligned inside weight_staging
   // Disk reads (load stream) and read-modify-writes (store stream) of cache and activation rows.
   cuda::Block io_blocks[2];
@@ -230,6 +233,11 @@ struct CudaEngine::Impl {
 
   ~Impl() {
     try {
+      if (carried) {
+        for (int i = 0; i < kWeightSlots - 1; ++i) {
+          weights[static_cast<size_t>(i)]->finish_fetch(carried_tickets[i]);
+        }
+      }
       compute.synchronize();
       loader.synchronize();
       storer.synchronize();
@@ -571,7 +579,14 @@ void CudaEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& st
     staging_free[slot].synchronize();
     tickets[static_cast<size_t>(s)] = a.submit_fetch(0, a.n_units(), staging[slot], staging_bytes);
   };
-  for (int64_t s = 0; s < kWeightSlots - 1; ++s) submit(s);
+  for (int64_t s = 0; s < kWeightSlots - 1 && s < n_stages; ++s) {
+    if (carried) {
+      tickets[static_cast<size_t>(s)] = carried_tickets[s];
+    } else {
+      submit(s);
+    }
+  }
+  carried = false;
   const Fp16* w = load_weights(0, tickets);
   int64_t cache_item = 0, act_item = 0;
 
@@ -696,6 +711,16 @@ void CudaEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& st
     // Stage s + 2's disk read and stage s + 1's copies are issued behind stage s's compute.
     submit(s + kWeightSlots - 1);
     if (s + 1 < n_stages) w = load_weights(s + 1, tickets);
+  }
+  // The next step's first stages are read while this one finishes, so no step starts with an
+  // idle disk (submit waits for the copies out of their slots).
+  if (n_stages >= kWeightSlots) {
+    for (int64_t s = 0; s < kWeightSlots - 1; ++s) {
+      tickets[static_cast<size_t>(s)] = 0;
+      submit(s);
+      carried_tickets[s] = tickets[static_cast<size_t>(s)];
+    }
+    carried = true;
   }
   // Every stream drains before the tokens are sampled; errors surface here.
   loader.synchronize();
