@@ -47,9 +47,9 @@ std::string cuda_unsupported(const Policy& p) {
     return "policy: compress_cache with cpu_cache_compute is not supported on --device cuda "
            "(the CPU attends over an fp16 cache)";
   }
-  if (p.hetegen_alpha.any() && (p.weights.cpu_percent < 100 || p.compress_weight)) {
-    return "policy: HeteGen's alpha on --device cuda splits uncompressed weights on the CPU tier "
-           "(weight percent 0 100, no --compress-weight)";
+  if (p.hetegen_alpha.any() && p.weights.cpu_percent < 100) {
+    return "policy: HeteGen's alpha on --device cuda splits weights on the CPU tier (weight "
+           "percent 0 100)";
   }
   if (p.cpu_cache_compute && p.cache.cpu_percent < 100) {
     return "policy: cpu_cache_compute (--cpu-cache-compute) on --device cuda needs the whole "

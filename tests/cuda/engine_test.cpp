@@ -343,14 +343,18 @@ TEST_P(CudaEngineTest, HeteGenSplitMatchesTransformers) {
 
 // Split against unsplit on the same placement: equal within fp16's bound wherever the two runs
 // have generated the same tokens so far (they may part at a tie).
-TEST_P(CudaEngineTest, HeteGenSplitEqualsUnsplit) {
-  const auto src = source();
-  const Workload w = workload(GetParam());
+void expect_split_equals_unsplit(const std::string& model, bool packed) {
+  const auto src = open_weight_source((data_dir() / model).string());
+  const Workload w = workload(model);
   Policy p = all_on_gpu(4, 2);
   p.weights = {0, 100};
-  const auto unsplit = run(*src, w, p);
+  p.compress_weight = packed;
+  EngineStats unsplit_stats, split_stats;
+  const auto unsplit = run(*src, w, p, Device::kCuda, "", &unsplit_stats);
   p.hetegen_alpha = {{0.3, 0.2, 0.45}, {0.5, 0.35, 0.25}};
-  const auto split = run(*src, w, p);
+  const auto split = run(*src, w, p, Device::kCuda, "", &split_stats);
+  // Packed weights split at whole 64-row groups: the reference models' fc1 and fc2 have them.
+  EXPECT_LT(split_stats.tiers[1].bytes_read, unsplit_stats.tiers[1].bytes_read);
   int64_t compared = 0;
   for (size_t i = 0; i < split.size(); ++i) {
     for (size_t t = 0; t < split[i].output_ids.size(); ++t) {
@@ -361,6 +365,13 @@ TEST_P(CudaEngineTest, HeteGenSplitEqualsUnsplit) {
     }
   }
   EXPECT_GT(compared, static_cast<int64_t>(split.size()));
+}
+
+TEST_P(CudaEngineTest, HeteGenSplitEqualsUnsplit) {
+  for (bool packed : {false, true}) {
+    SCOPED_TRACE(packed ? "4-bit weights" : "fp16 weights");
+    expect_split_equals_unsplit(GetParam(), packed);
+  }
 }
 
 // The rows the host computes from never cross the link: the CPU tier's bytes read fall by exactly

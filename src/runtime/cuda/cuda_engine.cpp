@@ -251,7 +251,12 @@ struct CudaEngine::Impl {
   // HeteGen's split column of a linear in the step in flight (0: the device computes it all).
   int64_t split_of(const HostRows& rows) const {
     const HeteGenAlpha& a = policy().hetegen_alpha;
-    return cpu::split_column(kind_alpha(step_decode ? a.decode : a.prefill, rows.kind), rows.n);
+    return split_rows_of(kind_alpha(step_decode ? a.decode : a.prefill, rows.kind), rows.n);
+  }
+  // Packed weights split at whole groups of rows, so the device's rows cross as whole groups.
+  int64_t split_rows_of(double alpha, int64_t n) const {
+    const int64_t split = cpu::split_column(alpha, n);
+    return policy().compress_weight ? split / kQuantGroup * kQuantGroup : split;
   }
   cuda::HostLinear host_linear(const StageLayout& layout, const std::string& name);
   void load_cache(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
@@ -407,22 +412,26 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
     m.host_rows.emplace_back();
     if (!hetegen) continue;
     const HeteGenAlpha& a = p.hetegen_alpha;
-    const auto* f16 = reinterpret_cast<const Fp16*>(stored.data());
+    // The values the device computes with: the packed stage decoded, or the fp16 stage widened.
+    std::vector<float> values(static_cast<size_t>(layout.numel));
+    if (p.compress_weight) {
+      m.packed[s].unpack(stored.data(), values.data());
+    } else {
+      convert_to_f32(DType::kF16, stored.data(), values.data(), values.size());
+    }
     for (const auto& t : layout.tensors) {
       std::string name;
       const int kind = linear_kind(t.name, name);
       if (kind < 0) continue;
       HostRows rows{t.shape[0], t.shape[1], kind, {}, {}};
-      const int64_t split = cpu::split_column(
+      const int64_t split = m.split_rows_of(
           std::max(kind_alpha(a.prefill, kind), kind_alpha(a.decode, kind)), rows.n);
       if (split == 0) continue;
-      rows.weight.resize(static_cast<size_t>(split * rows.k));
-      convert_to_f32(DType::kF16, f16 + t.offset, rows.weight.data(), rows.weight.size());
+      rows.weight.assign(values.begin() + t.offset, values.begin() + t.offset + split * rows.k);
       const std::string bias_name = t.name.substr(0, t.name.size() - 7) + ".bias";
       for (const auto& b : layout.tensors) {
         if (b.name != bias_name) continue;
-        rows.bias.resize(static_cast<size_t>(split));
-        convert_to_f32(DType::kF16, f16 + b.offset, rows.bias.data(), rows.bias.size());
+        rows.bias.assign(values.begin() + b.offset, values.begin() + b.offset + split);
       }
       m.counters.add_allocation(Tier::kCpu, (rows.weight.size() + rows.bias.size()) * 4);
       m.host_rows.back().emplace(name, std::move(rows));
@@ -530,7 +539,34 @@ const Fp16* CudaEngine::Impl::load_weights(int64_t s, std::vector<uint64_t>& tic
   load_log.begin("load weights stage " + std::to_string(s), stream);
   const auto* src = static_cast<const uint8_t*>(a.resident());
   const auto& split_rows = host_rows[static_cast<size_t>(s)];
-  if (!src && !split_rows.empty()) {
+  if (!src && !split_rows.empty() && policy().compress_weight) {
+    // HeteGen on packed weights: a split matrix's device rows are, per column, its trailing
+    // groups, so they cross as one strided copy; every other tensor crosses whole.
+    const PackedStage& ps = packed[static_cast<size_t>(s)];
+    const auto& tensors = layouts[static_cast<size_t>(s)].tensors;
+    auto* target = packed_buffer.as<uint8_t>();
+    const uint64_t gb = quant_group_bytes(ps.bits);
+    for (size_t i = 0; i < ps.tensors.size(); ++i) {
+      const PackedTensor& pt = ps.tensors[i];
+      std::string name;
+      const int kind = linear_kind(tensors[i].name, name);
+      const auto it = kind < 0 ? split_rows.end() : split_rows.find(name);
+      const int64_t skip = it == split_rows.end() ? 0 : split_of(it->second) / kQuantGroup;
+      if (skip == 0) {
+        a.load(target, static_cast<int64_t>(pt.byte_offset),
+               static_cast<int64_t>(pt.byte_offset + pt.bytes), nullptr, stream);
+        continue;
+      }
+      const uint64_t per_column = static_cast<uint64_t>(quant_groups(pt.rows, kQuantGroup)) * gb;
+      const uint64_t width = per_column - static_cast<uint64_t>(skip) * gb;
+      cuda::copy_2d(target + pt.byte_offset + skip * gb, per_column,
+                    a.host_data() + pt.byte_offset + skip * gb, per_column, width,
+                    static_cast<size_t>(pt.cols), stream);
+      counters.bytes_read[static_cast<size_t>(Tier::kCpu)] +=
+          width * static_cast<uint64_t>(pt.cols);
+    }
+    src = target;
+  } else if (!src && !split_rows.empty()) {
     // HeteGen: the rows the host computes from stay there; everything else crosses.
     int64_t begin = 0;
     for (const auto& t : layouts[static_cast<size_t>(s)].tensors) {
