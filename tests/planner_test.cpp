@@ -113,6 +113,31 @@ TEST(CostModel, GpuPrefillWeightsFromDisk) {
   EXPECT_NEAR(term_at(decode, "compute", x), 3 * 2 * 2 * 2 * h * f / 100e9, 1e-15);
 }
 
+// With the device's memory bandwidth known, a decode GEMM or attention takes at least its fp16
+// weights or cache at that rate per GPU batch (memory-bound at small batches).
+TEST(CostModel, GpuDecodeIsBoundByDeviceMemory) {
+  CostShape s;
+  s.prompt_len = 16;
+  s.gen_len = 5;
+  s.gpu_batch_size = 2;
+  s.num_gpu_batches = 3;
+  HardwareProfile hw = gpu_profile();
+  hw.gpu_mem_gbps = 0.5;
+  const auto costs = stage_costs(hw, tiny_config(), s);
+  const Placement x = placement(100, 0, 100, 0, 100, 0);
+  const StageCost& mlp = find_cost(costs, "mlp", Phase::kDecode);
+  EXPECT_NEAR(part_at(mlp, "compute", "gemm", x), 3 * kMlpNumel * 2 / 0.5e9, 1e-15);
+  const StageCost& attn = find_cost(costs, "attention", Phase::kDecode);
+  const double cached = 16 + (5 - 2) / 2.0;
+  EXPECT_NEAR(part_at(attn, "compute", "attention", x), 3 * 2 * 2 * (cached + 1) * h * 2 / 0.5e9,
+              1e-15);
+  // A fast memory leaves the FLOP rates in charge.
+  hw.gpu_mem_gbps = 1e6;
+  const auto fast = stage_costs(hw, tiny_config(), s);
+  EXPECT_NEAR(part_at(find_cost(fast, "mlp", Phase::kDecode), "compute", "gemm", x),
+              3 * 2 * 2 * 2 * h * f / 100e9, 1e-15);
+}
+
 TEST(CostModel, GpuDecodeCacheOnCpuWithCpuAttention) {
   CostShape s;
   s.prompt_len = 10;

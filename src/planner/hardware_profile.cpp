@@ -39,6 +39,7 @@ const std::vector<Field>& fields() {
       {"gpu_attention_decode_gflops", &H::gpu_attention_decode_gflops, nullptr, Field::kOptional},
       {"cpu_gemm_gflops", &H::cpu_gemm_gflops, nullptr, Field::kCpuOnly},
       {"cpu_attention_gflops", &H::cpu_attention_gflops, nullptr, Field::kAlways},
+      {"gpu_mem_gbps", &H::gpu_mem_gbps, nullptr, Field::kOptional},
       {"gpu_mem_bytes", nullptr, &H::gpu_mem_bytes, Field::kGpu},
       {"cpu_mem_bytes", nullptr, &H::cpu_mem_bytes, Field::kAlways},
       {"disk_bytes", nullptr, &H::disk_bytes, Field::kAlways},

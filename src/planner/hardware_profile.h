@@ -43,6 +43,9 @@ struct HardwareProfile {
   double gpu_attention_decode_gflops = 0;
   double cpu_gemm_gflops = 0;
   double cpu_attention_gflops = 0;
+  // Device memory bandwidth (0: not known). A decode GEMM or attention on the GPU reads its
+  // weights or cache once per GPU batch, so it takes at least those bytes at this rate.
+  double gpu_mem_gbps = 0;
   // sgemm rate by rows of the activation (m) over a decoder layer's shapes (h = 1024): few rows
   // stream the weights from memory at a fraction of the peak rate. Empty: cpu_gemm_gflops.
   std::vector<std::pair<double, double>> cpu_gemm_gflops_by_rows;
