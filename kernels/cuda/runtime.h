@@ -161,6 +161,9 @@ void launch_host(const Stream& stream, std::function<void()> fn);
 // Sets bytes to `value` (0xFF poisons fp16 / fp32 with NaN).
 void fill_bytes(void* dst, int value, size_t bytes, const Stream& stream);
 
+// Median milliseconds of `reps` runs of fn on `stream` (after two warm-up runs), timed by events.
+double median_ms(const Stream& stream, int reps, const std::function<void()>& fn);
+
 void set_device(int device);
 // Blocks until all work on the device is done: for tests and benchmarks, not the steady state.
 void device_synchronize();

@@ -1,6 +1,8 @@
 // The parts of runtime.h that make no CUDA call (moves, the pool's and arena's bookkeeping), shared
 // by every build of the runtime (kernels/cuda/runtime.cu on a GPU, kernels/cuda_host on the host).
+#include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "kernels/cuda/runtime.h"
@@ -75,6 +77,21 @@ Block PinnedArena::allocate(size_t size_bytes) {
   STRATA_CHECK(offset.has_value(), "pinned host arena: ", size_bytes, " bytes requested, ",
                ranges_.used_bytes(), " of ", ranges_.capacity_bytes(), " in use");
   return Block(&ranges_, *offset, static_cast<char*>(memory_) + *offset, size_bytes);
+}
+
+double median_ms(const Stream& stream, int reps, const std::function<void()>& fn) {
+  for (int i = 0; i < 2; ++i) fn();
+  std::vector<double> times;
+  Event start, end;
+  for (int i = 0; i < reps; ++i) {
+    start.record(stream);
+    fn();
+    end.record(stream);
+    end.synchronize();
+    times.push_back(end.elapsed_ms(start));
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
 }
 
 }  // namespace strata::cuda

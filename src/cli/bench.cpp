@@ -11,6 +11,7 @@
 #include "parallel/pipeline.h"
 #include "planner/cpu_probe.h"
 #include "runtime/disk_store.h"
+#include "runtime/gpu_probe.h"
 #include "runtime/offload_engine.h"
 #include "runtime/sampler.h"
 

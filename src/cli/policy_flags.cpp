@@ -127,6 +127,7 @@ std::optional<Prediction> plan_from_flags(const cxxopts::ParseResult& flags,
     ProfileOptions po;
     po.offload_dir = options.offload_dir;
     po.quick = true;
+    po.gpu_index = options.device == Device::kCpu ? -1 : options.gpu_index;  // plan what runs
     hw = measure_hardware(po);
   }
   if (!automatic) {

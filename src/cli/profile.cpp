@@ -22,12 +22,14 @@ int run_profile(int argc, char** argv) {
       "name", "the profile's name (default: the --out file's stem, or the host name)",
       cxxopts::value<std::string>())("disk-probe", "bytes written and read by the disk probe",
                                      cxxopts::value<std::string>()->default_value("1GiB"))(
-      "quick", "smaller probes (about a second)");
+      "quick", "smaller probes (about a second)")(
+      "no-gpu", "profile the host alone, as the CPU backend sees it, where a GPU is present");
   const auto flags = parse_flags(options, argc, argv);
   ProfileOptions po;
   po.offload_dir = flags["offload-dir"].as<std::string>();
   po.disk_probe_bytes = parse_bytes(flags["disk-probe"].as<std::string>(), "--disk-probe");
   po.quick = flags.count("quick") > 0;
+  if (flags.count("no-gpu")) po.gpu_index = -1;
   HardwareProfile hw = measure_hardware(po);
   if (flags.count("name")) {
     hw.name = flags["name"].as<std::string>();
@@ -52,6 +54,14 @@ int run_profile(int argc, char** argv) {
       hw.disk_read_gbps, hw.disk_write_gbps,
       format_bytes(static_cast<double>(hw.cpu_mem_bytes)).c_str(),
       format_bytes(static_cast<double>(hw.disk_bytes)).c_str());
+  if (hw.has_gpu) {
+    std::fprintf(stderr,
+                 "strata profile: GPU: h2d %.2f / d2h %.2f GB/s pinned, GEMM %.0f (32 rows %.0f) "
+                 "GFLOP/s, attention %.0f (decode %.0f) GFLOP/s, memory %.0f GB/s, %s free\n",
+                 hw.h2d_gbps, hw.d2h_gbps, hw.gpu_gemm_gflops, hw.gpu_gemm_decode_gflops,
+                 hw.gpu_attention_gflops, hw.gpu_attention_decode_gflops, hw.gpu_mem_gbps,
+                 format_bytes(static_cast<double>(hw.gpu_mem_bytes)).c_str());
+  }
   return 0;
 }
 

@@ -338,8 +338,8 @@ std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& c
       gemm.constant = rows * k.gemm_flops_per_row / row_rate + g * k.gemm_flops_per_seq / seq_rate;
       gemm.constant *= nb;
       if (z.gpu && hw.gpu_mem_gbps > 0) {  // each GPU batch reads the stage's fp16 weights
-        gemm.constant =
-            std::max(gemm.constant, nb * static_cast<double>(k.numel) * 2 / (hw.gpu_mem_gbps * kGB));
+        gemm.constant = std::max(gemm.constant,
+                                 nb * static_cast<double>(k.numel) * 2 / (hw.gpu_mem_gbps * kGB));
       }
       // HeteGen on a GPU node: of the CPU-tier weights, only the GPU's columns cross PCIe and
       // run on the GPU; the CPU's run alongside. The split layer takes at least
@@ -401,8 +401,8 @@ std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& c
         } else {
           attn.constant = flops / (hw.attention_decode_gflops() * kGB);
           if (hw.gpu_mem_gbps > 0) {  // the cache is read once per step
-            attn.constant = std::max(attn.constant,
-                                     nb * g * 2 * (cached + 1) * h * z.kv / (hw.gpu_mem_gbps * kGB));
+            attn.constant = std::max(
+                attn.constant, nb * g * 2 * (cached + 1) * h * z.kv / (hw.gpu_mem_gbps * kGB));
           }
         }
         compute.parts.push_back({"attention", attn});

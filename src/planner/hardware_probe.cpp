@@ -15,6 +15,7 @@
 #include "planner/cpu_probe.h"
 #include "planner/hardware_profile.h"
 #include "runtime/disk_store.h"
+#include "runtime/gpu_probe.h"
 
 namespace strata {
 namespace {
@@ -56,9 +57,21 @@ HardwareProfile measure_hardware(const ProfileOptions& options) {
   char host[256] = {};
   ::gethostname(host, sizeof(host) - 1);
   p.name = host;
-  // The CPU backend is the only one built here: its "GPU" tier is host memory, so the profile
-  // carries the host rates that move data into it instead of PCIe figures.
+  // Without a GPU the CPU backend's "GPU" tier is host memory, so the profile carries the host
+  // rates that move data into it instead of PCIe figures; the CPU rates are measured either way
+  // (HeteGen's CPU columns and CPU attention use them on a GPU node).
   p.has_gpu = false;
+  if (const auto gpu = measure_gpu(options.gpu_index, options.quick)) {
+    p.has_gpu = true;
+    p.h2d_gbps = gpu->h2d_gbps;
+    p.d2h_gbps = gpu->d2h_gbps;
+    p.gpu_gemm_gflops = gpu->gemm_gflops;
+    p.gpu_gemm_decode_gflops = gpu->gemm_decode_gflops;
+    p.gpu_attention_gflops = gpu->attention_gflops;
+    p.gpu_attention_decode_gflops = gpu->attention_decode_gflops;
+    p.gpu_mem_gbps = gpu->mem_gbps;
+    p.gpu_mem_bytes = gpu->mem_bytes;
+  }
   const int n = options.quick ? 1024 : options.sgemm_n;
   p.cpu_gemm_gflops = measure_sgemm_gflops(n, options.quick ? 2 : 3);
   for (const int64_t rows : {1, 4, 8, 16, 32, 64, 256, 1024}) {

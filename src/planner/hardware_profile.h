@@ -79,6 +79,7 @@ struct ProfileOptions {
   uint64_t disk_probe_bytes = 1ull << 30;
   int sgemm_n = 2048;
   bool quick = false;  // smaller probes, for --policy auto
+  int gpu_index = 0;   // the GPU probed, where there is one; -1 leaves it out
 };
 
 // Measures this node. Without a GPU backend the profile has no GPU fields.

@@ -27,9 +27,6 @@ const char* device_name(Device device);
 Device parse_device(const std::string& text, const std::string& flag);
 // GPUs this process can use (0 without a CUDA build, a driver or a device).
 int cuda_device_count();
-// Host-to-device bandwidth from pinned memory on GPU `gpu_index` (GB/s, median of several 256 MiB
-// copies): the bound an engine's weight loads are judged against. 0 without CUDA.
-double measure_pinned_h2d_gbps(int gpu_index);
 
 struct EngineOptions {
   Policy policy;

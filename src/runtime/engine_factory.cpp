@@ -2,15 +2,13 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "runtime/engine.h"
+#include "runtime/gpu_probe.h"
 #include "runtime/offload_engine.h"
 
 #if STRATA_HAVE_CUDA
-#include <algorithm>
-#include <vector>
-
 #include "kernels/cuda/launchers.h"
-#include "kernels/cuda/runtime.h"
 #include "runtime/cuda/cuda_engine.h"
+#include "runtime/cuda/gpu_probe_cuda.h"
 #endif
 
 namespace strata {
@@ -23,28 +21,23 @@ int cuda_device_count() {
 #endif
 }
 
-double measure_pinned_h2d_gbps(int gpu_index) {
+std::optional<GpuFigures> measure_gpu(int index, bool quick) {
 #if STRATA_HAVE_CUDA
-  if (gpu_index >= cuda_device_count()) return 0;
-  cuda::set_device(gpu_index);
-  const size_t bytes = size_t{256} << 20;
-  cuda::PinnedArena arena(bytes);
-  cuda::Block host = arena.allocate(bytes);
-  cuda::DeviceBuffer device(bytes);
-  cuda::Stream stream;
-  cuda::Event start, end;
-  std::vector<double> gbps;
-  for (int i = 0; i < 7; ++i) {
-    start.record(stream);
-    cuda::copy_h2d(device.data(), host.data(), bytes, stream);
-    end.record(stream);
-    end.synchronize();
-    if (i > 0) gbps.push_back(static_cast<double>(bytes) / (end.elapsed_ms(start) * 1e-3) / 1e9);
-  }
-  std::sort(gbps.begin(), gbps.end());
-  return gbps[gbps.size() / 2];
+  if (index < 0 || index >= cuda_device_count()) return std::nullopt;
+  return measure_cuda_gpu(index, quick);
 #else
-  (void)gpu_index;
+  (void)index;
+  (void)quick;
+  return std::nullopt;
+#endif
+}
+
+double measure_pinned_h2d_gbps(int index) {
+#if STRATA_HAVE_CUDA
+  if (index < 0 || index >= cuda_device_count()) return 0;
+  return measure_cuda_gpu(index, false, true).h2d_gbps;
+#else
+  (void)index;
   return 0;
 #endif
 }

@@ -93,6 +93,29 @@ TEST(EmulatedCli, BenchOnCudaReportsTheHostToDeviceBound) {
   std::filesystem::remove(json);
 }
 
+// `strata profile` measures the GPU where there is one (here the emulated one), with the
+// engine's own kernels, into a profile the planner accepts.
+TEST(EmulatedCli, ProfileMeasuresTheGpu) {
+  const std::string out = temp_path("profile.json");
+  const CliRun r = run("profile --quick --offload-dir " +
+                       std::filesystem::temp_directory_path().string() + " --out " + out);
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("GPU: h2d"), std::string::npos) << r.out;
+  std::ifstream in(out);
+  const auto j = nlohmann::json::parse(in);
+  EXPECT_TRUE(j["has_gpu"].get<bool>());
+  for (const char* field :
+       {"h2d_gbps", "d2h_gbps", "gpu_gemm_gflops", "gpu_gemm_decode_gflops", "gpu_attention_gflops",
+        "gpu_attention_decode_gflops", "gpu_mem_gbps", "cpu_gemm_gflops"}) {
+    EXPECT_GT(j[field].get<double>(), 0) << field;
+  }
+  const CliRun plan =
+      run("plan --model synthetic:opt-125m --prompt-len 32 --gen-len 8 --hardware " + out +
+          " --hetegen");
+  EXPECT_EQ(plan.status, 0) << plan.out;
+  std::filesystem::remove(out);
+}
+
 TEST(EmulatedCli, UnsupportedPolicyOnCudaIsAnInputError) {
   const CliRun r = run("generate --model " + (kData / "opt-pub-tiny").string() +
                        " --prompt hello --device cuda --alpha 0.3");

@@ -17,22 +17,8 @@
 namespace strata::cuda {
 namespace {
 
-constexpr int kWarmup = 2;
-
-// Median milliseconds of `reps` runs of fn on stream, timed with events.
 double time_ms(const Stream& stream, int reps, const std::function<void()>& fn) {
-  for (int i = 0; i < kWarmup; ++i) fn();
-  std::vector<double> times;
-  Event start, end;
-  for (int i = 0; i < reps; ++i) {
-    start.record(stream);
-    fn();
-    end.record(stream);
-    end.synchronize();
-    times.push_back(end.elapsed_ms(start));
-  }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  return median_ms(stream, reps, fn);
 }
 
 double gbps(double bytes, double ms) {
