@@ -58,6 +58,17 @@ std::string cuda_unsupported(const Policy& p) {
   return "";
 }
 
+void Engine::forward(int64_t group, const std::vector<std::vector<SequenceStep>>& steps,
+                     const std::vector<std::vector<int64_t>>& lengths) {
+  const int64_t ngb = policy().num_gpu_batches;
+  STRATA_CHECK(group >= 0 && group < options().n_groups, "group ", group, " outside the engine's");
+  STRATA_CHECK(static_cast<int64_t>(steps.size()) <= ngb && steps.size() == lengths.size(),
+               "a forward takes one step list per GPU batch");
+  const auto begin = std::chrono::steady_clock::now();
+  run_step(steps, lengths, group * ngb);
+  wall_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+}
+
 std::vector<Generation> Engine::generate(std::span<const Prompt> prompts,
                                          const GenerateOptions& options, GenerationStats* stats,
                                          std::vector<std::vector<float>>* prefill_logits) {

@@ -88,8 +88,8 @@ class Engine {
   // The lower-level step a pipeline rank drives: one forward of group g's GPU batches.
   // steps[k] are batch k's sequences (tokens are read only by a slice with the embedding);
   // lengths[k][slot] are their cached tokens, which the caller advances afterwards.
-  virtual void forward(int64_t group, const std::vector<std::vector<SequenceStep>>& steps,
-                       const std::vector<std::vector<int64_t>>& lengths) = 0;
+  void forward(int64_t group, const std::vector<std::vector<SequenceStep>>& steps,
+               const std::vector<std::vector<int64_t>>& lengths);
   // Hidden rows of group g's batch k in packed row order: set before forward() by a slice
   // without the embedding, read after it by a slice without the head.
   virtual void write_hidden(int64_t group, int64_t k, const float* rows, int64_t n_rows) = 0;
@@ -103,6 +103,12 @@ class Engine {
   virtual void clear_stats() = 0;
   // Chrome trace-event JSON: one track per stream, a span per load, store and compute.
   virtual nlohmann::json trace() const = 0;
+
+ protected:
+  // One forward of GPU batches [first_batch, first_batch + steps.size()) of all the groups'.
+  virtual void run_step(const std::vector<std::vector<SequenceStep>>& steps,
+                        const std::vector<std::vector<int64_t>>& lengths, int64_t first_batch) = 0;
+  double wall_s_ = 0;  // in forward(), since the stats were cleared
 };
 
 // The engine for options.device: OffloadEngine on the CPU, CudaEngine on a GPU. A policy the

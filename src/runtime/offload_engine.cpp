@@ -39,7 +39,6 @@ struct OffloadEngine::Impl {
   Stream compute{"compute"};
   Stream loader{"load"};
   Stream storer{"store"};
-  double wall_s = 0;
   double disk_busy_base = 0;  // disk busy seconds before the stats were cleared
   // Reads of the first stages of the next step, submitted at the end of a step so no step
   // starts with an idle disk.
@@ -387,16 +386,10 @@ void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>&
   storer.synchronize();
 }
 
-void OffloadEngine::forward(int64_t group, const std::vector<std::vector<SequenceStep>>& steps,
-                            const std::vector<std::vector<int64_t>>& lengths) {
-  Impl& m = *impl_;
-  const int64_t ngb = m.policy().num_gpu_batches;
-  STRATA_CHECK(group >= 0 && group < m.options.n_groups, "group ", group, " outside the engine's");
-  STRATA_CHECK(static_cast<int64_t>(steps.size()) <= ngb && steps.size() == lengths.size(),
-               "a forward takes one step list per GPU batch");
-  const auto begin = std::chrono::steady_clock::now();
-  m.run_step(steps, lengths, group * ngb);
-  m.wall_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+void OffloadEngine::run_step(const std::vector<std::vector<SequenceStep>>& steps,
+                             const std::vector<std::vector<int64_t>>& lengths,
+                             int64_t first_batch) {
+  impl_->run_step(steps, lengths, first_batch);
 }
 
 void OffloadEngine::write_hidden(int64_t group, int64_t k, const float* rows, int64_t n_rows) {
@@ -452,7 +445,7 @@ EngineStats OffloadEngine::stats() const {
     s.load_busy_s += busy(*stream, "load");
     s.store_busy_s += busy(*stream, "store");
   }
-  s.wall_s = m.wall_s;
+  s.wall_s = wall_s_;
   s.disk_busy_s = m.disk ? m.disk->busy_seconds() - m.disk_busy_base : 0;
   return s;
 }
@@ -463,7 +456,7 @@ void OffloadEngine::clear_stats() {
   m.compute.clear_stats();
   m.loader.clear_stats();
   m.storer.clear_stats();
-  m.wall_s = 0;
+  wall_s_ = 0;
   m.disk_busy_base = m.disk ? m.disk->busy_seconds() : 0;
 }
 

@@ -38,8 +38,6 @@ class OffloadEngine final : public Engine {
   const OptConfig& config() const override;
   const EngineOptions& options() const override;
 
-  void forward(int64_t group, const std::vector<std::vector<SequenceStep>>& steps,
-               const std::vector<std::vector<int64_t>>& lengths) override;
   void write_hidden(int64_t group, int64_t k, const float* rows, int64_t n_rows) override;
   void read_hidden(int64_t group, int64_t k, float* rows, int64_t n_rows) override;
   std::span<const float> logits(int64_t k) const override;
@@ -51,6 +49,8 @@ class OffloadEngine final : public Engine {
   nlohmann::json trace() const override;
 
  private:
+  void run_step(const std::vector<std::vector<SequenceStep>>& steps,
+                const std::vector<std::vector<int64_t>>& lengths, int64_t first_batch) override;
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -226,7 +226,6 @@ struct CudaEngine::Impl {
   std::vector<cuda::Event> act_stored;
   cuda::Event origin;
   SpanLog load_log{"load"}, compute_log{"compute"}, store_log{"store"};
-  double wall_s = 0;
   double disk_busy_base = 0;
 
   explicit Impl(const EngineOptions& o) : select(o.gpu_index) {}
@@ -856,16 +855,9 @@ void CudaEngine::Impl::attention_on_host(const StageLayout& layout, const Fp16* 
   runner->finish_decoder(layout, w, hidden, compute);
 }
 
-void CudaEngine::forward(int64_t group, const std::vector<std::vector<SequenceStep>>& steps,
-                         const std::vector<std::vector<int64_t>>& lengths) {
-  Impl& m = *impl_;
-  const int64_t ngb = m.policy().num_gpu_batches;
-  STRATA_CHECK(group >= 0 && group < m.options.n_groups, "group ", group, " outside the engine's");
-  STRATA_CHECK(static_cast<int64_t>(steps.size()) <= ngb && steps.size() == lengths.size(),
-               "a forward takes one step list per GPU batch");
-  const auto begin = std::chrono::steady_clock::now();
-  m.run_step(steps, lengths, group * ngb);
-  m.wall_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+void CudaEngine::run_step(const std::vector<std::vector<SequenceStep>>& steps,
+                          const std::vector<std::vector<int64_t>>& lengths, int64_t first_batch) {
+  impl_->run_step(steps, lengths, first_batch);
 }
 
 void CudaEngine::write_hidden(int64_t group, int64_t k, const float* rows, int64_t n_rows) {
@@ -923,7 +915,7 @@ EngineStats CudaEngine::stats() const {
   s.compute_busy_s = m.compute_log.busy_s();
   s.load_busy_s = m.load_log.busy_s();
   s.store_busy_s = m.store_log.busy_s();
-  s.wall_s = m.wall_s;
+  s.wall_s = wall_s_;
   s.disk_busy_s = m.disk ? m.disk->busy_seconds() - m.disk_busy_base : 0;
   return s;
 }
@@ -932,7 +924,7 @@ void CudaEngine::clear_stats() {
   Impl& m = *impl_;
   m.counters.clear_traffic();
   for (SpanLog* log : {&m.load_log, &m.compute_log, &m.store_log}) log->clear();
-  m.wall_s = 0;
+  wall_s_ = 0;
   m.disk_busy_base = m.disk ? m.disk->busy_seconds() : 0;
 }
 
