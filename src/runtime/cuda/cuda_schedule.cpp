@@ -1,0 +1,433 @@
+// CudaEngine's block schedule: weight and cache loads on the load stream, the stage runner on the
+// compute stream, stores on the store stream, and the work done on the host in stream order
+// (CPU attention, HeteGen's CPU columns).
+#include <cblas.h>
+
+#include <algorithm>
+#include <cstring>
+#include <thread>
+#include <utility>
+
+#include "core/dtype.h"
+#include "kernels/cpu/quant.h"
+#include "kernels/quant_format.h"
+#include "runtime/cuda/cuda_engine_impl.h"
+
+namespace strata {
+namespace cuda_engine {
+
+// The runner's name for a decoder linear ("layers.3.fc1") and its kind, or -1 for none.
+int linear_kind(const std::string& tensor, std::string& short_name) {
+  const size_t at = tensor.find("layers.");
+  const std::string suffix = ".weight";
+  if (at == std::string::npos || tensor.size() < suffix.size() ||
+      tensor.compare(tensor.size() - suffix.size(), suffix.size(), suffix) != 0) {
+    return -1;
+  }
+  short_name = tensor.substr(at, tensor.size() - suffix.size() - at);
+  for (const char* proj : {"q_proj", "k_proj", "v_proj", "out_proj"}) {
+    if (short_name.ends_with(std::string("self_attn.") + proj)) return 0;
+  }
+  if (short_name.ends_with(".fc1")) return 1;
+  if (short_name.ends_with(".fc2")) return 2;
+  return -1;
+}
+
+}  // namespace cuda_engine
+
+namespace {
+
+using cuda_engine::Fp16;
+using cuda_engine::HostRows;
+using cuda_engine::linear_kind;
+using cuda_engine::SpanLog;
+
+// A packed stage's bytes (device) to its fp16 layout (device): quantised matrices decoded, fp16
+// vectors copied.
+void unpack_on_device(const PackedStage& packed, const uint8_t* src, Fp16* dst,
+                      const cuda::Stream& stream) {
+  for (const auto& t : packed.tensors) {
+    if (t.quantized) {
+      cuda::dequantize_matrix(packed.bits, src + t.byte_offset, t.rows, t.cols, dst + t.offset,
+                              stream);
+    } else {
+      cuda::copy_d2d(dst + t.offset, src + t.byte_offset, t.bytes, stream);
+    }
+  }
+}
+
+// Decode attention where the cache lives (cpu_cache_compute): each sequence's new key and value
+// are appended to its slot of the host cache, then its one query attends over positions
+// [0, length] in fp32. qkv holds q, k, v rows [n, h] fp16 one after another; out gets [n, h].
+// Sequences are shared out over as many threads as OpenBLAS uses: reading the cache is the cost.
+void attend_on_host(const OptConfig& c, int64_t capacity, const std::vector<int64_t>& slots,
+                    const std::vector<int64_t>& lengths, const Fp16* qkv, Fp16* cache, Fp16* out) {
+  const int64_t h = c.hidden_size, n = static_cast<int64_t>(slots.size());
+  const auto sequences = [&](int64_t first, int64_t last) {
+    std::vector<float> q(static_cast<size_t>(h)), o(q.size()), keys, values;
+    for (int64_t i = first; i < last; ++i) {
+      const int64_t len = lengths[static_cast<size_t>(i)];
+      Fp16* slot_keys = cache + slots[static_cast<size_t>(i)] * 2 * capacity * h;
+      Fp16* slot_values = slot_keys + capacity * h;
+      std::memcpy(slot_keys + len * h, qkv + (n + i) * h, static_cast<size_t>(h) * 2);
+      std::memcpy(slot_values + len * h, qkv + (2 * n + i) * h, static_cast<size_t>(h) * 2);
+      keys.resize(static_cast<size_t>((len + 1) * h));
+      values.resize(keys.size());
+      convert_to_f32(DType::kF16, slot_keys, keys.data(), keys.size());
+      convert_to_f32(DType::kF16, slot_values, values.data(), values.size());
+      convert_to_f32(DType::kF16, qkv + i * h, q.data(), q.size());
+      cpu::attention(q.data(), h, keys.data(), values.data(), h, o.data(), len, 1, c.n_heads,
+                     c.head_dim());
+      convert_from_f32(DType::kF16, o.data(), out + i * h, o.size());
+    }
+  };
+  const int64_t threads = std::clamp<int64_t>(openblas_get_num_threads(), 1, n);
+  std::vector<std::thread> workers;
+  for (int64_t t = 1; t < threads; ++t) {
+    workers.emplace_back(sequences, n * t / threads, n * (t + 1) / threads);
+  }
+  sequences(0, n / threads);
+  for (auto& w : workers) w.join();
+}
+
+int64_t batch_rows(const std::vector<SequenceStep>& batch) {
+  int64_t rows = 0;
+  for (const auto& st : batch) rows += static_cast<int64_t>(st.tokens.size());
+  return rows;
+}
+
+}  // namespace
+
+// Stage s's fp16 weights on the device: in place when resident, else copied (and decoded when
+// packed) into weight buffer s % 2 on the load stream, w_ready[s % 2] recorded after.
+const Fp16* CudaEngine::Impl::load_weights(int64_t s, std::vector<uint64_t>& tickets) {
+  DeviceTieredArray& a = *weights[static_cast<size_t>(s)];
+  if (in_place(s)) return static_cast<const Fp16*>(a.resident());
+  const int buf = static_cast<int>(s % 2);
+  const int slot = static_cast<int>(s % kWeightSlots);
+  Fp16* dst = weight_buffers[buf].as<Fp16>();
+  const cuda::Stream& stream = load_stream();
+  a.finish_fetch(tickets[static_cast<size_t>(s)]);  // the host waits for the disk part only
+  tickets[static_cast<size_t>(s)] = 0;
+  stage_done[buf].wait(stream);  // stage s - 2 has finished reading this buffer
+  load_log.begin("load weights stage " + std::to_string(s), stream);
+  const auto* src = static_cast<const uint8_t*>(a.resident());
+  const auto& split_rows = host_rows[static_cast<size_t>(s)];
+  if (!src && !split_rows.empty() && policy().compress_weight) {
+    // HeteGen on packed weights: a split matrix's device rows are, per column, its trailing
+    // groups, so they cross as one strided copy; every other tensor crosses whole.
+    const PackedStage& ps = packed[static_cast<size_t>(s)];
+    const auto& tensors = layouts[static_cast<size_t>(s)].tensors;
+    auto* target = packed_buffer.as<uint8_t>();
+    const uint64_t gb = quant_group_bytes(ps.bits);
+    for (size_t i = 0; i < ps.tensors.size(); ++i) {
+      const PackedTensor& pt = ps.tensors[i];
+      std::string name;
+      const int kind = linear_kind(tensors[i].name, name);
+      const auto it = kind < 0 ? split_rows.end() : split_rows.find(name);
+      const int64_t skip = it == split_rows.end() ? 0 : split_of(it->second) / kQuantGroup;
+      if (skip == 0) {
+        a.load(target, static_cast<int64_t>(pt.byte_offset),
+               static_cast<int64_t>(pt.byte_offset + pt.bytes), nullptr, stream);
+        continue;
+      }
+      const uint64_t per_column = static_cast<uint64_t>(quant_groups(pt.rows, kQuantGroup)) * gb;
+      const uint64_t width = per_column - static_cast<uint64_t>(skip) * gb;
+      cuda::copy_2d(target + pt.byte_offset + skip * gb, per_column,
+                    a.host_data() + pt.byte_offset + skip * gb, per_column, width,
+                    static_cast<size_t>(pt.cols), stream);
+      counters.bytes_read[static_cast<size_t>(Tier::kCpu)] +=
+          width * static_cast<uint64_t>(pt.cols);
+    }
+    src = target;
+  } else if (!src && !split_rows.empty()) {
+    // HeteGen: the rows the host computes from stay there; everything else crosses.
+    int64_t begin = 0;
+    for (const auto& t : layouts[static_cast<size_t>(s)].tensors) {
+      std::string name;
+      const int kind = linear_kind(t.name, name);
+      const auto it = kind < 0 ? split_rows.end() : split_rows.find(name);
+      const int64_t skip = it == split_rows.end() ? 0 : split_of(it->second) * it->second.k;
+      if (skip == 0) continue;
+      a.load(dst, begin, t.offset, nullptr, stream);
+      begin = t.offset + skip;
+    }
+    a.load(dst, begin, a.n_units(), nullptr, stream);
+    src = reinterpret_cast<const uint8_t*>(dst);
+  } else if (!src) {
+    void* target = policy().compress_weight ? packed_buffer.data() : static_cast<void*>(dst);
+    a.load(target, 0, a.n_units(), staging[slot], stream);
+    if (a.has_disk()) staging_free[slot].record(stream);
+    src = static_cast<const uint8_t*>(target);
+  }
+  if (policy().compress_weight) unpack_on_device(packed[static_cast<size_t>(s)], src, dst, stream);
+  load_log.end(stream);
+  w_ready[buf].record(stream);
+  return dst;
+}
+
+void CudaEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& steps,
+                                const std::vector<std::vector<int64_t>>& lengths, int64_t base) {
+  const int64_t n_batches = static_cast<int64_t>(steps.size());
+  const int64_t n_stages = static_cast<int64_t>(layouts.size());
+  const int64_t h = config.hidden_size, gbs = policy().gpu_batch_size;
+  const int64_t slot_stride = 2 * shapes.capacity * h;  // elements between cache slots
+  const size_t vocab = static_cast<size_t>(config.vocab_size);
+  origin.record(compute);
+  const double origin_s = trace_clock_s();
+  step_decode = std::all_of(steps.begin(), steps.end(), [](const auto& batch) {
+    return std::all_of(batch.begin(), batch.end(),
+                       [](const SequenceStep& st) { return st.tokens.size() == 1; });
+  });
+  std::vector<uint64_t> tickets(static_cast<size_t>(n_stages), 0);
+  // The disk read of stage s into its staging slot, once the copy out of the slot is done.
+  const auto submit = [&](int64_t s) {
+    if (s >= n_stages) return;
+    DeviceTieredArray& a = *weights[static_cast<size_t>(s)];
+    if (!a.has_disk() || a.resident()) return;
+    const int slot = static_cast<int>(s % kWeightSlots);
+    staging_free[slot].synchronize();
+    tickets[static_cast<size_t>(s)] = a.submit_fetch(0, a.n_units(), staging[slot], staging_bytes);
+  };
+  for (int64_t s = 0; s < kWeightSlots - 1 && s < n_stages; ++s) {
+    if (carried) {
+      tickets[static_cast<size_t>(s)] = carried_tickets[s];
+    } else {
+      submit(s);
+    }
+  }
+  carried = false;
+  const Fp16* w = load_weights(0, tickets);
+  int64_t cache_item = 0, act_item = 0;
+
+  for (int64_t s = 0; s < n_stages; ++s) {
+    const StageLayout& layout = layouts[static_cast<size_t>(s)];
+    const bool loaded = !in_place(s);
+    for (int64_t k = 0; k < n_batches; ++k) {
+      const auto& batch = steps[static_cast<size_t>(k)];
+      if (batch.empty()) continue;
+      const auto& lens = lengths[static_cast<size_t>(k)];
+      const std::string tag = " stage " + std::to_string(s) + " batch " + std::to_string(k);
+      // The batch's hidden rows: resident, or loaded into a ring buffer.
+      DeviceTieredArray& act = *acts[static_cast<size_t>(base + k)];
+      const int64_t act_elems = batch_rows(batch) * h;
+      auto* hidden = static_cast<Fp16*>(act.resident());
+      int act_slot = -1;
+      if (!hidden) {
+        act_slot = static_cast<int>(act_item++ % kRing);
+        hidden = act_buffers[act_slot].as<Fp16>();
+        const cuda::Stream& stream = load_stream();
+        act_free[act_slot].wait(stream);
+        if (layout.kind != StageKind::kEmbed) {
+          act_stored[static_cast<size_t>(base + k)].wait(stream);
+          load_log.begin("load activations" + tag, stream);
+          act.load_through(hidden, 0, act_elems, io_staging[0], stream);
+          load_log.end(stream);
+        }
+        act_ready[act_slot].record(stream);
+      }
+      // The layer's KV cache: resident, or its valid rows copied into a ring buffer.
+      DeviceTieredArray* kv_array = nullptr;
+      cuda::DeviceKvBlock kv{nullptr, shapes.capacity, h};
+      int slot = -1;
+      // Decode attention on the CPU: the cache never crosses the link.
+      const bool host_attention = stage_has_cache(layout.kind) && policy().cpu_cache_compute &&
+                                  std::all_of(batch.begin(), batch.end(),
+                                              [](const auto& st) { return st.tokens.size() == 1; });
+      if (host_attention) {
+        kv_array = cache[static_cast<size_t>((layout.layer - options.first_layer) * total_batches +
+                                             base + k)]
+                       .get();
+      } else if (stage_has_cache(layout.kind)) {
+        kv_array = cache[static_cast<size_t>((layout.layer - options.first_layer) * total_batches +
+                                             base + k)]
+                       .get();
+        kv.base = policy().compress_cache ? nullptr : static_cast<Fp16*>(kv_array->resident());
+        if (!kv.base) {
+          slot = static_cast<int>(cache_item++ % kRing);
+          kv.base = cache_buffers[slot].as<Fp16>();
+          const cuda::Stream& stream = load_stream();
+          cache_free[slot].wait(stream);
+          load_log.begin("load cache" + tag, stream);
+          for (const auto& st : batch) {
+            const int64_t len = lens[static_cast<size_t>(st.slot)];
+            if (len == 0) continue;
+            const int64_t keys = st.slot * slot_stride, values = keys + shapes.capacity * h;
+            load_cache(*kv_array, slot, keys, keys + len * h, stream);
+            load_cache(*kv_array, slot, values, values + len * h, stream);
+          }
+          load_log.end(stream);
+          cache_ready[slot].record(stream);
+        }
+      }
+
+      if (loaded) w_ready[s % 2].wait(compute);
+      if (slot >= 0) cache_ready[slot].wait(compute);
+      if (act_slot >= 0) act_ready[act_slot].wait(compute);
+      compute_log.begin("compute" + tag, compute);
+      runner->begin_step(batch, lens, compute);
+      switch (layout.kind) {
+        case StageKind::kEmbed:
+          runner->embed(layout, w, hidden, compute);
+          break;
+        case StageKind::kDecoder:
+        case StageKind::kAttention:
+        case StageKind::kMlp:
+          if (host_attention) {
+            attention_on_host(layout, w, hidden, batch, lens, *kv_array);
+          } else {
+            runner->decoder(layout, w, kv, hidden, compute);
+          }
+          break;
+        case StageKind::kHead:
+          runner->head(layout, w, hidden, logits_device.as<float>(), compute);
+          cuda::copy_d2h(logits_host.as<float>() + static_cast<size_t>(k * gbs) * vocab,
+                         logits_device.data(), batch.size() * vocab * sizeof(float), compute);
+          break;
+      }
+      compute_log.end(compute);
+
+      if (slot >= 0) {
+        // Only the new rows go back: positions [len, len + n) of each sequence's keys and values.
+        const cuda::Stream& stream = store_stream();
+        batch_done[slot].record(compute);
+        batch_done[slot].wait(stream);
+        store_log.begin("store cache" + tag, stream);
+        for (const auto& st : batch) {
+          const int64_t len = lens[static_cast<size_t>(st.slot)];
+          const int64_t n = static_cast<int64_t>(st.tokens.size());
+          const int64_t keys = st.slot * slot_stride, values = keys + shapes.capacity * h;
+          for (int64_t part : {keys, values}) {
+            store_cache(*kv_array, slot, part + len * h, part + (len + n) * h, stream);
+          }
+        }
+        store_log.end(stream);
+        cache_free[slot].record(stream);
+      }
+      if (act_slot >= 0) {
+        const cuda::Stream& stream = store_stream();
+        act_done[act_slot].record(compute);
+        act_done[act_slot].wait(stream);
+        if (layout.kind != StageKind::kHead) {
+          store_log.begin("store activations" + tag, stream);
+          act.store(hidden, 0, act_elems, io_staging[1], stream);
+          store_log.end(stream);
+          act_stored[static_cast<size_t>(base + k)].record(stream);
+        }
+        act_free[act_slot].record(stream);
+      }
+    }
+    stage_done[s % 2].record(compute);
+    // Stage s + 2's disk read and stage s + 1's copies are issued behind stage s's compute.
+    submit(s + kWeightSlots - 1);
+    if (s + 1 < n_stages) w = load_weights(s + 1, tickets);
+  }
+  // The next step's first stages are read while this one finishes, so no step starts with an
+  // idle disk (submit waits for the copies out of their slots).
+  if (n_stages >= kWeightSlots) {
+    for (int64_t s = 0; s < kWeightSlots - 1; ++s) {
+      tickets[static_cast<size_t>(s)] = 0;
+      submit(s);
+      carried_tickets[s] = tickets[static_cast<size_t>(s)];
+    }
+    carried = true;
+  }
+  // Every stream drains before the tokens are sampled; errors surface here.
+  loader.synchronize();
+  compute.synchronize();
+  storer.synchronize();
+  for (SpanLog* log : {&load_log, &compute_log, &store_log}) log->collect(origin, origin_s);
+  if (host_error) std::rethrow_exception(std::exchange(host_error, nullptr));
+}
+
+// Cache elements [begin, end) (whole rows) of a (layer, batch) block into cache ring buffer
+// `slot`: copied, or copied packed and decoded when the cache is compressed.
+void CudaEngine::Impl::load_cache(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
+                                  const cuda::Stream& stream) {
+  Fp16* rows = cache_buffers[slot].as<Fp16>();
+  if (!policy().compress_cache) {
+    a.load_through(rows, begin, end, io_staging[0], stream);
+    return;
+  }
+  const int64_t g = cache_stored.group_len;
+  auto* groups = cache_groups[slot].as<uint8_t>();
+  a.load_through(groups, begin / g, end / g, io_staging[0], stream);
+  cuda::dequantize(cache_stored.bits, groups + (begin / g) * cache_stored.unit_bytes(Tier::kCpu),
+                   end - begin, g, rows + begin, stream);
+}
+
+void CudaEngine::Impl::store_cache(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
+                                   const cuda::Stream& stream) {
+  const Fp16* rows = cache_buffers[slot].as<Fp16>();
+  if (!policy().compress_cache) {
+    a.store(rows, begin, end, io_staging[1], stream);
+    return;
+  }
+  const int64_t g = cache_stored.group_len;
+  auto* groups = cache_groups[slot].as<uint8_t>();
+  cuda::quantize(cache_stored.bits, rows + begin, end - begin, g,
+                 groups + (begin / g) * cache_stored.unit_bytes(Tier::kCpu), stream);
+  a.store(groups, begin / g, end / g, io_staging[1], stream);
+}
+
+cuda::HostLinear CudaEngine::Impl::host_linear(const StageLayout& layout, const std::string& name) {
+  const auto& stage_rows = host_rows[static_cast<size_t>(&layout - layouts.data())];
+  const auto it = stage_rows.find(name);
+  if (it == stage_rows.end()) return {};
+  const HostRows* rows = &it->second;
+  const int64_t split = split_of(*rows);
+  if (split == 0) return {};
+  const bool relu = rows->kind == 1 && config.activation == Activation::kRelu;
+  const bool gelu = rows->kind == 1 && config.activation == Activation::kGelu;
+  return {split, [this, rows, split, relu, gelu](const Fp16* x, Fp16* y, int64_t m) {
+            try {
+              std::vector<float> in(static_cast<size_t>(m * rows->k));
+              std::vector<float> out(static_cast<size_t>(m * split));
+              convert_to_f32(DType::kF16, x, in.data(), in.size());
+              cpu::linear(in.data(), rows->weight.data(),
+                          rows->bias.empty() ? nullptr : rows->bias.data(), out.data(), m, split,
+                          rows->k);
+              if (relu) cpu::relu(out.data(), static_cast<int64_t>(out.size()));
+              if (gelu) cpu::gelu(out.data(), static_cast<int64_t>(out.size()));
+              convert_from_f32(DType::kF16, out.data(), y, out.size());
+            } catch (...) {
+              if (!host_error) host_error = std::current_exception();
+            }
+          }};
+}
+
+// A decoder stage with its decode attention on the host, all on the compute stream: q, k, v
+// cross to pinned memory, the host appends k and v to the cache and attends, the output crosses
+// back, and the stage finishes on the device.
+void CudaEngine::Impl::attention_on_host(const StageLayout& layout, const Fp16* w, Fp16* hidden,
+                                         const std::vector<SequenceStep>& batch,
+                                         const std::vector<int64_t>& lens,
+                                         DeviceTieredArray& kv_array) {
+  const int64_t h = config.hidden_size, n = static_cast<int64_t>(batch.size());
+  const size_t rows_bytes = static_cast<size_t>(n * h) * sizeof(Fp16);
+  auto* qkv = attention_host.as<Fp16>();
+  Fp16* out = qkv + 3 * policy().gpu_batch_size * h;
+  runner->project_qkv(layout, w, hidden, compute);
+  cuda::copy_d2h(qkv, runner->q(), rows_bytes, compute);
+  cuda::copy_d2h(qkv + n * h, runner->k(), rows_bytes, compute);
+  cuda::copy_d2h(qkv + 2 * n * h, runner->v(), rows_bytes, compute);
+  std::vector<int64_t> slots, lengths;
+  for (const auto& st : batch) {
+    slots.push_back(st.slot);
+    lengths.push_back(lens[static_cast<size_t>(st.slot)]);
+  }
+  auto* cache = reinterpret_cast<Fp16*>(kv_array.host_data());
+  cuda::launch_host(
+      compute, [this, slots = std::move(slots), lengths = std::move(lengths), qkv, cache, out] {
+        try {
+          attend_on_host(config, shapes.capacity, slots, lengths, qkv, cache, out);
+        } catch (...) {
+          if (!host_error) host_error = std::current_exception();
+        }
+      });
+  counters.bytes_written[static_cast<size_t>(Tier::kCpu)] += 2 * rows_bytes;
+  cuda::copy_h2d(runner->attention_out(), out, rows_bytes, compute);
+  runner->finish_decoder(layout, w, hidden, compute);
+}
+
+}  // namespace strata
