@@ -289,9 +289,7 @@ void CudaEngine::run_step(const std::vector<std::vector<SequenceStep>>& steps,
 void CudaEngine::write_hidden(int64_t group, int64_t k, const float* rows, int64_t n_rows) {
   Impl& m = *impl_;
   const int64_t n = n_rows * m.config.hidden_size;
-  STRATA_CHECK(m.hidden_host.data() && n <= m.shapes.act_numel,
-               "hidden rows past the engine's activation buffer");
-  DeviceTieredArray& act = *m.acts[static_cast<size_t>(group * m.policy().num_gpu_batches + k)];
+  DeviceTieredArray& act = m.hidden_array(group, k, n);
   auto* target = static_cast<Fp16*>(act.resident());
   if (!target) target = m.act_buffers[0].as<Fp16>();  // the engine is idle between steps
   std::memcpy(m.hidden_host.data(), rows, static_cast<size_t>(n) * 4);
@@ -305,9 +303,7 @@ void CudaEngine::write_hidden(int64_t group, int64_t k, const float* rows, int64
 void CudaEngine::read_hidden(int64_t group, int64_t k, float* rows, int64_t n_rows) {
   Impl& m = *impl_;
   const int64_t n = n_rows * m.config.hidden_size;
-  STRATA_CHECK(m.hidden_host.data() && n <= m.shapes.act_numel,
-               "hidden rows past the engine's activation buffer");
-  DeviceTieredArray& act = *m.acts[static_cast<size_t>(group * m.policy().num_gpu_batches + k)];
+  DeviceTieredArray& act = m.hidden_array(group, k, n);
   auto* source = static_cast<Fp16*>(act.resident());
   if (!source) {
     source = m.act_buffers[0].as<Fp16>();

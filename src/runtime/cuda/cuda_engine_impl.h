@@ -188,6 +188,12 @@ struct CudaEngine::Impl {
     const int64_t split = cpu::split_column(alpha, n);
     return policy().compress_weight ? split / kQuantGroup * kQuantGroup : split;
   }
+  // Group g's batch k's hidden rows, for n values crossing to or from a pipeline neighbour.
+  DeviceTieredArray& hidden_array(int64_t group, int64_t k, int64_t n) {
+    STRATA_CHECK(hidden_host.data() && n <= shapes.act_numel,
+                 "hidden rows past the engine's activation buffer");
+    return *acts[static_cast<size_t>(group * policy().num_gpu_batches + k)];
+  }
   cuda::HostLinear host_linear(const StageLayout& layout, const std::string& name);
   void load_cache(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
                   const cuda::Stream& stream);
