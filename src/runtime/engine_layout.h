@@ -6,14 +6,10 @@
 #include <vector>
 
 #include "runtime/offload_engine.h"
+#include "runtime/schedule.h"
 #include "runtime/tiered_array.h"
 
 namespace strata {
-
-inline constexpr int kRing = 3;  // working buffers for batch k-1 (storing), k (computing), k+1
-// Disk reads of stages s, s+1 and s+2 are in flight together, so the disk queue never drains
-// between stages.
-inline constexpr int kWeightSlots = 3;
 
 // The weight and cache formats a policy asks for. A compressed cache is grouped along each
 // token's hidden vector: groups of 64 are one head each when head_dim is 64.

@@ -3,18 +3,29 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <functional>
+#include <utility>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "core/units.h"
 #include "runtime/engine_layout.h"
 #include "runtime/packed_stage.h"
+#include "runtime/schedule.h"
 #include "runtime/stream.h"
 #include "runtime/tiered_array.h"
 
 namespace strata {
 
-struct OffloadEngine::Impl {
+// A lane of the CPU backend: a host thread, and the marks its next work waits for.
+struct HostLane {
+  explicit HostLane(const char* name) : stream(name) {}
+  Stream stream;
+  std::vector<EventPtr> waits;
+  EventPtr last;  // the lane's latest work
+};
+
+struct OffloadEngine::Impl final : ScheduleBackend {
   OptConfig config;
   EngineOptions options;
   std::vector<StageLayout> layouts;
@@ -36,40 +47,53 @@ struct OffloadEngine::Impl {
   HostBuffer packed_scratch;
   Workspace ws;
   std::vector<std::vector<float>> logits;  // per GPU batch: [gpu_batch_size, vocab]
-  Stream compute{"compute"};
-  Stream loader{"load"};
-  Stream storer{"store"};
+  HostLane lanes[3] = {HostLane("load"), HostLane("compute"), HostLane("store")};
+  std::unique_ptr<MarkTable<EventPtr>> marks;
+  std::unique_ptr<BlockSchedule> schedule;
   double disk_busy_base = 0;  // disk busy seconds before the stats were cleared
-  // Reads of the first stages of the next step, submitted at the end of a step so no step
-  // starts with an idle disk.
-  bool carried = false;
-  uint64_t carried_tickets[kWeightSlots - 1] = {};
+  // The step in flight: its sequences and their packed row offsets.
+  const std::vector<std::vector<SequenceStep>>* steps = nullptr;
+  const std::vector<std::vector<int64_t>>* lengths = nullptr;
+  std::vector<std::vector<int64_t>> offsets;
+  std::vector<int64_t> rows;
 
-  ~Impl() {
-    // Reads still in flight write into the staging buffers: finish them first.
-    try {
-      compute.synchronize();
-      loader.synchronize();
-      storer.synchronize();
-      if (carried) {
-        for (int i = 0; i < kWeightSlots - 1; ++i) {
-          weights[static_cast<size_t>(i)]->finish_fetch(carried_tickets[i]);
-        }
-      }
-    } catch (...) {  // the error was reported where it happened
-    }
+  ~Impl() override {
+    if (schedule) schedule->drain();  // reads still in flight write into the staging buffers
   }
 
-  Stream& load_stream() { return options.policy.overlap ? loader : compute; }
-  Stream& store_stream() { return options.policy.overlap ? storer : compute; }
   const Policy& policy() const { return options.policy; }
+  Stream& stream(Lane l) { return lane(l).stream; }
+  HostLane& lane(Lane l) {
+    return lanes[static_cast<int>(policy().overlap ? l : Lane::kCompute)];
+  }
+  void run(Lane l, std::string name, std::function<void()> task) {
+    HostLane& ln = lane(l);
+    ln.last = ln.stream.enqueue(std::move(name), std::move(task), std::exchange(ln.waits, {}));
+  }
 
   HostBuffer working_buffer(uint64_t bytes) {
     counters.add_allocation(Tier::kGpu, bytes);
     return HostBuffer(bytes);
   }
+  TieredArray& cache_array(const BatchWork& w) const {
+    return *cache[static_cast<size_t>((w.layout->layer - options.first_layer) * total_batches +
+                                      w.batch)];
+  }
+  float* hidden_of(const BatchWork& w) {
+    float* h = acts[static_cast<size_t>(w.batch)]->resident();
+    return h ? h : act_buffers[w.act_slot].as<float>();
+  }
+  KvBlock kv_of(const BatchWork& w) {
+    if (!stage_has_cache(w.layout->kind)) return {};
+    float* base = cache_array(w).resident();
+    if (!base) base = cache_buffers[w.cache_slot].as<float>();
+    return {base, shapes.capacity, config.hidden_size, *w.lengths};
+  }
+  static std::string tag(const BatchWork& w) {
+    return " stage " + std::to_string(w.stage) + " batch " + std::to_string(w.k);
+  }
 
-  // A stage's fp32 form from its tiers, once per step (compute stream).
+  // A stage's fp32 form from its tiers, once per step (compute lane).
   void expand_stage(int64_t s, TieredArray& array, float* dst, const HostBuffer& staging) {
     if (packed.empty()) {
       array.assemble(dst, 0, array.numel(), staging);
@@ -83,8 +107,138 @@ struct OffloadEngine::Impl {
     packed[static_cast<size_t>(s)].unpack(bytes, dst);
   }
 
-  void run_step(const std::vector<std::vector<SequenceStep>>& steps,
-                const std::vector<std::vector<int64_t>>& lengths, int64_t base);
+  // ScheduleBackend: marks are the events of each lane's latest work.
+  void record(Lane l, Mark m) override {
+    HostLane& ln = lane(l);
+    if (!ln.waits.empty()) ln.last = ln.stream.enqueue("", [] {}, std::exchange(ln.waits, {}));
+    (*marks)[m] = ln.last;
+  }
+  void wait(Lane l, Mark m) override {
+    if (const EventPtr& e = (*marks)[m]) lane(l).waits.push_back(e);
+  }
+  void begin_step(const std::vector<std::vector<SequenceStep>>& st,
+                  const std::vector<std::vector<int64_t>>& lens) override {
+    steps = &st;
+    lengths = &lens;
+    offsets.assign(st.size(), {});
+    rows.assign(st.size(), 0);
+    for (size_t k = 0; k < st.size(); ++k) {
+      if (!st[k].empty()) rows[k] = pack_rows(config, st[k], lens[k], shapes.capacity, offsets[k]);
+    }
+  }
+  void end_step() override {
+    for (auto& ln : lanes) ln.waits.clear();
+    for (auto& ln : lanes) ln.stream.synchronize();  // errors surface here
+  }
+  bool weights_loaded(int64_t s) const override {
+    return !weights[static_cast<size_t>(s)]->resident();
+  }
+  // Conversion to fp32 runs on the compute lane, so it never competes with compute for cores.
+  Lane expand_lane() const override { return Lane::kCompute; }
+  void submit_weight_read(int64_t s, int slot, Mark slot_free, uint64_t* ticket) override {
+    TieredArray* array = weights[static_cast<size_t>(s)].get();
+    HostBuffer* staging = &weight_staging[slot];
+    wait(Lane::kLoad, slot_free);
+    run(Lane::kLoad, "read weights stage " + std::to_string(s),
+        [array, staging, ticket] { *ticket = array->submit_fetch(0, array->numel(), *staging); });
+  }
+  void finish_weight_read(int64_t s, uint64_t* ticket) override {
+    TieredArray* array = weights[static_cast<size_t>(s)].get();
+    run(Lane::kLoad, "load weights stage " + std::to_string(s),
+        [array, ticket] { array->finish_fetch(*ticket); });
+  }
+  void expand_weights(int64_t s, int buffer, int slot) override {
+    TieredArray* array = weights[static_cast<size_t>(s)].get();
+    float* dst = weight_buffers[buffer].as<float>();
+    const HostBuffer* staging = &weight_staging[slot];
+    run(Lane::kCompute, "compute weights stage " + std::to_string(s),
+        [this, s, array, dst, staging] { expand_stage(s, *array, dst, *staging); });
+  }
+  bool hidden_in_place(int64_t batch) const override {
+    return acts[static_cast<size_t>(batch)]->resident() != nullptr;
+  }
+  bool cache_crosses(const BatchWork& w) const override {
+    return stage_has_cache(w.layout->kind) && !cache_array(w).resident();
+  }
+  void load_hidden(const BatchWork& w) override {
+    TieredArray* act = acts[static_cast<size_t>(w.batch)].get();
+    float* h = hidden_of(w);
+    const int64_t n = rows[static_cast<size_t>(w.k)] * config.hidden_size;
+    run(Lane::kLoad, "load activations" + tag(w),
+        [this, act, h, n] { act->load(h, 0, n, load_staging); });
+  }
+  // Each sequence's valid keys and values.
+  void load_cache(const BatchWork& w) override {
+    const auto& batch = *w.steps;
+    const auto& lens = *w.lengths;
+    if (std::none_of(batch.begin(), batch.end(),
+                     [&](const auto& st) { return lens[static_cast<size_t>(st.slot)] > 0; })) {
+      return;
+    }
+    TieredArray* array = &cache_array(w);
+    const KvBlock kv = kv_of(w);
+    run(Lane::kLoad, "load cache" + tag(w), [this, array, kv, &batch] {
+      for (const auto& st : batch) {
+        const int64_t len = kv.lengths[static_cast<size_t>(st.slot)];
+        for (const float* part : {kv.keys(st.slot), kv.values(st.slot)}) {
+          const int64_t b = part - kv.base;
+          array->load(kv.base, b, b + len * kv.hidden, load_staging);
+        }
+      }
+    });
+  }
+  void compute(const BatchWork& w) override {
+    const StageLayout* layout = w.layout;
+    TieredArray& w_array = *weights[static_cast<size_t>(w.stage)];
+    const float* wt = w_array.resident();
+    if (!wt) wt = weight_buffers[w.stage % 2].as<float>();
+    float* h = hidden_of(w);
+    const KvBlock kv = kv_of(w);
+    const auto* batch = w.steps;
+    const auto* lens = w.lengths;
+    const auto* offs = &offsets[static_cast<size_t>(w.k)];
+    float* logits_k = logits[static_cast<size_t>(w.k)].data();
+    run(Lane::kCompute, "compute" + tag(w), [this, layout, wt, h, kv, batch, lens, offs, logits_k] {
+      switch (layout->kind) {
+        case StageKind::kEmbed:
+          embed_forward(config, wt, *batch, *lens, *offs, h, ws);
+          break;
+        case StageKind::kDecoder:
+        case StageKind::kAttention:
+        case StageKind::kMlp:
+          decoder_forward(config, *layout, wt, *batch, *offs, kv, h, ws, policy().hetegen_alpha);
+          break;
+        case StageKind::kHead:
+          head_forward(config, *layout, wt, *offs, h, logits_k, ws);
+          break;
+      }
+    });
+  }
+  // Only the new rows go back: positions [len, len + n) of each sequence's keys and values.
+  void store_cache(const BatchWork& w) override {
+    TieredArray* array = &cache_array(w);
+    const KvBlock kv = kv_of(w);
+    const auto* batch = w.steps;
+    const auto* offs = &offsets[static_cast<size_t>(w.k)];
+    run(Lane::kStore, "store cache" + tag(w), [this, array, kv, batch, offs] {
+      for (size_t i = 0; i < batch->size(); ++i) {
+        const auto& st = (*batch)[i];
+        const int64_t len = kv.lengths[static_cast<size_t>(st.slot)];
+        const int64_t n = (*offs)[i + 1] - (*offs)[i];
+        for (const float* part : {kv.keys(st.slot), kv.values(st.slot)}) {
+          const int64_t b = (part - kv.base) + len * kv.hidden;
+          array->store(kv.base, b, b + n * kv.hidden, store_staging);
+        }
+      }
+    });
+  }
+  void store_hidden(const BatchWork& w) override {
+    TieredArray* act = acts[static_cast<size_t>(w.batch)].get();
+    const float* h = hidden_of(w);
+    const int64_t n = rows[static_cast<size_t>(w.k)] * config.hidden_size;
+    run(Lane::kStore, "store activations" + tag(w),
+        [this, act, h, n] { act->store(h, 0, n, store_staging); });
+  }
 };
 
 OffloadEngine::OffloadEngine(const WeightSource& source, const EngineOptions& options)
@@ -178,10 +332,10 @@ OffloadEngine::OffloadEngine(const WeightSource& source, const EngineOptions& op
       Tier::kGpu,
       static_cast<uint64_t>(m.shapes.workspace_numel + p.effective_batch() * m.config.vocab_size) *
           4);
+  m.marks = std::make_unique<MarkTable<EventPtr>>(m.total_batches);
+  m.schedule = std::make_unique<BlockSchedule>(m, m.layouts);
   m.counters.clear_traffic();
-  m.compute.clear_stats();
-  m.loader.clear_stats();
-  m.storer.clear_stats();
+  for (auto& ln : m.lanes) ln.stream.clear_stats();
   m.disk_busy_base = m.disk ? m.disk->busy_seconds() : 0;
 }
 
@@ -194,202 +348,10 @@ const EngineOptions& OffloadEngine::options() const {
   return impl_->options;
 }
 
-void OffloadEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& steps,
-                                   const std::vector<std::vector<int64_t>>& lengths, int64_t base) {
-  const int64_t n_batches = static_cast<int64_t>(steps.size());
-  const int64_t hidden = config.hidden_size;
-  const int64_t n_stages = static_cast<int64_t>(layouts.size());
-  std::vector<std::vector<int64_t>> offsets(steps.size());
-  std::vector<int64_t> rows(steps.size(), 0);
-  for (int64_t k = 0; k < n_batches; ++k) {
-    if (!steps[k].empty()) {
-      rows[k] = pack_rows(config, steps[k], lengths[k], shapes.capacity, offsets[k]);
-    }
-  }
-  std::vector<EventPtr> first_compute(static_cast<size_t>(n_stages));
-  EventPtr cache_free[kRing], act_free[kRing];
-  int64_t cache_item = 0, act_item = 0;
-  std::vector<EventPtr> act_stored(steps.size());  // batch k's hidden is back on its tiers
-  std::vector<uint64_t> tickets(static_cast<size_t>(n_stages), 0);
-  // Submits the disk read of stage s into its staging slot once the stage that used the slot
-  // before has been expanded.
-  auto submit = [&](int64_t s, uint64_t* ticket, EventPtr after) {
-    if (s >= n_stages || weights[static_cast<size_t>(s)]->resident()) return;
-    TieredArray* array = weights[static_cast<size_t>(s)].get();
-    HostBuffer* staging = &weight_staging[s % kWeightSlots];
-    load_stream().enqueue(
-        "read weights stage " + std::to_string(s),
-        [array, staging, ticket] { *ticket = array->submit_fetch(0, array->numel(), *staging); },
-        {after});
-  };
-  for (int64_t s = 0; s < kWeightSlots - 1 && s < n_stages; ++s) {
-    if (carried) {
-      tickets[static_cast<size_t>(s)] = carried_tickets[s];
-    } else {
-      submit(s, &tickets[static_cast<size_t>(s)], nullptr);
-    }
-  }
-  carried = false;
-
-  for (int64_t s = 0; s < n_stages; ++s) {
-    const StageLayout& layout = layouts[static_cast<size_t>(s)];
-    TieredArray& w_array = *weights[static_cast<size_t>(s)];
-    float* w = w_array.resident();
-    EventPtr w_ready;
-    HostBuffer* w_staging = nullptr;
-    if (!w) {
-      // The load stream only reads the disk part; the compute stream expands the stage to fp32
-      // once, before its first batch, so conversion never competes with compute for cores.
-      w = weight_buffers[s % 2].as<float>();
-      w_staging = &weight_staging[s % kWeightSlots];
-      const int64_t ahead = s + kWeightSlots - 1;
-      if (ahead < n_stages) {
-        submit(ahead, &tickets[static_cast<size_t>(ahead)],
-               ahead >= kWeightSlots ? first_compute[static_cast<size_t>(ahead - kWeightSlots)]
-                                     : nullptr);
-      }
-      const uint64_t* ticket = &tickets[static_cast<size_t>(s)];
-      w_ready = load_stream().enqueue("load weights stage " + std::to_string(s),
-                                      [&w_array, ticket] { w_array.finish_fetch(*ticket); });
-    }
-    bool first_batch = true;
-    for (int64_t k = 0; k < n_batches; ++k) {
-      if (steps[k].empty()) continue;
-      const std::string tag = " stage " + std::to_string(s) + " batch " + std::to_string(k);
-      std::vector<EventPtr> deps = {w_ready};
-      // The batch's hidden state: resident, or loaded into a ring buffer.
-      TieredArray& act = *acts[static_cast<size_t>(base + k)];
-      float* h = act.resident();
-      const int act_slot = static_cast<int>(act_item % kRing);
-      if (!h) {
-        h = act_buffers[act_slot].as<float>();
-        ++act_item;
-        if (layout.kind == StageKind::kEmbed) {
-          deps.push_back(act_free[act_slot]);
-        } else {
-          const int64_t n = rows[k] * hidden;
-          deps.push_back(load_stream().enqueue(
-              "load activations" + tag, [&act, h, n, this] { act.load(h, 0, n, load_staging); },
-              {act_free[act_slot], act_stored[k]}));
-        }
-      }
-      // The layer's KV cache for the batch: resident, or its valid rows loaded.
-      KvBlock kv;
-      TieredArray* kv_array = nullptr;
-      int cache_slot = 0;
-      if (stage_has_cache(layout.kind)) {
-        kv_array = cache[static_cast<size_t>((layout.layer - options.first_layer) * total_batches +
-                                             base + k)]
-                       .get();
-        float* base = kv_array->resident();
-        if (!base) {
-          cache_slot = static_cast<int>(cache_item++ % kRing);
-          base = cache_buffers[cache_slot].as<float>();
-          const bool any_cached = std::any_of(
-              steps[k].begin(), steps[k].end(),
-              [&](const auto& st) { return lengths[k][static_cast<size_t>(st.slot)] > 0; });
-          if (any_cached) {
-            KvBlock target{base, shapes.capacity, hidden, lengths[k]};
-            const auto& batch_steps = steps[k];
-            deps.push_back(load_stream().enqueue(
-                "load cache" + tag,
-                [kv_array, target, &batch_steps, this] {
-                  for (const auto& st : batch_steps) {
-                    const int64_t len = target.lengths[static_cast<size_t>(st.slot)];
-                    const int64_t kb = target.keys(st.slot) - target.base;
-                    const int64_t vb = target.values(st.slot) - target.base;
-                    kv_array->load(target.base, kb, kb + len * target.hidden, load_staging);
-                    kv_array->load(target.base, vb, vb + len * target.hidden, load_staging);
-                  }
-                },
-                {cache_free[cache_slot]}));
-          } else {
-            deps.push_back(cache_free[cache_slot]);
-          }
-        }
-        kv = {base, shapes.capacity, hidden, lengths[k]};
-      }
-
-      const auto& batch_steps = steps[k];
-      const auto& batch_offsets = offsets[k];
-      const auto& batch_lengths = lengths[k];
-      float* logits_k = logits[static_cast<size_t>(k)].data();
-      const bool expand = w_staging && first_batch;
-      EventPtr done = compute.enqueue(
-          "compute" + tag,
-          [this, s, &layout, &w_array, w_staging, expand, w, h, kv, &batch_steps, &batch_offsets,
-           &batch_lengths, logits_k] {
-            if (expand) expand_stage(s, w_array, w, *w_staging);
-            switch (layout.kind) {
-              case StageKind::kEmbed:
-                embed_forward(config, w, batch_steps, batch_lengths, batch_offsets, h, ws);
-                break;
-              case StageKind::kDecoder:
-              case StageKind::kAttention:
-              case StageKind::kMlp:
-                decoder_forward(config, layout, w, batch_steps, batch_offsets, kv, h, ws,
-                                policy().hetegen_alpha);
-                break;
-              case StageKind::kHead:
-                head_forward(config, layout, w, batch_offsets, h, logits_k, ws);
-                break;
-            }
-          },
-          deps);
-      if (first_batch) first_compute[static_cast<size_t>(s)] = done;
-      first_batch = false;
-
-      if (kv_array && !kv_array->resident()) {
-        const KvBlock source = kv;
-        cache_free[cache_slot] = store_stream().enqueue(
-            "store cache" + tag,
-            [kv_array, source, &batch_steps, &batch_offsets, this] {
-              for (size_t i = 0; i < batch_steps.size(); ++i) {
-                const auto& st = batch_steps[i];
-                const int64_t len = source.lengths[static_cast<size_t>(st.slot)];
-                const int64_t n = batch_offsets[i + 1] - batch_offsets[i];
-                for (float* part : {source.keys(st.slot), source.values(st.slot)}) {
-                  const int64_t b = (part - source.base) + len * source.hidden;
-                  kv_array->store(source.base, b, b + n * source.hidden, store_staging);
-                }
-              }
-            },
-            {done});
-      }
-      if (!act.resident()) {
-        if (layout.kind == StageKind::kHead) {
-          act_free[act_slot] = done;
-        } else {
-          const int64_t n = rows[k] * hidden;
-          act_free[act_slot] = store_stream().enqueue(
-              "store activations" + tag, [&act, h, n, this] { act.store(h, 0, n, store_staging); },
-              {done});
-          act_stored[k] = act_free[act_slot];
-        }
-      }
-    }
-  }
-  // The next step's first stages are read while this one finishes; the slot each needs was
-  // last used by the highest stage of this step with the same slot.
-  if (weight_buffers[0].size_bytes() > 0 && n_stages >= kWeightSlots) {
-    for (int64_t s = 0; s < kWeightSlots - 1; ++s) {
-      carried_tickets[s] = 0;
-      int64_t last_user = n_stages - 1;
-      while (last_user % kWeightSlots != s) --last_user;
-      submit(s, &carried_tickets[s], first_compute[static_cast<size_t>(last_user)]);
-    }
-    carried = true;
-  }
-  // Every stream drains before the tokens are sampled; errors surface here.
-  loader.synchronize();
-  compute.synchronize();
-  storer.synchronize();
-}
-
 void OffloadEngine::run_step(const std::vector<std::vector<SequenceStep>>& steps,
                              const std::vector<std::vector<int64_t>>& lengths,
                              int64_t first_batch) {
-  impl_->run_step(steps, lengths, first_batch);
+  impl_->schedule->run(steps, lengths, first_batch);
 }
 
 void OffloadEngine::write_hidden(int64_t group, int64_t k, const float* rows, int64_t n_rows) {
@@ -440,10 +402,10 @@ EngineStats OffloadEngine::stats() const {
     }
     return total;
   };
-  for (const Stream* stream : {&m.compute, &m.loader, &m.storer}) {
-    s.compute_busy_s += busy(*stream, "compute");
-    s.load_busy_s += busy(*stream, "load");
-    s.store_busy_s += busy(*stream, "store");
+  for (const auto& ln : m.lanes) {
+    s.compute_busy_s += busy(ln.stream, "compute");
+    s.load_busy_s += busy(ln.stream, "load");
+    s.store_busy_s += busy(ln.stream, "store");
   }
   s.wall_s = wall_s_;
   s.disk_busy_s = m.disk ? m.disk->busy_seconds() - m.disk_busy_base : 0;
@@ -453,18 +415,18 @@ EngineStats OffloadEngine::stats() const {
 void OffloadEngine::clear_stats() {
   Impl& m = *impl_;
   m.counters.clear_traffic();
-  m.compute.clear_stats();
-  m.loader.clear_stats();
-  m.storer.clear_stats();
+  for (auto& ln : m.lanes) ln.stream.clear_stats();
   wall_s_ = 0;
   m.disk_busy_base = m.disk ? m.disk->busy_seconds() : 0;
 }
 
 nlohmann::json OffloadEngine::trace() const {
   const Impl& m = *impl_;
-  return chrome_trace({{m.compute.name(), m.compute.spans()},
-                       {m.loader.name(), m.loader.spans()},
-                       {m.storer.name(), m.storer.spans()}});
+  const auto track = [&m](Lane l) {
+    const Stream& stream = m.lanes[static_cast<int>(l)].stream;
+    return TraceTrack{stream.name(), stream.spans()};
+  };
+  return chrome_trace({track(Lane::kCompute), track(Lane::kLoad), track(Lane::kStore)});
 }
 
 }  // namespace strata

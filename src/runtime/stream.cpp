@@ -92,7 +92,7 @@ void Stream::run() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       busy_s_ += end - begin;
-      spans_.push_back({std::move(item.name), begin, end});
+      if (!item.name.empty()) spans_.push_back({std::move(item.name), begin, end});
       --pending_;
     }
     idle_cv_.notify_all();

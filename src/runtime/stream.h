@@ -44,7 +44,8 @@ class Stream {
   Stream& operator=(const Stream&) = delete;
 
   // Runs `task` after every earlier task of this stream and after each of `deps`; the returned
-  // event fires when it has run. `name` labels the span in the trace.
+  // event fires when it has run. `name` labels the span in the trace (none when empty: an
+  // ordering point).
   EventPtr enqueue(std::string name, std::function<void()> task, std::vector<EventPtr> deps = {});
   // Blocks until every task so far has run; rethrows the first error a task raised.
   void synchronize();

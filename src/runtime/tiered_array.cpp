@@ -45,6 +45,23 @@ uint64_t round_up(uint64_t x) {
 }
 }  // namespace
 
+ElementSplit::Ranges ElementSplit::ranges(int64_t begin, int64_t end) const {
+  const auto part = [begin, end](int64_t lo, int64_t hi) {
+    const int64_t b = std::max(begin, lo), e = std::min(end, hi);
+    return e > b ? UnitRange{b, e, b - lo} : UnitRange{};
+  };
+  return {part(0, gpu), part(gpu, gpu + cpu), part(gpu + cpu, gpu + cpu + disk)};
+}
+
+DiskBlocks DiskBlocks::of(const UnitRange& disk, uint64_t unit_bytes) {
+  DiskBlocks d;
+  d.lo = static_cast<uint64_t>(disk.offset) * unit_bytes;
+  d.hi = d.lo + static_cast<uint64_t>(disk.size()) * unit_bytes;
+  d.first = d.lo / kBlock * kBlock;
+  d.last = round_up(d.hi);
+  return d;
+}
+
 uint64_t StoredFormat::unit_bytes(Tier tier) const {
   switch (kind) {
     case Kind::kPlain:
@@ -107,13 +124,6 @@ const uint8_t* TieredArray::contiguous_bytes() const {
   if (split_.gpu == n_units_) return gpu_.as<uint8_t>();
   if (split_.cpu == n_units_) return cpu_.as<uint8_t>();
   return nullptr;
-}
-
-void TieredArray::disk_blocks(int64_t a, int64_t b, uint64_t& first_byte,
-                              uint64_t& end_byte) const {
-  const uint64_t ub = format_.unit_bytes(Tier::kDisk);
-  first_byte = static_cast<uint64_t>(a) * ub / kBlock * kBlock;
-  end_byte = round_up(static_cast<uint64_t>(b) * ub);
 }
 
 void TieredArray::unit_range(int64_t begin, int64_t end, int64_t& first, int64_t& last) const {
@@ -199,14 +209,12 @@ void TieredArray::fetch(int64_t begin, int64_t end, HostBuffer& staging) {
 uint64_t TieredArray::submit_fetch(int64_t begin, int64_t end, HostBuffer& staging) {
   int64_t ua, ub;
   unit_range(begin, end, ua, ub);
-  const int64_t g = split_.gpu, c = split_.cpu;
-  if (ub <= g + c) return 0;
-  const int64_t b = std::max(ua, g + c) - (g + c), e = ub - (g + c);
-  uint64_t first, last;
-  disk_blocks(b, e, first, last);
-  STRATA_CHECK(staging.size_bytes() >= last - first, "disk staging buffer too small");
-  counters_.bytes_read[static_cast<size_t>(Tier::kDisk)] += last - first;
-  return disk_->submit_read(extent_, first, staging.data(), last - first);
+  const UnitRange disk = split_.ranges(ua, ub).disk;
+  if (!disk) return 0;
+  const DiskBlocks d = DiskBlocks::of(disk, format_.unit_bytes(Tier::kDisk));
+  STRATA_CHECK(staging.size_bytes() >= d.last - d.first, "disk staging buffer too small");
+  counters_.bytes_read[static_cast<size_t>(Tier::kDisk)] += d.last - d.first;
+  return disk_->submit_read(extent_, d.first, staging.data(), d.last - d.first);
 }
 
 void TieredArray::finish_fetch(uint64_t ticket) {
@@ -218,49 +226,46 @@ void TieredArray::assemble(float* dst, int64_t begin, int64_t end, const HostBuf
                "a byte array is gathered, not assembled");
   int64_t ua, ub;
   unit_range(begin, end, ua, ub);
-  const int64_t g = split_.gpu, c = split_.cpu;
+  const auto r = split_.ranges(ua, ub);
   const uint64_t gb = format_.unit_bytes(Tier::kGpu), cb = format_.unit_bytes(Tier::kCpu);
-  if (ua < g) {
-    const int64_t e = std::min(ub, g);
+  if (r.gpu) {
     if (format_.kind == StoredFormat::Kind::kPlain) {
-      std::memcpy(dst + ua, gpu_.as<float>() + ua, static_cast<size_t>(e - ua) * 4);
+      std::memcpy(dst + r.gpu.begin, gpu_.as<float>() + r.gpu.begin,
+                  static_cast<size_t>(r.gpu.size()) * 4);
     } else {
-      decode(gpu_.as<uint8_t>() + ua * gb, ua, e - ua, dst);
+      decode(gpu_.as<uint8_t>() + r.gpu.offset * gb, r.gpu.begin, r.gpu.size(), dst);
     }
-    counters_.bytes_read[static_cast<size_t>(Tier::kGpu)] += static_cast<uint64_t>(e - ua) * gb;
+    counters_.bytes_read[static_cast<size_t>(Tier::kGpu)] +=
+        static_cast<uint64_t>(r.gpu.size()) * gb;
   }
-  if (ub > g && ua < g + c) {
-    const int64_t b = std::max(ua, g), e = std::min(ub, g + c);
-    decode(cpu_.as<uint8_t>() + (b - g) * cb, b, e - b, dst);
-    counters_.bytes_read[static_cast<size_t>(Tier::kCpu)] += static_cast<uint64_t>(e - b) * cb;
+  if (r.cpu) {
+    decode(cpu_.as<uint8_t>() + r.cpu.offset * cb, r.cpu.begin, r.cpu.size(), dst);
+    counters_.bytes_read[static_cast<size_t>(Tier::kCpu)] +=
+        static_cast<uint64_t>(r.cpu.size()) * cb;
   }
-  if (ub > g + c) {
-    const int64_t b = std::max(ua, g + c) - (g + c), e = ub - (g + c);
-    uint64_t first, last;
-    disk_blocks(b, e, first, last);
-    decode(staging.as<uint8_t>() + (static_cast<uint64_t>(b) * cb - first), g + c + b, e - b, dst);
+  if (r.disk) {
+    const DiskBlocks d = DiskBlocks::of(r.disk, cb);
+    decode(staging.as<uint8_t>() + (d.lo - d.first), r.disk.begin, r.disk.size(), dst);
   }
 }
 
 void TieredArray::gather(uint8_t* dst, int64_t begin, int64_t end, const HostBuffer& staging) {
   STRATA_CHECK(format_.kind == StoredFormat::Kind::kBytes, "only a byte array is gathered");
-  const int64_t g = split_.gpu, c = split_.cpu;
-  if (begin < g) {
-    const int64_t e = std::min(end, g);
-    std::memcpy(dst + begin, gpu_.as<uint8_t>() + begin, static_cast<size_t>(e - begin));
-    counters_.bytes_read[static_cast<size_t>(Tier::kGpu)] += static_cast<uint64_t>(e - begin);
+  const auto r = split_.ranges(begin, end);
+  if (r.gpu) {
+    std::memcpy(dst + r.gpu.begin, gpu_.as<uint8_t>() + r.gpu.offset,
+                static_cast<size_t>(r.gpu.size()));
+    counters_.bytes_read[static_cast<size_t>(Tier::kGpu)] += static_cast<uint64_t>(r.gpu.size());
   }
-  if (end > g && begin < g + c) {
-    const int64_t b = std::max(begin, g), e = std::min(end, g + c);
-    std::memcpy(dst + b, cpu_.as<uint8_t>() + (b - g), static_cast<size_t>(e - b));
-    counters_.bytes_read[static_cast<size_t>(Tier::kCpu)] += static_cast<uint64_t>(e - b);
+  if (r.cpu) {
+    std::memcpy(dst + r.cpu.begin, cpu_.as<uint8_t>() + r.cpu.offset,
+                static_cast<size_t>(r.cpu.size()));
+    counters_.bytes_read[static_cast<size_t>(Tier::kCpu)] += static_cast<uint64_t>(r.cpu.size());
   }
-  if (end > g + c) {
-    const int64_t b = std::max(begin, g + c) - (g + c), e = end - (g + c);
-    uint64_t first, last;
-    disk_blocks(b, e, first, last);
-    std::memcpy(dst + g + c + b, staging.as<uint8_t>() + (static_cast<uint64_t>(b) - first),
-                static_cast<size_t>(e - b));
+  if (r.disk) {
+    const DiskBlocks d = DiskBlocks::of(r.disk, 1);
+    std::memcpy(dst + r.disk.begin, staging.as<uint8_t>() + (d.lo - d.first),
+                static_cast<size_t>(r.disk.size()));
   }
 }
 
@@ -268,47 +273,49 @@ void TieredArray::store(const float* src, int64_t begin, int64_t end, HostBuffer
   STRATA_CHECK(format_.kind != StoredFormat::Kind::kBytes, "a byte array is read-only");
   int64_t ua, ub;
   unit_range(begin, end, ua, ub);
-  const int64_t g = split_.gpu, c = split_.cpu;
+  const auto r = split_.ranges(ua, ub);
   const uint64_t gb = format_.unit_bytes(Tier::kGpu), cb = format_.unit_bytes(Tier::kCpu);
-  if (ua < g) {
-    const int64_t e = std::min(ub, g);
+  if (r.gpu) {
     if (format_.kind == StoredFormat::Kind::kPlain) {
-      std::memcpy(gpu_.as<float>() + ua, src + ua, static_cast<size_t>(e - ua) * 4);
+      std::memcpy(gpu_.as<float>() + r.gpu.begin, src + r.gpu.begin,
+                  static_cast<size_t>(r.gpu.size()) * 4);
     } else {
-      encode(src, ua, e - ua, gpu_.as<uint8_t>() + ua * gb);
+      encode(src, r.gpu.begin, r.gpu.size(), gpu_.as<uint8_t>() + r.gpu.offset * gb);
     }
-    counters_.bytes_written[static_cast<size_t>(Tier::kGpu)] += static_cast<uint64_t>(e - ua) * gb;
+    counters_.bytes_written[static_cast<size_t>(Tier::kGpu)] +=
+        static_cast<uint64_t>(r.gpu.size()) * gb;
   }
-  if (ub > g && ua < g + c) {
-    const int64_t b = std::max(ua, g), e = std::min(ub, g + c);
-    encode(src, b, e - b, cpu_.as<uint8_t>() + (b - g) * cb);
-    counters_.bytes_written[static_cast<size_t>(Tier::kCpu)] += static_cast<uint64_t>(e - b) * cb;
+  if (r.cpu) {
+    encode(src, r.cpu.begin, r.cpu.size(), cpu_.as<uint8_t>() + r.cpu.offset * cb);
+    counters_.bytes_written[static_cast<size_t>(Tier::kCpu)] +=
+        static_cast<uint64_t>(r.cpu.size()) * cb;
   }
-  if (ub > g + c) {
-    const int64_t b = std::max(ua, g + c) - (g + c), e = ub - (g + c);
-    uint64_t first, last;
-    disk_blocks(b, e, first, last);
-    STRATA_CHECK(staging.size_bytes() >= last - first, "disk staging buffer too small");
-    if (format_.kind == StoredFormat::Kind::kPlain) {
-      // Whole blocks, taken from src, which holds the current value of every element.
-      const int64_t first_el = static_cast<int64_t>(first / cb);
-      const int64_t end_el = std::min<int64_t>(split_.disk, static_cast<int64_t>(last / cb));
-      std::memset(staging.data(), 0, last - first);
-      encode(src, g + c + first_el, end_el - first_el, staging.as<uint8_t>());
-    } else {
-      // Groups straddle blocks and re-encoding decoded neighbours could drift, so the edge
-      // blocks are read back and only the groups asked for are written into them.
-      const uint64_t lo = static_cast<uint64_t>(b) * cb, hi = static_cast<uint64_t>(e) * cb;
-      if (lo > first) disk_->read(extent_, first, staging.data(), kBlock);
-      if (hi < last && (last - kBlock > first || lo == first)) {
-        disk_->read(extent_, last - kBlock, staging.as<uint8_t>() + (last - kBlock - first),
-                    kBlock);
-      }
-      encode(src, g + c + b, e - b, staging.as<uint8_t>() + (lo - first));
+  if (r.disk) store_disk(src, r.disk, staging);
+}
+
+void TieredArray::store_disk(const float* src, const UnitRange& disk, HostBuffer& staging) {
+  const uint64_t cb = format_.unit_bytes(Tier::kDisk);
+  const DiskBlocks d = DiskBlocks::of(disk, cb);
+  STRATA_CHECK(staging.size_bytes() >= d.last - d.first, "disk staging buffer too small");
+  const int64_t disk_start = split_.gpu + split_.cpu;
+  if (format_.kind == StoredFormat::Kind::kPlain) {
+    // Whole blocks, taken from src, which holds the current value of every element.
+    const int64_t first_el = static_cast<int64_t>(d.first / cb);
+    const int64_t end_el = std::min<int64_t>(split_.disk, static_cast<int64_t>(d.last / cb));
+    std::memset(staging.data(), 0, d.last - d.first);
+    encode(src, disk_start + first_el, end_el - first_el, staging.as<uint8_t>());
+  } else {
+    // Groups straddle blocks and re-encoding decoded neighbours could drift, so the edge
+    // blocks are read back and only the groups asked for are written into them.
+    if (d.lo > d.first) disk_->read(extent_, d.first, staging.data(), kBlock);
+    if (d.hi < d.last && (d.last - kBlock > d.first || d.lo == d.first)) {
+      disk_->read(extent_, d.last - kBlock, staging.as<uint8_t>() + (d.last - kBlock - d.first),
+                  kBlock);
     }
-    disk_->write(extent_, first, staging.data(), last - first);
-    counters_.bytes_written[static_cast<size_t>(Tier::kDisk)] += last - first;
+    encode(src, disk.begin, disk.size(), staging.as<uint8_t>() + (d.lo - d.first));
   }
+  disk_->write(extent_, d.first, staging.data(), d.last - d.first);
+  counters_.bytes_written[static_cast<size_t>(Tier::kDisk)] += d.last - d.first;
 }
 
 }  // namespace strata

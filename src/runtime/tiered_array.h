@@ -49,12 +49,35 @@ struct StoredFormat {
   uint64_t tier_bytes(int64_t numel, const TierSplit& split, Tier tier) const;
 };
 
-// Counts of a split: g and c rounded to whole units; the rest is disk.
+// Units [begin, end) of an array that lie on one tier; offset: where they start in that tier's
+// own storage.
+struct UnitRange {
+  int64_t begin = 0, end = 0;
+  int64_t offset = 0;
+  int64_t size() const { return end - begin; }
+  explicit operator bool() const { return end > begin; }
+};
+
+// The 4 KiB disk blocks [first, last) that hold bytes [lo, hi) of a tier's disk part.
+struct DiskBlocks {
+  uint64_t lo = 0, hi = 0;
+  uint64_t first = 0, last = 0;
+  static DiskBlocks of(const UnitRange& disk, uint64_t unit_bytes);
+};
+
+// Counts of a split: g and c rounded to whole units; the rest is disk. Units [0, g) are on the
+// GPU tier, [g, g + c) on the CPU tier, the rest on disk.
 struct ElementSplit {
   int64_t gpu = 0;
   int64_t cpu = 0;
   int64_t disk = 0;
   static ElementSplit of(int64_t numel, const TierSplit& split);
+
+  struct Ranges {
+    UnitRange gpu, cpu, disk;
+  };
+  // Units [begin, end) cut into their part on each tier: every tiered array's moves start here.
+  Ranges ranges(int64_t begin, int64_t end) const;
 };
 
 class TieredArray {
@@ -106,8 +129,8 @@ class TieredArray {
   void store(const float* src, int64_t begin, int64_t end, HostBuffer& staging);
 
  private:
-  // Disk I/O covers whole 4 KiB blocks; blocks of disk units [a, b).
-  void disk_blocks(int64_t a, int64_t b, uint64_t& first_byte, uint64_t& end_byte) const;
+  // The disk part of store(): whole blocks written back.
+  void store_disk(const float* src, const UnitRange& disk, HostBuffer& staging);
   // Units covering elements [begin, end), checked to be whole groups.
   void unit_range(int64_t begin, int64_t end, int64_t& first, int64_t& last) const;
   // Units [u, u + n) from their stored bytes to fp32 at their place in dst, and back.

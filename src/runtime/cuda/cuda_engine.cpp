@@ -165,7 +165,7 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
     m.weights.push_back(std::make_unique<DeviceTieredArray>(
         static_cast<int64_t>(stage_units[s]), weight_unit, p.weights, *m.pool,
         p.pin_weight ? m.pinned.get() : nullptr, m.disk.get(), m.counters));
-    m.weights.back()->fill(stored.data(), m.compute);
+    m.weights.back()->fill(stored.data(), m.compute_stream);
     m.host_rows.emplace_back();
     if (!hetegen) continue;
     const HeteGenAlpha& a = p.hetegen_alpha;
@@ -221,7 +221,6 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
     }
     m.counters.add_allocation(Tier::kCpu, 2 * io_bytes);
   }
-  m.act_stored.resize(static_cast<size_t>(m.total_batches));
   if (p.activations.gpu_percent < 100) {
     for (auto& b : m.act_buffers) b = device_block(static_cast<uint64_t>(sh.act_numel) * 2);
   }
@@ -267,7 +266,9 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
     }
     m.counters.add_allocation(Tier::kCpu, kWeightSlots * m.staging_bytes);
   }
-  m.compute.synchronize();
+  m.compute_stream.synchronize();
+  m.marks = std::make_unique<MarkTable<cuda::Event>>(m.total_batches);
+  m.schedule = std::make_unique<BlockSchedule>(m, m.layouts);
   m.counters.clear_traffic();
   m.disk_busy_base = m.disk ? m.disk->busy_seconds() : 0;
 }
@@ -283,7 +284,7 @@ const EngineOptions& CudaEngine::options() const {
 
 void CudaEngine::run_step(const std::vector<std::vector<SequenceStep>>& steps,
                           const std::vector<std::vector<int64_t>>& lengths, int64_t first_batch) {
-  impl_->run_step(steps, lengths, first_batch);
+  impl_->schedule->run(steps, lengths, first_batch);
 }
 
 void CudaEngine::write_hidden(int64_t group, int64_t k, const float* rows, int64_t n_rows) {
@@ -294,10 +295,10 @@ void CudaEngine::write_hidden(int64_t group, int64_t k, const float* rows, int64
   if (!target) target = m.act_buffers[0].as<Fp16>();  // the engine is idle between steps
   std::memcpy(m.hidden_host.data(), rows, static_cast<size_t>(n) * 4);
   cuda::copy_h2d(m.hidden_device.data(), m.hidden_host.data(), static_cast<size_t>(n) * 4,
-                 m.compute);
-  cuda::convert(m.hidden_device.as<float>(), target, n, m.compute);
-  if (!act.resident()) act.store(target, 0, n, m.io_staging[1], m.compute);
-  m.compute.synchronize();
+                 m.compute_stream);
+  cuda::convert(m.hidden_device.as<float>(), target, n, m.compute_stream);
+  if (!act.resident()) act.store(target, 0, n, m.io_staging[1], m.compute_stream);
+  m.compute_stream.synchronize();
 }
 
 void CudaEngine::read_hidden(int64_t group, int64_t k, float* rows, int64_t n_rows) {
@@ -307,12 +308,12 @@ void CudaEngine::read_hidden(int64_t group, int64_t k, float* rows, int64_t n_ro
   auto* source = static_cast<Fp16*>(act.resident());
   if (!source) {
     source = m.act_buffers[0].as<Fp16>();
-    act.load_through(source, 0, n, m.io_staging[0], m.compute);
+    act.load_through(source, 0, n, m.io_staging[0], m.compute_stream);
   }
-  cuda::convert(source, m.hidden_device.as<float>(), n, m.compute);
+  cuda::convert(source, m.hidden_device.as<float>(), n, m.compute_stream);
   cuda::copy_d2h(m.hidden_host.data(), m.hidden_device.data(), static_cast<size_t>(n) * 4,
-                 m.compute);
-  m.compute.synchronize();
+                 m.compute_stream);
+  m.compute_stream.synchronize();
   std::memcpy(rows, m.hidden_host.data(), static_cast<size_t>(n) * 4);
 }
 

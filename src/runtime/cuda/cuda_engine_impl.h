@@ -18,6 +18,7 @@
 #include "runtime/cuda/device_tiers.h"
 #include "runtime/engine_layout.h"
 #include "runtime/packed_stage.h"
+#include "runtime/schedule.h"
 #include "runtime/stream.h"
 
 namespace strata {
@@ -102,7 +103,7 @@ inline double kind_alpha(const LinearAlphas& a, int kind) {
 
 }  // namespace cuda_engine
 
-struct CudaEngine::Impl {
+struct CudaEngine::Impl final : ScheduleBackend {
   using Fp16 = cuda::Fp16;
 
   // Declaration order is destruction order reversed: buffers go back to the pool and arena
@@ -117,7 +118,7 @@ struct CudaEngine::Impl {
   TierCounters counters;
   int64_t total_batches = 0;
   std::vector<PackedStage> packed;  // per stage, when weights are compressed
-  cuda::Stream compute, loader, storer;
+  cuda::Stream compute_stream, loader, storer;
   std::unique_ptr<cuda::DevicePool> pool;
   std::unique_ptr<cuda::PinnedArena> pinned;
   std::unique_ptr<DiskStore> disk;
@@ -135,48 +136,34 @@ struct CudaEngine::Impl {
   cuda::Block attention_host;     // cpu_cache_compute: q, k, v, then the output, [gbs, h] each
   std::exception_ptr host_error;  // from work run in stream order on the host
   std::vector<std::map<std::string, cuda_engine::HostRows>>
-      host_rows;             // per stage: HeteGen's CPU rows
-  bool step_decode = false;  // the step in flight adds one token per sequence
-  // Disk reads of stages 0 and 1 for the next step, submitted at the end of this one.
-  bool carried = false;
-  uint64_t carried_tickets[kWeightSlots - 1] = {};
+      host_rows;  // per stage: HeteGen's CPU rows
   uint8_t* staging[kWeightSlots] = {};  // block-aligned inside weight_staging
   // Disk reads (load stream) and read-modify-writes (store stream) of cache and activation rows.
   cuda::Block io_blocks[2];
   uint8_t* io_staging[2] = {};
   uint64_t staging_bytes = 0;
-  // Ordering: w_ready[b] weights in buffer b, stage_done[b] last compute that read buffer b,
-  // staging_free[slot] the copy out of a disk staging slot, cache_ready / batch_done /
-  // cache_free[slot] a cache ring buffer loaded, computed on, stored back.
-  cuda::Event w_ready[2], stage_done[2], staging_free[kWeightSlots];
-  cuda::Event cache_ready[kRing], batch_done[kRing], cache_free[kRing];
-  // Activations off the device: act_ready / act_done / act_free per ring buffer, act_stored per
-  // GPU batch (its hidden rows are back on their tiers).
-  cuda::Event act_ready[kRing], act_done[kRing], act_free[kRing];
-  std::vector<cuda::Event> act_stored;
+  std::unique_ptr<MarkTable<cuda::Event>> marks;
+  std::unique_ptr<BlockSchedule> schedule;
   cuda::Event origin;
+  double origin_s = 0;
   cuda_engine::SpanLog load_log{"load"}, compute_log{"compute"}, store_log{"store"};
   double disk_busy_base = 0;
+  // The step in flight.
+  const std::vector<std::vector<SequenceStep>>* steps = nullptr;
+  const std::vector<std::vector<int64_t>>* lengths = nullptr;
+  bool step_decode = false;  // it adds one token per sequence
 
   explicit Impl(const EngineOptions& o) : select(o.gpu_index) {}
 
-  ~Impl() {
-    try {
-      if (carried) {
-        for (int i = 0; i < kWeightSlots - 1; ++i) {
-          weights[static_cast<size_t>(i)]->finish_fetch(carried_tickets[i]);
-        }
-      }
-      compute.synchronize();
-      loader.synchronize();
-      storer.synchronize();
-    } catch (...) {  // the error was reported where it happened
-    }
+  ~Impl() override {
+    if (schedule) schedule->drain();  // reads still in flight write into pinned staging
   }
 
   const Policy& policy() const { return options.policy; }
-  const cuda::Stream& load_stream() const { return policy().overlap ? loader : compute; }
-  const cuda::Stream& store_stream() const { return policy().overlap ? storer : compute; }
+  const cuda::Stream& lane(Lane l) const {
+    if (!policy().overlap) return compute_stream;
+    return l == Lane::kLoad ? loader : l == Lane::kStore ? storer : compute_stream;
+  }
   // HeteGen's split column of a linear in the step in flight (0: the device computes it all).
   int64_t split_of(const cuda_engine::HostRows& rows) const {
     const HeteGenAlpha& a = policy().hetegen_alpha;
@@ -195,20 +182,49 @@ struct CudaEngine::Impl {
     return *acts[static_cast<size_t>(group * policy().num_gpu_batches + k)];
   }
   cuda::HostLinear host_linear(const StageLayout& layout, const std::string& name);
-  void load_cache(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
-                  const cuda::Stream& stream);
-  void store_cache(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
-                   const cuda::Stream& stream);
+  void load_cache_rows(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
+                       const cuda::Stream& stream);
+  void store_cache_rows(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
+                        const cuda::Stream& stream);
   bool in_place(int64_t s) const {
     return !policy().compress_weight && weights[static_cast<size_t>(s)]->resident();
   }
-
-  const Fp16* load_weights(int64_t s, std::vector<uint64_t>& tickets);
+  DeviceTieredArray& cache_array(const BatchWork& w) const {
+    return *cache[static_cast<size_t>((w.layout->layer - options.first_layer) * total_batches +
+                                      w.batch)];
+  }
+  // Decode attention on the CPU (cpu_cache_compute): the cache never crosses the link.
+  bool host_attention(const BatchWork& w) const;
+  Fp16* hidden_of(const BatchWork& w) const;
+  static std::string tag(const BatchWork& w) {
+    return " stage " + std::to_string(w.stage) + " batch " + std::to_string(w.k);
+  }
   void attention_on_host(const StageLayout& layout, const Fp16* w, Fp16* hidden,
                          const std::vector<SequenceStep>& batch, const std::vector<int64_t>& lens,
                          DeviceTieredArray& kv_array);
-  void run_step(const std::vector<std::vector<SequenceStep>>& steps,
-                const std::vector<std::vector<int64_t>>& lengths, int64_t base);
+  void compute_stage(const BatchWork& w);
+
+  // ScheduleBackend: marks are CUDA events.
+  void record(Lane l, Mark m) override { (*marks)[m].record(lane(l)); }
+  void wait(Lane l, Mark m) override { (*marks)[m].wait(lane(l)); }
+  void begin_step(const std::vector<std::vector<SequenceStep>>& st,
+                  const std::vector<std::vector<int64_t>>& lens) override;
+  void end_step() override;
+  bool weights_loaded(int64_t s) const override { return !in_place(s); }
+  // Copies (and decoding of packed weights) run on the load stream.
+  Lane expand_lane() const override { return Lane::kLoad; }
+  void submit_weight_read(int64_t s, int slot, Mark slot_free, uint64_t* ticket) override;
+  void finish_weight_read(int64_t s, uint64_t* ticket) override;
+  void expand_weights(int64_t s, int buffer, int slot) override;
+  bool hidden_in_place(int64_t batch) const override {
+    return acts[static_cast<size_t>(batch)]->resident() != nullptr;
+  }
+  bool cache_crosses(const BatchWork& w) const override;
+  void load_hidden(const BatchWork& w) override;
+  void load_cache(const BatchWork& w) override;
+  void compute(const BatchWork& w) override { compute_stage(w); }
+  void store_cache(const BatchWork& w) override;
+  void store_hidden(const BatchWork& w) override;
 };
 
 }  // namespace strata

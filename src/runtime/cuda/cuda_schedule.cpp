@@ -98,18 +98,47 @@ int64_t batch_rows(const std::vector<SequenceStep>& batch) {
 
 }  // namespace
 
-// Stage s's fp16 weights on the device: in place when resident, else copied (and decoded when
-// packed) into weight buffer s % 2 on the load stream, w_ready[s % 2] recorded after.
-const Fp16* CudaEngine::Impl::load_weights(int64_t s, std::vector<uint64_t>& tickets) {
+void CudaEngine::Impl::begin_step(const std::vector<std::vector<SequenceStep>>& st,
+                                  const std::vector<std::vector<int64_t>>& lens) {
+  steps = &st;
+  lengths = &lens;
+  origin.record(compute_stream);
+  origin_s = trace_clock_s();
+  step_decode = std::all_of(st.begin(), st.end(), [](const auto& batch) {
+    return std::all_of(batch.begin(), batch.end(),
+                       [](const SequenceStep& x) { return x.tokens.size() == 1; });
+  });
+}
+
+void CudaEngine::Impl::end_step() {
+  loader.synchronize();
+  compute_stream.synchronize();
+  storer.synchronize();
+  for (SpanLog* log : {&load_log, &compute_log, &store_log}) log->collect(origin, origin_s);
+  if (host_error) std::rethrow_exception(std::exchange(host_error, nullptr));
+}
+
+// The host waits for the copy out of the slot, then reads the disk part into it.
+void CudaEngine::Impl::submit_weight_read(int64_t s, int slot, Mark slot_free, uint64_t* ticket) {
   DeviceTieredArray& a = *weights[static_cast<size_t>(s)];
-  if (in_place(s)) return static_cast<const Fp16*>(a.resident());
-  const int buf = static_cast<int>(s % 2);
-  const int slot = static_cast<int>(s % kWeightSlots);
-  Fp16* dst = weight_buffers[buf].as<Fp16>();
-  const cuda::Stream& stream = load_stream();
-  a.finish_fetch(tickets[static_cast<size_t>(s)]);  // the host waits for the disk part only
-  tickets[static_cast<size_t>(s)] = 0;
-  stage_done[buf].wait(stream);  // stage s - 2 has finished reading this buffer
+  *ticket = 0;
+  if (!a.has_disk() || a.resident()) return;
+  (*marks)[slot_free].synchronize();
+  *ticket = a.submit_fetch(0, a.n_units(), staging[slot], staging_bytes);
+}
+
+// The host waits for the disk part only; the copies are queued.
+void CudaEngine::Impl::finish_weight_read(int64_t s, uint64_t* ticket) {
+  weights[static_cast<size_t>(s)]->finish_fetch(*ticket);
+  *ticket = 0;
+}
+
+// Stage s's fp16 weights into weight buffer `buffer` on the load stream: copied, and decoded
+// when packed.
+void CudaEngine::Impl::expand_weights(int64_t s, int buffer, int slot) {
+  DeviceTieredArray& a = *weights[static_cast<size_t>(s)];
+  Fp16* dst = weight_buffers[buffer].as<Fp16>();
+  const cuda::Stream& stream = lane(Lane::kLoad);
   load_log.begin("load weights stage " + std::to_string(s), stream);
   const auto* src = static_cast<const uint8_t*>(a.resident());
   const auto& split_rows = host_rows[static_cast<size_t>(s)];
@@ -157,193 +186,119 @@ const Fp16* CudaEngine::Impl::load_weights(int64_t s, std::vector<uint64_t>& tic
   } else if (!src) {
     void* target = policy().compress_weight ? packed_buffer.data() : static_cast<void*>(dst);
     a.load(target, 0, a.n_units(), staging[slot], stream);
-    if (a.has_disk()) staging_free[slot].record(stream);
     src = static_cast<const uint8_t*>(target);
   }
   if (policy().compress_weight) unpack_on_device(packed[static_cast<size_t>(s)], src, dst, stream);
   load_log.end(stream);
-  w_ready[buf].record(stream);
-  return dst;
 }
 
-void CudaEngine::Impl::run_step(const std::vector<std::vector<SequenceStep>>& steps,
-                                const std::vector<std::vector<int64_t>>& lengths, int64_t base) {
-  const int64_t n_batches = static_cast<int64_t>(steps.size());
-  const int64_t n_stages = static_cast<int64_t>(layouts.size());
-  const int64_t h = config.hidden_size, gbs = policy().gpu_batch_size;
-  const int64_t slot_stride = 2 * shapes.capacity * h;  // elements between cache slots
-  const size_t vocab = static_cast<size_t>(config.vocab_size);
-  origin.record(compute);
-  const double origin_s = trace_clock_s();
-  step_decode = std::all_of(steps.begin(), steps.end(), [](const auto& batch) {
-    return std::all_of(batch.begin(), batch.end(),
-                       [](const SequenceStep& st) { return st.tokens.size() == 1; });
-  });
-  std::vector<uint64_t> tickets(static_cast<size_t>(n_stages), 0);
-  // The disk read of stage s into its staging slot, once the copy out of the slot is done.
-  const auto submit = [&](int64_t s) {
-    if (s >= n_stages) return;
-    DeviceTieredArray& a = *weights[static_cast<size_t>(s)];
-    if (!a.has_disk() || a.resident()) return;
-    const int slot = static_cast<int>(s % kWeightSlots);
-    staging_free[slot].synchronize();
-    tickets[static_cast<size_t>(s)] = a.submit_fetch(0, a.n_units(), staging[slot], staging_bytes);
-  };
-  for (int64_t s = 0; s < kWeightSlots - 1 && s < n_stages; ++s) {
-    if (carried) {
-      tickets[static_cast<size_t>(s)] = carried_tickets[s];
-    } else {
-      submit(s);
+bool CudaEngine::Impl::host_attention(const BatchWork& w) const {
+  const auto& batch = *w.steps;
+  return stage_has_cache(w.layout->kind) && policy().cpu_cache_compute &&
+         std::all_of(batch.begin(), batch.end(),
+                     [](const auto& st) { return st.tokens.size() == 1; });
+}
+
+bool CudaEngine::Impl::cache_crosses(const BatchWork& w) const {
+  if (!stage_has_cache(w.layout->kind) || host_attention(w)) return false;
+  return policy().compress_cache || !cache_array(w).resident();
+}
+
+Fp16* CudaEngine::Impl::hidden_of(const BatchWork& w) const {
+  auto* hidden = static_cast<Fp16*>(acts[static_cast<size_t>(w.batch)]->resident());
+  return hidden ? hidden : act_buffers[w.act_slot].as<Fp16>();
+}
+
+void CudaEngine::Impl::load_hidden(const BatchWork& w) {
+  const cuda::Stream& stream = lane(Lane::kLoad);
+  load_log.begin("load activations" + tag(w), stream);
+  acts[static_cast<size_t>(w.batch)]->load_through(hidden_of(w), 0, batch_rows(*w.steps) * config.hidden_size,
+                                                   io_staging[0], stream);
+  load_log.end(stream);
+}
+
+// The valid rows of each sequence's keys and values.
+void CudaEngine::Impl::load_cache(const BatchWork& w) {
+  const cuda::Stream& stream = lane(Lane::kLoad);
+  const int64_t h = config.hidden_size, slot_stride = 2 * shapes.capacity * h;
+  load_log.begin("load cache" + tag(w), stream);
+  for (const auto& st : *w.steps) {
+    const int64_t len = (*w.lengths)[static_cast<size_t>(st.slot)];
+    if (len == 0) continue;
+    const int64_t keys = st.slot * slot_stride, values = keys + shapes.capacity * h;
+    load_cache_rows(cache_array(w), w.cache_slot, keys, keys + len * h, stream);
+    load_cache_rows(cache_array(w), w.cache_slot, values, values + len * h, stream);
+  }
+  load_log.end(stream);
+}
+
+void CudaEngine::Impl::compute_stage(const BatchWork& w) {
+  const StageLayout& layout = *w.layout;
+  const auto& batch = *w.steps;
+  const int64_t s = w.stage;
+  const Fp16* wt = in_place(s) ? static_cast<const Fp16*>(weights[static_cast<size_t>(s)]->resident())
+                               : weight_buffers[s % 2].as<Fp16>();
+  Fp16* hidden = hidden_of(w);
+  compute_log.begin("compute" + tag(w), compute_stream);
+  runner->begin_step(batch, *w.lengths, compute_stream);
+  switch (layout.kind) {
+    case StageKind::kEmbed:
+      runner->embed(layout, wt, hidden, compute_stream);
+      break;
+    case StageKind::kDecoder:
+    case StageKind::kAttention:
+    case StageKind::kMlp:
+      if (host_attention(w)) {
+        attention_on_host(layout, wt, hidden, batch, *w.lengths, cache_array(w));
+      } else {
+        Fp16* kv = nullptr;
+        if (stage_has_cache(layout.kind)) {
+          kv = w.cache_slot >= 0 ? cache_buffers[w.cache_slot].as<Fp16>()
+                                 : static_cast<Fp16*>(cache_array(w).resident());
+        }
+        runner->decoder(layout, wt, {kv, shapes.capacity, config.hidden_size}, hidden, compute_stream);
+      }
+      break;
+    case StageKind::kHead: {
+      const size_t vocab = static_cast<size_t>(config.vocab_size);
+      runner->head(layout, wt, hidden, logits_device.as<float>(), compute_stream);
+      cuda::copy_d2h(
+          logits_host.as<float>() + static_cast<size_t>(w.k * policy().gpu_batch_size) * vocab,
+          logits_device.data(), batch.size() * vocab * sizeof(float), compute_stream);
+      break;
     }
   }
-  carried = false;
-  const Fp16* w = load_weights(0, tickets);
-  int64_t cache_item = 0, act_item = 0;
+  compute_log.end(compute_stream);
+}
 
-  for (int64_t s = 0; s < n_stages; ++s) {
-    const StageLayout& layout = layouts[static_cast<size_t>(s)];
-    const bool loaded = !in_place(s);
-    for (int64_t k = 0; k < n_batches; ++k) {
-      const auto& batch = steps[static_cast<size_t>(k)];
-      if (batch.empty()) continue;
-      const auto& lens = lengths[static_cast<size_t>(k)];
-      const std::string tag = " stage " + std::to_string(s) + " batch " + std::to_string(k);
-      // The batch's hidden rows: resident, or loaded into a ring buffer.
-      DeviceTieredArray& act = *acts[static_cast<size_t>(base + k)];
-      const int64_t act_elems = batch_rows(batch) * h;
-      auto* hidden = static_cast<Fp16*>(act.resident());
-      int act_slot = -1;
-      if (!hidden) {
-        act_slot = static_cast<int>(act_item++ % kRing);
-        hidden = act_buffers[act_slot].as<Fp16>();
-        const cuda::Stream& stream = load_stream();
-        act_free[act_slot].wait(stream);
-        if (layout.kind != StageKind::kEmbed) {
-          act_stored[static_cast<size_t>(base + k)].wait(stream);
-          load_log.begin("load activations" + tag, stream);
-          act.load_through(hidden, 0, act_elems, io_staging[0], stream);
-          load_log.end(stream);
-        }
-        act_ready[act_slot].record(stream);
-      }
-      // The layer's KV cache: resident, or its valid rows copied into a ring buffer.
-      DeviceTieredArray* kv_array = nullptr;
-      cuda::DeviceKvBlock kv{nullptr, shapes.capacity, h};
-      int slot = -1;
-      // Decode attention on the CPU: the cache never crosses the link.
-      const bool host_attention = stage_has_cache(layout.kind) && policy().cpu_cache_compute &&
-                                  std::all_of(batch.begin(), batch.end(),
-                                              [](const auto& st) { return st.tokens.size() == 1; });
-      if (host_attention) {
-        kv_array = cache[static_cast<size_t>((layout.layer - options.first_layer) * total_batches +
-                                             base + k)]
-                       .get();
-      } else if (stage_has_cache(layout.kind)) {
-        kv_array = cache[static_cast<size_t>((layout.layer - options.first_layer) * total_batches +
-                                             base + k)]
-                       .get();
-        kv.base = policy().compress_cache ? nullptr : static_cast<Fp16*>(kv_array->resident());
-        if (!kv.base) {
-          slot = static_cast<int>(cache_item++ % kRing);
-          kv.base = cache_buffers[slot].as<Fp16>();
-          const cuda::Stream& stream = load_stream();
-          cache_free[slot].wait(stream);
-          load_log.begin("load cache" + tag, stream);
-          for (const auto& st : batch) {
-            const int64_t len = lens[static_cast<size_t>(st.slot)];
-            if (len == 0) continue;
-            const int64_t keys = st.slot * slot_stride, values = keys + shapes.capacity * h;
-            load_cache(*kv_array, slot, keys, keys + len * h, stream);
-            load_cache(*kv_array, slot, values, values + len * h, stream);
-          }
-          load_log.end(stream);
-          cache_ready[slot].record(stream);
-        }
-      }
-
-      if (loaded) w_ready[s % 2].wait(compute);
-      if (slot >= 0) cache_ready[slot].wait(compute);
-      if (act_slot >= 0) act_ready[act_slot].wait(compute);
-      compute_log.begin("compute" + tag, compute);
-      runner->begin_step(batch, lens, compute);
-      switch (layout.kind) {
-        case StageKind::kEmbed:
-          runner->embed(layout, w, hidden, compute);
-          break;
-        case StageKind::kDecoder:
-        case StageKind::kAttention:
-        case StageKind::kMlp:
-          if (host_attention) {
-            attention_on_host(layout, w, hidden, batch, lens, *kv_array);
-          } else {
-            runner->decoder(layout, w, kv, hidden, compute);
-          }
-          break;
-        case StageKind::kHead:
-          runner->head(layout, w, hidden, logits_device.as<float>(), compute);
-          cuda::copy_d2h(logits_host.as<float>() + static_cast<size_t>(k * gbs) * vocab,
-                         logits_device.data(), batch.size() * vocab * sizeof(float), compute);
-          break;
-      }
-      compute_log.end(compute);
-
-      if (slot >= 0) {
-        // Only the new rows go back: positions [len, len + n) of each sequence's keys and values.
-        const cuda::Stream& stream = store_stream();
-        batch_done[slot].record(compute);
-        batch_done[slot].wait(stream);
-        store_log.begin("store cache" + tag, stream);
-        for (const auto& st : batch) {
-          const int64_t len = lens[static_cast<size_t>(st.slot)];
-          const int64_t n = static_cast<int64_t>(st.tokens.size());
-          const int64_t keys = st.slot * slot_stride, values = keys + shapes.capacity * h;
-          for (int64_t part : {keys, values}) {
-            store_cache(*kv_array, slot, part + len * h, part + (len + n) * h, stream);
-          }
-        }
-        store_log.end(stream);
-        cache_free[slot].record(stream);
-      }
-      if (act_slot >= 0) {
-        const cuda::Stream& stream = store_stream();
-        act_done[act_slot].record(compute);
-        act_done[act_slot].wait(stream);
-        if (layout.kind != StageKind::kHead) {
-          store_log.begin("store activations" + tag, stream);
-          act.store(hidden, 0, act_elems, io_staging[1], stream);
-          store_log.end(stream);
-          act_stored[static_cast<size_t>(base + k)].record(stream);
-        }
-        act_free[act_slot].record(stream);
-      }
+// Only the new rows go back: positions [len, len + n) of each sequence's keys and values.
+void CudaEngine::Impl::store_cache(const BatchWork& w) {
+  const cuda::Stream& stream = lane(Lane::kStore);
+  const int64_t h = config.hidden_size, slot_stride = 2 * shapes.capacity * h;
+  store_log.begin("store cache" + tag(w), stream);
+  for (const auto& st : *w.steps) {
+    const int64_t len = (*w.lengths)[static_cast<size_t>(st.slot)];
+    const int64_t n = static_cast<int64_t>(st.tokens.size());
+    const int64_t keys = st.slot * slot_stride, values = keys + shapes.capacity * h;
+    for (int64_t part : {keys, values}) {
+      store_cache_rows(cache_array(w), w.cache_slot, part + len * h, part + (len + n) * h, stream);
     }
-    stage_done[s % 2].record(compute);
-    // Stage s + 2's disk read and stage s + 1's copies are issued behind stage s's compute.
-    submit(s + kWeightSlots - 1);
-    if (s + 1 < n_stages) w = load_weights(s + 1, tickets);
   }
-  // The next step's first stages are read while this one finishes, so no step starts with an
-  // idle disk (submit waits for the copies out of their slots).
-  if (n_stages >= kWeightSlots) {
-    for (int64_t s = 0; s < kWeightSlots - 1; ++s) {
-      tickets[static_cast<size_t>(s)] = 0;
-      submit(s);
-      carried_tickets[s] = tickets[static_cast<size_t>(s)];
-    }
-    carried = true;
-  }
-  // Every stream drains before the tokens are sampled; errors surface here.
-  loader.synchronize();
-  compute.synchronize();
-  storer.synchronize();
-  for (SpanLog* log : {&load_log, &compute_log, &store_log}) log->collect(origin, origin_s);
-  if (host_error) std::rethrow_exception(std::exchange(host_error, nullptr));
+  store_log.end(stream);
+}
+
+void CudaEngine::Impl::store_hidden(const BatchWork& w) {
+  const cuda::Stream& stream = lane(Lane::kStore);
+  store_log.begin("store activations" + tag(w), stream);
+  acts[static_cast<size_t>(w.batch)]->store(hidden_of(w), 0, batch_rows(*w.steps) * config.hidden_size,
+                                            io_staging[1], stream);
+  store_log.end(stream);
 }
 
 // Cache elements [begin, end) (whole rows) of a (layer, batch) block into cache ring buffer
 // `slot`: copied, or copied packed and decoded when the cache is compressed.
-void CudaEngine::Impl::load_cache(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
-                                  const cuda::Stream& stream) {
+void CudaEngine::Impl::load_cache_rows(DeviceTieredArray& a, int slot, int64_t begin,
+                                       int64_t end, const cuda::Stream& stream) {
   Fp16* rows = cache_buffers[slot].as<Fp16>();
   if (!policy().compress_cache) {
     a.load_through(rows, begin, end, io_staging[0], stream);
@@ -356,8 +311,8 @@ void CudaEngine::Impl::load_cache(DeviceTieredArray& a, int slot, int64_t begin,
                    end - begin, g, rows + begin, stream);
 }
 
-void CudaEngine::Impl::store_cache(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
-                                   const cuda::Stream& stream) {
+void CudaEngine::Impl::store_cache_rows(DeviceTieredArray& a, int slot, int64_t begin,
+                                        int64_t end, const cuda::Stream& stream) {
   const Fp16* rows = cache_buffers[slot].as<Fp16>();
   if (!policy().compress_cache) {
     a.store(rows, begin, end, io_staging[1], stream);
@@ -407,10 +362,10 @@ void CudaEngine::Impl::attention_on_host(const StageLayout& layout, const Fp16* 
   const size_t rows_bytes = static_cast<size_t>(n * h) * sizeof(Fp16);
   auto* qkv = attention_host.as<Fp16>();
   Fp16* out = qkv + 3 * policy().gpu_batch_size * h;
-  runner->project_qkv(layout, w, hidden, compute);
-  cuda::copy_d2h(qkv, runner->q(), rows_bytes, compute);
-  cuda::copy_d2h(qkv + n * h, runner->k(), rows_bytes, compute);
-  cuda::copy_d2h(qkv + 2 * n * h, runner->v(), rows_bytes, compute);
+  runner->project_qkv(layout, w, hidden, compute_stream);
+  cuda::copy_d2h(qkv, runner->q(), rows_bytes, compute_stream);
+  cuda::copy_d2h(qkv + n * h, runner->k(), rows_bytes, compute_stream);
+  cuda::copy_d2h(qkv + 2 * n * h, runner->v(), rows_bytes, compute_stream);
   std::vector<int64_t> slots, lengths;
   for (const auto& st : batch) {
     slots.push_back(st.slot);
@@ -418,7 +373,7 @@ void CudaEngine::Impl::attention_on_host(const StageLayout& layout, const Fp16* 
   }
   auto* cache = reinterpret_cast<Fp16*>(kv_array.host_data());
   cuda::launch_host(
-      compute, [this, slots = std::move(slots), lengths = std::move(lengths), qkv, cache, out] {
+      compute_stream, [this, slots = std::move(slots), lengths = std::move(lengths), qkv, cache, out] {
         try {
           attend_on_host(config, shapes.capacity, slots, lengths, qkv, cache, out);
         } catch (...) {
@@ -426,8 +381,8 @@ void CudaEngine::Impl::attention_on_host(const StageLayout& layout, const Fp16* 
         }
       });
   counters.bytes_written[static_cast<size_t>(Tier::kCpu)] += 2 * rows_bytes;
-  cuda::copy_h2d(runner->attention_out(), out, rows_bytes, compute);
-  runner->finish_decoder(layout, w, hidden, compute);
+  cuda::copy_h2d(runner->attention_out(), out, rows_bytes, compute_stream);
+  runner->finish_decoder(layout, w, hidden, compute_stream);
 }
 
 }  // namespace strata

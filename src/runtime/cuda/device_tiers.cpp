@@ -69,14 +69,12 @@ void DeviceTieredArray::fill(const void* src, const cuda::Stream& stream) {
 
 uint64_t DeviceTieredArray::submit_fetch(int64_t begin, int64_t end, void* staging,
                                          uint64_t staging_bytes) {
-  const int64_t host_end = split_.gpu + split_.cpu;
-  if (end <= host_end) return 0;
-  const uint64_t b = static_cast<uint64_t>(std::max(begin, host_end) - host_end) * unit_bytes_;
-  const uint64_t e = static_cast<uint64_t>(end - host_end) * unit_bytes_;
-  const uint64_t first = b / kBlock * kBlock, last = round_up(e);
-  STRATA_CHECK(staging_bytes >= last - first, "disk staging buffer too small");
-  counters_.bytes_read[static_cast<size_t>(Tier::kDisk)] += last - first;
-  return disk_->submit_read(extent_, first, staging, last - first);
+  const UnitRange disk = split_.ranges(begin, end).disk;
+  if (!disk) return 0;
+  const DiskBlocks d = DiskBlocks::of(disk, unit_bytes_);
+  STRATA_CHECK(staging_bytes >= d.last - d.first, "disk staging buffer too small");
+  counters_.bytes_read[static_cast<size_t>(Tier::kDisk)] += d.last - d.first;
+  return disk_->submit_read(extent_, d.first, staging, d.last - d.first);
 }
 
 void DeviceTieredArray::finish_fetch(uint64_t ticket) {
@@ -87,26 +85,23 @@ void DeviceTieredArray::load(void* dst, int64_t begin, int64_t end, const void* 
                              const cuda::Stream& stream) {
   STRATA_CHECK(begin >= 0 && begin <= end && end <= n_units_, "unit range outside the array");
   auto* out = static_cast<uint8_t*>(dst);
-  const int64_t g = split_.gpu, c = split_.cpu;
   const uint64_t ub = unit_bytes_;
-  if (begin < g) {
-    const int64_t e = std::min(end, g);
-    const uint64_t bytes = static_cast<uint64_t>(e - begin) * ub;
-    cuda::copy_d2d(out + begin * ub, device_.as<uint8_t>() + begin * ub, bytes, stream);
+  const auto r = split_.ranges(begin, end);
+  if (r.gpu) {
+    const uint64_t bytes = static_cast<uint64_t>(r.gpu.size()) * ub;
+    cuda::copy_d2d(out + r.gpu.begin * ub, device_.as<uint8_t>() + r.gpu.offset * ub, bytes,
+                   stream);
     counters_.bytes_read[static_cast<size_t>(Tier::kGpu)] += bytes;
   }
-  if (end > g && begin < g + c) {
-    const int64_t b = std::max(begin, g), e = std::min(end, g + c);
-    const uint64_t bytes = static_cast<uint64_t>(e - b) * ub;
-    cuda::copy_h2d(out + b * ub, host_ + (b - g) * ub, bytes, stream);
+  if (r.cpu) {
+    const uint64_t bytes = static_cast<uint64_t>(r.cpu.size()) * ub;
+    cuda::copy_h2d(out + r.cpu.begin * ub, host_ + r.cpu.offset * ub, bytes, stream);
     counters_.bytes_read[static_cast<size_t>(Tier::kCpu)] += bytes;
   }
-  if (end > g + c) {
-    const int64_t b = std::max(begin, g + c) - (g + c), e = end - (g + c);
-    const uint64_t lo = static_cast<uint64_t>(b) * ub;
-    const uint64_t first = lo / kBlock * kBlock;
-    cuda::copy_h2d(out + (g + c + b) * ub, static_cast<const uint8_t*>(staging) + (lo - first),
-                   static_cast<uint64_t>(e - b) * ub, stream);
+  if (r.disk) {
+    const DiskBlocks d = DiskBlocks::of(r.disk, ub);
+    cuda::copy_h2d(out + r.disk.begin * ub, static_cast<const uint8_t*>(staging) + (d.lo - d.first),
+                   d.hi - d.lo, stream);
   }
 }
 
@@ -116,19 +111,12 @@ uint64_t DeviceTieredArray::range_staging_bytes(int64_t units, uint64_t unit_byt
 
 void DeviceTieredArray::load_through(void* dst, int64_t begin, int64_t end, void* staging,
                                      const cuda::Stream& stream) {
-  const int64_t host_end = split_.gpu + split_.cpu;
-  if (end > host_end) {
-    const uint64_t lo = static_cast<uint64_t>(std::max(begin, host_end) - host_end) * unit_bytes_;
-    const uint64_t hi = static_cast<uint64_t>(end - host_end) * unit_bytes_;
-    const uint64_t first = lo / kBlock * kBlock, last = round_up(hi);
-    counters_.bytes_read[static_cast<size_t>(Tier::kDisk)] += last - first;
-    cuda::launch_host(stream, [this, staging, first, last] {
-      try {
-        disk_->read(extent_, first, staging, last - first);
-      } catch (...) {
-        if (error_ && !*error_) *error_ = std::current_exception();
-      }
-    });
+  if (const UnitRange disk = split_.ranges(begin, end).disk) {
+    const DiskBlocks d = DiskBlocks::of(disk, unit_bytes_);
+    counters_.bytes_read[static_cast<size_t>(Tier::kDisk)] += d.last - d.first;
+    cuda::launch_host(stream, guarded([this, staging, d] {
+                        disk_->read(extent_, d.first, staging, d.last - d.first);
+                      }));
   }
   load(dst, begin, end, staging, stream);
 }
@@ -136,51 +124,49 @@ void DeviceTieredArray::load_through(void* dst, int64_t begin, int64_t end, void
 void DeviceTieredArray::store(const void* src, int64_t begin, int64_t end, void* staging,
                               const cuda::Stream& stream) {
   STRATA_CHECK(begin >= 0 && begin <= end && end <= n_units_, "unit range outside the array");
-  const int64_t g = split_.gpu, c = split_.cpu;
   const auto* in = static_cast<const uint8_t*>(src);
   const uint64_t ub = unit_bytes_;
-  if (begin < g) {
-    const int64_t e = std::min(end, g);
-    const uint64_t bytes = static_cast<uint64_t>(e - begin) * ub;
-    cuda::copy_d2d(device_.as<uint8_t>() + begin * ub, in + begin * ub, bytes, stream);
+  const auto r = split_.ranges(begin, end);
+  if (r.gpu) {
+    const uint64_t bytes = static_cast<uint64_t>(r.gpu.size()) * ub;
+    cuda::copy_d2d(device_.as<uint8_t>() + r.gpu.offset * ub, in + r.gpu.begin * ub, bytes,
+                   stream);
     counters_.bytes_written[static_cast<size_t>(Tier::kGpu)] += bytes;
   }
-  if (end > g && begin < g + c) {
-    const int64_t b = std::max(begin, g), e = std::min(end, g + c);
-    const uint64_t bytes = static_cast<uint64_t>(e - b) * ub;
-    cuda::copy_d2h(host_ + (b - g) * ub, in + b * ub, bytes, stream);
+  if (r.cpu) {
+    const uint64_t bytes = static_cast<uint64_t>(r.cpu.size()) * ub;
+    cuda::copy_d2h(host_ + r.cpu.offset * ub, in + r.cpu.begin * ub, bytes, stream);
     counters_.bytes_written[static_cast<size_t>(Tier::kCpu)] += bytes;
   }
-  if (end > g + c) {
-    // Whole blocks go back to disk: the edge blocks are read first so the units around the range
-    // keep their bytes, then the range lands in between.
-    const int64_t b = std::max(begin, g + c) - (g + c), e = end - (g + c);
-    const uint64_t lo = static_cast<uint64_t>(b) * ub, hi = static_cast<uint64_t>(e) * ub;
-    const uint64_t first = lo / kBlock * kBlock, last = round_up(hi);
-    STRATA_CHECK(staging != nullptr, "a store to disk without staging");
-    auto* buffer = static_cast<uint8_t*>(staging);
-    const auto guarded = [this](std::function<void()> io) {
-      return [this, io = std::move(io)] {
-        try {
-          io();
-        } catch (...) {
-          if (error_ && !*error_) *error_ = std::current_exception();
-        }
-      };
-    };
-    cuda::launch_host(stream, guarded([this, buffer, lo, hi, first, last] {
-                        if (lo > first) disk_->read(extent_, first, buffer, kBlock);
-                        if (hi < last && (last - kBlock > first || lo == first)) {
-                          disk_->read(extent_, last - kBlock, buffer + (last - kBlock - first),
-                                      kBlock);
-                        }
-                      }));
-    cuda::copy_d2h(buffer + (lo - first), in + (g + c + b) * ub, hi - lo, stream);
-    cuda::launch_host(stream, guarded([this, buffer, first, last] {
-                        disk_->write(extent_, first, buffer, last - first);
-                      }));
-    counters_.bytes_written[static_cast<size_t>(Tier::kDisk)] += last - first;
-  }
+  if (!r.disk) return;
+  // Whole blocks go back to disk: the edge blocks are read first so the units around the range
+  // keep their bytes, then the range lands in between.
+  const DiskBlocks d = DiskBlocks::of(r.disk, ub);
+  STRATA_CHECK(staging != nullptr, "a store to disk without staging");
+  auto* buffer = static_cast<uint8_t*>(staging);
+  cuda::launch_host(stream, guarded([this, buffer, d] {
+                      if (d.lo > d.first) disk_->read(extent_, d.first, buffer, kBlock);
+                      if (d.hi < d.last && (d.last - kBlock > d.first || d.lo == d.first)) {
+                        disk_->read(extent_, d.last - kBlock, buffer + (d.last - kBlock - d.first),
+                                    kBlock);
+                      }
+                    }));
+  cuda::copy_d2h(buffer + (d.lo - d.first), in + r.disk.begin * ub, d.hi - d.lo, stream);
+  cuda::launch_host(stream, guarded([this, buffer, d] {
+                      disk_->write(extent_, d.first, buffer, d.last - d.first);
+                    }));
+  counters_.bytes_written[static_cast<size_t>(Tier::kDisk)] += d.last - d.first;
+}
+
+// Disk I/O run on the host in stream order: its errors land in the error slot.
+std::function<void()> DeviceTieredArray::guarded(std::function<void()> io) {
+  return [this, io = std::move(io)] {
+    try {
+      io();
+    } catch (...) {
+      if (error_ && !*error_) *error_ = std::current_exception();
+    }
+  };
 }
 
 }  // namespace strata

@@ -73,6 +73,7 @@ class DeviceTieredArray {
   uint8_t* host_ = nullptr;  // pinned_ or pageable_
   DiskStore::Extent extent_;
   std::exception_ptr* error_ = nullptr;
+  std::function<void()> guarded(std::function<void()> io);
 };
 
 }  // namespace strata
