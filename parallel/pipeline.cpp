@@ -4,15 +4,17 @@
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <optional>
 
 #include "core/error.h"
+#include "runtime/step_builder.h"
 
 namespace strata::parallel {
 namespace {
 
-constexpr int kTagHeader = 1;  // the step's sequences: [n, (pos, n_tokens, prompt index)...]
+constexpr int kTagHeader = 1;  // the step's sequences (Header)
 constexpr int kTagHidden = 2;  // their hidden rows, batch by batch
-constexpr int kTagTokens = 3;  // sampled tokens: [n, (pos, token, logprob)...]
+constexpr int kTagTokens = 3;  // sampled tokens (Tokens)
 constexpr int kTagText = 4;
 
 using Clock = std::chrono::steady_clock;
@@ -43,16 +45,173 @@ class Outbox {
   std::deque<Pending> pending_;
 };
 
+// The messages of a step, fixed-size (a count, then up to one entry per sequence of a block) so
+// the receiver knows their length.
+struct HeaderEntry {  // a sequence of the step, in position order
+  int64_t pos;
+  int64_t n_tokens;
+};
+struct TokenEntry {  // a sampled token, back to rank 0
+  int64_t pos;
+  int32_t token;
+  float logprob;
+};
+template <typename E>
+struct StepMessage {
+  explicit StepMessage(int64_t block) : bytes(sizeof(int64_t) + static_cast<size_t>(block) * sizeof(E)) {}
+  std::vector<uint8_t> bytes;
+  int64_t count() const {
+    int64_t n;
+    std::memcpy(&n, bytes.data(), sizeof(n));
+    return n;
+  }
+  E at(int64_t e) const {
+    E entry;
+    std::memcpy(&entry, bytes.data() + sizeof(int64_t) + static_cast<size_t>(e) * sizeof(E),
+                sizeof(E));
+    return entry;
+  }
+  void push(const E& entry) {
+    const int64_t n = count();
+    std::memcpy(bytes.data() + sizeof(int64_t) + static_cast<size_t>(n) * sizeof(E), &entry,
+                sizeof(E));
+    set_count(n + 1);
+  }
+  void set_count(int64_t n) { std::memcpy(bytes.data(), &n, sizeof(n)); }
+};
+using Header = StepMessage<HeaderEntry>;
+using Tokens = StepMessage<TokenEntry>;
+
 // One group's sequences within a wave.
 struct Group {
   size_t begin = 0;  // first prompt
   size_t count = 0;
-  std::vector<std::vector<int64_t>> lengths;  // [k][slot]
-  std::vector<bool> active;                   // rank 0: per position
-  std::vector<int32_t> next;                  // rank 0: last sampled token per position
-  std::vector<RandomStream> streams;          // last rank: per position
-  std::vector<double> tokens;                 // one-rank runs: the tokens of the last step
+  std::optional<StepBuilder> steps;
+  std::vector<RandomStream> streams;  // last rank: per position
+  std::optional<Tokens> tokens;       // one-rank runs: the tokens of the last step
 };
+
+// What every step of a rank needs.
+struct RankContext {
+  Transport& transport;
+  Engine& engine;
+  std::span<const Prompt> prompts;
+  const GenerateOptions& gen;
+  Outbox& outbox;
+  int64_t block = 0;
+  int rank = 0, size = 0;
+  bool first = false, last = false;
+  std::vector<int32_t> dummy;  // tokens of ranks without the embedding
+  std::vector<float> rows, scratch;
+  std::vector<Generation>* results = nullptr;
+  GenerationStats local;
+};
+
+// Rank 0: the tokens sampled for group g's previous step, accepted into its results.
+void accept_tokens(RankContext& r, Group& grp) {
+  Tokens tokens(r.block);
+  if (r.size > 1) {
+    r.transport.recv(r.size - 1, kTagTokens, tokens.bytes.data(), tokens.bytes.size());
+  } else {
+    tokens = std::move(*grp.tokens);
+  }
+  const int32_t eos = r.engine.config().eos_token_id;
+  for (int64_t e = 0; e < tokens.count(); ++e) {
+    const TokenEntry t = tokens.at(e);
+    const size_t i = grp.begin + static_cast<size_t>(t.pos);
+    const bool goes_on = accept_token({t.token, t.logprob}, r.gen, eos, i, (*r.results)[i]);
+    grp.steps->accept(t.pos, t.token, goes_on);
+  }
+  r.local.generated_tokens += tokens.count();
+  if (r.gen.on_step && tokens.count() > 0) r.gen.on_step(tokens.count());
+}
+
+// The step's sequences: built on rank 0 from its running sequences, received on the others.
+Header step_header(RankContext& r, Group& grp) {
+  Header header(r.block);
+  if (r.first) {
+    grp.steps->next_step();
+    const auto& steps = grp.steps->steps();
+    for (size_t k = 0; k < steps.size(); ++k) {
+      for (size_t j = 0; j < steps[k].size(); ++j) {
+        const int64_t pos = grp.steps->position(k, j);
+        const auto n_tokens = static_cast<int64_t>(steps[k][j].tokens.size());
+        if (grp.steps->prefill()) r.local.prompt_tokens += n_tokens;
+        header.push({pos, n_tokens});
+      }
+    }
+  } else {
+    r.transport.recv(r.rank - 1, kTagHeader, header.bytes.data(), header.bytes.size());
+    grp.steps->clear();
+    for (int64_t e = 0; e < header.count(); ++e) {
+      const HeaderEntry h = header.at(e);
+      grp.steps->add(h.pos, std::span<const int32_t>(r.dummy.data(), static_cast<size_t>(h.n_tokens)));
+    }
+  }
+  if (!r.last) r.outbox.send(r.rank + 1, kTagHeader, header.bytes);
+  return header;
+}
+
+// Hidden rows of the step's batches in packed order, into the engine or out of it.
+void move_hidden(RankContext& r, int64_t g, const StepBuilder& steps, bool into_engine) {
+  const int64_t hidden = r.engine.config().hidden_size;
+  int64_t total = 0;
+  for (int64_t x : steps.n_new()) total += x;
+  r.rows.resize(static_cast<size_t>(total * hidden));
+  if (into_engine) {
+    r.transport.recv(r.rank - 1, kTagHidden, r.rows.data(), r.rows.size() * sizeof(float));
+  }
+  int64_t offset = 0;
+  for (size_t k = 0; k < steps.steps().size(); ++k) {
+    int64_t n = 0;
+    for (const auto& st : steps.steps()[k]) n += static_cast<int64_t>(st.tokens.size());
+    if (n == 0) continue;
+    float* at = r.rows.data() + offset * hidden;
+    if (into_engine) {
+      r.engine.write_hidden(g, static_cast<int64_t>(k), at, n);
+    } else {
+      r.engine.read_hidden(g, static_cast<int64_t>(k), at, n);
+    }
+    offset += n;
+  }
+  if (!into_engine) r.outbox.send(r.rank + 1, kTagHidden, r.rows);
+}
+
+// The last rank: a token per sequence of the step, in step order, back to rank 0.
+void sample_tokens(RankContext& r, Group& grp) {
+  Tokens tokens(r.block);
+  const size_t vocab = static_cast<size_t>(r.engine.config().vocab_size);
+  const auto& steps = grp.steps->steps();
+  for (size_t k = 0; k < steps.size(); ++k) {
+    for (size_t j = 0; j < steps[k].size(); ++j) {
+      const int64_t pos = grp.steps->position(k, j);
+      std::span<const float> row(r.engine.logits(static_cast<int64_t>(k)).data() + j * vocab,
+                                 vocab);
+      const Sampled s =
+          sample_token(row, r.gen.sampling, grp.streams[static_cast<size_t>(pos)], r.scratch);
+      tokens.push({pos, s.token, s.logprob});
+    }
+  }
+  if (r.size > 1) {
+    r.outbox.send(0, kTagTokens, tokens.bytes);
+  } else {
+    grp.tokens = std::move(tokens);
+  }
+}
+
+// Group g's step t on this rank.
+void run_group_step(RankContext& r, Group& grp, int64_t g, int64_t t) {
+  if (r.first && t > 0) accept_tokens(r, grp);
+  if (r.first && t == r.gen.gen_len) return;
+  const Header header = step_header(r, grp);
+  if (header.count() > 0) {
+    if (!r.first) move_hidden(r, g, *grp.steps, true);
+    r.engine.forward(g, grp.steps->steps(), grp.steps->lengths());
+    grp.steps->advance();
+    if (!r.last) move_hidden(r, g, *grp.steps, false);
+  }
+  if (r.last) sample_tokens(r, grp);
+}
 
 }  // namespace
 
@@ -86,23 +245,20 @@ std::vector<Generation> pipeline_generate(const WeightSource& source, const Engi
                                           Transport& transport, std::span<const Prompt> prompts,
                                           const GenerateOptions& gen, GenerationStats* stats) {
   const int rank = transport.rank(), size = transport.size();
-  const bool first = rank == 0, last = rank == size - 1;
   const auto engine_ptr = make_engine(source, options);
   Engine& engine = *engine_ptr;
-  STRATA_CHECK(engine.has_embed() == first && engine.has_head() == last, "rank ", rank,
-               "'s slice does not match its place in the pipeline");
-  const OptConfig& c = engine.config();
+  STRATA_CHECK(engine.has_embed() == (rank == 0) && engine.has_head() == (rank == size - 1),
+               "rank ", rank, "'s slice does not match its place in the pipeline");
   const Policy& p = options.policy;
-  const int64_t gbs = p.gpu_batch_size, ngb = p.num_gpu_batches, block = gbs * ngb;
-  const int64_t n_groups = options.n_groups, hidden = c.hidden_size;
-  const size_t n = prompts.size(), vocab = static_cast<size_t>(c.vocab_size);
-  const size_t header_len = 1 + 3 * static_cast<size_t>(block);
-  std::vector<Generation> results(first ? n : 0);
-  std::vector<float> scratch(vocab);
-  std::vector<int32_t> dummy(static_cast<size_t>(options.max_prompt_len), 0);
-  std::vector<float> rows;
+  const int64_t block = p.gpu_batch_size * p.num_gpu_batches, n_groups = options.n_groups;
+  const size_t n = prompts.size();
   Outbox outbox(transport);
-  GenerationStats local;
+  std::vector<Generation> results(rank == 0 ? n : 0);
+  RankContext r{transport, engine, prompts, gen, outbox, block, rank, size, rank == 0,
+                rank == size - 1};
+  r.dummy.assign(static_cast<size_t>(options.max_prompt_len), 0);
+  r.scratch.resize(static_cast<size_t>(engine.config().vocab_size));
+  r.results = &results;
 
   for (size_t wave = 0; wave < n; wave += static_cast<size_t>(n_groups * block)) {
     std::vector<Group> groups(static_cast<size_t>(n_groups));
@@ -110,10 +266,9 @@ std::vector<Generation> pipeline_generate(const WeightSource& source, const Engi
       Group& grp = groups[static_cast<size_t>(g)];
       grp.begin = std::min(n, wave + static_cast<size_t>(g * block));
       grp.count = std::min(n, grp.begin + static_cast<size_t>(block)) - grp.begin;
-      grp.lengths.assign(static_cast<size_t>(ngb), std::vector<int64_t>(gbs, 0));
-      grp.active.assign(grp.count, true);
-      grp.next.assign(grp.count, 0);
-      if (last) {
+      grp.steps.emplace(r.first ? prompts.subspan(grp.begin, grp.count) : std::span<const Prompt>{},
+                        static_cast<int64_t>(grp.count), p.gpu_batch_size);
+      if (r.last) {
         for (size_t i = 0; i < grp.count; ++i) {
           grp.streams.emplace_back(gen.sampling.seed, prompts[grp.begin + i].index);
         }
@@ -122,128 +277,20 @@ std::vector<Generation> pipeline_generate(const WeightSource& source, const Engi
     const auto wave_begin = Clock::now();
     auto prefill_end = wave_begin;
     // Rank 0 runs one iteration more: it applies the tokens of the last step.
-    const int64_t iterations = gen.gen_len + (first ? 1 : 0);
+    const int64_t iterations = gen.gen_len + (r.first ? 1 : 0);
     for (int64_t t = 0; t < iterations; ++t) {
       for (int64_t g = 0; g < n_groups; ++g) {
-        Group& grp = groups[static_cast<size_t>(g)];
-        std::vector<int64_t> header(header_len, 0);
-        if (first) {
-          if (t > 0) {  // the tokens sampled for this group's previous step
-            std::vector<double> tokens(header_len);
-            if (size > 1) {
-              transport.recv(size - 1, kTagTokens, tokens.data(), tokens.size() * sizeof(double));
-            } else {
-              tokens = grp.tokens;
-            }
-            const auto count = static_cast<size_t>(tokens[0]);
-            for (size_t e = 0; e < count; ++e) {
-              const auto pos = static_cast<size_t>(tokens[1 + 3 * e]);
-              const Sampled s{static_cast<int32_t>(tokens[2 + 3 * e]),
-                              static_cast<float>(tokens[3 + 3 * e])};
-              const size_t i = grp.begin + pos;
-              grp.active[pos] = accept_token(s, gen, c.eos_token_id, i, results[i]);
-              grp.next[pos] = s.token;
-            }
-            local.generated_tokens += static_cast<int64_t>(count);
-            if (gen.on_step && count > 0) gen.on_step(static_cast<int64_t>(count));
-            if (t == 1 && g == n_groups - 1) prefill_end = Clock::now();
-          }
-          if (t == gen.gen_len) continue;
-          size_t m = 0;
-          for (size_t pos = 0; pos < grp.count; ++pos) {
-            if (!grp.active[pos]) continue;
-            const size_t i = grp.begin + pos;
-            const auto n_tokens = t == 0 ? static_cast<int64_t>(prompts[i].ids.size()) : 1;
-            if (t == 0) local.prompt_tokens += n_tokens;
-            header[1 + 3 * m] = static_cast<int64_t>(pos);
-            header[2 + 3 * m] = n_tokens;
-            header[3 + 3 * m] = static_cast<int64_t>(prompts[i].index);
-            ++m;
-          }
-          header[0] = static_cast<int64_t>(m);
-        } else {
-          transport.recv(rank - 1, kTagHeader, header.data(), header.size() * sizeof(int64_t));
-        }
-        if (!last) outbox.send(rank + 1, kTagHeader, header);
-
-        // The step's sequences, batch by batch, in header order (the packed row order).
-        const auto m = static_cast<size_t>(header[0]);
-        std::vector<std::vector<SequenceStep>> steps(static_cast<size_t>(ngb));
-        std::vector<int64_t> batch_rows(static_cast<size_t>(ngb), 0);
-        std::vector<std::pair<size_t, size_t>> where(m);  // (k, index within batch k)
-        int64_t total_rows = 0;
-        for (size_t e = 0; e < m; ++e) {
-          const int64_t pos = header[1 + 3 * e], n_tokens = header[2 + 3 * e];
-          const auto k = static_cast<size_t>(pos / gbs);
-          const int64_t slot = pos % gbs;
-          std::span<const int32_t> tokens(dummy.data(), static_cast<size_t>(n_tokens));
-          if (first) {
-            const size_t i = grp.begin + static_cast<size_t>(pos);
-            tokens = t == 0 ? std::span<const int32_t>(prompts[i].ids)
-                            : std::span<const int32_t>(&grp.next[static_cast<size_t>(pos)], 1);
-          }
-          where[e] = {k, steps[k].size()};
-          steps[k].push_back({slot, tokens});
-          batch_rows[k] += n_tokens;
-          total_rows += n_tokens;
-        }
-        if (m > 0) {
-          if (!first) {
-            rows.resize(static_cast<size_t>(total_rows * hidden));
-            transport.recv(rank - 1, kTagHidden, rows.data(), rows.size() * sizeof(float));
-            int64_t offset = 0;
-            for (int64_t k = 0; k < ngb; ++k) {
-              if (batch_rows[k] == 0) continue;
-              engine.write_hidden(g, k, rows.data() + offset * hidden, batch_rows[k]);
-              offset += batch_rows[k];
-            }
-          }
-          engine.forward(g, steps, grp.lengths);
-          for (size_t k = 0; k < steps.size(); ++k) {
-            for (const auto& st : steps[k]) {
-              grp.lengths[k][static_cast<size_t>(st.slot)] +=
-                  static_cast<int64_t>(st.tokens.size());
-            }
-          }
-          if (!last) {
-            rows.resize(static_cast<size_t>(total_rows * hidden));
-            int64_t offset = 0;
-            for (int64_t k = 0; k < ngb; ++k) {
-              if (batch_rows[k] == 0) continue;
-              engine.read_hidden(g, k, rows.data() + offset * hidden, batch_rows[k]);
-              offset += batch_rows[k];
-            }
-            outbox.send(rank + 1, kTagHidden, rows);
-          }
-        }
-        if (last) {
-          std::vector<double> tokens(header_len, 0.0);
-          tokens[0] = static_cast<double>(m);
-          for (size_t e = 0; e < m; ++e) {
-            const auto pos = static_cast<size_t>(header[1 + 3 * e]);
-            const auto [k, j] = where[e];
-            std::span<const float> row(engine.logits(static_cast<int64_t>(k)).data() + j * vocab,
-                                       vocab);
-            const Sampled s = sample_token(row, gen.sampling, grp.streams[pos], scratch);
-            tokens[1 + 3 * e] = static_cast<double>(pos);
-            tokens[2 + 3 * e] = s.token;
-            tokens[3 + 3 * e] = s.logprob;
-          }
-          if (size > 1) {
-            outbox.send(0, kTagTokens, tokens);
-          } else {
-            grp.tokens = std::move(tokens);
-          }
-        }
+        run_group_step(r, groups[static_cast<size_t>(g)], g, t);
+        if (r.first && t == 1 && g == n_groups - 1) prefill_end = Clock::now();
       }
     }
-    if (first) {
-      local.prefill_s += std::chrono::duration<double>(prefill_end - wave_begin).count();
-      local.decode_s += std::chrono::duration<double>(Clock::now() - prefill_end).count();
+    if (r.first) {
+      r.local.prefill_s += std::chrono::duration<double>(prefill_end - wave_begin).count();
+      r.local.decode_s += std::chrono::duration<double>(Clock::now() - prefill_end).count();
     }
   }
   outbox.drain();
-  if (stats) stats->add(local);
+  if (stats) stats->add(r.local);
   return results;
 }
 

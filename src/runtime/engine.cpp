@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "runtime/step_builder.h"
 
 namespace strata {
 
@@ -86,55 +87,35 @@ std::vector<Generation> Engine::generate(std::span<const Prompt> prompts,
                  "prompt length outside what the engine was sized for");
   }
   std::vector<Generation> results(n);
-  const size_t n_batches = (n + gbs - 1) / gbs;
-  std::vector<std::vector<int64_t>> lengths(n_batches, std::vector<int64_t>(gbs, 0));
+  StepBuilder builder(prompts, static_cast<int64_t>(n), static_cast<int64_t>(gbs));
   std::vector<RandomStream> streams;
   for (const auto& pr : prompts) streams.emplace_back(options.sampling.seed, pr.index);
-  std::vector<int32_t> next(n);
-  std::vector<bool> active(n, true);
   const size_t vocab = static_cast<size_t>(config().vocab_size);
   std::vector<float> scratch(vocab);
   if (prefill_logits) prefill_logits->assign(n, {});
   GenerationStats local;
 
-  for (int64_t t = 0; t < options.gen_len; ++t) {
-    std::vector<std::vector<SequenceStep>> steps(n_batches);
-    std::vector<int64_t> n_new, n_cached;
-    for (size_t i = 0; i < n; ++i) {
-      if (!active[i]) continue;
-      const size_t k = i / gbs, slot = i % gbs;
-      std::span<const int32_t> tokens =
-          t == 0 ? std::span<const int32_t>(prompts[i].ids) : std::span<const int32_t>(&next[i], 1);
-      steps[k].push_back({static_cast<int64_t>(slot), tokens});
-      n_new.push_back(static_cast<int64_t>(tokens.size()));
-      n_cached.push_back(lengths[k][slot]);
-    }
-    if (n_new.empty()) break;
+  for (int64_t t = 0; t < options.gen_len && builder.next_step(); ++t) {
     const auto begin = std::chrono::steady_clock::now();
-    forward(0, steps, lengths);
+    forward(0, builder.steps(), builder.lengths());
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
-    (t == 0 ? local.prefill_s : local.decode_s) += seconds;
-    local.flops += forward_flops(config(), n_new, n_cached);
-    if (t == 0)
-      for (int64_t x : n_new) local.prompt_tokens += x;
-
-    if (options.on_step) options.on_step(static_cast<int64_t>(n_new.size()));
-    for (size_t k = 0; k < n_batches; ++k) {
+    local.add_step(config(), builder, seconds);
+    if (options.on_step) options.on_step(static_cast<int64_t>(builder.n_new().size()));
+    const auto& steps = builder.steps();
+    for (size_t k = 0; k < steps.size(); ++k) {
       const std::span<const float> batch_logits = logits(static_cast<int64_t>(k));
       for (size_t j = 0; j < steps[k].size(); ++j) {
-        const size_t i = k * gbs + static_cast<size_t>(steps[k][j].slot);
-        lengths[k][static_cast<size_t>(steps[k][j].slot)] +=
-            static_cast<int64_t>(steps[k][j].tokens.size());
+        const auto i = static_cast<size_t>(builder.position(k, j));
         std::span<const float> row = batch_logits.subspan(j * vocab, vocab);
         if (t == 0 && prefill_logits) (*prefill_logits)[i].assign(row.begin(), row.end());
         Generation& g = results[i];
-        active[i] =
+        const bool goes_on =
             accept_next_token(row, options, config().eos_token_id, i, streams[i], scratch, g);
-        ++local.generated_tokens;
-        next[i] = g.output_ids.back();
+        builder.accept(static_cast<int64_t>(i), g.output_ids.back(), goes_on);
       }
     }
+    builder.advance();
   }
   if (stats) stats->add(local);
   return results;

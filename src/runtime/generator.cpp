@@ -4,11 +4,22 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "runtime/opt_stages.h"
+#include "runtime/step_builder.h"
 
 namespace strata {
 
 const char* finish_reason_name(FinishReason reason) {
   return reason == FinishReason::kStop ? "stop" : "length";
+}
+
+void GenerationStats::add_step(const OptConfig& c, const StepBuilder& step, double seconds) {
+  (step.prefill() ? prefill_s : decode_s) += seconds;
+  flops += forward_flops(c, step.n_new(), step.n_cached());
+  generated_tokens += static_cast<int64_t>(step.n_new().size());
+  if (step.prefill()) {
+    for (int64_t x : step.n_new()) prompt_tokens += x;
+  }
 }
 
 void GenerationStats::add(const GenerationStats& o) {
@@ -56,52 +67,30 @@ std::vector<Generation> generate_batch(const OptModel& model, std::span<const Pr
   for (const auto& p : prompts) streams.emplace_back(options.sampling.seed, p.index);
   const size_t vocab = static_cast<size_t>(c.vocab_size);
   std::vector<float> logits(n * vocab), scratch(vocab);
-  std::vector<int32_t> next(n);
-  std::vector<size_t> active(n);
-  for (size_t i = 0; i < n; ++i) active[i] = i;
-
-  std::vector<SequenceStep> steps;
-  std::vector<int64_t> n_new, n_cached;
+  // One batch of every sequence: slot i is sequence i, as the cache holds them.
+  StepBuilder builder(prompts, static_cast<int64_t>(n), static_cast<int64_t>(n));
   GenerationStats local;
-  for (int64_t t = 0; t < options.gen_len && !active.empty(); ++t) {
-    steps.clear();
-    n_new.clear();
-    n_cached.clear();
-    for (size_t i : active) {
-      std::span<const int32_t> tokens =
-          t == 0 ? std::span<const int32_t>(prompts[i].ids) : std::span<const int32_t>(&next[i], 1);
-      steps.push_back({static_cast<int64_t>(i), tokens});
-      n_new.push_back(static_cast<int64_t>(tokens.size()));
-      n_cached.push_back(cache.length(static_cast<int64_t>(i)));
-    }
+  for (int64_t t = 0; t < options.gen_len && builder.next_step(); ++t) {
+    const auto& steps = builder.steps()[0];
     const auto begin = Clock::now();
     model.forward(steps, cache, logits.data());
-    const double seconds = std::chrono::duration<double>(Clock::now() - begin).count();
-    (t == 0 ? local.prefill_s : local.decode_s) += seconds;
-    local.flops += model.forward_flops(n_new, n_cached);
-    if (t == 0) {
-      for (int64_t k : n_new) local.prompt_tokens += k;
-      if (prefill_logits) {
-        prefill_logits->assign(n, {});
-        for (size_t j = 0; j < n; ++j) {
-          (*prefill_logits)[j].assign(logits.begin() + j * vocab, logits.begin() + (j + 1) * vocab);
-        }
+    local.add_step(c, builder, std::chrono::duration<double>(Clock::now() - begin).count());
+    if (t == 0 && prefill_logits) {
+      prefill_logits->assign(n, {});
+      for (size_t j = 0; j < n; ++j) {
+        (*prefill_logits)[j].assign(logits.begin() + j * vocab, logits.begin() + (j + 1) * vocab);
       }
     }
-
-    std::vector<size_t> still;
-    for (size_t j = 0; j < active.size(); ++j) {
-      const size_t i = active[j];
+    for (size_t j = 0; j < steps.size(); ++j) {
+      const auto i = static_cast<size_t>(steps[j].slot);
       std::span<const float> row(logits.data() + j * vocab, vocab);
       Generation& g = results[i];
       const bool goes_on =
           accept_next_token(row, options, c.eos_token_id, i, streams[i], scratch, g);
-      ++local.generated_tokens;
-      next[i] = g.output_ids.back();
-      if (goes_on) still.push_back(i);
+      builder.accept(steps[j].slot, g.output_ids.back(), goes_on);
     }
-    if (options.on_step) options.on_step(static_cast<int64_t>(active.size()));
-    active.swap(still);
+    if (options.on_step) options.on_step(static_cast<int64_t>(steps.size()));
+    builder.advance();
   }
   if (stats) stats->add(local);
   return results;

@@ -36,6 +36,8 @@ struct Generation {
   FinishReason finish = FinishReason::kLength;
 };
 
+class StepBuilder;
+
 struct GenerationStats {
   double prefill_s = 0;
   double decode_s = 0;
@@ -43,6 +45,8 @@ struct GenerationStats {
   int64_t generated_tokens = 0;
   double flops = 0;
   void add(const GenerationStats& other);
+  // One forward step of `seconds`: prefill or decode time, its FLOPs and tokens.
+  void add_step(const OptConfig& config, const StepBuilder& step, double seconds);
 };
 
 // Appends a sampled token to `g` and says whether the sequence goes on (false: eos or a stop
