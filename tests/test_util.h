@@ -1,10 +1,15 @@
-// Shared helpers for the test suites: reference cases, temporary directories, running the CLI.
+// Shared helpers for the test suites: reference cases, float comparisons, temporary
+// directories, running the CLI.
 #pragma once
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <iterator>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -35,6 +40,21 @@ Workload workload(const std::string& model);
 // 20 greedy tokens (eos ignored) for every prompt of w, block by block, under `policy`.
 std::vector<Generation> run_engine(const WeightSource& source, const Workload& w,
                                    const Policy& policy, const std::string& offload_dir = "");
+
+// Largest |got[i] - want[i]| / max(1, |want[i]|). NaN when either side holds a NaN or the sizes
+// differ (std::max alone would skip a NaN), so EXPECT_LT(max_rel_diff(...), tol) fails then.
+template <typename Got, typename Want>
+double max_rel_diff(const Got& got, const Want& want) {
+  if (std::size(got) != std::size(want)) return std::numeric_limits<double>::quiet_NaN();
+  double worst = 0;
+  for (size_t i = 0; i < std::size(got); ++i) {
+    const double g = static_cast<double>(got[i]), w = static_cast<double>(want[i]);
+    const double d = std::abs(g - w) / std::max(1.0, std::abs(w));
+    if (std::isnan(d)) return d;
+    worst = std::max(worst, d);
+  }
+  return worst;
+}
 
 // A GPU node with round rates (h2d 10 GB/s, GPU GEMM 1000 / 100 GFLOP/s for prefill / decode,
 // 1 GiB GPU, 8 GiB CPU), so cost terms are easy to write out by hand.
