@@ -3,8 +3,10 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <sstream>
 
@@ -48,6 +50,24 @@ std::vector<Generation> run_engine(const WeightSource& source, const Workload& w
     all.insert(all.end(), part.begin(), part.end());
   }
   return all;
+}
+
+uint64_t seed() {
+  static const uint64_t value = [] {
+    const char* env = std::getenv("STRATA_TEST_SEED");
+    const uint64_t s = env && *env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
+    std::printf("test seed %llu (set STRATA_TEST_SEED to replay)\n",
+                static_cast<unsigned long long>(s));
+    return s;
+  }();
+  return value;
+}
+
+std::mt19937_64 rng() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  const std::string name = info ? std::string(info->test_suite_name()) + "." + info->name() : "";
+  if (info) ::testing::Test::RecordProperty("seed", std::to_string(seed()));
+  return std::mt19937_64(seed() ^ std::hash<std::string>{}(name));
 }
 
 HardwareProfile gpu_profile() {

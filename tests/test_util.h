@@ -1,5 +1,5 @@
-// Shared helpers for the test suites: reference cases, float comparisons, temporary
-// directories, running the CLI.
+// Shared helpers for the test suites (strata_tests, and the CUDA and emulated CUDA tests):
+// reference cases, seeds, float comparisons, temporary directories, running the CLI.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -11,6 +11,7 @@
 #include <iterator>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,11 @@ Workload workload(const std::string& model);
 // 20 greedy tokens (eos ignored) for every prompt of w, block by block, under `policy`.
 std::vector<Generation> run_engine(const WeightSource& source, const Workload& w,
                                    const Policy& policy, const std::string& offload_dir = "");
+
+// The run's seed: STRATA_TEST_SEED if set, else fresh; printed once so a failure can be replayed.
+uint64_t seed();
+// A generator seeded from seed() and the running test's name, so tests do not share draws.
+std::mt19937_64 rng();
 
 // Largest |got[i] - want[i]| / max(1, |want[i]|). NaN when either side holds a NaN or the sizes
 // differ (std::max alone would skip a NaN), so EXPECT_LT(max_rel_diff(...), tol) fails then.

@@ -1,5 +1,9 @@
 // Negative controls for the shared test helpers: a comparison that a NaN slips through passes
 // every broken kernel that writes nothing into a NaN-poisoned output.
+#include <cmath>
+#include <cstdlib>
+#include <vector>
+
 #include "test_util.h"
 
 namespace strata {
@@ -21,6 +25,15 @@ TEST(TestUtil, MaxRelDiffIsNanWhenEitherSideIsNan) {
   EXPECT_FALSE(test::max_rel_diff(std::vector<float>{1.0f, -200.0f, INFINITY}, want) < 1e-3);
   // A NaN after a large difference is still reported (std::max(worst, NaN) keeps worst).
   EXPECT_TRUE(std::isnan(test::max_rel_diff(std::vector<float>{9.0f, -200.0f, NAN}, want)));
+}
+
+TEST(TestUtil, SeedIsStableAndRngFollowsTheTestName) {
+  EXPECT_EQ(test::seed(), test::seed());
+  auto a = test::rng(), b = test::rng();
+  EXPECT_EQ(a(), b());
+  if (const char* env = std::getenv("STRATA_TEST_SEED"); env && *env) {
+    EXPECT_EQ(test::seed(), std::strtoull(env, nullptr, 10));
+  }
 }
 
 }  // namespace
