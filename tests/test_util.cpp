@@ -32,24 +32,30 @@ Workload workload(const std::string& model) {
 }
 
 std::vector<Generation> run_engine(const WeightSource& source, const Workload& w,
+                                   const EngineOptions& options, EngineStats* stats) {
+  const auto engine = make_engine(source, options);
+  GenerateOptions gen;
+  gen.gen_len = options.gen_len;
+  gen.ignore_eos = true;
+  std::vector<Generation> all;
+  const size_t block = static_cast<size_t>(options.policy.effective_batch());
+  for (size_t first = 0; first < w.prompts.size(); first += block) {
+    const size_t n = std::min(block, w.prompts.size() - first);
+    auto part = engine->generate(std::span(w.prompts).subspan(first, n), gen, nullptr);
+    all.insert(all.end(), part.begin(), part.end());
+  }
+  if (stats) *stats = engine->stats();
+  return all;
+}
+
+std::vector<Generation> run_engine(const WeightSource& source, const Workload& w,
                                    const Policy& policy, const std::string& offload_dir) {
   EngineOptions options;
   options.policy = policy;
   options.offload_dir = offload_dir;
   options.max_prompt_len = 100;
   options.gen_len = 20;
-  const auto engine = make_engine(source, options);
-  GenerateOptions gen;
-  gen.gen_len = 20;
-  gen.ignore_eos = true;
-  std::vector<Generation> all;
-  const size_t block = static_cast<size_t>(policy.effective_batch());
-  for (size_t first = 0; first < w.prompts.size(); first += block) {
-    const size_t n = std::min(block, w.prompts.size() - first);
-    auto part = engine->generate(std::span(w.prompts).subspan(first, n), gen, nullptr);
-    all.insert(all.end(), part.begin(), part.end());
-  }
-  return all;
+  return run_engine(source, w, options);
 }
 
 uint64_t seed() {

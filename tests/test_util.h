@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <iterator>
 #include <limits>
@@ -21,7 +22,12 @@
 
 namespace strata::test {
 
-inline const std::string kDataDir = STRATA_TEST_DATA;
+// STRATA_TEST_DATA in the environment (a GPU machine's copy of tests/data), else the source
+// tree's, where the build put it.
+inline const std::string kDataDir = [] {
+  const char* env = std::getenv("STRATA_TEST_DATA");
+  return std::string(env && *env ? env : STRATA_TEST_DATA);
+}();
 inline const std::string kBinary = STRATA_BINARY;
 inline const std::vector<std::string> kReferenceModels = {"opt-pub-tiny", "opt-pub-350m-style",
                                                           "opt-pub-gelu-nobias"};
@@ -38,7 +44,11 @@ struct Workload {
   std::vector<std::vector<float>> golden_logprobs;
 };
 Workload workload(const std::string& model);
-// 20 greedy tokens (eos ignored) for every prompt of w, block by block, under `policy`.
+// options.gen_len greedy tokens (eos ignored) for every prompt of w, block by block; `stats`,
+// when given, gets the engine's counters afterwards.
+std::vector<Generation> run_engine(const WeightSource& source, const Workload& w,
+                                   const EngineOptions& options, EngineStats* stats = nullptr);
+// The same with 20 tokens, prompts up to 100 tokens, under `policy`.
 std::vector<Generation> run_engine(const WeightSource& source, const Workload& w,
                                    const Policy& policy, const std::string& offload_dir = "");
 
