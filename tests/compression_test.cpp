@@ -29,7 +29,7 @@ float group_bound(int bits, float lo, float hi) {
 }
 
 TEST(Quantize, RoundTripWithinTheFormatsBound) {
-  std::mt19937 rng(std::random_device{}());
+  auto rng = test::rng();  // seed printed; STRATA_TEST_SEED replays
   for (int bits : {4, 8}) {
     for (int64_t group_len : {64, 48, 16, 1}) {
       for (int64_t n : {1, 63, 64, 65, 1000, 4099}) {
@@ -75,7 +75,7 @@ TEST(Quantize, EightBitsIsFinerThanFour) {
 
 // The matrix form groups along rows; the reference quantises each column on its own.
 TEST(Quantize, MatrixGroupsRunAlongTheOutputDimension) {
-  std::mt19937 rng(std::random_device{}());
+  auto rng = test::rng();  // seed printed; STRATA_TEST_SEED replays
   std::normal_distribution<float> d(0, 1);
   for (int bits : {4, 8}) {
     for (auto [rows, cols] : {std::pair<int64_t, int64_t>{130, 7}, {64, 1}, {5, 33}, {192, 48}}) {
@@ -104,7 +104,7 @@ TEST(Quantize, MatrixGroupsRunAlongTheOutputDimension) {
 // other groups as they were: edge blocks on disk are read back, not re-encoded.
 TEST(TieredArray, QuantisedRangesKeepTheirNeighbours) {
   test::TempDir dir;
-  std::mt19937 rng(std::random_device{}());
+  auto rng = test::rng();  // seed printed; STRATA_TEST_SEED replays
   std::normal_distribution<float> d(0, 3);
   for (int bits : {4, 8}) {
     for (TierSplit split : {TierSplit{100, 0}, TierSplit{0, 100}, TierSplit{0, 0},

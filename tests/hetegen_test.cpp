@@ -40,7 +40,7 @@ int64_t out_of_bound(const std::vector<float>& x, const std::vector<float>& w,
     for (int64_t j = 0; j < n; ++j) {
       const double d = std::abs(static_cast<double>(y[i * n + j]) - want[i * n + j]);
       const float b = bias.empty() ? 0.0f : bias[j];
-      if (d > dot_bound(&x[i * k], &w[j * k], b, k)) ++bad;
+      if (!(d <= dot_bound(&x[i * k], &w[j * k], b, k))) ++bad;  // NaN counts
     }
   }
   return bad;
@@ -92,7 +92,8 @@ TEST(LinearSplit, EqualsUnsplitOnOddShapes) {
               static_cast<long long>(total));
 }
 
-// Negative control: the bound catches a wrong join (the two columns at the seam swapped).
+// Negative control: the bound catches a wrong join (the two columns at the seam swapped) and
+// a NaN.
 TEST(LinearSplit, BoundCatchesAWrongJoin) {
   const int64_t m = 3, n = 10, k = 33;
   std::mt19937 rng(3);
@@ -105,6 +106,8 @@ TEST(LinearSplit, BoundCatchesAWrongJoin) {
   ASSERT_EQ(out_of_bound(x, w, {}, y, want, m, n, k), 0);
   for (int64_t i = 0; i < m; ++i) std::swap(y[i * n + 3], y[i * n + 4]);
   EXPECT_EQ(out_of_bound(x, w, {}, y, want, m, n, k), 2 * m);
+  y[0] = NAN;  // an unwritten (poisoned) output counts too
+  EXPECT_EQ(out_of_bound(x, w, {}, y, want, m, n, k), 2 * m + 1);
 }
 
 TEST(LinearSplit, CountsFlopsOnceAndTheSplit) {

@@ -21,11 +21,7 @@ std::vector<float> random_vector(size_t n, std::mt19937& rng, float scale = 1.0f
 
 void expect_close(const std::vector<float>& got, const std::vector<float>& want, double tol) {
   ASSERT_EQ(got.size(), want.size());
-  double worst = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    worst = std::max(worst, std::abs(got[i] - want[i]) / std::max(1.0, std::abs(double(want[i]))));
-  }
-  EXPECT_LT(worst, tol);
+  EXPECT_LT(test::max_rel_diff(got, want), tol);  // NaN fails
 }
 
 TEST(Kernels, LinearMatchesReference) {

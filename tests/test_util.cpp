@@ -3,8 +3,10 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <sstream>
 
@@ -30,24 +32,48 @@ Workload workload(const std::string& model) {
 }
 
 std::vector<Generation> run_engine(const WeightSource& source, const Workload& w,
+                                   const EngineOptions& options, EngineStats* stats) {
+  const auto engine = make_engine(source, options);
+  GenerateOptions gen;
+  gen.gen_len = options.gen_len;
+  gen.ignore_eos = true;
+  std::vector<Generation> all;
+  const size_t block = static_cast<size_t>(options.policy.effective_batch());
+  for (size_t first = 0; first < w.prompts.size(); first += block) {
+    const size_t n = std::min(block, w.prompts.size() - first);
+    auto part = engine->generate(std::span(w.prompts).subspan(first, n), gen, nullptr);
+    all.insert(all.end(), part.begin(), part.end());
+  }
+  if (stats) *stats = engine->stats();
+  return all;
+}
+
+std::vector<Generation> run_engine(const WeightSource& source, const Workload& w,
                                    const Policy& policy, const std::string& offload_dir) {
   EngineOptions options;
   options.policy = policy;
   options.offload_dir = offload_dir;
   options.max_prompt_len = 100;
   options.gen_len = 20;
-  const auto engine = make_engine(source, options);
-  GenerateOptions gen;
-  gen.gen_len = 20;
-  gen.ignore_eos = true;
-  std::vector<Generation> all;
-  const size_t block = static_cast<size_t>(policy.effective_batch());
-  for (size_t first = 0; first < w.prompts.size(); first += block) {
-    const size_t n = std::min(block, w.prompts.size() - first);
-    auto part = engine->generate(std::span(w.prompts).subspan(first, n), gen, nullptr);
-    all.insert(all.end(), part.begin(), part.end());
-  }
-  return all;
+  return run_engine(source, w, options);
+}
+
+uint64_t seed() {
+  static const uint64_t value = [] {
+    const char* env = std::getenv("STRATA_TEST_SEED");
+    const uint64_t s = env && *env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
+    std::printf("test seed %llu (set STRATA_TEST_SEED to replay)\n",
+                static_cast<unsigned long long>(s));
+    return s;
+  }();
+  return value;
+}
+
+std::mt19937_64 rng() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  const std::string name = info ? std::string(info->test_suite_name()) + "." + info->name() : "";
+  if (info) ::testing::Test::RecordProperty("seed", std::to_string(seed()));
+  return std::mt19937_64(seed() ^ std::hash<std::string>{}(name));
 }
 
 HardwareProfile gpu_profile() {

@@ -1,11 +1,18 @@
-// Shared helpers for the test suites: reference cases, temporary directories, running the CLI.
+// Shared helpers for the test suites (strata_tests, and the CUDA and emulated CUDA tests):
+// reference cases, seeds, float comparisons, temporary directories, running the CLI.
 #pragma once
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
+#include <iterator>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -15,7 +22,12 @@
 
 namespace strata::test {
 
-inline const std::string kDataDir = STRATA_TEST_DATA;
+// STRATA_TEST_DATA in the environment (a GPU machine's copy of tests/data), else the source
+// tree's, where the build put it.
+inline const std::string kDataDir = [] {
+  const char* env = std::getenv("STRATA_TEST_DATA");
+  return std::string(env && *env ? env : STRATA_TEST_DATA);
+}();
 inline const std::string kBinary = STRATA_BINARY;
 inline const std::vector<std::string> kReferenceModels = {"opt-pub-tiny", "opt-pub-350m-style",
                                                           "opt-pub-gelu-nobias"};
@@ -32,9 +44,33 @@ struct Workload {
   std::vector<std::vector<float>> golden_logprobs;
 };
 Workload workload(const std::string& model);
-// 20 greedy tokens (eos ignored) for every prompt of w, block by block, under `policy`.
+// options.gen_len greedy tokens (eos ignored) for every prompt of w, block by block; `stats`,
+// when given, gets the engine's counters afterwards.
+std::vector<Generation> run_engine(const WeightSource& source, const Workload& w,
+                                   const EngineOptions& options, EngineStats* stats = nullptr);
+// The same with 20 tokens, prompts up to 100 tokens, under `policy`.
 std::vector<Generation> run_engine(const WeightSource& source, const Workload& w,
                                    const Policy& policy, const std::string& offload_dir = "");
+
+// The run's seed: STRATA_TEST_SEED if set, else fresh; printed once so a failure can be replayed.
+uint64_t seed();
+// A generator seeded from seed() and the running test's name, so tests do not share draws.
+std::mt19937_64 rng();
+
+// Largest |got[i] - want[i]| / max(1, |want[i]|). NaN when either side holds a NaN or the sizes
+// differ (std::max alone would skip a NaN), so EXPECT_LT(max_rel_diff(...), tol) fails then.
+template <typename Got, typename Want>
+double max_rel_diff(const Got& got, const Want& want) {
+  if (std::size(got) != std::size(want)) return std::numeric_limits<double>::quiet_NaN();
+  double worst = 0;
+  for (size_t i = 0; i < std::size(got); ++i) {
+    const double g = static_cast<double>(got[i]), w = static_cast<double>(want[i]);
+    const double d = std::abs(g - w) / std::max(1.0, std::abs(w));
+    if (std::isnan(d)) return d;
+    worst = std::max(worst, d);
+  }
+  return worst;
+}
 
 // A GPU node with round rates (h2d 10 GB/s, GPU GEMM 1000 / 100 GFLOP/s for prefill / decode,
 // 1 GiB GPU, 8 GiB CPU), so cost terms are easy to write out by hand.

@@ -3,31 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
-#include <functional>
 #include <sstream>
 
 #include "core/dtype.h"
 
 namespace strata::cuda::test {
-
-uint64_t seed() {
-  static const uint64_t value = [] {
-    const char* env = std::getenv("STRATA_TEST_SEED");
-    const uint64_t s = env ? std::strtoull(env, nullptr, 10) : std::random_device{}();
-    std::printf("CUDA tests: seed %llu (set STRATA_TEST_SEED to replay)\n",
-                static_cast<unsigned long long>(s));
-    return s;
-  }();
-  return value;
-}
-
-std::mt19937_64 rng() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  const std::string name = info ? std::string(info->test_suite_name()) + "." + info->name() : "";
-  return std::mt19937_64(seed() ^ std::hash<std::string>{}(name));
-}
 
 std::vector<float> random_floats(std::mt19937_64& gen, size_t n, float lo, float hi) {
   std::uniform_real_distribution<float> dist(lo, hi);

@@ -8,13 +8,13 @@
 #include <vector>
 
 #include "kernels/cuda/ops.h"
+#include "tests/test_util.h"
 
 namespace strata::cuda::test {
 
-// The run's seed: STRATA_TEST_SEED if set, else fresh; printed once so a failure can be replayed.
-uint64_t seed();
-// A generator seeded from seed() and the test's name, so tests do not share draws.
-std::mt19937_64 rng();
+// The suites' shared seed (STRATA_TEST_SEED replays) and per-test generator.
+using strata::test::rng;
+using strata::test::seed;
 
 std::vector<float> random_floats(std::mt19937_64& gen, size_t n, float lo = -1.0f, float hi = 1.0f);
 // fp16 bits of v and v rounded through fp16 (what the CPU reference must see).

@@ -5,10 +5,7 @@
 // interleaved at random, so the schedule's events are tested in every build.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
 #include <string>
@@ -21,53 +18,14 @@
 #include "parallel/transport.h"
 #include "runtime/engine.h"
 #include "runtime/offload_engine.h"
+#include "tests/test_util.h"
 
 namespace strata {
 namespace {
 
-const std::vector<std::string> kModels = {"opt-pub-tiny", "opt-pub-350m-style",
-                                          "opt-pub-gelu-nobias"};
-
-// STRATA_TEST_DATA (a GPU machine's copy), else the source tree's tests/data.
-std::filesystem::path data_dir() {
-  if (const char* env = std::getenv("STRATA_TEST_DATA")) return env;
-  return std::filesystem::path(__FILE__).parent_path().parent_path() / "data";
-}
-
-struct Workload {
-  std::vector<Prompt> prompts;
-  std::vector<std::vector<int32_t>> golden_ids;
-  std::vector<std::vector<float>> golden_logprobs;
-};
-
-Workload workload(const std::string& model) {
-  std::ifstream in(data_dir() / model / "cases.json");
-  EXPECT_TRUE(in.good()) << "missing " << model << "/cases.json";
-  const auto cases = nlohmann::json::parse(in);
-  Workload w;
-  for (const auto& c : cases["cases"]) {
-    for (size_t b = 0; b < c["input_ids"].size(); ++b) {
-      w.prompts.push_back({c["input_ids"][b].get<std::vector<int32_t>>(), w.prompts.size()});
-      w.golden_ids.push_back(c["output_ids"][b].get<std::vector<int32_t>>());
-      w.golden_logprobs.push_back(c["token_logprobs"][b].get<std::vector<float>>());
-    }
-  }
-  return w;
-}
-
-class TempDir {
- public:
-  TempDir() {
-    std::random_device rd;
-    path_ = std::filesystem::temp_directory_path() / ("strata-cuda-test-" + std::to_string(rd()));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using test::TempDir;
+using test::Workload;
+using test::workload;
 
 Policy all_on_gpu(int64_t gbs, int64_t ngb) {
   Policy p;
@@ -90,19 +48,7 @@ EngineOptions options_for(const Policy& policy, Device device, const std::string
 std::vector<Generation> run(const WeightSource& source, const Workload& w, const Policy& policy,
                             Device device = Device::kCuda, const std::string& offload_dir = "",
                             EngineStats* stats = nullptr) {
-  const auto engine = make_engine(source, options_for(policy, device, offload_dir));
-  GenerateOptions gen;
-  gen.gen_len = 20;
-  gen.ignore_eos = true;
-  std::vector<Generation> all;
-  const size_t block = static_cast<size_t>(policy.effective_batch());
-  for (size_t first = 0; first < w.prompts.size(); first += block) {
-    const size_t n = std::min(block, w.prompts.size() - first);
-    auto part = engine->generate(std::span(w.prompts).subspan(first, n), gen, nullptr);
-    all.insert(all.end(), part.begin(), part.end());
-  }
-  if (stats) *stats = engine->stats();
-  return all;
+  return test::run_engine(source, w, options_for(policy, device, offload_dir), stats);
 }
 
 void expect_same(const std::vector<Generation>& got, const std::vector<Generation>& want) {
@@ -116,7 +62,7 @@ void expect_same(const std::vector<Generation>& got, const std::vector<Generatio
 class CudaEngineTest : public ::testing::TestWithParam<std::string> {
  protected:
   std::unique_ptr<WeightSource> source() const {
-    return open_weight_source((data_dir() / GetParam()).string());
+    return open_weight_source(test::model_dir(GetParam()));
   }
 };
 
@@ -344,7 +290,7 @@ TEST_P(CudaEngineTest, HeteGenSplitMatchesTransformers) {
 // Split against unsplit on the same placement: equal within fp16's bound wherever the two runs
 // have generated the same tokens so far (they may part at a tie).
 void expect_split_equals_unsplit(const std::string& model, bool packed) {
-  const auto src = open_weight_source((data_dir() / model).string());
+  const auto src = open_weight_source(test::model_dir(model));
   const Workload w = workload(model);
   Policy p = all_on_gpu(4, 2);
   p.weights = {0, 100};
@@ -425,10 +371,11 @@ TEST_P(CudaEngineTest, PipelineSlicesMatchTheWholeModel) {
   expect_same(got, want);
 }
 
-INSTANTIATE_TEST_SUITE_P(ReferenceModels, CudaEngineTest, ::testing::ValuesIn(kModels));
+INSTANTIATE_TEST_SUITE_P(ReferenceModels, CudaEngineTest,
+                         ::testing::ValuesIn(test::kReferenceModels));
 
 TEST(CudaEngine, GpuMemCapIsAnInputError) {
-  const auto src = open_weight_source((data_dir() / "opt-pub-tiny").string());
+  const auto src = open_weight_source(test::model_dir("opt-pub-tiny"));
   EngineOptions o = options_for(all_on_gpu(4, 1), Device::kCuda, "");
   o.caps.gpu_bytes = 64 << 10;
   try {
@@ -446,7 +393,7 @@ TEST(CudaEngine, GpuMemCapIsAnInputError) {
 }
 
 TEST(CudaEngine, UnsupportedPoliciesAreInputErrors) {
-  const auto src = open_weight_source((data_dir() / "opt-pub-tiny").string());
+  const auto src = open_weight_source(test::model_dir("opt-pub-tiny"));
   Policy p = all_on_gpu(2, 1);
   p.hetegen_alpha = HeteGenAlpha::all(0.3);  // the weights are on the device: nothing to split
   try {

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <limits>
 #include <memory>
@@ -36,12 +35,6 @@ constexpr double kRelLogits = 4e-2;
 constexpr int64_t kCapacity = 64;
 constexpr int64_t kSlots = 4;
 constexpr int64_t kMaxRows = 64;
-
-// STRATA_TEST_DATA (a GPU machine's copy), else the source tree's tests/data.
-std::filesystem::path data_dir() {
-  if (const char* env = std::getenv("STRATA_TEST_DATA")) return env;
-  return std::filesystem::path(__FILE__).parent_path().parent_path() / "data";
-}
 
 struct StepResult {
   std::vector<float> hidden;  // after the last decoder stage, [rows, hidden_size]
@@ -199,7 +192,7 @@ struct Case {
 class StageRunnerTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(StageRunnerTest, MatchesCpuStages) {
-  const auto dir = data_dir() / GetParam().model;
+  const std::filesystem::path dir = strata::test::model_dir(GetParam().model);
   ASSERT_TRUE(std::filesystem::exists(dir / "config.json"))
       << dir << " missing: set STRATA_TEST_DATA to a copy of tests/data";
   ModelPair pair(dir, GetParam().sep_layer);

@@ -3,7 +3,7 @@
 #   pipeline_cli.sh MPIEXEC STRATA DATA_DIR CASE
 # same: 2 and 3 ranks (hand and even splits, offloading on the ranks) write byte-identical output.
 # too-many-ranks: more ranks than layers fails before loading, naming the counts.
-# killed: a rank killed mid-run ends the job with a non-zero status within 30 s.
+# killed: a rank killed mid-run ends the job with a non-zero status (30 s: a hang guard).
 set -euo pipefail
 mpiexec=$1 strata=$2 data=$3 case=$4
 work=$(mktemp -d)
@@ -45,24 +45,30 @@ case $case in
     [ "$status" != 0 ] && grep -q "4 ranks but the model has only 3 layers" "$work/err"
     ;;
   killed)
-    # A long run on a synthetic model; rank 1 is killed once it is generating.
+    # A long run on a synthetic model; rank 1 is killed once rank 0 has created its --output,
+    # which it does after the ranks' MPI world is up and before the engine runs. The poll waits
+    # for that state, not for a time; its 60 s and the 30 s after the kill only catch a hang.
     echo '{"id": "long", "input_ids": [2, 100, 200, 300]}' >"$work/long.jsonl"
     set +e
-    start=$(date +%s)
     run -np 2 "$strata" generate --model synthetic:opt-125m --input "$work/long.jsonl" \
-      --gen-len 2000 --threads 1 --ignore-eos >/dev/null 2>"$work/err" &
+      --output "$work/long.out" --gen-len 2000 --threads 1 --ignore-eos 2>"$work/err" &
     job=$!
-    sleep 4
+    for _ in $(seq 600); do
+      [ -e "$work/long.out" ] || ! kill -0 "$job" 2>/dev/null && break
+      sleep 0.1
+    done
     # The ranks are the children of the mpiexec that runs this input.
     launcher=$(pgrep -f "^$mpiexec .*$work/long.jsonl" | head -1)
     victims=$(pgrep -P "$launcher" | sort -n)
-    if [ "$(echo "$victims" | wc -l)" != 2 ]; then
-      echo "expected 2 running ranks, found: $victims"; kill -9 "$job"; exit 1
+    if [ ! -e "$work/long.out" ] || [ "$(echo "$victims" | wc -l)" != 2 ]; then
+      echo "expected rank 0's output and 2 running ranks, found: $victims"; cat "$work/err"
+      kill -9 "$job"; exit 1
     fi
     kill -9 "$(echo "$victims" | tail -1)" || exit 1
+    killed_at=$(date +%s)
     wait "$job"
     status=$?
-    elapsed=$(($(date +%s) - start - 4))
+    elapsed=$(($(date +%s) - killed_at))
     set -e
     tail -3 "$work/err"
     echo "pipeline_cli: status $status, ended ${elapsed}s after the kill"
