@@ -6,7 +6,7 @@
 #include "parallel/transport.h"
 
 #if STRATA_HAVE_NCCL
-#include "kernels/cuda/nccl_transport.h"
+#include "parallel/nccl_transport.h"
 #endif
 
 namespace strata::parallel {
@@ -37,11 +37,11 @@ class NcclLinkAdapter final : public Link {
   void abort() override { link_.abort(); }
 
  private:
-  cuda::NcclLink link_;
+  NcclLink link_;
 };
 
 LinkFactory nccl_link_factory(int gpu) {
-  return {[] { return cuda::nccl_unique_id(); },
+  return {[] { return nccl_unique_id(); },
           [gpu](const std::string& id, int, bool sender) -> std::unique_ptr<Link> {
             return std::make_unique<NcclLinkAdapter>(gpu, id, sender);
           }};

@@ -2,7 +2,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/check.cuh"
-#include "kernels/cuda/launchers.h"
+#include "kernels/cuda/device.h"
 
 namespace strata::cuda {
 namespace {

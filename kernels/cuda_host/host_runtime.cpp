@@ -13,7 +13,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
-#include "kernels/cuda/launchers.h"
+#include "kernels/cuda/device.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/runtime.h"
 #include "kernels/cuda_host/host_stream.h"

@@ -6,7 +6,7 @@
 #include "runtime/offload_engine.h"
 
 #if STRATA_HAVE_CUDA
-#include "kernels/cuda/launchers.h"
+#include "kernels/cuda/device.h"
 #include "runtime/cuda/cuda_engine.h"
 #include "runtime/cuda/gpu_probe_cuda.h"
 #endif

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "core/dtype.h"
-#include "kernels/cuda/launchers.h"
+#include "kernels/cuda/device.h"
 
 TEST(CudaConversion, Fp16ToFp32MatchesCpu) {
   std::vector<uint16_t> all(65536);

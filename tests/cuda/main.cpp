@@ -3,7 +3,7 @@
 
 #include <cstdio>
 
-#include "kernels/cuda/launchers.h"
+#include "kernels/cuda/device.h"
 
 int main(int argc, char** argv) {
   if (strata::cuda::device_count() == 0) {

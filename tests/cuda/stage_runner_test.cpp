@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "core/dtype.h"
-#include "kernels/cuda/stage_runner.h"
+#include "runtime/cuda/stage_runner.h"
 #include "model/weight_source.h"
 #include "runtime/opt_stages.h"
 #include "tests/cuda/cuda_test_util.h"

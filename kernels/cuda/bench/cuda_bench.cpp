@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "kernels/cuda/launchers.h"
+#include "kernels/cuda/device.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/quant_format.h"
 

@@ -11,9 +11,9 @@
 
 #include "core/error.h"
 #include "kernels/cpu/ops.h"
-#include "kernels/cuda/launchers.h"
+#include "kernels/cuda/device.h"
 #include "kernels/cuda/ops.h"
-#include "kernels/cuda/stage_runner.h"
+#include "runtime/cuda/stage_runner.h"
 #include "runtime/cuda/cuda_engine.h"
 #include "runtime/cuda/device_tiers.h"
 #include "runtime/engine_layout.h"

@@ -1,4 +1,4 @@
-#include "kernels/cuda/nccl_transport.h"
+#include "parallel/nccl_transport.h"
 
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -23,7 +23,7 @@
     STRATA_CHECK(status_ == ncclSuccess, #call, ": ", ncclGetErrorString(status_)); \
   } while (0)
 
-namespace strata::cuda {
+namespace strata::parallel {
 
 std::string nccl_unique_id() {
   ncclUniqueId id;
@@ -119,4 +119,4 @@ void NcclLink::abort() {
   impl_->aborted = true;
 }
 
-}  // namespace strata::cuda
+}  // namespace strata::parallel

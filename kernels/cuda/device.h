@@ -1,4 +1,4 @@
-// Host-callable entry points of the CUDA kernels; no CUDA header leaks from here.
+// The CUDA devices this process sees, and a toolchain check; no CUDA header leaks from here.
 #pragma once
 
 #include <cstddef>

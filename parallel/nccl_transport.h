@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-namespace strata::cuda {
+namespace strata::parallel {
 
 // The bytes of a fresh ncclUniqueId, to be sent to the other end.
 std::string nccl_unique_id();
@@ -32,4 +32,4 @@ class NcclLink {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace strata::cuda
+}  // namespace strata::parallel

@@ -1,7 +1,7 @@
 // The device stage runner: the launch sequence of runtime/opt_stages.cpp's stage math over the
 // kernels of ops.h. A .cpp (not .cu) because it includes the engine's C++20 headers and needs no
 // device code; the kernels it adds live in stage_kernels.cu.
-#include "kernels/cuda/stage_runner.h"
+#include "runtime/cuda/stage_runner.h"
 
 #include <algorithm>
 #include <climits>
