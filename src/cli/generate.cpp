@@ -127,7 +127,7 @@ Inputs read_inputs(const cxxopts::ParseResult& flags, const std::vector<std::str
 // Holds the stop watchers of the batch being generated, which `gen.stop_check` reads.
 class ResultSink {
  public:
-  ResultSink(const cxxopts::ParseResult& flags, bool writer, Inputs& in,
+  ResultSink(const cxxopts::ParseResult& flags, bool writer, const Inputs& in,
              const std::vector<std::string>& stops)
       : in_(in), stops_(stops) {
     if (flags.count("output") && writer) {
@@ -139,6 +139,8 @@ class ResultSink {
   }
   ResultSink(const ResultSink&) = delete;
   ResultSink& operator=(const ResultSink&) = delete;
+
+  size_t size() const { return in_.requests.size(); }
 
   void watch_stops(GenerateOptions& gen) {
     if (stops_.empty()) return;
@@ -180,35 +182,40 @@ class ResultSink {
     *out_ << result_json(in_.requests[i], g, text).dump() << "\n";
   }
 
-  Inputs& in_;
+  const Inputs& in_;
   const std::vector<std::string>& stops_;
   std::ofstream file_;
   std::ostream* out_ = &std::cout;
   std::vector<StopWatcher> watchers_;
 };
 
-// One rank: a block of sequences at a time, each block written as it completes. Returns the
-// seconds taken to load the weights.
-double generate_blocks(const cxxopts::ParseResult& flags, const WeightSource& source,
-                       EngineOptions& options, const GenerateOptions& gen, size_t n_requests,
-                       ResultSink& sink, GenerationStats& stats) {
+struct GenerateRun {
+  GenerationStats stats;
+  double load_s = 0;  // loading the weights (one rank)
+};
+
+// One rank: a block of sequences at a time, each block written as it completes.
+GenerateRun generate_blocks(const cxxopts::ParseResult& flags, const WeightSource& source,
+                            EngineOptions& options, const GenerateOptions& gen, ResultSink& sink) {
+  const size_t n_requests = sink.size();
+  GenerateRun run;
   plan_from_flags(flags, source.config(), options,  // --policy auto
                   static_cast<int64_t>(n_requests));
   const int64_t block = options.policy.effective_batch();
   const auto load_begin = std::chrono::steady_clock::now();
   const auto engine = make_engine(source, options);
-  const double load_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - load_begin).count();
+  run.load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_begin).count();
   for (size_t first = 0; first < n_requests; first += static_cast<size_t>(block)) {
     const size_t last = std::min(n_requests, first + static_cast<size_t>(block));
     const std::vector<Prompt> batch = sink.start(first, last);
-    auto results = engine->generate(batch, gen, &stats);
+    auto results = engine->generate(batch, gen, &run.stats);
     sink.write(first, last, results);
   }
-  return load_s;
+  return run;
 }
 
-void print_summary(const GenerationStats& stats, size_t n_requests, int n_ranks, double load_s) {
+void print_summary(const GenerateRun& run, size_t n_requests, int n_ranks) {
+  const GenerationStats& stats = run.stats;
   const double total_s = stats.prefill_s + stats.decode_s;
   // Every sequence's first token comes from the prefill; the rest are decode tokens.
   const double decode_tokens =
@@ -218,7 +225,7 @@ void print_summary(const GenerationStats& stats, size_t n_requests, int n_ranks,
                "tokens; load %.2f s, prefill %.2f s, decode %.2f s (%.2f tokens/s); %.2f "
                "generated tokens/s\n",
                n_requests, n_ranks, static_cast<long long>(stats.prompt_tokens),
-               static_cast<long long>(stats.generated_tokens), load_s, stats.prefill_s,
+               static_cast<long long>(stats.generated_tokens), run.load_s, stats.prefill_s,
                stats.decode_s, stats.decode_s > 0 ? decode_tokens / stats.decode_s : 0.0,
                total_s > 0 ? stats.generated_tokens / total_s : 0.0);
 }
@@ -261,18 +268,17 @@ int run_generate(int argc, char** argv) {
   sink.watch_stops(gen);
   Progress progress(static_cast<int64_t>(n_requests) * gen_len);
   if (progress.enabled() && writer) gen.on_step = [&progress](int64_t n) { progress.add(n); };
-  GenerationStats stats;
-  double load_s = 0;
+  GenerateRun run;
   if (pipeline) {  // rank 0 writes every result at the end
     auto results = parallel::pipeline_generate(*source, pipeline->options, *pipeline->transport,
-                                               sink.start(0, n_requests), gen, &stats);
+                                               sink.start(0, n_requests), gen, &run.stats);
     if (!writer) return 0;
     sink.write(0, n_requests, results);
   } else {
-    load_s = generate_blocks(flags, *source, engine_options, gen, n_requests, sink, stats);
+    run = generate_blocks(flags, *source, engine_options, gen, sink);
   }
   progress.finish();
-  print_summary(stats, n_requests, pipeline ? pipeline->transport->size() : 1, load_s);
+  print_summary(run, n_requests, pipeline ? pipeline->transport->size() : 1);
   return 0;
 }
 
