@@ -39,6 +39,233 @@ nlohmann::json tier_json(const EngineStats& s, uint64_t TierStats::*field) {
   return j;
 }
 
+// --num-prompts random prompts (default `count`) of --seed.
+std::vector<Prompt> prompts_from_flags(const cxxopts::ParseResult& flags, const OptConfig& config,
+                                       int64_t count, int64_t prompt_len) {
+  const int64_t n_prompts = flags.count("num-prompts") ? flags["num-prompts"].as<int64_t>() : count;
+  STRATA_INPUT_CHECK(n_prompts >= 1, "--num-prompts must be >= 1");
+  return random_prompts(config, n_prompts, prompt_len, flags["seed"].as<uint64_t>());
+}
+
+// The lines every bench prints; the rates come from the report `j`.
+void print_throughput(const GenerationStats& stats, const nlohmann::json& j) {
+  std::printf("prefill %.2f s (%.1f tok/s), decode %.2f s (%.2f tok/s)\n", stats.prefill_s,
+              j["prefill_tokens_per_s"].get<double>(), stats.decode_s,
+              j["decode_tokens_per_s"].get<double>());
+  std::printf("generation throughput %.2f tok/s\n", j["generation_tokens_per_s"].get<double>());
+}
+
+void add_bench_flags(cxxopts::Options& options) {
+  options.add_options()("model", "model directory or synthetic:ARCH",
+                        cxxopts::value<std::string>())(
+      "prompt-len", "tokens per prompt", cxxopts::value<int64_t>()->default_value("128"))(
+      "gen-len", "new tokens per prompt", cxxopts::value<int64_t>()->default_value("32"))(
+      "num-prompts", "prompts in all (default: one block, the effective batch)",
+      cxxopts::value<int64_t>())("threads", "compute threads (0: OpenBLAS default)",
+                                 cxxopts::value<int>()->default_value("0"))(
+      "seed", "prompt seed", cxxopts::value<uint64_t>()->default_value("1"))(
+      "json", "also write the figures to this JSON file", cxxopts::value<std::string>())(
+      "no-bounds", "skip measuring the sgemm and disk bounds (quick runs)");
+  add_policy_flags(options, "32");
+  add_pipeline_flags(options);
+}
+
+// Bounds, measured before the run on this machine: a GPU run is judged against the pinned
+// host-to-device rate, a CPU run against sgemm.
+struct Bounds {
+  bool cuda = false;
+  double sgemm_gflops = 0;
+  double h2d_peak_gbps = 0;
+  double disk_probe_gbps = 0;
+};
+
+Bounds measure_bounds(const cxxopts::ParseResult& flags, const OptConfig& config,
+                      const EngineOptions& options) {
+  const bool measure = !flags.count("no-bounds");
+  Bounds b;
+  b.cuda = resolved_device(options) == Device::kCuda;
+  b.sgemm_gflops = measure && !b.cuda ? measure_sgemm_gflops() : 0.0;
+  b.h2d_peak_gbps = measure && b.cuda ? measure_pinned_h2d_gbps(options.gpu_index) : 0.0;
+  const MemoryPlan plan = plan_memory(config, options);
+  if (measure && plan.total(Tier::kDisk) > 0 && !options.offload_dir.empty()) {
+    b.disk_probe_gbps = measure_disk_read_gbps(options.offload_dir, 1ull << 30);
+  }
+  return b;
+}
+
+// What the run measured, and the rates derived from it.
+struct BenchRun {
+  GenerationStats stats;
+  EngineStats es;
+  double total_s = 0;
+  double gemm_s = 0;
+  double gemm_gflops = 0;
+  double bound_s = 0;  // seconds the work takes at the sgemm peak
+  double disk_read_gbps = 0;
+  double h2d_gbps = 0;
+  int64_t decode_tokens = 0;
+};
+
+// Generates the prompts a block at a time, counting the GEMMs.
+BenchRun run_blocks(Engine& engine, const std::vector<Prompt>& prompts, int64_t block,
+                    int64_t gen_len, const Bounds& bounds) {
+  GenerateOptions gen;
+  gen.gen_len = gen_len;
+  gen.ignore_eos = true;
+  cpu::gemm_counters().reset();
+  BenchRun r;
+  GenerationStats& stats = r.stats;
+  for (size_t first = 0; first < prompts.size(); first += static_cast<size_t>(block)) {
+    const size_t last = std::min(prompts.size(), first + static_cast<size_t>(block));
+    engine.generate(std::span<const Prompt>(prompts).subspan(first, last - first), gen, &stats);
+  }
+  r.es = engine.stats();
+  const EngineStats& es = r.es;
+  r.total_s = stats.prefill_s + stats.decode_s;
+  r.gemm_s = static_cast<double>(cpu::gemm_counters().nanoseconds.load()) * 1e-9;
+  r.gemm_gflops = static_cast<double>(cpu::gemm_counters().flops.load()) / 1e9 / r.gemm_s;
+  r.bound_s = stats.flops / (bounds.sgemm_gflops * 1e9);
+  // The rate while the disk was busy: the run's share of time spent on I/O is in the busy figures.
+  r.disk_read_gbps = es.disk_busy_s > 0 ? (es.tiers[2].bytes_read + es.tiers[2].bytes_written) /
+                                              es.disk_busy_s / 1e9
+                                        : 0.0;
+  r.decode_tokens = stats.generated_tokens - static_cast<int64_t>(prompts.size());
+  // Host-to-device rate while the load stream was busy (CPU-tier bytes: weights and cache).
+  r.h2d_gbps =
+      es.load_busy_s > 0 ? static_cast<double>(es.tiers[1].bytes_read) / es.load_busy_s / 1e9 : 0;
+  return r;
+}
+
+// What a report names besides the measurements.
+struct BenchSetup {
+  std::string model;
+  int64_t prompt_len = 0;
+  int64_t gen_len = 0;
+  int64_t n_prompts = 0;
+  const Policy& policy;
+};
+
+nlohmann::json bench_json(const BenchSetup& setup, const BenchRun& r, const Bounds& b) {
+  const GenerationStats& stats = r.stats;
+  const EngineStats& es = r.es;
+  return {
+      {"model", setup.model},
+      {"prompt_len", setup.prompt_len},
+      {"gen_len", setup.gen_len},
+      {"num_prompts", setup.n_prompts},
+      {"policy", setup.policy.to_json()},
+      {"prefill_s", stats.prefill_s},
+      {"decode_s", stats.decode_s},
+      {"prefill_tokens_per_s", stats.prompt_tokens / stats.prefill_s},
+      {"decode_tokens_per_s", stats.decode_s > 0 ? r.decode_tokens / stats.decode_s : 0.0},
+      {"generation_tokens_per_s", stats.generated_tokens / r.total_s},
+      {"overlap_efficiency", es.overlap_efficiency()},
+      {"busy_s",
+       {{"compute", es.compute_busy_s},
+        {"load", es.load_busy_s},
+        {"store", es.store_busy_s},
+        {"disk", es.disk_busy_s}}},
+      {"wall_s", es.wall_s},
+      {"peak_bytes", tier_json(es, &TierStats::peak_bytes)},
+      {"weight_bytes", tier_json(es, &TierStats::weight_bytes)},
+      {"cache_bytes", tier_json(es, &TierStats::cache_bytes)},
+      {"activation_bytes", tier_json(es, &TierStats::activation_bytes)},
+      {"bytes_read", tier_json(es, &TierStats::bytes_read)},
+      {"bytes_written", tier_json(es, &TierStats::bytes_written)},
+      {"total_gflop", stats.flops / 1e9},
+      {"sgemm_peak_gflops", b.sgemm_gflops},
+      {"compute_bound_fraction", r.bound_s / r.total_s},
+      {"gemm_time_share", r.gemm_s / r.total_s},
+      {"gemm_gflops", r.gemm_gflops},
+      {"disk_read_gbps", r.disk_read_gbps},
+      {"disk_probe_read_gbps", b.disk_probe_gbps},
+      {"device", device_name(b.cuda ? Device::kCuda : Device::kCpu)},
+      {"h2d_achieved_gbps", r.h2d_gbps},
+      {"h2d_pinned_gbps", b.h2d_peak_gbps},
+  };
+}
+
+void print_tiers(const EngineStats& es) {
+  std::printf("%-6s %12s %12s %12s %12s %12s\n", "tier", "peak", "weights", "cache", "read",
+              "written");
+  for (int t = 0; t < kNumTiers; ++t) {
+    const TierStats& ts = es.tiers[t];
+    std::printf("%-6s %12s %12s %12s %12s %12s\n", tier_name(static_cast<Tier>(t)),
+                format_bytes(ts.peak_bytes).c_str(), format_bytes(ts.weight_bytes).c_str(),
+                format_bytes(ts.cache_bytes).c_str(), format_bytes(ts.bytes_read).c_str(),
+                format_bytes(ts.bytes_written).c_str());
+  }
+}
+
+// The run against the bounds measured before it.
+void print_against_bounds(const BenchRun& r, const Bounds& b) {
+  const EngineStats& es = r.es;
+  if (b.disk_probe_gbps > 0) {
+    std::printf(
+        "disk: %.3f GB/s while busy (%.1f s) against %.3f GB/s O_DIRECT sequential read "
+        "(same run): %.2f\n",
+        r.disk_read_gbps, es.disk_busy_s, b.disk_probe_gbps, r.disk_read_gbps / b.disk_probe_gbps);
+  }
+  if (b.cuda && b.h2d_peak_gbps > 0) {
+    std::printf(
+        "h2d: %.2f GB/s while loading (%.2f s of loads) against %.2f GB/s pinned peak (same "
+        "run): %.2f\n",
+        r.h2d_gbps, es.load_busy_s, b.h2d_peak_gbps, r.h2d_gbps / b.h2d_peak_gbps);
+  } else if (b.cuda) {
+    std::printf("h2d: %.2f GB/s while loading (%.2f s of loads)\n", r.h2d_gbps, es.load_busy_s);
+  } else {
+    std::printf(
+        "sgemm peak %.1f GFLOP/s (2048^3, same run); work %.1f GFLOP -> compute bound %.2f s; "
+        "achieved %.2f of the bound\n",
+        b.sgemm_gflops, r.stats.flops / 1e9, r.bound_s, r.bound_s / r.total_s);
+    std::printf("GEMM: %.2f s = %.1f%% of the time at %.1f GFLOP/s (%.2f of peak)\n", r.gemm_s,
+                100.0 * r.gemm_s / r.total_s, r.gemm_gflops, r.gemm_gflops / b.sgemm_gflops);
+  }
+}
+
+void print_report(const BenchSetup& setup, const BenchRun& r, const Bounds& b,
+                  const nlohmann::json& j) {
+  const EngineStats& es = r.es;
+  std::printf(
+      "model %s on %s, %lld prompts x %lld tokens + %lld new; gpu batch %lld x %lld batches\n",
+      setup.model.c_str(), b.cuda ? "cuda" : "cpu", static_cast<long long>(setup.n_prompts),
+      static_cast<long long>(setup.prompt_len), static_cast<long long>(setup.gen_len),
+      static_cast<long long>(setup.policy.gpu_batch_size),
+      static_cast<long long>(setup.policy.num_gpu_batches));
+  std::printf("policy %s\n", setup.policy.to_json().dump().c_str());
+  print_throughput(r.stats, j);
+  print_tiers(es);
+  std::printf(
+      "busy: compute %.2f s, load %.2f s, store %.2f s of %.2f s wall; overlap efficiency %.2f\n",
+      es.compute_busy_s, es.load_busy_s, es.store_busy_s, es.wall_s, es.overlap_efficiency());
+  print_against_bounds(r, b);
+}
+
+// The cost model's prediction (--policy auto) beside the measured rates, printed and in `j`.
+void compare_prediction(const Prediction& predicted, nlohmann::json& j) {
+  const double measured[3] = {j["prefill_tokens_per_s"].get<double>(),
+                              j["decode_tokens_per_s"].get<double>(),
+                              j["generation_tokens_per_s"].get<double>()};
+  const double model[3] = {predicted.prefill_tokens_per_s, predicted.decode_tokens_per_s,
+                           predicted.generation_tokens_per_s};
+  const char* names[3] = {"prefill", "decode", "generation"};
+  for (int i = 0; i < 3; ++i) {
+    j["predicted"][std::string(names[i]) + "_tokens_per_s"] = model[i];
+    std::printf("%-10s predicted %10.2f tok/s, measured %10.2f tok/s: measured / predicted %.2f\n",
+                names[i], model[i], measured[i], model[i] > 0 ? measured[i] / model[i] : 0.0);
+  }
+  j["predicted"]["prefill_bound"] = predicted.prefill_bound;
+  j["predicted"]["decode_bound"] = predicted.decode_bound;
+  std::printf("predicted bounds: prefill by %s, decode by %s\n", predicted.prefill_bound.c_str(),
+              predicted.decode_bound.c_str());
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text << "\n";
+  STRATA_INPUT_CHECK(out.good(), path, ": write failed");
+}
+
 }  // namespace
 
 // Several ranks: generation throughput of the pipeline, reported by rank 0.
@@ -46,10 +273,8 @@ int bench_pipeline(const cxxopts::ParseResult& flags, const WeightSource& source
                    PipelineRank& pipeline, int64_t prompt_len, int64_t gen_len) {
   const EngineOptions& o = pipeline.options;
   const int64_t wave = o.policy.effective_batch() * o.n_groups;
-  const int64_t n_prompts = flags.count("num-prompts") ? flags["num-prompts"].as<int64_t>() : wave;
-  STRATA_INPUT_CHECK(n_prompts >= 1, "--num-prompts must be >= 1");
-  const auto prompts =
-      random_prompts(source.config(), n_prompts, prompt_len, flags["seed"].as<uint64_t>());
+  const auto prompts = prompts_from_flags(flags, source.config(), wave, prompt_len);
+  const auto n_prompts = static_cast<int64_t>(prompts.size());
   GenerateOptions gen;
   gen.gen_len = gen_len;
   gen.ignore_eos = true;
@@ -77,10 +302,7 @@ int bench_pipeline(const cxxopts::ParseResult& flags, const WeightSource& source
               source.description().c_str(), pipeline.transport->size(), pipeline.transport->name(),
               static_cast<long long>(n_prompts), static_cast<long long>(prompt_len),
               static_cast<long long>(gen_len), static_cast<long long>(o.n_groups));
-  std::printf("prefill %.2f s (%.1f tok/s), decode %.2f s (%.2f tok/s)\n", stats.prefill_s,
-              j["prefill_tokens_per_s"].get<double>(), stats.decode_s,
-              j["decode_tokens_per_s"].get<double>());
-  std::printf("generation throughput %.2f tok/s\n", j["generation_tokens_per_s"].get<double>());
+  print_throughput(stats, j);
   if (flags.count("json")) {
     const std::string path = flags["json"].as<std::string>();
     std::ofstream f(path);
@@ -94,18 +316,7 @@ int run_bench(int argc, char** argv) {
   cxxopts::Options options("strata bench",
                            "Throughput of generation on random prompts, against bounds measured "
                            "in the same run (sgemm rate, disk bandwidth).");
-  options.add_options()("model", "model directory or synthetic:ARCH",
-                        cxxopts::value<std::string>())(
-      "prompt-len", "tokens per prompt", cxxopts::value<int64_t>()->default_value("128"))(
-      "gen-len", "new tokens per prompt", cxxopts::value<int64_t>()->default_value("32"))(
-      "num-prompts", "prompts in all (default: one block, the effective batch)",
-      cxxopts::value<int64_t>())("threads", "compute threads (0: OpenBLAS default)",
-                                 cxxopts::value<int>()->default_value("0"))(
-      "seed", "prompt seed", cxxopts::value<uint64_t>()->default_value("1"))(
-      "json", "also write the figures to this JSON file", cxxopts::value<std::string>())(
-      "no-bounds", "skip measuring the sgemm and disk bounds (quick runs)");
-  add_policy_flags(options, "32");
-  add_pipeline_flags(options);
+  add_bench_flags(options);
   const auto flags = parse_flags(options, argc, argv);
   STRATA_INPUT_CHECK(flags.count("model"), "--model is required");
   EngineOptions engine_options = engine_options_from_flags(flags);
@@ -128,158 +339,18 @@ int run_bench(int argc, char** argv) {
   }
   const auto predicted = plan_from_flags(flags, config, engine_options);  // --policy auto
   const int64_t block = policy.effective_batch();
-  const int64_t n_prompts = flags.count("num-prompts") ? flags["num-prompts"].as<int64_t>() : block;
-  STRATA_INPUT_CHECK(n_prompts >= 1, "--num-prompts must be >= 1");
-  const auto prompts = random_prompts(config, n_prompts, prompt_len, flags["seed"].as<uint64_t>());
+  const auto prompts = prompts_from_flags(flags, config, block, prompt_len);
+  const Bounds bounds = measure_bounds(flags, config, engine_options);
 
-  // Bounds, measured before the run on this machine.
-  const bool bounds = !flags.count("no-bounds");
-  // A GPU run is judged against the pinned host-to-device rate, a CPU run against sgemm.
-  const bool cuda = resolved_device(engine_options) == Device::kCuda;
-  const double sgemm_gflops = bounds && !cuda ? measure_sgemm_gflops() : 0.0;
-  const double h2d_peak_gbps =
-      bounds && cuda ? measure_pinned_h2d_gbps(engine_options.gpu_index) : 0.0;
-  const MemoryPlan plan = plan_memory(config, engine_options);
-  double disk_probe_gbps = 0;
-  if (bounds && plan.total(Tier::kDisk) > 0 && !engine_options.offload_dir.empty()) {
-    disk_probe_gbps = measure_disk_read_gbps(engine_options.offload_dir, 1ull << 30);
-  }
-
-  const auto engine_ptr = make_engine(*source, engine_options);
-  Engine& engine = *engine_ptr;
-  GenerateOptions gen;
-  gen.gen_len = gen_len;
-  gen.ignore_eos = true;
-  cpu::gemm_counters().reset();
-  GenerationStats stats;
-  for (size_t first = 0; first < prompts.size(); first += static_cast<size_t>(block)) {
-    const size_t last = std::min(prompts.size(), first + static_cast<size_t>(block));
-    engine.generate(std::span<const Prompt>(prompts).subspan(first, last - first), gen, &stats);
-  }
-  const EngineStats es = engine.stats();
-  const double total_s = stats.prefill_s + stats.decode_s;
-  const double gemm_s = static_cast<double>(cpu::gemm_counters().nanoseconds.load()) * 1e-9;
-  const double gemm_gflops = static_cast<double>(cpu::gemm_counters().flops.load()) / 1e9 / gemm_s;
-  const double bound_s = stats.flops / (sgemm_gflops * 1e9);
-  // The rate while the disk was busy: the run's share of time spent on I/O is in the busy figures.
-  const double disk_read_gbps =
-      es.disk_busy_s > 0
-          ? (es.tiers[2].bytes_read + es.tiers[2].bytes_written) / es.disk_busy_s / 1e9
-          : 0.0;
-  const int64_t decode_tokens = stats.generated_tokens - n_prompts;
-  // Host-to-device rate while the load stream was busy (CPU-tier bytes: weights and cache).
-  const double h2d_gbps =
-      es.load_busy_s > 0 ? static_cast<double>(es.tiers[1].bytes_read) / es.load_busy_s / 1e9 : 0;
-
-  nlohmann::json j = {
-      {"model", source->description()},
-      {"prompt_len", prompt_len},
-      {"gen_len", gen_len},
-      {"num_prompts", n_prompts},
-      {"policy", policy.to_json()},
-      {"prefill_s", stats.prefill_s},
-      {"decode_s", stats.decode_s},
-      {"prefill_tokens_per_s", stats.prompt_tokens / stats.prefill_s},
-      {"decode_tokens_per_s", stats.decode_s > 0 ? decode_tokens / stats.decode_s : 0.0},
-      {"generation_tokens_per_s", stats.generated_tokens / total_s},
-      {"overlap_efficiency", es.overlap_efficiency()},
-      {"busy_s",
-       {{"compute", es.compute_busy_s},
-        {"load", es.load_busy_s},
-        {"store", es.store_busy_s},
-        {"disk", es.disk_busy_s}}},
-      {"wall_s", es.wall_s},
-      {"peak_bytes", tier_json(es, &TierStats::peak_bytes)},
-      {"weight_bytes", tier_json(es, &TierStats::weight_bytes)},
-      {"cache_bytes", tier_json(es, &TierStats::cache_bytes)},
-      {"activation_bytes", tier_json(es, &TierStats::activation_bytes)},
-      {"bytes_read", tier_json(es, &TierStats::bytes_read)},
-      {"bytes_written", tier_json(es, &TierStats::bytes_written)},
-      {"total_gflop", stats.flops / 1e9},
-      {"sgemm_peak_gflops", sgemm_gflops},
-      {"compute_bound_fraction", bound_s / total_s},
-      {"gemm_time_share", gemm_s / total_s},
-      {"gemm_gflops", gemm_gflops},
-      {"disk_read_gbps", disk_read_gbps},
-      {"disk_probe_read_gbps", disk_probe_gbps},
-      {"device", device_name(cuda ? Device::kCuda : Device::kCpu)},
-      {"h2d_achieved_gbps", h2d_gbps},
-      {"h2d_pinned_gbps", h2d_peak_gbps},
-  };
-  std::printf(
-      "model %s on %s, %lld prompts x %lld tokens + %lld new; gpu batch %lld x %lld batches\n",
-      source->description().c_str(), cuda ? "cuda" : "cpu", static_cast<long long>(n_prompts),
-      static_cast<long long>(prompt_len), static_cast<long long>(gen_len),
-      static_cast<long long>(policy.gpu_batch_size),
-      static_cast<long long>(policy.num_gpu_batches));
-  std::printf("policy %s\n", policy.to_json().dump().c_str());
-  std::printf("prefill %.2f s (%.1f tok/s), decode %.2f s (%.2f tok/s)\n", stats.prefill_s,
-              j["prefill_tokens_per_s"].get<double>(), stats.decode_s,
-              j["decode_tokens_per_s"].get<double>());
-  std::printf("generation throughput %.2f tok/s\n", j["generation_tokens_per_s"].get<double>());
-  std::printf("%-6s %12s %12s %12s %12s %12s\n", "tier", "peak", "weights", "cache", "read",
-              "written");
-  for (int t = 0; t < kNumTiers; ++t) {
-    const TierStats& ts = es.tiers[t];
-    std::printf("%-6s %12s %12s %12s %12s %12s\n", tier_name(static_cast<Tier>(t)),
-                format_bytes(ts.peak_bytes).c_str(), format_bytes(ts.weight_bytes).c_str(),
-                format_bytes(ts.cache_bytes).c_str(), format_bytes(ts.bytes_read).c_str(),
-                format_bytes(ts.bytes_written).c_str());
-  }
-  std::printf(
-      "busy: compute %.2f s, load %.2f s, store %.2f s of %.2f s wall; overlap efficiency %.2f\n",
-      es.compute_busy_s, es.load_busy_s, es.store_busy_s, es.wall_s, es.overlap_efficiency());
-  if (disk_probe_gbps > 0) {
-    std::printf(
-        "disk: %.3f GB/s while busy (%.1f s) against %.3f GB/s O_DIRECT sequential read "
-        "(same run): %.2f\n",
-        disk_read_gbps, es.disk_busy_s, disk_probe_gbps, disk_read_gbps / disk_probe_gbps);
-  }
-  if (cuda && h2d_peak_gbps > 0) {
-    std::printf(
-        "h2d: %.2f GB/s while loading (%.2f s of loads) against %.2f GB/s pinned peak (same "
-        "run): %.2f\n",
-        h2d_gbps, es.load_busy_s, h2d_peak_gbps, h2d_gbps / h2d_peak_gbps);
-  } else if (cuda) {
-    std::printf("h2d: %.2f GB/s while loading (%.2f s of loads)\n", h2d_gbps, es.load_busy_s);
-  } else {
-    std::printf(
-        "sgemm peak %.1f GFLOP/s (2048^3, same run); work %.1f GFLOP -> compute bound %.2f s; "
-        "achieved %.2f of the bound\n",
-        sgemm_gflops, stats.flops / 1e9, bound_s, bound_s / total_s);
-    std::printf("GEMM: %.2f s = %.1f%% of the time at %.1f GFLOP/s (%.2f of peak)\n", gemm_s,
-                100.0 * gemm_s / total_s, gemm_gflops, gemm_gflops / sgemm_gflops);
-  }
-  if (predicted) {
-    const double measured[3] = {j["prefill_tokens_per_s"].get<double>(),
-                                j["decode_tokens_per_s"].get<double>(),
-                                j["generation_tokens_per_s"].get<double>()};
-    const double model[3] = {predicted->prefill_tokens_per_s, predicted->decode_tokens_per_s,
-                             predicted->generation_tokens_per_s};
-    const char* names[3] = {"prefill", "decode", "generation"};
-    for (int i = 0; i < 3; ++i) {
-      j["predicted"][std::string(names[i]) + "_tokens_per_s"] = model[i];
-      std::printf(
-          "%-10s predicted %10.2f tok/s, measured %10.2f tok/s: measured / predicted %.2f\n",
-          names[i], model[i], measured[i], model[i] > 0 ? measured[i] / model[i] : 0.0);
-    }
-    j["predicted"]["prefill_bound"] = predicted->prefill_bound;
-    j["predicted"]["decode_bound"] = predicted->decode_bound;
-    std::printf("predicted bounds: prefill by %s, decode by %s\n", predicted->prefill_bound.c_str(),
-                predicted->decode_bound.c_str());
-  }
-  if (flags.count("json")) {
-    const std::string path = flags["json"].as<std::string>();
-    std::ofstream out(path);
-    out << j.dump(2) << "\n";
-    STRATA_INPUT_CHECK(out.good(), path, ": write failed");
-  }
-  if (flags.count("trace")) {
-    const std::string path = flags["trace"].as<std::string>();
-    std::ofstream out(path);
-    out << engine.trace().dump() << "\n";
-    STRATA_INPUT_CHECK(out.good(), path, ": write failed");
-  }
+  const auto engine = make_engine(*source, engine_options);
+  const BenchRun run = run_blocks(*engine, prompts, block, gen_len, bounds);
+  const BenchSetup setup{source->description(), prompt_len, gen_len,
+                         static_cast<int64_t>(prompts.size()), policy};
+  nlohmann::json j = bench_json(setup, run, bounds);
+  print_report(setup, run, bounds, j);
+  if (predicted) compare_prediction(*predicted, j);
+  if (flags.count("json")) write_file(flags["json"].as<std::string>(), j.dump(2));
+  if (flags.count("trace")) write_file(flags["trace"].as<std::string>(), engine->trace().dump());
   return 0;
 }
 

@@ -58,12 +58,7 @@ int run_plan_cluster(const cxxopts::ParseResult& flags) {
   return 0;
 }
 
-}  // namespace
-
-int run_plan(int argc, char** argv) {
-  cxxopts::Options options("strata plan",
-                           "Choose an offloading policy by linear programming over a hardware "
-                           "profile's cost model (FlexGen's policy search).");
+void add_plan_flags(cxxopts::Options& options) {
   options.add_options()("model", "opt-30b, synthetic:ARCH or a model directory",
                         cxxopts::value<std::string>())(
       "hardware",
@@ -96,8 +91,10 @@ int run_plan(int argc, char** argv) {
       "(HeteGen), choosing alpha per batch size")(
       "alpha", "force HeteGen's alpha (CPU share of each linear's output columns) to A in [0, 1)",
       cxxopts::value<double>());
-  const auto flags = parse_flags(options, argc, argv);
-  if (flags.count("cluster")) return run_plan_cluster(flags);
+}
+
+// The one-node planner's flags: the cluster-only ones refused, the required ones present.
+void check_node_flags(const cxxopts::ParseResult& flags) {
   for (const char* name : {"layers-per-rank", "ranks"}) {
     STRATA_INPUT_CHECK(!flags.count(name), "--", name, " needs --cluster FILE");
   }
@@ -106,19 +103,30 @@ int run_plan(int argc, char** argv) {
   for (const char* name : {"model", "prompt-len", "gen-len"}) {
     STRATA_INPUT_CHECK(flags.count(name), "--", name, " is required");
   }
-  const OptConfig config = model_config_for(flags["model"].as<std::string>());
+}
+
+struct NamedHardware {
   HardwareProfile hw;
-  std::string hardware_name;
+  std::string name;  // as the report names it
+};
+
+// --hardware FILE, or this node profiled quickly.
+NamedHardware hardware_from_flags(const cxxopts::ParseResult& flags) {
+  NamedHardware h;
   if (flags.count("hardware")) {
-    hardware_name = flags["hardware"].as<std::string>();
-    hw = HardwareProfile::load(hardware_name);
+    h.name = flags["hardware"].as<std::string>();
+    h.hw = HardwareProfile::load(h.name);
   } else {
     ProfileOptions po;
     if (flags.count("offload-dir")) po.offload_dir = flags["offload-dir"].as<std::string>();
     po.quick = true;
-    hw = measure_hardware(po);
-    hardware_name = "this node (" + hw.name + ", quick profile)";
+    h.hw = measure_hardware(po);
+    h.name = "this node (" + h.hw.name + ", quick profile)";
   }
+  return h;
+}
+
+PlanRequest plan_request_from_flags(const cxxopts::ParseResult& flags) {
   PlanRequest request;
   request.prompt_len = flags["prompt-len"].as<int64_t>();
   request.gen_len = flags["gen-len"].as<int64_t>();
@@ -141,26 +149,27 @@ int run_plan(int argc, char** argv) {
   request.allow_disk = !flags.count("no-disk");
   request.hetegen = flags.count("hetegen") > 0;
   if (flags.count("alpha")) request.alpha = parse_alpha_flag(flags);
-  Plan plan;
-  if (flags.count("policy")) {
-    Policy given = Policy::load(flags["policy"].as<std::string>());
-    if (request.alpha >= 0) given.hetegen_alpha = HeteGenAlpha::all(request.alpha);
-    plan = evaluate_policy(hw, config, given, request);
-  } else {
-    plan = make_plan(hw, config, request);
-  }
+  return request;
+}
 
-  if (flags.count("json")) {
-    std::printf("%s\n", plan.to_json().dump(2).c_str());
-    return 0;
-  }
-  const Policy& p = plan.policy;
-  const Prediction& pr = plan.predicted;
-  std::printf("model %s (%.2f B parameters), prompt %lld + %lld generated, hardware %s\n",
-              flags["model"].as<std::string>().c_str(),
-              static_cast<double>(config.n_params()) / 1e9,
-              static_cast<long long>(request.prompt_len), static_cast<long long>(request.gen_len),
-              hardware_name.c_str());
+// What `strata plan` was asked, for the report.
+struct PlanQuestion {
+  std::string model;
+  OptConfig config;
+  NamedHardware hardware;
+  PlanRequest request;
+  bool searched = true;  // false: --policy FILE, evaluated
+};
+
+// The search's plan, or --policy FILE (with --alpha when given) evaluated.
+Plan answer(const cxxopts::ParseResult& flags, const PlanQuestion& q) {
+  if (q.searched) return make_plan(q.hardware.hw, q.config, q.request);
+  Policy given = Policy::load(flags["policy"].as<std::string>());
+  if (q.request.alpha >= 0) given.hetegen_alpha = HeteGenAlpha::all(q.request.alpha);
+  return evaluate_policy(q.hardware.hw, q.config, given, q.request);
+}
+
+void print_policy(const Policy& p, const PlanRequest& request) {
   std::printf("policy: gpu batch %lld x %lld batches (effective batch %lld)%s%s%s\n",
               static_cast<long long>(p.gpu_batch_size), static_cast<long long>(p.num_gpu_batches),
               static_cast<long long>(p.effective_batch()),
@@ -178,6 +187,15 @@ int run_plan(int argc, char** argv) {
         "    prefill %s\n    decode  %s\n",
         alpha_text(p.hetegen_alpha.prefill).c_str(), alpha_text(p.hetegen_alpha.decode).c_str());
   }
+}
+
+void print_plan(const Plan& plan, const PlanQuestion& q) {
+  std::printf("model %s (%.2f B parameters), prompt %lld + %lld generated, hardware %s\n",
+              q.model.c_str(), static_cast<double>(q.config.n_params()) / 1e9,
+              static_cast<long long>(q.request.prompt_len),
+              static_cast<long long>(q.request.gen_len), q.hardware.name.c_str());
+  print_policy(plan.policy, q.request);
+  const Prediction& pr = plan.predicted;
   std::printf("predicted: prefill %.2f tok/s (%.2f s, bound by %s)\n", pr.prefill_tokens_per_s,
               pr.prefill_s, pr.prefill_bound.c_str());
   std::printf("           decode %.2f tok/s (%.2f s, bound by %s)\n", pr.decode_tokens_per_s,
@@ -189,8 +207,32 @@ int run_plan(int argc, char** argv) {
                 format_bytes(static_cast<double>(plan.cap_bytes[t])).c_str());
   }
   std::printf("binding: %s\n", plan.binding.c_str());
-  if (!flags.count("policy")) {
+  if (q.searched) {
     std::printf("solved %lld LPs in %.3f s\n", static_cast<long long>(plan.lp_count), plan.solve_s);
+  }
+}
+
+}  // namespace
+
+int run_plan(int argc, char** argv) {
+  cxxopts::Options options("strata plan",
+                           "Choose an offloading policy by linear programming over a hardware "
+                           "profile's cost model (FlexGen's policy search).");
+  add_plan_flags(options);
+  const auto flags = parse_flags(options, argc, argv);
+  if (flags.count("cluster")) return run_plan_cluster(flags);
+  check_node_flags(flags);
+  PlanQuestion q;
+  q.model = flags["model"].as<std::string>();
+  q.config = model_config_for(q.model);
+  q.hardware = hardware_from_flags(flags);
+  q.request = plan_request_from_flags(flags);
+  q.searched = !flags.count("policy");
+  const Plan plan = answer(flags, q);
+  if (flags.count("json")) {
+    std::printf("%s\n", plan.to_json().dump(2).c_str());
+  } else {
+    print_plan(plan, q);
   }
   return 0;
 }

@@ -279,6 +279,146 @@ std::vector<int64_t> slice_sizes(int64_t n_layers, int64_t n_ranks,
   return s;
 }
 
+// The request against the cluster and the model, with the messages the flags' checks give.
+void check_cluster_request(const Cluster& cluster, const OptConfig& config,
+                           const ClusterPlanRequest& request) {
+  const int64_t n_ranks = cluster.n_ranks();
+  const int64_t n_layers = config.n_layers;
+  if (request.n_ranks > 0) check_rank_count(cluster, request.n_ranks);
+  STRATA_INPUT_CHECK(n_ranks <= n_layers, cluster.source, " has ", n_ranks,
+                     " ranks but the model has ", n_layers,
+                     " layers: each rank needs at least one layer");
+  if (!request.layers_per_rank.empty()) {
+    std::string text;
+    for (int64_t v : request.layers_per_rank) text += (text.empty() ? "" : ",") + std::to_string(v);
+    parse_layer_split(text, n_layers, n_ranks);  // the same checks and messages
+  }
+  STRATA_INPUT_CHECK(request.prompt_len >= 1 && request.gen_len >= 1,
+                     "--prompt-len and --gen-len must be >= 1");
+  STRATA_INPUT_CHECK(request.prompt_len + request.gen_len <= config.max_positions, "--prompt-len ",
+                     request.prompt_len, " plus --gen-len ", request.gen_len,
+                     " is longer than the model allows (max_position_embeddings ",
+                     config.max_positions, ")");
+  STRATA_INPUT_CHECK(request.gpu_batch_size >= 0, "--gpu-batch-size must be >= 1");
+  STRATA_INPUT_CHECK(request.num_gpu_batches == 0 || request.num_gpu_batches >= n_ranks,
+                     "--num-gpu-batches ", request.num_gpu_batches, " is fewer than the ", n_ranks,
+                     " ranks: a pipeline needs a GPU batch in flight per stage");
+}
+
+// The shapes searched: the request's, or every GPU batch size and a few GPU batches per rank.
+struct ShapeGrid {
+  std::vector<int64_t> sizes, counts;
+};
+
+ShapeGrid shape_grid(const ClusterPlanRequest& request, int64_t n_ranks) {
+  ShapeGrid grid;
+  if (request.gpu_batch_size > 0) {
+    grid.sizes = {request.gpu_batch_size};
+  } else {
+    grid.sizes.assign(std::begin(kBatchSizes), std::end(kBatchSizes));
+  }
+  if (request.num_gpu_batches > 0) {
+    grid.counts = {request.num_gpu_batches};
+  } else {
+    for (int64_t k : kBatchesPerRank) grid.counts.push_back(k * n_ranks);
+  }
+  return grid;
+}
+
+// Higher throughput wins; within kTieShare, the smaller block.
+bool better(const ShapeResult& result, const std::optional<ShapeResult>& best) {
+  const auto block = [](const ShapeResult& s) {
+    return s.shape.gpu_batch_size * s.shape.num_gpu_batches;
+  };
+  return !best || result.throughput > best->throughput * (1 + kTieShare) ||
+         (result.throughput >= best->throughput * (1 - kTieShare) && block(result) < block(*best));
+}
+
+struct SearchResult {
+  ShapeResult best;
+  int64_t milp_count = 0;
+};
+
+// The best shape of the grid; an input error when none fits. Its figures point into `cache`.
+SearchResult search_shapes(CandidateCache& cache, const Cluster& cluster, const OptConfig& config,
+                           const ClusterPlanRequest& request) {
+  const int64_t n_ranks = cluster.n_ranks();
+  const int64_t n_layers = config.n_layers;
+  const ShapeGrid grid = shape_grid(request, n_ranks);
+  std::optional<ShapeResult> best;
+  int64_t milp_count = 0;
+  for (int64_t gbs : grid.sizes) {
+    bool any_fit = false;
+    for (int64_t nb : grid.counts) {
+      auto result = solve_shape(cache, {gbs, nb}, n_layers, n_ranks, request);
+      if (!result) break;  // more batches only need more memory
+      any_fit = true;
+      milp_count += result->split.milp_count;
+      if (better(*result, best)) best = std::move(result);
+    }
+    if (!any_fit && best) break;  // larger GPU batches need more memory still
+  }
+  STRATA_INPUT_CHECK(best.has_value(), "no ",
+                     request.layers_per_rank.empty() ? "layer split" : "policy for this split",
+                     " fits ", cluster.source, ": the ranks' gpu, cpu and disk caps cannot hold ",
+                     request.layers_per_rank.empty() ? "the model's " : "their ", n_layers,
+                     " layers with the KV cache of ", request.prompt_len, " + ", request.gen_len,
+                     " tokens", request.gpu_batch_size > 0 ? " at this --gpu-batch-size" : "");
+  return {std::move(*best), milp_count};
+}
+
+// A rank's place in the pipeline.
+struct RankPosition {
+  int64_t rank = 0;
+  int64_t first_layer = 0;
+  int64_t n_layers = 0;
+  bool embed = false;
+  bool head = false;
+};
+
+RankPlan rank_plan(const ClusterNode& node, const PolicyFigures& f, const RankPosition& at) {
+  RankPlan rp;
+  rp.rank = at.rank;
+  rp.node = node.name;
+  rp.device = node.device;
+  rp.first_layer = at.first_layer;
+  rp.n_layers = at.n_layers;
+  rp.embed = at.embed;
+  rp.head = at.head;
+  rp.policy = f.policy;
+  const double n = static_cast<double>(rp.n_layers);
+  rp.prefill_s =
+      n * f.prefill_layer_s + (rp.embed ? f.prefill_embed_s : 0) + (rp.head ? f.prefill_head_s : 0);
+  rp.decode_s =
+      n * f.decode_layer_s + (rp.embed ? f.decode_embed_s : 0) + (rp.head ? f.decode_head_s : 0);
+  const TierBytes bytes = f.bytes(rp.n_layers, rp.embed, rp.head);
+  const NodeCaps caps = caps_of(node);
+  const uint64_t cap[kNumTiers] = {caps.caps.gpu_bytes, caps.caps.cpu_bytes,
+                                   caps.allow_disk ? caps.caps.disk_bytes : 0};
+  for (int t = 0; t < kNumTiers; ++t) {
+    rp.peak_bytes[t] = static_cast<uint64_t>(std::ceil(std::max(0.0, bytes[t])));
+    rp.cap_bytes[t] = cap[t];
+  }
+  return rp;
+}
+
+// The pipeline's figures from its ranks': the slowest stage sets each phase's pace.
+void add_totals(ClusterPlan& plan) {
+  for (const RankPlan& r : plan.ranks) {
+    if (r.decode_s > plan.decode_s) plan.decode_s = r.decode_s, plan.bottleneck_rank = r.rank;
+    if (r.prefill_s > plan.prefill_s) {
+      plan.prefill_s = r.prefill_s, plan.prefill_bottleneck_rank = r.rank;
+    }
+  }
+  const double block = static_cast<double>(plan.effective_batch());
+  plan.prefill_tokens_per_s = block * static_cast<double>(plan.prompt_len) / plan.prefill_s;
+  if (plan.gen_len > 1) {
+    plan.decode_tokens_per_s = block * static_cast<double>(plan.gen_len - 1) / plan.decode_s;
+  }
+  plan.generation_tokens_per_s =
+      block * static_cast<double>(plan.gen_len) / (plan.prefill_s + plan.decode_s);
+}
+
 }  // namespace
 
 std::vector<int64_t> ClusterPlan::layers_per_rank() const {
@@ -337,116 +477,29 @@ nlohmann::json ClusterPlan::to_json() const {
 ClusterPlan plan_cluster(const Cluster& cluster, const OptConfig& config,
                          const ClusterPlanRequest& request) {
   const auto begin = std::chrono::steady_clock::now();
+  check_cluster_request(cluster, config, request);
   const int64_t n_ranks = cluster.n_ranks();
-  const int64_t n_layers = config.n_layers;
-  if (request.n_ranks > 0) check_rank_count(cluster, request.n_ranks);
-  STRATA_INPUT_CHECK(n_ranks <= n_layers, cluster.source, " has ", n_ranks,
-                     " ranks but the model has ", n_layers,
-                     " layers: each rank needs at least one layer");
-  if (!request.layers_per_rank.empty()) {
-    std::string text;
-    for (int64_t v : request.layers_per_rank) text += (text.empty() ? "" : ",") + std::to_string(v);
-    parse_layer_split(text, n_layers, n_ranks);  // the same checks and messages
-  }
-  STRATA_INPUT_CHECK(request.prompt_len >= 1 && request.gen_len >= 1,
-                     "--prompt-len and --gen-len must be >= 1");
-  STRATA_INPUT_CHECK(request.prompt_len + request.gen_len <= config.max_positions, "--prompt-len ",
-                     request.prompt_len, " plus --gen-len ", request.gen_len,
-                     " is longer than the model allows (max_position_embeddings ",
-                     config.max_positions, ")");
-  STRATA_INPUT_CHECK(request.gpu_batch_size >= 0, "--gpu-batch-size must be >= 1");
-  STRATA_INPUT_CHECK(request.num_gpu_batches == 0 || request.num_gpu_batches >= n_ranks,
-                     "--num-gpu-batches ", request.num_gpu_batches, " is fewer than the ", n_ranks,
-                     " ranks: a pipeline needs a GPU batch in flight per stage");
-
-  std::vector<int64_t> sizes, counts;
-  if (request.gpu_batch_size > 0) {
-    sizes = {request.gpu_batch_size};
-  } else {
-    sizes.assign(std::begin(kBatchSizes), std::end(kBatchSizes));
-  }
-  if (request.num_gpu_batches > 0) {
-    counts = {request.num_gpu_batches};
-  } else {
-    for (int64_t k : kBatchesPerRank) counts.push_back(k * n_ranks);
-  }
   CandidateCache cache(cluster, config, request,
-                       slice_sizes(n_layers, n_ranks, request.layers_per_rank));
-  std::optional<ShapeResult> best;
-  int64_t milp_count = 0;
-  for (int64_t gbs : sizes) {
-    bool any_fit = false;
-    for (int64_t nb : counts) {
-      auto result = solve_shape(cache, {gbs, nb}, n_layers, n_ranks, request);
-      if (!result) break;  // more batches only need more memory
-      any_fit = true;
-      milp_count += result->split.milp_count;
-      const auto block = [](const ShapeResult& s) {
-        return s.shape.gpu_batch_size * s.shape.num_gpu_batches;
-      };
-      const bool better = !best || result->throughput > best->throughput * (1 + kTieShare) ||
-                          (result->throughput >= best->throughput * (1 - kTieShare) &&
-                           block(*result) < block(*best));
-      if (better) best = std::move(result);
-    }
-    if (!any_fit && best) break;  // larger GPU batches need more memory still
-  }
-  STRATA_INPUT_CHECK(best.has_value(), "no ",
-                     request.layers_per_rank.empty() ? "layer split" : "policy for this split",
-                     " fits ", cluster.source, ": the ranks' gpu, cpu and disk caps cannot hold ",
-                     request.layers_per_rank.empty() ? "the model's " : "their ", n_layers,
-                     " layers with the KV cache of ", request.prompt_len, " + ", request.gen_len,
-                     " tokens", request.gpu_batch_size > 0 ? " at this --gpu-batch-size" : "");
+                       slice_sizes(config.n_layers, n_ranks, request.layers_per_rank));
+  const SearchResult found = search_shapes(cache, cluster, config, request);
+  const ShapeResult& best = found.best;
 
   ClusterPlan plan;
-  plan.gpu_batch_size = best->shape.gpu_batch_size;
-  plan.num_gpu_batches = best->shape.num_gpu_batches;
+  plan.gpu_batch_size = best.shape.gpu_batch_size;
+  plan.num_gpu_batches = best.shape.num_gpu_batches;
   plan.prompt_len = request.prompt_len;
   plan.gen_len = request.gen_len;
   plan.hand_split = !request.layers_per_rank.empty();
   int64_t first = 0;
   for (int64_t r = 0; r < n_ranks; ++r) {
-    const ClusterNode& node = cluster.ranks[static_cast<size_t>(r)];
-    const PolicyFigures& f = *best->figures[static_cast<size_t>(r)];
-    RankPlan rp;
-    rp.rank = r;
-    rp.node = node.name;
-    rp.device = node.device;
-    rp.first_layer = first;
-    rp.n_layers = best->split.layers[static_cast<size_t>(r)];
-    rp.embed = r == 0;
-    rp.head = r == n_ranks - 1;
-    rp.policy = f.policy;
-    const double n = static_cast<double>(rp.n_layers);
-    rp.prefill_s = n * f.prefill_layer_s + (rp.embed ? f.prefill_embed_s : 0) +
-                   (rp.head ? f.prefill_head_s : 0);
-    rp.decode_s =
-        n * f.decode_layer_s + (rp.embed ? f.decode_embed_s : 0) + (rp.head ? f.decode_head_s : 0);
-    const TierBytes bytes = f.bytes(rp.n_layers, rp.embed, rp.head);
-    const NodeCaps caps = caps_of(node);
-    const uint64_t cap[kNumTiers] = {caps.caps.gpu_bytes, caps.caps.cpu_bytes,
-                                     caps.allow_disk ? caps.caps.disk_bytes : 0};
-    for (int t = 0; t < kNumTiers; ++t) {
-      rp.peak_bytes[t] = static_cast<uint64_t>(std::ceil(std::max(0.0, bytes[t])));
-      rp.cap_bytes[t] = cap[t];
-    }
-    first += rp.n_layers;
-    plan.ranks.push_back(rp);
+    const RankPosition at{r, first, best.split.layers[static_cast<size_t>(r)], r == 0,
+                          r == n_ranks - 1};
+    plan.ranks.push_back(rank_plan(cluster.ranks[static_cast<size_t>(r)],
+                                   *best.figures[static_cast<size_t>(r)], at));
+    first += at.n_layers;
   }
-  for (const RankPlan& r : plan.ranks) {
-    if (r.decode_s > plan.decode_s) plan.decode_s = r.decode_s, plan.bottleneck_rank = r.rank;
-    if (r.prefill_s > plan.prefill_s) {
-      plan.prefill_s = r.prefill_s, plan.prefill_bottleneck_rank = r.rank;
-    }
-  }
-  const double block = static_cast<double>(plan.effective_batch());
-  plan.prefill_tokens_per_s = block * static_cast<double>(plan.prompt_len) / plan.prefill_s;
-  if (plan.gen_len > 1) {
-    plan.decode_tokens_per_s = block * static_cast<double>(plan.gen_len - 1) / plan.decode_s;
-  }
-  plan.generation_tokens_per_s =
-      block * static_cast<double>(plan.gen_len) / (plan.prefill_s + plan.decode_s);
-  plan.milp_count = milp_count;
+  add_totals(plan);
+  plan.milp_count = found.milp_count;
   plan.solve_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
   return plan;
 }

@@ -130,6 +130,301 @@ std::vector<LinearPart> split_linears(const OptConfig& c, StageKind kind, const 
   return out;
 }
 
+// Seconds per byte of each transfer a stage step makes.
+struct Links {
+  Link load_w, load_kv, load_act, store_kv, store_act;
+  double disk_r = 0, disk_w = 0, disk_w_cache = 0;
+  double expand_s_per_byte = 0;  // the CPU backend's fp16 -> fp32 weight expansion
+};
+
+Links links_of(const HardwareProfile& hw, const CostShape& s, bool gpu) {
+  Links l;
+  l.disk_r = per_byte(hw.disk_read_gbps);
+  l.disk_w = per_byte(hw.disk_write_gbps);
+  l.disk_w_cache = per_byte(hw.cache_disk_write_gbps());
+  if (gpu) {
+    const double h2d = per_byte(hw.h2d_gbps);
+    // Disk bytes hop through host memory and then over PCIe, one after the other.
+    l.load_w = {h2d, h2d + l.disk_r};
+    l.load_kv = s.cpu_cache_compute ? Link{0, l.disk_r} : Link{h2d, h2d + l.disk_r};
+    l.load_act = {h2d, h2d + l.disk_r};
+    const double d2h_kv = per_byte(hw.cache_d2h_gbps());
+    l.store_kv = {d2h_kv, d2h_kv + l.disk_w_cache};
+    l.store_act = {per_byte(hw.d2h_gbps), per_byte(hw.d2h_gbps) + l.disk_w};
+  } else {
+    // CPU-tier weights are read in place by the expansion; only disk bytes are loaded. The
+    // streams' memory copies take cores the GEMMs use (a stream is a thread here), so they are
+    // charged to the compute term; the load and store terms keep the disk time.
+    l.load_w = {0, l.disk_r};
+    l.load_kv = {0, l.disk_r};
+    l.load_act = l.load_kv;
+    l.store_kv = {0, l.disk_w};
+    l.store_act = l.store_kv;
+    l.expand_s_per_byte = per_byte(hw.expand_gbps);
+  }
+  return l;
+}
+
+// What every stage's cost reads: the inputs and the figures derived from them once.
+struct CostContext {
+  const HardwareProfile& hw;
+  const OptConfig& c;
+  const CostShape& s;
+  Sizes z;
+  Links links;
+  double h, g, nb, prompt;
+  double cached;  // mean cached tokens a decode step attends over
+};
+
+CostContext context_of(const HardwareProfile& hw, const OptConfig& c, const CostShape& s) {
+  const Sizes z = sizes_of(hw, c, s);
+  const double prompt = static_cast<double>(s.prompt_len);
+  // Decode steps t = 1 .. gen_len - 1 attend over prompt_len + t - 1 cached tokens.
+  const double cached = prompt + (static_cast<double>(s.gen_len) - 2) / 2;
+  return {hw,
+          c,
+          s,
+          z,
+          links_of(hw, s, z.gpu),
+          static_cast<double>(c.hidden_size),
+          static_cast<double>(s.gpu_batch_size),
+          static_cast<double>(s.num_gpu_batches),
+          prompt,
+          cached};
+}
+
+// One phase's work per stage step.
+struct PhaseWork {
+  Phase phase;
+  bool prefill;
+  double steps;       // token steps of the phase
+  double rows;        // new rows per GPU batch
+  double new_tokens;  // per sequence
+  double attn_flops;  // per sequence: scores and weighted sum over the causal keys
+  double gemm_rate;   // FLOP/s of the GPU tier's device
+};
+
+PhaseWork phase_work(const CostContext& x, Phase phase) {
+  const HardwareProfile& hw = x.hw;
+  PhaseWork w;
+  w.phase = phase;
+  w.prefill = phase == Phase::kPrefill;
+  w.steps = w.prefill ? 1.0 : static_cast<double>(x.s.gen_len - 1);
+  w.rows = x.g * (w.prefill ? x.prompt : 1.0);
+  w.new_tokens = w.prefill ? x.prompt : 1.0;
+  w.attn_flops = w.prefill ? 4 * x.h * x.prompt * (x.prompt + 1) / 2 : 4 * x.h * (x.cached + 1);
+  w.gemm_rate =
+      (x.z.gpu ? (w.prefill ? hw.gpu_gemm_gflops : hw.gemm_decode_gflops()) : hw.cpu_gemm_gflops) *
+      kGB;
+  return w;
+}
+
+// Bytes one stage step moves, over all GPU batches.
+struct StepBytes {
+  bool has_cache, loads_act, stores_act;
+  double weights;      // the stage's weights as stored
+  double activations;  // one hidden-state block
+  double kv_in;        // cache read (decode steps)
+  double kv_out;       // cache appended
+  double kv_out_disk;  // the same in whole 4 KiB disk blocks
+  double kv_requests;  // keys and values go one sequence at a time: two requests per sequence
+};
+
+StepBytes step_bytes(const CostContext& x, const PhaseWork& w, const StageKindInfo& k) {
+  StepBytes b;
+  b.has_cache = stage_has_cache(k.kind);
+  b.loads_act = k.kind != StageKind::kEmbed;
+  b.stores_act = k.kind != StageKind::kHead;
+  b.weights = static_cast<double>(k.numel) * x.z.w_stored;
+  b.activations = x.nb * w.rows * x.h * x.z.act;
+  b.kv_requests = x.nb * x.g * 2;
+  b.kv_in = b.has_cache && !w.prefill ? x.nb * x.g * 2 * x.cached * x.h * x.z.kv : 0;
+  b.kv_out = b.has_cache ? x.nb * x.g * w.new_tokens * 2 * x.h * x.z.kv : 0;
+  b.kv_out_disk = b.kv_requests * std::max(w.new_tokens * x.h * x.z.kv, 4096.0);
+  return b;
+}
+
+CostTerm load_term(const CostContext& x, const PhaseWork& w, const StepBytes& b) {
+  const Links& l = x.links;
+  CostTerm load{"load", {}};
+  load.parts.push_back({"weights", moved(b.weights, kWc, kWd, l.load_w)});
+  if (b.has_cache && !w.prefill) {
+    Affine a = moved(b.kv_in, kCc, kCd, l.load_kv);
+    a.add(kCd, b.kv_requests * x.hw.disk_read_request_s);
+    load.parts.push_back({"cache", a});
+  }
+  if (b.loads_act) {
+    load.parts.push_back({"activations", moved(b.activations, kHc, kHd, l.load_act)});
+  }
+  return load;
+}
+
+CostTerm store_term(const CostContext& x, const StepBytes& b) {
+  const Links& l = x.links;
+  CostTerm store{"store", {}};
+  if (b.has_cache) {
+    Affine a = moved(b.kv_out, kCc, kCd, l.store_kv);
+    a.add(kCd,
+          b.kv_requests * x.hw.disk_write_request_s + (b.kv_out_disk - b.kv_out) * l.disk_w_cache);
+    store.parts.push_back({"cache", a});
+  }
+  if (b.stores_act) {
+    store.parts.push_back({"activations", moved(b.activations, kHc, kHd, l.store_act)});
+  }
+  return store;
+}
+
+// The one device serves the load and the store stream.
+Affine disk_seconds(const CostContext& x, const PhaseWork& w, const StepBytes& b) {
+  const Links& l = x.links;
+  Affine disk;
+  disk.add(kWd, b.weights * l.disk_r);
+  if (b.has_cache && !w.prefill) {
+    disk.add(kCd, b.kv_in * l.disk_r + b.kv_requests * x.hw.disk_read_request_s);
+  }
+  if (b.loads_act) disk.add(kHd, b.activations * l.disk_r);
+  if (b.has_cache) {
+    disk.add(kCd, b.kv_out_disk * l.disk_w_cache + b.kv_requests * x.hw.disk_write_request_s);
+  }
+  if (b.stores_act) disk.add(kHd, b.activations * l.disk_w);
+  return disk;
+}
+
+Affine gemm_seconds(const CostContext& x, const PhaseWork& w, const StageKindInfo& k) {
+  const HardwareProfile& hw = x.hw;
+  Affine gemm;
+  // Per-row GEMMs run with `rows` rows, the head's with one per sequence; on the CPU the rate
+  // falls with few rows (the weights stream from memory).
+  const double row_rate = x.z.gpu ? w.gemm_rate : hw.cpu_gemm_rate_gflops(w.rows) * kGB;
+  const double seq_rate = x.z.gpu ? w.gemm_rate : hw.cpu_gemm_rate_gflops(x.g) * kGB;
+  gemm.constant = w.rows * k.gemm_flops_per_row / row_rate + x.g * k.gemm_flops_per_seq / seq_rate;
+  gemm.constant *= x.nb;
+  if (x.z.gpu && hw.gpu_mem_gbps > 0) {  // each GPU batch reads the stage's fp16 weights
+    gemm.constant =
+        std::max(gemm.constant, x.nb * static_cast<double>(k.numel) * 2 / (hw.gpu_mem_gbps * kGB));
+  }
+  return gemm;
+}
+
+// HeteGen's two sides of the split layers; no parts when no alpha is set.
+struct SplitTerms {
+  CostTerm cpu{"hetegen cpu", {}};
+  CostTerm gpu{"hetegen gpu", {}};
+};
+
+// HeteGen on a GPU node: of the CPU-tier weights, only the GPU's columns cross PCIe and run on
+// the GPU; the CPU's run alongside. The split layer takes at least
+// max(alpha * cpu, (1 - alpha) * (pcie + gpu)), the GPU's transfer and GEMM in sequence. Takes
+// the moved columns out of the weight load and the GEMM.
+SplitTerms hetegen_split(const CostContext& x, const PhaseWork& w, const StageKindInfo& k,
+                         Affine& weight_load, Affine& gemm) {
+  SplitTerms out;
+  Affine cpu_cols, gpu_cols;
+  const LinearAlphas& alphas = w.prefill ? x.s.hetegen.prefill : x.s.hetegen.decode;
+  for (const LinearPart& l : split_linears(x.c, k.kind, alphas)) {
+    if (l.alpha <= 0) continue;
+    const SplitTimes t = split_times(x.hw, w.phase, w.rows, x.nb, l.elements, x.z.w_stored, true);
+    cpu_cols.add(kWc, l.alpha * t.cpu_s);
+    gpu_cols.add(kWc, (1 - l.alpha) * (t.pcie_s + t.gpu_s));
+    weight_load.add(kWc, -l.alpha * t.pcie_s);
+    gemm.add(kWc, -l.alpha * t.gpu_s);
+  }
+  if (cpu_cols.coef[kWc] > 0) {
+    out.cpu.parts.push_back({"cpu columns", cpu_cols});
+    out.gpu.parts.push_back({"gpu columns: transfer then gemm", gpu_cols});
+  }
+  return out;
+}
+
+// The CPU backend's compute-stream work besides GEMMs and attention, all on the same cores.
+void add_cpu_overheads(const CostContext& x, const PhaseWork& w, const StageKindInfo& k,
+                       const StepBytes& b, CostTerm& compute) {
+  const HardwareProfile& hw = x.hw;
+  // Layer norms, biases, activation, residual adds and cache appends pass over each row a few
+  // times at memory speed.
+  const double copy = per_byte(hw.host_copy_gbps);
+  Affine passes;
+  passes.constant = x.nb * w.rows * k.elementwise_floats_per_row * 4 * copy;
+  compute.parts.push_back({"elementwise", passes});
+  // What the load and store streams copy between the tiers and the working buffers.
+  Affine moves;
+  const double act_moved = b.activations * ((b.loads_act ? 1 : 0) + (b.stores_act ? 1 : 0));
+  moves.add(kCc, (b.kv_in + b.kv_out) * copy).add(kCd, (b.kv_in + b.kv_out) * copy);
+  moves.add(kHc, act_moved * copy).add(kHd, act_moved * copy);
+  compute.parts.push_back({"tier copies", moves});
+  // The kernel's CPU time for the disk traffic.
+  Affine io_cpu;
+  const double s_per_byte = hw.disk_cpu_s_per_gb / kGB;
+  io_cpu.add(kWd, b.weights * s_per_byte);
+  io_cpu.add(kCd, (b.kv_in + std::max(b.kv_out, b.kv_requests * 4096.0)) * s_per_byte);
+  io_cpu.add(kHd, act_moved * s_per_byte);
+  compute.parts.push_back({"disk i/o cpu", io_cpu});
+}
+
+Affine attention_seconds(const CostContext& x, const PhaseWork& w) {
+  const HardwareProfile& hw = x.hw;
+  const double flops = x.nb * x.g * w.attn_flops;
+  Affine attn;
+  if (w.prefill) {
+    // Prefill attention runs as GEMMs (cuBLAS or OpenBLAS), on the GPU tier's device.
+    attn.constant =
+        flops / ((x.z.gpu ? hw.gpu_attention_gflops : hw.cpu_gemm_rate_gflops(x.prompt)) * kGB);
+  } else if (!x.z.gpu) {
+    attn.constant = flops / (hw.cpu_attention_gflops * kGB);
+  } else if (x.s.cpu_cache_compute) {
+    attn.add(kCg, flops / (hw.attention_decode_gflops() * kGB));
+    const double cpu = flops / (hw.cpu_attention_gflops * kGB);
+    attn.add(kCc, cpu).add(kCd, cpu);
+  } else {
+    attn.constant = flops / (hw.attention_decode_gflops() * kGB);
+    if (hw.gpu_mem_gbps > 0) {  // the cache is read once per step
+      attn.constant = std::max(
+          attn.constant, x.nb * x.g * 2 * (x.cached + 1) * x.h * x.z.kv / (hw.gpu_mem_gbps * kGB));
+    }
+  }
+  return attn;
+}
+
+StageCost stage_cost(const CostContext& x, const PhaseWork& w, const StageKindInfo& k) {
+  const bool gpu = x.z.gpu;
+  const StepBytes b = step_bytes(x, w, k);
+  CostTerm load = load_term(x, w, b);
+  const Affine disk = disk_seconds(x, w, b);
+  CostTerm compute{"compute", {}};
+  if (!gpu) {
+    const double fp32_bytes = static_cast<double>(k.numel) * 4;
+    Affine expand;
+    expand.add(kWc, fp32_bytes * x.links.expand_s_per_byte)
+        .add(kWd, fp32_bytes * x.links.expand_s_per_byte);
+    compute.parts.push_back({"expand weights", expand});
+  }
+  Affine gemm = gemm_seconds(x, w, k);
+  SplitTerms split;
+  if (gpu) split = hetegen_split(x, w, k, load.parts.front().second, gemm);
+  compute.parts.push_back({"gemm", gemm});
+  if (!gpu) add_cpu_overheads(x, w, k, b, compute);
+  if (b.has_cache) compute.parts.push_back({"attention", attention_seconds(x, w)});
+
+  StageCost sc;
+  sc.stage = k.name;
+  sc.phase = w.phase;
+  sc.repeats = static_cast<double>(k.count) * w.steps;
+  sc.terms = {load, compute, store_term(x, b), CostTerm{"disk", {{"reads and writes", disk}}}};
+  if (!split.cpu.parts.empty()) {
+    sc.terms.push_back(std::move(split.cpu));
+    sc.terms.push_back(std::move(split.gpu));
+  }
+  if (!gpu) {
+    // Measured on the CPU backend (2 cores): disk transfers barely overlap the compute (their
+    // DMA, completions and staging share the cores and the memory bus, and cache requests queue
+    // behind prefetched weights), so disk time adds to compute time.
+    CostTerm serial{"compute + disk", compute.parts};
+    serial.parts.push_back({"disk", disk});
+    sc.terms.push_back(std::move(serial));
+  }
+  return sc;
+}
+
 }  // namespace
 
 Placement Placement::of(const Policy& p) {
@@ -249,190 +544,12 @@ std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& c
                      "a HeteGen alpha > 0 needs cpu_gemm_gflops (the CPU's GEMM rate) in the "
                      "hardware profile '",
                      hw.name, "'");
-  const Sizes z = sizes_of(hw, c, s);
-  const double h = static_cast<double>(c.hidden_size);
-  const double g = static_cast<double>(s.gpu_batch_size);
-  const double nb = static_cast<double>(s.num_gpu_batches);
-  const double prompt = static_cast<double>(s.prompt_len);
-  // Decode steps t = 1 .. gen_len - 1 attend over prompt_len + t - 1 cached tokens.
-  const double cached = prompt + (static_cast<double>(s.gen_len) - 2) / 2;
-
-  const double disk_r = per_byte(hw.disk_read_gbps);
-  const double disk_w = per_byte(hw.disk_write_gbps);
-  const double disk_w_cache = per_byte(hw.cache_disk_write_gbps());
-  Link load_w, load_kv, load_act, store_kv, store_act;
-  double expand_s_per_byte = 0;
-  if (z.gpu) {
-    const double h2d = per_byte(hw.h2d_gbps);
-    // Disk bytes hop through host memory and then over PCIe, one after the other.
-    load_w = {h2d, h2d + disk_r};
-    load_kv = s.cpu_cache_compute ? Link{0, disk_r} : Link{h2d, h2d + disk_r};
-    load_act = {h2d, h2d + disk_r};
-    const double d2h_kv = per_byte(hw.cache_d2h_gbps());
-    store_kv = {d2h_kv, d2h_kv + disk_w_cache};
-    store_act = {per_byte(hw.d2h_gbps), per_byte(hw.d2h_gbps) + disk_w};
-  } else {
-    // CPU-tier weights are read in place by the expansion; only disk bytes are loaded. The
-    // streams' memory copies take cores the GEMMs use (a stream is a thread here), so they are
-    // charged to the compute term (below); the load and store terms keep the disk time.
-    load_w = {0, disk_r};
-    load_kv = {0, disk_r};
-    load_act = load_kv;
-    store_kv = {0, disk_w};
-    store_act = store_kv;
-    expand_s_per_byte = per_byte(hw.expand_gbps);
-  }
-
+  const CostContext x = context_of(hw, c, s);
   std::vector<StageCost> out;
   for (const Phase phase : {Phase::kPrefill, Phase::kDecode}) {
-    const bool prefill = phase == Phase::kPrefill;
-    const double steps = prefill ? 1.0 : static_cast<double>(s.gen_len - 1);
-    if (steps <= 0) continue;
-    const double rows = g * (prefill ? prompt : 1.0);  // new rows per GPU batch
-    const double new_tokens = prefill ? prompt : 1.0;  // per sequence
-    // Attention FLOPs per sequence: scores and weighted sum over the causal keys.
-    const double attn_flops = prefill ? 4 * h * prompt * (prompt + 1) / 2 : 4 * h * (cached + 1);
-    const double gemm_rate =
-        (z.gpu ? (prefill ? hw.gpu_gemm_gflops : hw.gemm_decode_gflops()) : hw.cpu_gemm_gflops) *
-        kGB;
-    for (const StageKindInfo& k : stage_kinds(c, s.sep_layer)) {
-      StageCost sc;
-      sc.stage = k.name;
-      sc.phase = phase;
-      sc.repeats = static_cast<double>(k.count) * steps;
-      const bool has_cache = stage_has_cache(k.kind);
-      const bool loads_act = k.kind != StageKind::kEmbed;
-      const bool stores_act = k.kind != StageKind::kHead;
-      const double w_bytes = static_cast<double>(k.numel) * z.w_stored;
-      const double act_bytes = nb * rows * h * z.act;
-
-      CostTerm load{"load", {}}, compute{"compute", {}}, store{"store", {}};
-      load.parts.push_back({"weights", moved(w_bytes, kWc, kWd, load_w)});
-      Affine disk;  // the one device serves the load and the store stream
-      disk.add(kWd, w_bytes * disk_r);
-      // Keys and values go one sequence at a time: two requests per sequence each way.
-      const double kv_requests = nb * g * 2;
-      if (has_cache && !prefill) {
-        const double kv_bytes = nb * g * 2 * cached * h * z.kv;
-        Affine a = moved(kv_bytes, kCc, kCd, load_kv);
-        a.add(kCd, kv_requests * hw.disk_read_request_s);
-        load.parts.push_back({"cache", a});
-        disk.add(kCd, kv_bytes * disk_r + kv_requests * hw.disk_read_request_s);
-      }
-      if (loads_act) {
-        load.parts.push_back({"activations", moved(act_bytes, kHc, kHd, load_act)});
-        disk.add(kHd, act_bytes * disk_r);
-      }
-
-      if (!z.gpu) {
-        const double fp32_bytes = static_cast<double>(k.numel) * 4;
-        Affine expand;
-        expand.add(kWc, fp32_bytes * expand_s_per_byte).add(kWd, fp32_bytes * expand_s_per_byte);
-        compute.parts.push_back({"expand weights", expand});
-      }
-      Affine gemm;
-      // Per-row GEMMs run with `rows` rows, the head's with one per sequence; on the CPU the
-      // rate falls with few rows (the weights stream from memory).
-      const double row_rate = z.gpu ? gemm_rate : hw.cpu_gemm_rate_gflops(rows) * kGB;
-      const double seq_rate = z.gpu ? gemm_rate : hw.cpu_gemm_rate_gflops(g) * kGB;
-      gemm.constant = rows * k.gemm_flops_per_row / row_rate + g * k.gemm_flops_per_seq / seq_rate;
-      gemm.constant *= nb;
-      if (z.gpu && hw.gpu_mem_gbps > 0) {  // each GPU batch reads the stage's fp16 weights
-        gemm.constant = std::max(gemm.constant,
-                                 nb * static_cast<double>(k.numel) * 2 / (hw.gpu_mem_gbps * kGB));
-      }
-      // HeteGen on a GPU node: of the CPU-tier weights, only the GPU's columns cross PCIe and
-      // run on the GPU; the CPU's run alongside. The split layer takes at least
-      // max(alpha * cpu, (1 - alpha) * (pcie + gpu)), the GPU's transfer and GEMM in sequence.
-      CostTerm split_cpu{"hetegen cpu", {}}, split_gpu{"hetegen gpu", {}};
-      if (z.gpu) {
-        Affine cpu_cols, gpu_cols;
-        for (const LinearPart& l :
-             split_linears(c, k.kind, prefill ? s.hetegen.prefill : s.hetegen.decode)) {
-          if (l.alpha <= 0) continue;
-          const SplitTimes t = split_times(hw, phase, rows, nb, l.elements, z.w_stored, true);
-          cpu_cols.add(kWc, l.alpha * t.cpu_s);
-          gpu_cols.add(kWc, (1 - l.alpha) * (t.pcie_s + t.gpu_s));
-          load.parts.front().second.add(kWc, -l.alpha * t.pcie_s);
-          gemm.add(kWc, -l.alpha * t.gpu_s);
-        }
-        if (cpu_cols.coef[kWc] > 0) {
-          split_cpu.parts.push_back({"cpu columns", cpu_cols});
-          split_gpu.parts.push_back({"gpu columns: transfer then gemm", gpu_cols});
-        }
-      }
-      compute.parts.push_back({"gemm", gemm});
-      if (!z.gpu) {
-        // Layer norms, biases, activation, residual adds and cache appends pass over each row
-        // a few times at memory speed, on the compute stream.
-        const double copy = per_byte(hw.host_copy_gbps);
-        Affine passes;
-        passes.constant = nb * rows * k.elementwise_floats_per_row * 4 * copy;
-        compute.parts.push_back({"elementwise", passes});
-        // What the load and store streams copy between the tiers and the working buffers.
-        Affine moves;
-        const double kv_in = has_cache && !prefill ? nb * g * 2 * cached * h * z.kv : 0;
-        const double kv_out = has_cache ? nb * g * new_tokens * 2 * h * z.kv : 0;
-        const double act_moved = act_bytes * ((loads_act ? 1 : 0) + (stores_act ? 1 : 0));
-        moves.add(kCc, (kv_in + kv_out) * copy).add(kCd, (kv_in + kv_out) * copy);
-        moves.add(kHc, act_moved * copy).add(kHd, act_moved * copy);
-        compute.parts.push_back({"tier copies", moves});
-        // The kernel's CPU time for the disk traffic comes out of the same cores.
-        Affine io_cpu;
-        const double s_per_byte = hw.disk_cpu_s_per_gb / kGB;
-        io_cpu.add(kWd, w_bytes * s_per_byte);
-        io_cpu.add(kCd, (kv_in + std::max(kv_out, kv_requests * 4096.0)) * s_per_byte);
-        io_cpu.add(kHd, act_moved * s_per_byte);
-        compute.parts.push_back({"disk i/o cpu", io_cpu});
-      }
-      if (has_cache) {
-        const double flops = nb * g * attn_flops;
-        Affine attn;
-        if (prefill) {
-          // Prefill attention runs as GEMMs (cuBLAS or OpenBLAS), on the GPU tier's device.
-          attn.constant =
-              flops / ((z.gpu ? hw.gpu_attention_gflops : hw.cpu_gemm_rate_gflops(prompt)) * kGB);
-        } else if (!z.gpu) {
-          attn.constant = flops / (hw.cpu_attention_gflops * kGB);
-        } else if (s.cpu_cache_compute) {
-          attn.add(kCg, flops / (hw.attention_decode_gflops() * kGB));
-          const double cpu = flops / (hw.cpu_attention_gflops * kGB);
-          attn.add(kCc, cpu).add(kCd, cpu);
-        } else {
-          attn.constant = flops / (hw.attention_decode_gflops() * kGB);
-          if (hw.gpu_mem_gbps > 0) {  // the cache is read once per step
-            attn.constant = std::max(
-                attn.constant, nb * g * 2 * (cached + 1) * h * z.kv / (hw.gpu_mem_gbps * kGB));
-          }
-        }
-        compute.parts.push_back({"attention", attn});
-        // Disk writes cover whole 4 KiB blocks.
-        const double new_kv = nb * g * new_tokens * 2 * h * z.kv;
-        const double new_kv_disk = kv_requests * std::max(new_tokens * h * z.kv, 4096.0);
-        Affine a = moved(new_kv, kCc, kCd, store_kv);
-        a.add(kCd, kv_requests * hw.disk_write_request_s + (new_kv_disk - new_kv) * disk_w_cache);
-        store.parts.push_back({"cache", a});
-        disk.add(kCd, new_kv_disk * disk_w_cache + kv_requests * hw.disk_write_request_s);
-      }
-      if (stores_act) {
-        store.parts.push_back({"activations", moved(act_bytes, kHc, kHd, store_act)});
-        disk.add(kHd, act_bytes * disk_w);
-      }
-      sc.terms = {load, compute, store, CostTerm{"disk", {{"reads and writes", disk}}}};
-      if (!split_cpu.parts.empty()) {
-        sc.terms.push_back(std::move(split_cpu));
-        sc.terms.push_back(std::move(split_gpu));
-      }
-      if (!z.gpu) {
-        // Measured on the CPU backend (2 cores): disk transfers barely overlap the compute
-        // (their DMA, completions and staging share the cores and the memory bus, and cache
-        // requests queue behind prefetched weights), so disk time adds to compute time.
-        CostTerm serial{"compute + disk", compute.parts};
-        serial.parts.push_back({"disk", disk});
-        sc.terms.push_back(std::move(serial));
-      }
-      out.push_back(std::move(sc));
-    }
+    const PhaseWork w = phase_work(x, phase);
+    if (w.steps <= 0) continue;
+    for (const StageKindInfo& k : stage_kinds(c, s.sep_layer)) out.push_back(stage_cost(x, w, k));
   }
   return out;
 }
