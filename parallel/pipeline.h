@@ -12,7 +12,7 @@
 
 #include "parallel/transport.h"
 #include "runtime/generator.h"
-#include "runtime/offload_engine.h"
+#include "runtime/cpu_engine.h"
 
 namespace strata::parallel {
 

@@ -9,7 +9,7 @@
 #include "core/dtype.h"
 #include "kernels/cpu/quant.h"
 #include "model/opt_config.h"
-#include "runtime/offload_engine.h"
+#include "runtime/cpu_engine.h"
 #include "runtime/packed_stage.h"
 #include "runtime/tiered_array.h"
 #include "test_util.h"

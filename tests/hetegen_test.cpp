@@ -14,7 +14,7 @@
 #include "model/weight_source.h"
 #include "planner/cost_model.h"
 #include "planner/planner.h"
-#include "runtime/offload_engine.h"
+#include "runtime/cpu_engine.h"
 #include "test_util.h"
 
 namespace strata {

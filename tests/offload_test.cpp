@@ -8,7 +8,7 @@
 #include "core/error.h"
 #include "kernels/cpu/quant.h"
 #include "model/weight_source.h"
-#include "runtime/offload_engine.h"
+#include "runtime/cpu_engine.h"
 #include "runtime/tiered_array.h"
 #include "test_util.h"
 
@@ -121,18 +121,18 @@ TEST(PolicyErrors, RejectedBeforeAllocating) {
   o.max_prompt_len = 100;
   o.gen_len = 20;
   o.policy.weights = {60, 50};
-  auto e = expect_error([&] { OffloadEngine engine(*source, o); });
+  auto e = expect_error([&] { CpuEngine engine(*source, o); });
   EXPECT_EQ(e.exit_status(), kExitBadInput);
   EXPECT_NE(std::string(e.what()).find("weight gpu + cpu percent is 110"), std::string::npos)
       << e.what();
   o.policy.weights = {-1, 0};
-  e = expect_error([&] { OffloadEngine engine(*source, o); });
+  e = expect_error([&] { CpuEngine engine(*source, o); });
   EXPECT_NE(std::string(e.what()).find("outside 0..100"), std::string::npos) << e.what();
 
   o.policy.weights = {100, 0};
   o.caps.gpu_bytes = 100000;
   const uint64_t need = plan_memory(source->config(), o).total(Tier::kGpu);
-  e = expect_error([&] { OffloadEngine engine(*source, o); });
+  e = expect_error([&] { CpuEngine engine(*source, o); });
   EXPECT_EQ(e.exit_status(), kExitBadInput);
   const std::string msg = e.what();
   for (const std::string& part :
@@ -142,10 +142,10 @@ TEST(PolicyErrors, RejectedBeforeAllocating) {
 
   o.caps = {};
   o.policy.weights = {0, 0};
-  e = expect_error([&] { OffloadEngine engine(*source, o); });
+  e = expect_error([&] { CpuEngine engine(*source, o); });
   EXPECT_NE(std::string(e.what()).find("--offload-dir"), std::string::npos) << e.what();
   o.offload_dir = "/nonexistent/offload";
-  e = expect_error([&] { OffloadEngine engine(*source, o); });
+  e = expect_error([&] { CpuEngine engine(*source, o); });
   EXPECT_EQ(e.exit_status(), kExitBadInput);
   EXPECT_NE(std::string(e.what()).find("/nonexistent/offload"), std::string::npos) << e.what();
 }
@@ -237,7 +237,7 @@ std::vector<float> forced_logprobs(const WeightSource& source, const Workload& w
   options.policy = policy;
   options.max_prompt_len = 128;
   options.gen_len = 1;
-  OffloadEngine engine(source, options);
+  CpuEngine engine(source, options);
   GenerateOptions gen;
   gen.gen_len = 1;
   gen.ignore_eos = true;

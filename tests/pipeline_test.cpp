@@ -37,7 +37,7 @@ EngineOptions base_options() {
 
 std::vector<Generation> one_rank(const WeightSource& source, std::span<const Prompt> prompts,
                                  const GenerateOptions& gen) {
-  OffloadEngine engine(source, base_options());
+  CpuEngine engine(source, base_options());
   std::vector<Generation> all;
   const size_t block = 4;
   for (size_t first = 0; first < prompts.size(); first += block) {

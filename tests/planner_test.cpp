@@ -8,7 +8,7 @@
 #include "model/opt_config.h"
 #include "planner/cost_model.h"
 #include "planner/planner.h"
-#include "runtime/offload_engine.h"
+#include "runtime/cpu_engine.h"
 #include "runtime/opt_stages.h"
 #include "test_util.h"
 

@@ -18,7 +18,7 @@
 
 #include "model/weight_source.h"
 #include "planner/hardware_profile.h"
-#include "runtime/offload_engine.h"
+#include "runtime/cpu_engine.h"
 
 namespace strata::test {
 

@@ -12,7 +12,7 @@
 #include "planner/cpu_probe.h"
 #include "runtime/disk_store.h"
 #include "runtime/gpu_probe.h"
-#include "runtime/offload_engine.h"
+#include "runtime/cpu_engine.h"
 #include "runtime/sampler.h"
 
 namespace strata::cli {

@@ -7,7 +7,7 @@
 
 #include "planner/cost_model.h"
 
-#include "runtime/offload_engine.h"
+#include "runtime/cpu_engine.h"
 
 namespace strata::cli {
 

@@ -13,7 +13,7 @@
 #include "model/weight_source.h"
 #include "parallel/pipeline.h"
 #include "runtime/generator.h"
-#include "runtime/offload_engine.h"
+#include "runtime/cpu_engine.h"
 #include "runtime/requests.h"
 #include "tokenizer/text_stream.h"
 

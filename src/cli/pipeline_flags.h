@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "parallel/transport.h"
-#include "runtime/offload_engine.h"
+#include "runtime/cpu_engine.h"
 
 namespace strata::cli {
 

@@ -12,7 +12,7 @@
 
 #include "core/error.h"
 #include "core/units.h"
-#include "runtime/offload_engine.h"
+#include "runtime/cpu_engine.h"
 
 namespace strata {
 namespace {

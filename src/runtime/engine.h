@@ -111,7 +111,7 @@ class Engine {
   double wall_s_ = 0;  // in forward(), since the stats were cleared
 };
 
-// The engine for options.device: OffloadEngine on the CPU, CudaEngine on a GPU. A policy the
+// The engine for options.device: CpuEngine on the CPU, CudaEngine on a GPU. A policy the
 // device cannot run is an input error naming the field.
 std::unique_ptr<Engine> make_engine(const WeightSource& source, const EngineOptions& options);
 

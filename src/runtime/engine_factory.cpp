@@ -3,7 +3,7 @@
 #include "core/log.h"
 #include "runtime/engine.h"
 #include "runtime/gpu_probe.h"
-#include "runtime/offload_engine.h"
+#include "runtime/cpu_engine.h"
 
 #if STRATA_HAVE_CUDA
 #include "kernels/cuda/device.h"
@@ -48,7 +48,7 @@ std::unique_ptr<Engine> make_engine(const WeightSource& source, const EngineOpti
       log_warn("--device auto: running on the CPU although a GPU is present: " +
                cuda_unsupported(options.policy));
     }
-    return std::make_unique<OffloadEngine>(source, options);
+    return std::make_unique<CpuEngine>(source, options);
   }
   const std::string why = cuda_unsupported(options.policy);
   STRATA_INPUT_CHECK(why.empty(), why);

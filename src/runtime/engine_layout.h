@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "runtime/offload_engine.h"
+#include "runtime/cpu_engine.h"
 #include "runtime/schedule.h"
 #include "runtime/tiered_array.h"
 

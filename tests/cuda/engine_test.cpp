@@ -17,7 +17,7 @@
 #include "parallel/pipeline.h"
 #include "parallel/transport.h"
 #include "runtime/engine.h"
-#include "runtime/offload_engine.h"
+#include "runtime/cpu_engine.h"
 #include "tests/test_util.h"
 
 namespace strata {

@@ -1,4 +1,4 @@
-#include "runtime/offload_engine.h"
+#include "runtime/cpu_engine.h"
 
 #include <algorithm>
 #include <chrono>
@@ -25,7 +25,7 @@ struct HostLane {
   EventPtr last;  // the lane's latest work
 };
 
-struct OffloadEngine::Impl final : ScheduleBackend {
+struct CpuEngine::Impl final : ScheduleBackend {
   OptConfig config;
   EngineOptions options;
   std::vector<StageLayout> layouts;
@@ -241,7 +241,7 @@ struct OffloadEngine::Impl final : ScheduleBackend {
   }
 };
 
-OffloadEngine::OffloadEngine(const WeightSource& source, const EngineOptions& options)
+CpuEngine::CpuEngine(const WeightSource& source, const EngineOptions& options)
     : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   m.config = source.config();
@@ -339,22 +339,22 @@ OffloadEngine::OffloadEngine(const WeightSource& source, const EngineOptions& op
   m.disk_busy_base = m.disk ? m.disk->busy_seconds() : 0;
 }
 
-OffloadEngine::~OffloadEngine() = default;
+CpuEngine::~CpuEngine() = default;
 
-const OptConfig& OffloadEngine::config() const {
+const OptConfig& CpuEngine::config() const {
   return impl_->config;
 }
-const EngineOptions& OffloadEngine::options() const {
+const EngineOptions& CpuEngine::options() const {
   return impl_->options;
 }
 
-void OffloadEngine::run_step(const std::vector<std::vector<SequenceStep>>& steps,
+void CpuEngine::run_step(const std::vector<std::vector<SequenceStep>>& steps,
                              const std::vector<std::vector<int64_t>>& lengths,
                              int64_t first_batch) {
   impl_->schedule->run(steps, lengths, first_batch);
 }
 
-void OffloadEngine::write_hidden(int64_t group, int64_t k, const float* rows, int64_t n_rows) {
+void CpuEngine::write_hidden(int64_t group, int64_t k, const float* rows, int64_t n_rows) {
   Impl& m = *impl_;
   TieredArray& act = *m.acts[static_cast<size_t>(group * m.policy().num_gpu_batches + k)];
   const int64_t n = n_rows * m.config.hidden_size;
@@ -366,7 +366,7 @@ void OffloadEngine::write_hidden(int64_t group, int64_t k, const float* rows, in
   }
 }
 
-void OffloadEngine::read_hidden(int64_t group, int64_t k, float* rows, int64_t n_rows) {
+void CpuEngine::read_hidden(int64_t group, int64_t k, float* rows, int64_t n_rows) {
   Impl& m = *impl_;
   TieredArray& act = *m.acts[static_cast<size_t>(group * m.policy().num_gpu_batches + k)];
   const int64_t n = n_rows * m.config.hidden_size;
@@ -378,19 +378,19 @@ void OffloadEngine::read_hidden(int64_t group, int64_t k, float* rows, int64_t n
   }
 }
 
-std::span<const float> OffloadEngine::logits(int64_t k) const {
+std::span<const float> CpuEngine::logits(int64_t k) const {
   return impl_->logits[static_cast<size_t>(k)];
 }
 
-bool OffloadEngine::has_embed() const {
+bool CpuEngine::has_embed() const {
   return impl_->layouts.front().kind == StageKind::kEmbed;
 }
 
-bool OffloadEngine::has_head() const {
+bool CpuEngine::has_head() const {
   return impl_->layouts.back().kind == StageKind::kHead;
 }
 
-EngineStats OffloadEngine::stats() const {
+EngineStats CpuEngine::stats() const {
   const Impl& m = *impl_;
   EngineStats s;
   fill_tier_stats(m.counters, m.plan, s);
@@ -412,7 +412,7 @@ EngineStats OffloadEngine::stats() const {
   return s;
 }
 
-void OffloadEngine::clear_stats() {
+void CpuEngine::clear_stats() {
   Impl& m = *impl_;
   m.counters.clear_traffic();
   for (auto& ln : m.lanes) ln.stream.clear_stats();
@@ -420,7 +420,7 @@ void OffloadEngine::clear_stats() {
   m.disk_busy_base = m.disk ? m.disk->busy_seconds() : 0;
 }
 
-nlohmann::json OffloadEngine::trace() const {
+nlohmann::json CpuEngine::trace() const {
   const Impl& m = *impl_;
   const auto track = [&m](Lane l) {
     const Stream& stream = m.lanes[static_cast<int>(l)].stream;

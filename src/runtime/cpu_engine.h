@@ -30,10 +30,10 @@ MemoryPlan plan_memory(const OptConfig& config, const EngineOptions& options);
 void check_caps(const MemoryPlan& plan, const TierCaps& caps);
 
 // The CPU backend: the GPU tier is host memory and each stream a host thread.
-class OffloadEngine final : public Engine {
+class CpuEngine final : public Engine {
  public:
-  OffloadEngine(const WeightSource& source, const EngineOptions& options);
-  ~OffloadEngine() override;
+  CpuEngine(const WeightSource& source, const EngineOptions& options);
+  ~CpuEngine() override;
 
   const OptConfig& config() const override;
   const EngineOptions& options() const override;
