@@ -255,7 +255,7 @@ CpuEngine::CpuEngine(const WeightSource& source, const EngineOptions& options)
   m.layouts = slice_layouts(m.config, options);
   m.total_batches = p.num_gpu_batches * options.n_groups;
   m.shapes = shapes_of(m.config, options, m.layouts);
-  m.plan = plan_memory(m.config, options);
+  m.plan = plan_cpu_memory(m.config, options);
   check_caps(m.plan, options.caps);  // before anything is allocated
 
   const uint64_t disk_need = m.plan.total(Tier::kDisk);

@@ -1,6 +1,6 @@
-// The offloading engine: weights, KV cache and activations placed over the GPU, CPU and disk
-// tiers by a Policy, and FlexGen's block schedule over (token, stage, GPU batch) run on three
-// streams: loads of stage j+1 and of batch k+1 overlap compute of (j, k) and stores of k-1.
+// The CPU engine: weights, KV cache and activations placed over the GPU, CPU and disk tiers by a
+// Policy, the GPU tier being host memory and each of the schedule's lanes (runtime/schedule.h) a
+// host thread, so loads of stage j+1 and of batch k+1 overlap compute of (j, k) and stores of k-1.
 #pragma once
 
 #include <cstdint>
@@ -11,23 +11,9 @@
 #include <vector>
 
 #include "runtime/engine.h"
+#include "runtime/memory_plan.h"
 
 namespace strata {
-
-// The stages a slice runs: opt_stage_layouts cut to the options' layers.
-std::vector<StageLayout> slice_layouts(const OptConfig& config, const EngineOptions& options);
-
-// Bytes each tier must hold for a policy, before anything is allocated.
-struct MemoryPlan {
-  uint64_t weights[kNumTiers] = {};
-  uint64_t cache[kNumTiers] = {};
-  uint64_t activations[kNumTiers] = {};
-  uint64_t working[kNumTiers] = {};  // double buffers, workspaces, disk staging
-  uint64_t total(Tier tier) const;
-};
-MemoryPlan plan_memory(const OptConfig& config, const EngineOptions& options);
-// Input error naming the tier, the bytes needed and the bytes the cap allows.
-void check_caps(const MemoryPlan& plan, const TierCaps& caps);
 
 // The CPU backend: the GPU tier is host memory and each stream a host thread.
 class CpuEngine final : public Engine {

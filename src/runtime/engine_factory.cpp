@@ -4,10 +4,12 @@
 #include "runtime/engine.h"
 #include "runtime/gpu_probe.h"
 #include "runtime/cpu_engine.h"
+#include "runtime/memory_plan.h"
 
 #if STRATA_HAVE_CUDA
 #include "kernels/cuda/device.h"
 #include "runtime/cuda/cuda_engine.h"
+#include "runtime/cuda/cuda_layout.h"
 #include "runtime/cuda/gpu_probe_cuda.h"
 #endif
 
@@ -40,6 +42,13 @@ double measure_pinned_h2d_gbps(int index) {
   (void)index;
   return 0;
 #endif
+}
+
+MemoryPlan plan_memory(const OptConfig& config, const EngineOptions& options) {
+#if STRATA_HAVE_CUDA
+  if (resolved_device(options) == Device::kCuda) return plan_cuda_memory(config, options);
+#endif
+  return plan_cpu_memory(config, options);
 }
 
 std::unique_ptr<Engine> make_engine(const WeightSource& source, const EngineOptions& options) {

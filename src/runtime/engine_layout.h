@@ -1,11 +1,11 @@
-// How the offloading engine lays data out: stored formats, array sizes and the memory plan,
-// shared by the engine and plan_memory so what is planned is what gets allocated.
+// How the engines lay data out: stored formats and array sizes, shared by the engines and their
+// memory plans so what is planned is what gets allocated.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
-#include "runtime/cpu_engine.h"
+#include "runtime/memory_plan.h"
 #include "runtime/schedule.h"
 #include "runtime/tiered_array.h"
 
@@ -23,6 +23,8 @@ int64_t stage_numel(const StageLayout& l, const Policy& p);
 bool weights_resident(const Policy& p);
 bool cache_resident(const Policy& p);
 int64_t slice_layer_count(const OptConfig& c, const EngineOptions& o);
+// The stages a slice runs: opt_stage_layouts cut to the options' layers.
+std::vector<StageLayout> slice_layouts(const OptConfig& config, const EngineOptions& options);
 
 // The tiers' part of an engine's stats: what the plan put on each, what the counters saw.
 void fill_tier_stats(const TierCounters& counters, const MemoryPlan& plan, EngineStats& stats);

@@ -15,6 +15,7 @@
 #include "kernels/cuda/ops.h"
 #include "runtime/cuda/stage_runner.h"
 #include "runtime/cuda/cuda_engine.h"
+#include "runtime/cuda/cuda_layout.h"
 #include "runtime/cuda/device_tiers.h"
 #include "runtime/engine_layout.h"
 #include "runtime/packed_stage.h"
@@ -27,11 +28,6 @@ namespace cuda_engine {
 using cuda::Fp16;
 
 constexpr uint64_t kDiskAlign = DiskStore::kAlignment;  // O_DIRECT wants aligned host buffers
-
-inline uint64_t pool_bytes(uint64_t bytes) {
-  constexpr uint64_t a = cuda::RangeAllocator::kAlign;
-  return (bytes + a - 1) / a * a;
-}
 
 // Spans of one kind of work (loads, compute, stores) timed by event pairs on whichever stream ran
 // them, read back once the step has synchronised.
@@ -92,14 +88,6 @@ struct HostRows {
   int kind = 0;  // 0 attention projections, 1 fc1, 2 fc2
   std::vector<float> weight, bias;
 };
-
-// The runner's name for a decoder linear ("layers.3.fc1") and its kind (0 attention projections,
-// 1 fc1, 2 fc2), or -1 for none.
-int linear_kind(const std::string& tensor, std::string& short_name);
-
-inline double kind_alpha(const LinearAlphas& a, int kind) {
-  return kind == 0 ? a.attention : kind == 1 ? a.fc1 : a.fc2;
-}
 
 }  // namespace cuda_engine
 
@@ -167,13 +155,11 @@ struct CudaEngine::Impl final : ScheduleBackend {
   // HeteGen's split column of a linear in the step in flight (0: the device computes it all).
   int64_t split_of(const cuda_engine::HostRows& rows) const {
     const HeteGenAlpha& a = policy().hetegen_alpha;
-    return split_rows_of(cuda_engine::kind_alpha(step_decode ? a.decode : a.prefill, rows.kind),
-                         rows.n);
+    return split_rows_of(kind_alpha(step_decode ? a.decode : a.prefill, rows.kind), rows.n);
   }
   // Packed weights split at whole groups of rows, so the device's rows cross as whole groups.
   int64_t split_rows_of(double alpha, int64_t n) const {
-    const int64_t split = cpu::split_column(alpha, n);
-    return policy().compress_weight ? split / kQuantGroup * kQuantGroup : split;
+    return host_split_rows(policy(), alpha, n);
   }
   // Group g's batch k's hidden rows, for n values crossing to or from a pipeline neighbour.
   DeviceTieredArray& hidden_array(int64_t group, int64_t k, int64_t n) {

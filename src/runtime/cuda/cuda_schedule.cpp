@@ -14,32 +14,11 @@
 #include "runtime/cuda/cuda_engine_impl.h"
 
 namespace strata {
-namespace cuda_engine {
-
-// The runner's name for a decoder linear ("layers.3.fc1") and its kind, or -1 for none.
-int linear_kind(const std::string& tensor, std::string& short_name) {
-  const size_t at = tensor.find("layers.");
-  const std::string suffix = ".weight";
-  if (at == std::string::npos || tensor.size() < suffix.size() ||
-      tensor.compare(tensor.size() - suffix.size(), suffix.size(), suffix) != 0) {
-    return -1;
-  }
-  short_name = tensor.substr(at, tensor.size() - suffix.size() - at);
-  for (const char* proj : {"q_proj", "k_proj", "v_proj", "out_proj"}) {
-    if (short_name.ends_with(std::string("self_attn.") + proj)) return 0;
-  }
-  if (short_name.ends_with(".fc1")) return 1;
-  if (short_name.ends_with(".fc2")) return 2;
-  return -1;
-}
-
-}  // namespace cuda_engine
 
 namespace {
 
 using cuda_engine::Fp16;
 using cuda_engine::HostRows;
-using cuda_engine::linear_kind;
 using cuda_engine::SpanLog;
 
 // A packed stage's bytes (device) to its fp16 layout (device): quantised matrices decoded, fp16
