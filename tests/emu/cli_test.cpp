@@ -11,11 +11,12 @@
 #include <string>
 #include <vector>
 
+#include "tests/test_util.h"
+
 namespace strata {
 namespace {
 
-const std::filesystem::path kData =
-    std::filesystem::path(__FILE__).parent_path().parent_path() / "data";
+const std::filesystem::path kData = test::kDataDir;
 
 struct CliRun {
   int status;

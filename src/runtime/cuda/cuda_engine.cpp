@@ -75,6 +75,7 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
     const StageLayout& layout = m.layouts[s];
     stored.resize(l.stage_units[s] * l.weight_unit);
     if (p.compress_weight) {
+      m.packed.push_back(PackedStage::of(layout, p.compress_bits));
       stage_f32.resize(static_cast<size_t>(layout.numel));
       read_stage(source, layout, DType::kF32, stage_f32.data());
       m.packed[s].pack(stage_f32.data(), stored.data());
