@@ -1,6 +1,7 @@
 // The disk tier: data round trips through io_uring + O_DIRECT, the file's life (mode, removal on
 // exit and signals), and the input errors a user can meet.
 #include "runtime/disk_store.h"
+#include "runtime/probes/disk_probe.h"
 
 #include <fcntl.h>
 #include <pwd.h>

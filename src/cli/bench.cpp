@@ -9,9 +9,10 @@
 #include "kernels/cpu/ops.h"
 #include "model/weight_source.h"
 #include "parallel/pipeline.h"
-#include "planner/cpu_probe.h"
+#include "runtime/probes/cpu_probe.h"
 #include "runtime/disk_store.h"
-#include "runtime/gpu_probe.h"
+#include "runtime/probes/disk_probe.h"
+#include "runtime/probes/gpu_probe.h"
 #include "runtime/cpu_engine.h"
 #include "runtime/sampler.h"
 

@@ -12,10 +12,11 @@
 
 #include "core/buffer.h"
 #include "core/error.h"
-#include "planner/cpu_probe.h"
+#include "runtime/probes/cpu_probe.h"
 #include "planner/hardware_profile.h"
 #include "runtime/disk_store.h"
-#include "runtime/gpu_probe.h"
+#include "runtime/probes/disk_probe.h"
+#include "runtime/probes/gpu_probe.h"
 
 namespace strata {
 namespace {

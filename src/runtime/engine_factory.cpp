@@ -2,7 +2,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "runtime/engine.h"
-#include "runtime/gpu_probe.h"
+#include "runtime/probes/gpu_probe.h"
 #include "runtime/cpu_engine.h"
 #include "runtime/memory_plan.h"
 
@@ -10,7 +10,7 @@
 #include "kernels/cuda/device.h"
 #include "runtime/cuda/cuda_engine.h"
 #include "runtime/cuda/cuda_layout.h"
-#include "runtime/cuda/gpu_probe_cuda.h"
+#include "runtime/probes/gpu_probe_cuda.h"
 #endif
 
 namespace strata {

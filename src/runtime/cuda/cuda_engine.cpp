@@ -68,67 +68,89 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
     m.disk = std::make_unique<DiskStore>(options.offload_dir, disk_need);
   }
 
-  // Weights in their stored form (fp16, or packed groups), stage by stage.
+  m.place_weights(source, l);
+  m.allocate_working(l);
+  m.compute_stream.synchronize();
+  m.marks = std::make_unique<MarkTable<cuda::Event>>(m.total_batches);
+  m.schedule = std::make_unique<BlockSchedule>(m, m.layouts);
+  m.counters.clear_traffic();
+  m.disk_busy_base = m.disk ? m.disk->busy_seconds() : 0;
+}
+
+// Weights in their stored form (fp16, or packed groups), stage by stage.
+void CudaEngine::Impl::place_weights(const WeightSource& source, const CudaLayout& l) {
+  const Policy& p = policy();
   std::vector<uint8_t> stored;
   std::vector<float> stage_f32;
-  for (size_t s = 0; s < m.layouts.size(); ++s) {
-    const StageLayout& layout = m.layouts[s];
+  for (size_t s = 0; s < layouts.size(); ++s) {
+    const StageLayout& layout = layouts[s];
     stored.resize(l.stage_units[s] * l.weight_unit);
     if (p.compress_weight) {
-      m.packed.push_back(PackedStage::of(layout, p.compress_bits));
+      packed.push_back(PackedStage::of(layout, p.compress_bits));
       stage_f32.resize(static_cast<size_t>(layout.numel));
       read_stage(source, layout, DType::kF32, stage_f32.data());
-      m.packed[s].pack(stage_f32.data(), stored.data());
+      packed[s].pack(stage_f32.data(), stored.data());
     } else {
       read_stage(source, layout, DType::kF16, stored.data());
     }
-    m.weights.push_back(std::make_unique<DeviceTieredArray>(
-        static_cast<int64_t>(l.stage_units[s]), l.weight_unit, p.weights, *m.pool,
-        p.pin_weight ? m.pinned.get() : nullptr, m.disk.get(), m.counters));
-    m.weights.back()->fill(stored.data(), m.compute_stream);
-    m.host_rows.emplace_back();
-    if (!l.hetegen) continue;
-    const HeteGenAlpha& a = p.hetegen_alpha;
-    // The values the device computes with: the packed stage decoded, or the fp16 stage widened.
-    std::vector<float> values(static_cast<size_t>(layout.numel));
-    if (p.compress_weight) {
-      m.packed[s].unpack(stored.data(), values.data());
-    } else {
-      convert_to_f32(DType::kF16, stored.data(), values.data(), values.size());
-    }
-    for (const auto& t : layout.tensors) {
-      std::string name;
-      const int kind = linear_kind(t.name, name);
-      if (kind < 0) continue;
-      HostRows rows{t.shape[0], t.shape[1], kind, {}, {}};
-      const int64_t split = m.split_rows_of(
-          std::max(kind_alpha(a.prefill, kind), kind_alpha(a.decode, kind)), rows.n);
-      if (split == 0) continue;
-      rows.weight.assign(values.begin() + t.offset, values.begin() + t.offset + split * rows.k);
-      const std::string bias_name = t.name.substr(0, t.name.size() - 7) + ".bias";
-      for (const auto& b : layout.tensors) {
-        if (b.name != bias_name) continue;
-        rows.bias.assign(values.begin() + b.offset, values.begin() + b.offset + split);
-      }
-      m.counters.add_allocation(Tier::kCpu, (rows.weight.size() + rows.bias.size()) * 4);
-      m.host_rows.back().emplace(name, std::move(rows));
-    }
+    weights.push_back(std::make_unique<DeviceTieredArray>(
+        static_cast<int64_t>(l.stage_units[s]), l.weight_unit, p.weights, *pool,
+        p.pin_weight ? pinned.get() : nullptr, disk.get(), counters));
+    weights.back()->fill(stored.data(), compute_stream);
+    host_rows.emplace_back();
+    if (l.hetegen) keep_host_rows(s, stored);
   }
-  stored = {};
-  stage_f32 = {};
+}
+
+// HeteGen: fp32 copies of each split linear's leading rows, the values the device computes with
+// (the packed stage decoded, or the fp16 stage widened).
+void CudaEngine::Impl::keep_host_rows(size_t s, const std::vector<uint8_t>& stored) {
+  const Policy& p = policy();
+  const StageLayout& layout = layouts[s];
+  const HeteGenAlpha& a = p.hetegen_alpha;
+  std::vector<float> values(static_cast<size_t>(layout.numel));
+  if (p.compress_weight) {
+    packed[s].unpack(stored.data(), values.data());
+  } else {
+    convert_to_f32(DType::kF16, stored.data(), values.data(), values.size());
+  }
+  for (const auto& t : layout.tensors) {
+    std::string name;
+    const int kind = linear_kind(t.name, name);
+    if (kind < 0) continue;
+    HostRows rows{t.shape[0], t.shape[1], kind, {}, {}};
+    const int64_t split = split_rows_of(
+        std::max(kind_alpha(a.prefill, kind), kind_alpha(a.decode, kind)), rows.n);
+    if (split == 0) continue;
+    rows.weight.assign(values.begin() + t.offset, values.begin() + t.offset + split * rows.k);
+    const std::string bias_name = t.name.substr(0, t.name.size() - 7) + ".bias";
+    for (const auto& b : layout.tensors) {
+      if (b.name != bias_name) continue;
+      rows.bias.assign(values.begin() + b.offset, values.begin() + b.offset + split);
+    }
+    counters.add_allocation(Tier::kCpu, (rows.weight.size() + rows.bias.size()) * 4);
+    host_rows.back().emplace(name, std::move(rows));
+  }
+}
+
+// Cache and hidden-row arrays, rings, staging and the stage runner, as cuda_layout sized them.
+void CudaEngine::Impl::allocate_working(const CudaLayout& l) {
+  const Policy& p = policy();
+  const Shapes& sh = shapes;
+  const OptConfig& c = config;
   for (int64_t i = 0; i < l.n_cache; ++i) {
-    m.cache.push_back(std::make_unique<DeviceTieredArray>(
-        l.kv_units, l.kv_unit_bytes, p.cache, *m.pool, m.pinned.get(), m.disk.get(), m.counters));
-    m.cache.back()->set_error_slot(&m.host_error);
+    cache.push_back(std::make_unique<DeviceTieredArray>(
+        l.kv_units, l.kv_unit_bytes, p.cache, *pool, pinned.get(), disk.get(), counters));
+    cache.back()->set_error_slot(&host_error);
   }
-  const auto device_block = [&m](uint64_t bytes) {
-    m.counters.add_allocation(Tier::kGpu, bytes);
-    return m.pool->allocate(bytes);
+  const auto device_block = [this](uint64_t bytes) {
+    counters.add_allocation(Tier::kGpu, bytes);
+    return pool->allocate(bytes);
   };
-  for (int64_t k = 0; k < m.total_batches; ++k) {
-    m.acts.push_back(std::make_unique<DeviceTieredArray>(sh.act_numel, 2, p.activations, *m.pool,
-                                                         m.pinned.get(), m.disk.get(), m.counters));
-    m.acts.back()->set_error_slot(&m.host_error);
+  for (int64_t k = 0; k < total_batches; ++k) {
+    acts.push_back(std::make_unique<DeviceTieredArray>(sh.act_numel, 2, p.activations, *pool,
+                                                         pinned.get(), disk.get(), counters));
+    acts.back()->set_error_slot(&host_error);
   }
   const auto aligned = [](cuda::Block& block) {
     const auto at = reinterpret_cast<uintptr_t>(block.data());
@@ -136,61 +158,56 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
   };
   if (l.io_bytes > 0) {
     for (int i = 0; i < 2; ++i) {
-      m.io_blocks[i] = m.pinned->allocate(l.io_bytes + kDiskAlign);
-      m.io_staging[i] = aligned(m.io_blocks[i]);
+      io_blocks[i] = pinned->allocate(l.io_bytes + kDiskAlign);
+      io_staging[i] = aligned(io_blocks[i]);
     }
-    m.counters.add_allocation(Tier::kCpu, 2 * l.io_bytes);
+    counters.add_allocation(Tier::kCpu, 2 * l.io_bytes);
   }
   if (p.activations.gpu_percent < 100) {
-    for (auto& b : m.act_buffers) b = device_block(static_cast<uint64_t>(sh.act_numel) * 2);
+    for (auto& b : act_buffers) b = device_block(static_cast<uint64_t>(sh.act_numel) * 2);
   }
   if (p.compress_cache) {
-    for (auto& b : m.cache_groups)
+    for (auto& b : cache_groups)
       b = device_block(static_cast<uint64_t>(l.kv_units) * l.kv_unit_bytes);
   }
   if (!weights_resident(p)) {
-    for (auto& b : m.weight_buffers)
+    for (auto& b : weight_buffers)
       b = device_block(static_cast<uint64_t>(sh.max_stage_numel) * 2);
   }
   if (p.compress_weight && p.weights.gpu_percent < 100) {
-    m.packed_buffer = device_block(l.max_stage_units);
+    packed_buffer = device_block(l.max_stage_units);
   }
   if (!cache_resident(p)) {
-    for (auto& b : m.cache_buffers) b = device_block(static_cast<uint64_t>(sh.kv_numel) * 2);
+    for (auto& b : cache_buffers) b = device_block(static_cast<uint64_t>(sh.kv_numel) * 2);
   }
-  m.counters.add_allocation(Tier::kGpu, cuda::StageRunner::workspace_bytes(c, l.limits));
-  m.runner = std::make_unique<cuda::StageRunner>(c, l.limits, *m.pool, m.blas);
+  counters.add_allocation(Tier::kGpu, cuda::StageRunner::workspace_bytes(c, l.limits));
+  runner = std::make_unique<cuda::StageRunner>(c, l.limits, *pool, blas);
   if (l.hetegen) {
-    m.runner->set_host_linears(
-        [&m](const StageLayout& layout, const std::string& name) {
-          return m.host_linear(layout, name);
+    runner->set_host_linears(
+        [this](const StageLayout& layout, const std::string& name) {
+          return host_linear(layout, name);
         },
-        *m.pool, *m.pinned);
+        *pool, *pinned);
   }
-  m.logits_device = device_block(l.logits_bytes);
-  m.logits_host = m.pinned->allocate(static_cast<uint64_t>(p.num_gpu_batches) * l.logits_bytes);
-  m.counters.add_allocation(Tier::kCpu, m.logits_host.size_bytes());
+  logits_device = device_block(l.logits_bytes);
+  logits_host = pinned->allocate(static_cast<uint64_t>(p.num_gpu_batches) * l.logits_bytes);
+  counters.add_allocation(Tier::kCpu, logits_host.size_bytes());
   if (l.slice) {
-    m.hidden_device = device_block(l.hidden_f32_bytes);
-    m.hidden_host = m.pinned->allocate(l.hidden_f32_bytes);
+    hidden_device = device_block(l.hidden_f32_bytes);
+    hidden_host = pinned->allocate(l.hidden_f32_bytes);
   }
   if (p.cpu_cache_compute) {
-    m.attention_host = m.pinned->allocate(l.attention_bytes);
-    m.counters.add_allocation(Tier::kCpu, l.attention_bytes);
+    attention_host = pinned->allocate(l.attention_bytes);
+    counters.add_allocation(Tier::kCpu, l.attention_bytes);
   }
-  for (const auto& w : m.weights) m.staging_bytes = std::max(m.staging_bytes, w->staging_bytes());
-  if (m.staging_bytes > 0) {
+  for (const auto& w : weights) staging_bytes = std::max(staging_bytes, w->staging_bytes());
+  if (staging_bytes > 0) {
     for (int i = 0; i < kWeightSlots; ++i) {
-      m.weight_staging[i] = m.pinned->allocate(m.staging_bytes + kDiskAlign);
-      m.staging[i] = aligned(m.weight_staging[i]);
+      weight_staging[i] = pinned->allocate(staging_bytes + kDiskAlign);
+      staging[i] = aligned(weight_staging[i]);
     }
-    m.counters.add_allocation(Tier::kCpu, kWeightSlots * m.staging_bytes);
+    counters.add_allocation(Tier::kCpu, kWeightSlots * staging_bytes);
   }
-  m.compute_stream.synchronize();
-  m.marks = std::make_unique<MarkTable<cuda::Event>>(m.total_batches);
-  m.schedule = std::make_unique<BlockSchedule>(m, m.layouts);
-  m.counters.clear_traffic();
-  m.disk_busy_base = m.disk ? m.disk->busy_seconds() : 0;
 }
 
 CudaEngine::~CudaEngine() = default;

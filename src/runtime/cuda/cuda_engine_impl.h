@@ -189,6 +189,10 @@ struct CudaEngine::Impl final : ScheduleBackend {
                          const std::vector<SequenceStep>& batch, const std::vector<int64_t>& lens,
                          DeviceTieredArray& kv_array);
   void compute_stage(const BatchWork& w);
+  // Construction steps.
+  void place_weights(const WeightSource& source, const CudaLayout& l);
+  void keep_host_rows(size_t s, const std::vector<uint8_t>& stored);
+  void allocate_working(const CudaLayout& l);
 
   // ScheduleBackend: marks are CUDA events.
   void record(Lane l, Mark m) override { (*marks)[m].record(lane(l)); }

@@ -1,4 +1,4 @@
-#include "planner/cpu_probe.h"
+#include "runtime/probes/cpu_probe.h"
 
 #include <cblas.h>
 

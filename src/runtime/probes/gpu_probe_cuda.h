@@ -1,7 +1,7 @@
-// The CUDA side of runtime/gpu_probe.h, called by the backend factory in CUDA builds.
+// The CUDA side of runtime/probes/gpu_probe.h, called by the backend factory in CUDA builds.
 #pragma once
 
-#include "runtime/gpu_probe.h"
+#include "runtime/probes/gpu_probe.h"
 
 namespace strata {
 

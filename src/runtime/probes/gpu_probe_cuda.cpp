@@ -1,5 +1,5 @@
 // The GPU probe over the engine's own kernels (only built with CUDA or its host emulation).
-#include "runtime/cuda/gpu_probe_cuda.h"
+#include "runtime/probes/gpu_probe_cuda.h"
 
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/runtime.h"

@@ -8,6 +8,7 @@
 #include "core/buffer.h"
 #include "core/error.h"
 #include "runtime/disk_store.h"
+#include "runtime/probes/disk_probe.h"
 
 namespace strata {
 namespace {
