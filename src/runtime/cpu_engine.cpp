@@ -50,7 +50,6 @@ struct CpuEngine::Impl final : ScheduleBackend {
   HostLane lanes[3] = {HostLane("load"), HostLane("compute"), HostLane("store")};
   std::unique_ptr<MarkTable<EventPtr>> marks;
   std::unique_ptr<BlockSchedule> schedule;
-  double disk_busy_base = 0;  // disk busy seconds before the stats were cleared
   // The step in flight: its sequences and their packed row offsets.
   const std::vector<std::vector<SequenceStep>>* steps = nullptr;
   const std::vector<std::vector<int64_t>>* lengths = nullptr;
@@ -176,15 +175,12 @@ struct CpuEngine::Impl final : ScheduleBackend {
       return;
     }
     TieredArray* array = &cache_array(w);
-    const KvBlock kv = kv_of(w);
-    run(Lane::kLoad, "load cache" + tag(w), [this, array, kv, &batch] {
-      for (const auto& st : batch) {
-        const int64_t len = kv.lengths[static_cast<size_t>(st.slot)];
-        for (const float* part : {kv.keys(st.slot), kv.values(st.slot)}) {
-          const int64_t b = part - kv.base;
-          array->load(kv.base, b, b + len * kv.hidden, load_staging);
-        }
-      }
+    float* base = kv_of(w).base;
+    const int64_t capacity = shapes.capacity, h = config.hidden_size;
+    run(Lane::kLoad, "load cache" + tag(w), [this, array, base, w, capacity, h] {
+      for_each_kv_range(w, capacity, h, false, [&](int64_t b, int64_t e) {
+        array->load(base, b, e, load_staging);
+      });
     });
   }
   void compute(const BatchWork& w) override {
@@ -217,19 +213,12 @@ struct CpuEngine::Impl final : ScheduleBackend {
   // Only the new rows go back: positions [len, len + n) of each sequence's keys and values.
   void store_cache(const BatchWork& w) override {
     TieredArray* array = &cache_array(w);
-    const KvBlock kv = kv_of(w);
-    const auto* batch = w.steps;
-    const auto* offs = &offsets[static_cast<size_t>(w.k)];
-    run(Lane::kStore, "store cache" + tag(w), [this, array, kv, batch, offs] {
-      for (size_t i = 0; i < batch->size(); ++i) {
-        const auto& st = (*batch)[i];
-        const int64_t len = kv.lengths[static_cast<size_t>(st.slot)];
-        const int64_t n = (*offs)[i + 1] - (*offs)[i];
-        for (const float* part : {kv.keys(st.slot), kv.values(st.slot)}) {
-          const int64_t b = (part - kv.base) + len * kv.hidden;
-          array->store(kv.base, b, b + n * kv.hidden, store_staging);
-        }
-      }
+    const float* base = kv_of(w).base;
+    const int64_t capacity = shapes.capacity, h = config.hidden_size;
+    run(Lane::kStore, "store cache" + tag(w), [this, array, base, w, capacity, h] {
+      for_each_kv_range(w, capacity, h, true, [&](int64_t b, int64_t e) {
+        array->store(base, b, e, store_staging);
+      });
     });
   }
   void store_hidden(const BatchWork& w) override {
@@ -336,17 +325,11 @@ CpuEngine::CpuEngine(const WeightSource& source, const EngineOptions& options)
   m.schedule = std::make_unique<BlockSchedule>(m, m.layouts);
   m.counters.clear_traffic();
   for (auto& ln : m.lanes) ln.stream.clear_stats();
-  m.disk_busy_base = m.disk ? m.disk->busy_seconds() : 0;
+  bind({&m.config, &m.options, &m.layouts, &m.plan, &m.counters, m.disk.get()});
 }
 
 CpuEngine::~CpuEngine() = default;
 
-const OptConfig& CpuEngine::config() const {
-  return impl_->config;
-}
-const EngineOptions& CpuEngine::options() const {
-  return impl_->options;
-}
 
 void CpuEngine::run_step(const std::vector<std::vector<SequenceStep>>& steps,
                              const std::vector<std::vector<int64_t>>& lengths,
@@ -382,42 +365,24 @@ std::span<const float> CpuEngine::logits(int64_t k) const {
   return impl_->logits[static_cast<size_t>(k)];
 }
 
-bool CpuEngine::has_embed() const {
-  return impl_->layouts.front().kind == StageKind::kEmbed;
-}
-
-bool CpuEngine::has_head() const {
-  return impl_->layouts.back().kind == StageKind::kHead;
-}
-
-EngineStats CpuEngine::stats() const {
-  const Impl& m = *impl_;
-  EngineStats s;
-  fill_tier_stats(m.counters, m.plan, s);
-  // With --no-overlap every span is on the compute stream: split them by kind.
-  auto busy = [](const Stream& stream, const std::string& prefix) {
+// With --no-overlap every span is on the compute lane: spans are split by kind.
+void CpuEngine::lane_busy(EngineStats& s) const {
+  const auto busy = [](const Stream& stream, const std::string& prefix) {
     double total = 0;
     for (const auto& span : stream.spans()) {
       if (span.name.rfind(prefix, 0) == 0) total += span.end_s - span.begin_s;
     }
     return total;
   };
-  for (const auto& ln : m.lanes) {
+  for (const auto& ln : impl_->lanes) {
     s.compute_busy_s += busy(ln.stream, "compute");
     s.load_busy_s += busy(ln.stream, "load");
     s.store_busy_s += busy(ln.stream, "store");
   }
-  s.wall_s = wall_s_;
-  s.disk_busy_s = m.disk ? m.disk->busy_seconds() - m.disk_busy_base : 0;
-  return s;
 }
 
-void CpuEngine::clear_stats() {
-  Impl& m = *impl_;
-  m.counters.clear_traffic();
-  for (auto& ln : m.lanes) ln.stream.clear_stats();
-  wall_s_ = 0;
-  m.disk_busy_base = m.disk ? m.disk->busy_seconds() : 0;
+void CpuEngine::clear_lanes() {
+  for (auto& ln : impl_->lanes) ln.stream.clear_stats();
 }
 
 nlohmann::json CpuEngine::trace() const {

@@ -21,20 +21,15 @@ class CpuEngine final : public Engine {
   CpuEngine(const WeightSource& source, const EngineOptions& options);
   ~CpuEngine() override;
 
-  const OptConfig& config() const override;
-  const EngineOptions& options() const override;
-
   void write_hidden(int64_t group, int64_t k, const float* rows, int64_t n_rows) override;
   void read_hidden(int64_t group, int64_t k, float* rows, int64_t n_rows) override;
   std::span<const float> logits(int64_t k) const override;
-  bool has_embed() const override;
-  bool has_head() const override;
 
-  EngineStats stats() const override;
-  void clear_stats() override;
   nlohmann::json trace() const override;
 
  private:
+  void lane_busy(EngineStats& stats) const override;
+  void clear_lanes() override;
   void run_step(const std::vector<std::vector<SequenceStep>>& steps,
                 const std::vector<std::vector<int64_t>>& lengths, int64_t first_batch) override;
   struct Impl;

@@ -4,6 +4,9 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "runtime/disk_store.h"
+#include "runtime/memory_plan.h"
+#include "runtime/tiered_array.h"
 #include "runtime/step_builder.h"
 
 namespace strata {
@@ -57,6 +60,43 @@ std::string cuda_unsupported(const Policy& p) {
            "cache on the CPU tier (cache percent 0 100)";
   }
   return "";
+}
+
+void Engine::bind(const Parts& parts) {
+  parts_ = parts;
+  disk_busy_base_ = parts_.disk ? parts_.disk->busy_seconds() : 0;
+}
+
+bool Engine::has_embed() const {
+  return parts_.layouts->front().kind == StageKind::kEmbed;
+}
+
+bool Engine::has_head() const {
+  return parts_.layouts->back().kind == StageKind::kHead;
+}
+
+EngineStats Engine::stats() const {
+  EngineStats s;
+  for (int t = 0; t < kNumTiers; ++t) {
+    TierStats& ts = s.tiers[t];
+    ts.peak_bytes = parts_.counters->peak[t].load();
+    ts.weight_bytes = parts_.plan->weights[t];
+    ts.cache_bytes = parts_.plan->cache[t];
+    ts.activation_bytes = parts_.plan->activations[t];
+    ts.bytes_read = parts_.counters->bytes_read[t].load();
+    ts.bytes_written = parts_.counters->bytes_written[t].load();
+  }
+  lane_busy(s);
+  s.wall_s = wall_s_;
+  s.disk_busy_s = parts_.disk ? parts_.disk->busy_seconds() - disk_busy_base_ : 0;
+  return s;
+}
+
+void Engine::clear_stats() {
+  parts_.counters->clear_traffic();
+  clear_lanes();
+  wall_s_ = 0;
+  disk_busy_base_ = parts_.disk ? parts_.disk->busy_seconds() : 0;
 }
 
 void Engine::forward(int64_t group, const std::vector<std::vector<SequenceStep>>& steps,

@@ -17,6 +17,10 @@
 
 namespace strata {
 
+class DiskStore;
+struct MemoryPlan;
+struct TierCounters;
+
 // Where the engine computes. kCpu: the GPU tier is host memory and every stream a host thread,
 // so the schedule runs anywhere; kCuda: device memory, CUDA streams and cuBLAS; kAuto: CUDA when
 // a GPU is present and it runs the policy, else the CPU.
@@ -75,8 +79,8 @@ class Engine {
  public:
   virtual ~Engine() = default;
 
-  virtual const OptConfig& config() const = 0;
-  virtual const EngineOptions& options() const = 0;
+  const OptConfig& config() const { return *parts_.config; }
+  const EngineOptions& options() const { return *parts_.options; }
   const Policy& policy() const { return options().policy; }
 
   // Generates for up to gpu_batch_size * num_gpu_batches prompts as one block; GPU batch k holds
@@ -96,11 +100,11 @@ class Engine {
   virtual void read_hidden(int64_t group, int64_t k, float* rows, int64_t n_rows) = 0;
   // Batch k's logits of the last forward(): [sequences, vocab] (slices with the head).
   virtual std::span<const float> logits(int64_t k) const = 0;
-  virtual bool has_embed() const = 0;
-  virtual bool has_head() const = 0;
+  bool has_embed() const;
+  bool has_head() const;
 
-  virtual EngineStats stats() const = 0;
-  virtual void clear_stats() = 0;
+  EngineStats stats() const;
+  void clear_stats();
   // Chrome trace-event JSON: one track per stream, a span per load, store and compute.
   virtual nlohmann::json trace() const = 0;
 
@@ -108,7 +112,24 @@ class Engine {
   // One forward of GPU batches [first_batch, first_batch + steps.size()) of all the groups'.
   virtual void run_step(const std::vector<std::vector<SequenceStep>>& steps,
                         const std::vector<std::vector<int64_t>>& lengths, int64_t first_batch) = 0;
-  double wall_s_ = 0;  // in forward(), since the stats were cleared
+  // What every engine has, bound by its constructor once made: stats and accessors read them.
+  struct Parts {
+    const OptConfig* config = nullptr;
+    const EngineOptions* options = nullptr;
+    const std::vector<StageLayout>* layouts = nullptr;
+    const MemoryPlan* plan = nullptr;
+    TierCounters* counters = nullptr;
+    const DiskStore* disk = nullptr;  // null without a disk tier
+  };
+  void bind(const Parts& parts);
+  // Busy seconds of the engine's lanes, and their reset.
+  virtual void lane_busy(EngineStats& stats) const = 0;
+  virtual void clear_lanes() = 0;
+
+ private:
+  Parts parts_;
+  double wall_s_ = 0;           // in forward(), since the stats were cleared
+  double disk_busy_base_ = 0;  // disk busy seconds before the stats were cleared
 };
 
 // The engine for options.device: CpuEngine on the CPU, CudaEngine on a GPU. A policy the

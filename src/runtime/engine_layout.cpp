@@ -51,19 +51,6 @@ Shapes shapes_of(const OptConfig& c, const EngineOptions& o,
   return s;
 }
 
-void fill_tier_stats(const TierCounters& counters, const MemoryPlan& plan, EngineStats& stats) {
-  for (int t = 0; t < kNumTiers; ++t) {
-    TierStats& ts = stats.tiers[t];
-    ts.peak_bytes = counters.peak[t].load();
-    ts.weight_bytes = plan.weights[t];
-    ts.cache_bytes = plan.cache[t];
-    ts.activation_bytes = plan.activations[t];
-    ts.bytes_read = counters.bytes_read[t].load();
-    ts.bytes_written = counters.bytes_written[t].load();
-  }
-}
-
-
 std::vector<StageLayout> slice_layouts(const OptConfig& c, const EngineOptions& o) {
   const int64_t first = o.first_layer;
   const int64_t n = o.n_layers < 0 ? c.n_layers - first : o.n_layers;

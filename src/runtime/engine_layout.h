@@ -26,8 +26,6 @@ int64_t slice_layer_count(const OptConfig& c, const EngineOptions& o);
 // The stages a slice runs: opt_stage_layouts cut to the options' layers.
 std::vector<StageLayout> slice_layouts(const OptConfig& config, const EngineOptions& options);
 
-// The tiers' part of an engine's stats: what the plan put on each, what the counters saw.
-void fill_tier_stats(const TierCounters& counters, const MemoryPlan& plan, EngineStats& stats);
 
 struct Shapes {
   int64_t capacity;   // cache tokens per slot

@@ -68,6 +68,23 @@ struct BatchWork {
   int cache_slot = -1;  // ring buffer holding its cache rows, -1 when none crosses
 };
 
+// Calls f(begin, end) for each element range of batch w's cache block (KvBlock's layout: per
+// slot its keys, then its values, [capacity, hidden] each) holding each sequence's cached
+// positions [0, len) (new_rows false) or the ones this step adds, [len, len + tokens).
+template <typename F>
+void for_each_kv_range(const BatchWork& w, int64_t capacity, int64_t hidden, bool new_rows, F&& f) {
+  for (const auto& st : *w.steps) {
+    const int64_t len = (*w.lengths)[static_cast<size_t>(st.slot)];
+    const int64_t first = new_rows ? len : 0;
+    const int64_t count = new_rows ? static_cast<int64_t>(st.tokens.size()) : len;
+    if (count == 0) continue;
+    for (int64_t part = 0; part < 2; ++part) {
+      const int64_t begin = ((2 * st.slot + part) * capacity + first) * hidden;
+      f(begin, begin + count * hidden);
+    }
+  }
+}
+
 // What a backend implements. Work issued on a lane runs in issue order, after the marks the
 // lane was told to wait for; record(lane, m) makes m reached once the lane's work so far is.
 class ScheduleBackend {

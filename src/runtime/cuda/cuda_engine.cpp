@@ -74,7 +74,7 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
   m.marks = std::make_unique<MarkTable<cuda::Event>>(m.total_batches);
   m.schedule = std::make_unique<BlockSchedule>(m, m.layouts);
   m.counters.clear_traffic();
-  m.disk_busy_base = m.disk ? m.disk->busy_seconds() : 0;
+  bind({&m.config, &m.options, &m.layouts, &m.plan, &m.counters, m.disk.get()});
 }
 
 // Weights in their stored form (fp16, or packed groups), stage by stage.
@@ -212,12 +212,6 @@ void CudaEngine::Impl::allocate_working(const CudaLayout& l) {
 
 CudaEngine::~CudaEngine() = default;
 
-const OptConfig& CudaEngine::config() const {
-  return impl_->config;
-}
-const EngineOptions& CudaEngine::options() const {
-  return impl_->options;
-}
 
 void CudaEngine::run_step(const std::vector<std::vector<SequenceStep>>& steps,
                           const std::vector<std::vector<int64_t>>& lengths, int64_t first_batch) {
@@ -260,32 +254,14 @@ std::span<const float> CudaEngine::logits(int64_t k) const {
   return {m.logits_host.as<float>() + static_cast<size_t>(k) * per_batch, per_batch};
 }
 
-bool CudaEngine::has_embed() const {
-  return impl_->layouts.front().kind == StageKind::kEmbed;
+void CudaEngine::lane_busy(EngineStats& s) const {
+  s.compute_busy_s = impl_->compute_log.busy_s();
+  s.load_busy_s = impl_->load_log.busy_s();
+  s.store_busy_s = impl_->store_log.busy_s();
 }
 
-bool CudaEngine::has_head() const {
-  return impl_->layouts.back().kind == StageKind::kHead;
-}
-
-EngineStats CudaEngine::stats() const {
-  const Impl& m = *impl_;
-  EngineStats s;
-  fill_tier_stats(m.counters, m.plan, s);
-  s.compute_busy_s = m.compute_log.busy_s();
-  s.load_busy_s = m.load_log.busy_s();
-  s.store_busy_s = m.store_log.busy_s();
-  s.wall_s = wall_s_;
-  s.disk_busy_s = m.disk ? m.disk->busy_seconds() - m.disk_busy_base : 0;
-  return s;
-}
-
-void CudaEngine::clear_stats() {
-  Impl& m = *impl_;
-  m.counters.clear_traffic();
-  for (SpanLog* log : {&m.load_log, &m.compute_log, &m.store_log}) log->clear();
-  wall_s_ = 0;
-  m.disk_busy_base = m.disk ? m.disk->busy_seconds() : 0;
+void CudaEngine::clear_lanes() {
+  for (SpanLog* log : {&impl_->load_log, &impl_->compute_log, &impl_->store_log}) log->clear();
 }
 
 nlohmann::json CudaEngine::trace() const {

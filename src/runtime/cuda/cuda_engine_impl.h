@@ -135,7 +135,6 @@ struct CudaEngine::Impl final : ScheduleBackend {
   cuda::Event origin;
   double origin_s = 0;
   cuda_engine::SpanLog load_log{"load"}, compute_log{"compute"}, store_log{"store"};
-  double disk_busy_base = 0;
   // The step in flight.
   const std::vector<std::vector<SequenceStep>>* steps = nullptr;
   const std::vector<std::vector<int64_t>>* lengths = nullptr;

@@ -199,15 +199,10 @@ void CudaEngine::Impl::load_hidden(const BatchWork& w) {
 // The valid rows of each sequence's keys and values.
 void CudaEngine::Impl::load_cache(const BatchWork& w) {
   const cuda::Stream& stream = lane(Lane::kLoad);
-  const int64_t h = config.hidden_size, slot_stride = 2 * shapes.capacity * h;
   load_log.begin("load cache" + tag(w), stream);
-  for (const auto& st : *w.steps) {
-    const int64_t len = (*w.lengths)[static_cast<size_t>(st.slot)];
-    if (len == 0) continue;
-    const int64_t keys = st.slot * slot_stride, values = keys + shapes.capacity * h;
-    load_cache_rows(cache_array(w), w.cache_slot, keys, keys + len * h, stream);
-    load_cache_rows(cache_array(w), w.cache_slot, values, values + len * h, stream);
-  }
+  for_each_kv_range(w, shapes.capacity, config.hidden_size, false, [&](int64_t b, int64_t e) {
+    load_cache_rows(cache_array(w), w.cache_slot, b, e, stream);
+  });
   load_log.end(stream);
 }
 
@@ -250,19 +245,13 @@ void CudaEngine::Impl::compute_stage(const BatchWork& w) {
   compute_log.end(compute_stream);
 }
 
-// Only the new rows go back: positions [len, len + n) of each sequence's keys and values.
+// Only the new rows go back.
 void CudaEngine::Impl::store_cache(const BatchWork& w) {
   const cuda::Stream& stream = lane(Lane::kStore);
-  const int64_t h = config.hidden_size, slot_stride = 2 * shapes.capacity * h;
   store_log.begin("store cache" + tag(w), stream);
-  for (const auto& st : *w.steps) {
-    const int64_t len = (*w.lengths)[static_cast<size_t>(st.slot)];
-    const int64_t n = static_cast<int64_t>(st.tokens.size());
-    const int64_t keys = st.slot * slot_stride, values = keys + shapes.capacity * h;
-    for (int64_t part : {keys, values}) {
-      store_cache_rows(cache_array(w), w.cache_slot, part + len * h, part + (len + n) * h, stream);
-    }
-  }
+  for_each_kv_range(w, shapes.capacity, config.hidden_size, true, [&](int64_t b, int64_t e) {
+    store_cache_rows(cache_array(w), w.cache_slot, b, e, stream);
+  });
   store_log.end(stream);
 }
 
