@@ -247,13 +247,7 @@ CpuEngine::CpuEngine(const WeightSource& source, const EngineOptions& options)
   m.plan = plan_cpu_memory(m.config, options);
   check_caps(m.plan, options.caps);  // before anything is allocated
 
-  const uint64_t disk_need = m.plan.total(Tier::kDisk);
-  if (disk_need > 0) {
-    STRATA_INPUT_CHECK(!options.offload_dir.empty(), "the policy puts ",
-                       format_bytes(static_cast<double>(disk_need)),
-                       " on disk: give --offload-dir");
-    m.disk = std::make_unique<DiskStore>(options.offload_dir, disk_need);
-  }
+  m.disk = make_disk_tier(m.plan, options.offload_dir);
   // Weights are packed once, stage by stage, in their stored form; compressed ones stay
   // compressed on every tier.
   std::vector<uint8_t> stored;

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/units.h"
+#include "runtime/disk_store.h"
 #include "runtime/engine_layout.h"
 
 namespace strata {
@@ -67,6 +68,14 @@ MemoryPlan plan_cpu_memory(const OptConfig& c, const EngineOptions& o) {
   gpu_work += static_cast<uint64_t>(p.num_gpu_batches * p.gpu_batch_size * c.vocab_size) * 4;
   plan.working[1] += (kWeightSlots + 2) * max_disk;  // staging: weights, load and store streams
   return plan;
+}
+
+std::unique_ptr<DiskStore> make_disk_tier(const MemoryPlan& plan, const std::string& offload_dir) {
+  const uint64_t need = plan.total(Tier::kDisk);
+  if (need == 0) return nullptr;
+  STRATA_INPUT_CHECK(!offload_dir.empty(), "the policy puts ",
+                     format_bytes(static_cast<double>(need)), " on disk: give --offload-dir");
+  return std::make_unique<DiskStore>(offload_dir, need);
 }
 
 void check_caps(const MemoryPlan& plan, const TierCaps& caps) {

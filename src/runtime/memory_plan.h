@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "runtime/engine.h"
@@ -25,6 +27,9 @@ MemoryPlan plan_cpu_memory(const OptConfig& config, const EngineOptions& options
 // Weights, cache and activations on each tier, as every tiered array splits them; no working
 // sets.
 MemoryPlan plan_data(const OptConfig& config, const EngineOptions& options, Device device);
+// The disk tier the plan needs in `offload_dir` (null when it puts nothing on disk); an input
+// error naming --offload-dir when none is given.
+std::unique_ptr<DiskStore> make_disk_tier(const MemoryPlan& plan, const std::string& offload_dir);
 // Input error naming the tier, the bytes needed and the bytes the cap allows.
 void check_caps(const MemoryPlan& plan, const TierCaps& caps);
 

@@ -60,13 +60,7 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
 
   m.pool = std::make_unique<cuda::DevicePool>(l.device_bytes);
   m.pinned = std::make_unique<cuda::PinnedArena>(std::max<uint64_t>(l.pinned_bytes, kDiskAlign));
-  const uint64_t disk_need = m.plan.total(Tier::kDisk);
-  if (disk_need > 0) {
-    STRATA_INPUT_CHECK(!options.offload_dir.empty(), "the policy puts ",
-                       format_bytes(static_cast<double>(disk_need)),
-                       " on disk: give --offload-dir");
-    m.disk = std::make_unique<DiskStore>(options.offload_dir, disk_need);
-  }
+  m.disk = make_disk_tier(m.plan, options.offload_dir);
 
   m.place_weights(source, l);
   m.allocate_working(l);
