@@ -58,7 +58,8 @@ struct TokenEntry {  // a sampled token, back to rank 0
 };
 template <typename E>
 struct StepMessage {
-  explicit StepMessage(int64_t block) : bytes(sizeof(int64_t) + static_cast<size_t>(block) * sizeof(E)) {}
+  explicit StepMessage(int64_t block)
+      : bytes(sizeof(int64_t) + static_cast<size_t>(block) * sizeof(E)) {}
   std::vector<uint8_t> bytes;
   int64_t count() const {
     int64_t n;
@@ -145,7 +146,8 @@ Header step_header(RankContext& r, Group& grp) {
     grp.steps->clear();
     for (int64_t e = 0; e < header.count(); ++e) {
       const HeaderEntry h = header.at(e);
-      grp.steps->add(h.pos, std::span<const int32_t>(r.dummy.data(), static_cast<size_t>(h.n_tokens)));
+      grp.steps->add(h.pos,
+                     std::span<const int32_t>(r.dummy.data(), static_cast<size_t>(h.n_tokens)));
     }
   }
   if (!r.last) r.outbox.send(r.rank + 1, kTagHeader, header.bytes);
@@ -254,8 +256,8 @@ std::vector<Generation> pipeline_generate(const WeightSource& source, const Engi
   const size_t n = prompts.size();
   Outbox outbox(transport);
   std::vector<Generation> results(rank == 0 ? n : 0);
-  RankContext r{transport, engine, prompts, gen, outbox, block, rank, size, rank == 0,
-                rank == size - 1};
+  RankContext r{transport, engine, prompts, gen,       outbox,
+                block,     rank,   size,    rank == 0, rank == size - 1};
   r.dummy.assign(static_cast<size_t>(options.max_prompt_len), 0);
   r.scratch.resize(static_cast<size_t>(engine.config().vocab_size));
   r.results = &results;

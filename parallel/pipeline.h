@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "parallel/transport.h"
-#include "runtime/generator.h"
 #include "runtime/cpu_engine.h"
+#include "runtime/generator.h"
 
 namespace strata::parallel {
 

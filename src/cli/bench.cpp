@@ -9,11 +9,11 @@
 #include "kernels/cpu/ops.h"
 #include "model/weight_source.h"
 #include "parallel/pipeline.h"
-#include "runtime/probes/cpu_probe.h"
+#include "runtime/cpu_engine.h"
 #include "runtime/disk_store.h"
+#include "runtime/probes/cpu_probe.h"
 #include "runtime/probes/disk_probe.h"
 #include "runtime/probes/gpu_probe.h"
-#include "runtime/cpu_engine.h"
 #include "runtime/sampler.h"
 
 namespace strata::cli {

@@ -12,8 +12,8 @@
 #include "core/log.h"
 #include "model/weight_source.h"
 #include "parallel/pipeline.h"
-#include "runtime/generator.h"
 #include "runtime/cpu_engine.h"
+#include "runtime/generator.h"
 #include "runtime/requests.h"
 #include "tokenizer/text_stream.h"
 

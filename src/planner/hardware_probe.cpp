@@ -12,9 +12,9 @@
 
 #include "core/buffer.h"
 #include "core/error.h"
-#include "runtime/probes/cpu_probe.h"
 #include "planner/hardware_profile.h"
 #include "runtime/disk_store.h"
+#include "runtime/probes/cpu_probe.h"
 #include "runtime/probes/disk_probe.h"
 #include "runtime/probes/gpu_probe.h"
 

@@ -4,8 +4,8 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
-#include <utility>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "core/error.h"
 #include "core/units.h"
@@ -62,9 +62,7 @@ struct CpuEngine::Impl final : ScheduleBackend {
 
   const Policy& policy() const { return options.policy; }
   Stream& stream(Lane l) { return lane(l).stream; }
-  HostLane& lane(Lane l) {
-    return lanes[static_cast<int>(policy().overlap ? l : Lane::kCompute)];
-  }
+  HostLane& lane(Lane l) { return lanes[static_cast<int>(policy().overlap ? l : Lane::kCompute)]; }
   void run(Lane l, std::string name, std::function<void()> task) {
     HostLane& ln = lane(l);
     ln.last = ln.stream.enqueue(std::move(name), std::move(task), std::exchange(ln.waits, {}));
@@ -109,7 +107,9 @@ struct CpuEngine::Impl final : ScheduleBackend {
   // ScheduleBackend: marks are the events of each lane's latest work.
   void record(Lane l, Mark m) override {
     HostLane& ln = lane(l);
-    if (!ln.waits.empty()) ln.last = ln.stream.enqueue("", [] {}, std::exchange(ln.waits, {}));
+    if (!ln.waits.empty())
+      ln.last = ln.stream.enqueue(
+          "", [] {}, std::exchange(ln.waits, {}));
     (*marks)[m] = ln.last;
   }
   void wait(Lane l, Mark m) override {
@@ -178,9 +178,8 @@ struct CpuEngine::Impl final : ScheduleBackend {
     float* base = kv_of(w).base;
     const int64_t capacity = shapes.capacity, h = config.hidden_size;
     run(Lane::kLoad, "load cache" + tag(w), [this, array, base, w, capacity, h] {
-      for_each_kv_range(w, capacity, h, false, [&](int64_t b, int64_t e) {
-        array->load(base, b, e, load_staging);
-      });
+      for_each_kv_range(w, capacity, h, false,
+                        [&](int64_t b, int64_t e) { array->load(base, b, e, load_staging); });
     });
   }
   void compute(const BatchWork& w) override {
@@ -216,9 +215,8 @@ struct CpuEngine::Impl final : ScheduleBackend {
     const float* base = kv_of(w).base;
     const int64_t capacity = shapes.capacity, h = config.hidden_size;
     run(Lane::kStore, "store cache" + tag(w), [this, array, base, w, capacity, h] {
-      for_each_kv_range(w, capacity, h, true, [&](int64_t b, int64_t e) {
-        array->store(base, b, e, store_staging);
-      });
+      for_each_kv_range(w, capacity, h, true,
+                        [&](int64_t b, int64_t e) { array->store(base, b, e, store_staging); });
     });
   }
   void store_hidden(const BatchWork& w) override {
@@ -324,10 +322,8 @@ CpuEngine::CpuEngine(const WeightSource& source, const EngineOptions& options)
 
 CpuEngine::~CpuEngine() = default;
 
-
 void CpuEngine::run_step(const std::vector<std::vector<SequenceStep>>& steps,
-                             const std::vector<std::vector<int64_t>>& lengths,
-                             int64_t first_batch) {
+                         const std::vector<std::vector<int64_t>>& lengths, int64_t first_batch) {
   impl_->schedule->run(steps, lengths, first_batch);
 }
 

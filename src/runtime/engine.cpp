@@ -6,8 +6,8 @@
 #include "core/error.h"
 #include "runtime/disk_store.h"
 #include "runtime/memory_plan.h"
-#include "runtime/tiered_array.h"
 #include "runtime/step_builder.h"
+#include "runtime/tiered_array.h"
 
 namespace strata {
 

@@ -128,7 +128,7 @@ class Engine {
 
  private:
   Parts parts_;
-  double wall_s_ = 0;           // in forward(), since the stats were cleared
+  double wall_s_ = 0;          // in forward(), since the stats were cleared
   double disk_busy_base_ = 0;  // disk busy seconds before the stats were cleared
 };
 

@@ -1,10 +1,10 @@
 // The one place that knows which backends this build has.
 #include "core/error.h"
 #include "core/log.h"
-#include "runtime/engine.h"
-#include "runtime/probes/gpu_probe.h"
 #include "runtime/cpu_engine.h"
+#include "runtime/engine.h"
 #include "runtime/memory_plan.h"
+#include "runtime/probes/gpu_probe.h"
 
 #if STRATA_HAVE_CUDA
 #include "kernels/cuda/device.h"

@@ -26,7 +26,6 @@ int64_t slice_layer_count(const OptConfig& c, const EngineOptions& o);
 // The stages a slice runs: opt_stage_layouts cut to the options' layers.
 std::vector<StageLayout> slice_layouts(const OptConfig& config, const EngineOptions& options);
 
-
 struct Shapes {
   int64_t capacity;   // cache tokens per slot
   int64_t act_rows;   // hidden rows per GPU batch

@@ -56,9 +56,9 @@ MemoryPlan plan_cpu_memory(const OptConfig& c, const EngineOptions& o) {
     max_disk = std::max(max_disk, weight_format(c, p).tier_bytes(n, p.weights, Tier::kDisk));
   }
   max_disk = std::max(max_disk, cache_format(c, p).tier_bytes(s.kv_numel, p.cache, Tier::kDisk));
-  max_disk = std::max(max_disk, activation_format(Device::kCpu).tier_bytes(s.act_numel,
-                                                                            p.activations,
-                                                                            Tier::kDisk));
+  max_disk =
+      std::max(max_disk,
+               activation_format(Device::kCpu).tier_bytes(s.act_numel, p.activations, Tier::kDisk));
   uint64_t& gpu_work = plan.working[0];
   if (!weights_resident(p)) gpu_work += 2 * static_cast<uint64_t>(s.max_stage_numel) * 4;
   if (p.compress_weight) gpu_work += max_packed;  // a split stage gathered before expanding

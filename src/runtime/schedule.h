@@ -50,7 +50,9 @@ class MarkTable {
     const int64_t sizes[] = {2, 2, 2, kWeightSlots, 1, kRing, kRing, kRing, kRing, n_batches};
     for (size_t i = 0; i < table_.size(); ++i) table_[i].resize(static_cast<size_t>(sizes[i]));
   }
-  E& operator[](Mark m) { return table_[static_cast<size_t>(m.kind)][static_cast<size_t>(m.index)]; }
+  E& operator[](Mark m) {
+    return table_[static_cast<size_t>(m.kind)][static_cast<size_t>(m.index)];
+  }
 
  private:
   std::array<std::vector<E>, static_cast<size_t>(MarkKind::kCount)> table_;
@@ -114,10 +116,10 @@ class ScheduleBackend {
   virtual bool hidden_in_place(int64_t batch) const = 0;
   // Whether the work's KV cache crosses into a ring buffer (false: in place, or none).
   virtual bool cache_crosses(const BatchWork& w) const = 0;
-  virtual void load_hidden(const BatchWork& w) = 0;  // load lane
-  virtual void load_cache(const BatchWork& w) = 0;   // load lane: the valid rows
-  virtual void compute(const BatchWork& w) = 0;      // compute lane
-  virtual void store_cache(const BatchWork& w) = 0;  // store lane: the new rows
+  virtual void load_hidden(const BatchWork& w) = 0;   // load lane
+  virtual void load_cache(const BatchWork& w) = 0;    // load lane: the valid rows
+  virtual void compute(const BatchWork& w) = 0;       // compute lane
+  virtual void store_cache(const BatchWork& w) = 0;   // store lane: the new rows
   virtual void store_hidden(const BatchWork& w) = 0;  // store lane
 };
 

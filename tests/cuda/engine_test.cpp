@@ -16,8 +16,8 @@
 #include "model/weight_source.h"
 #include "parallel/pipeline.h"
 #include "parallel/transport.h"
-#include "runtime/engine.h"
 #include "runtime/cpu_engine.h"
+#include "runtime/engine.h"
 #include "tests/test_util.h"
 
 namespace strata {

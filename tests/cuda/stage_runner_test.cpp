@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "core/dtype.h"
-#include "runtime/cuda/stage_runner.h"
 #include "model/weight_source.h"
+#include "runtime/cuda/stage_runner.h"
 #include "runtime/opt_stages.h"
 #include "tests/cuda/cuda_test_util.h"
 

@@ -13,10 +13,10 @@
 #include "kernels/cpu/ops.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/ops.h"
-#include "runtime/cuda/stage_runner.h"
 #include "runtime/cuda/cuda_engine.h"
 #include "runtime/cuda/cuda_layout.h"
 #include "runtime/cuda/device_tiers.h"
+#include "runtime/cuda/stage_runner.h"
 #include "runtime/engine_layout.h"
 #include "runtime/packed_stage.h"
 #include "runtime/schedule.h"
@@ -124,7 +124,7 @@ struct CudaEngine::Impl final : ScheduleBackend {
   cuda::Block attention_host;     // cpu_cache_compute: q, k, v, then the output, [gbs, h] each
   std::exception_ptr host_error;  // from work run in stream order on the host
   std::vector<std::map<std::string, cuda_engine::HostRows>>
-      host_rows;  // per stage: HeteGen's CPU rows
+      host_rows;                        // per stage: HeteGen's CPU rows
   uint8_t* staging[kWeightSlots] = {};  // block-aligned inside weight_staging
   // Disk reads (load stream) and read-modify-writes (store stream) of cache and activation rows.
   cuda::Block io_blocks[2];

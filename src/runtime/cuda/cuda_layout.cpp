@@ -86,8 +86,8 @@ CudaLayout cuda_layout(const OptConfig& c, const EngineOptions& o,
     const ElementSplit e = ElementSplit::of(static_cast<int64_t>(l.stage_units.back()), p.weights);
     device += pool_bytes(static_cast<uint64_t>(e.gpu) * l.weight_unit);
     if (p.pin_weight) pinned += pool_bytes(static_cast<uint64_t>(e.cpu) * l.weight_unit);
-    l.weight_disk_bytes = std::max(
-        l.weight_disk_bytes, round_to_blocks(static_cast<uint64_t>(e.disk) * l.weight_unit));
+    l.weight_disk_bytes = std::max(l.weight_disk_bytes,
+                                   round_to_blocks(static_cast<uint64_t>(e.disk) * l.weight_unit));
     if (l.hetegen) l.host_rows_bytes += host_rows_bytes(layout, p);
   }
   // Cache blocks and hidden rows.
@@ -152,8 +152,8 @@ MemoryPlan plan_cuda_memory(const OptConfig& c, const EngineOptions& o) {
   // Working sets: whatever of the pool, and of the arena, the data does not take.
   const auto over = [](uint64_t total, uint64_t data) { return total > data ? total - data : 0; };
   plan.working[0] = over(l.device_bytes, plan.weights[0] + plan.cache[0] + plan.activations[0]);
-  const uint64_t pinned_data = (o.policy.pin_weight ? plan.weights[1] : 0) + plan.cache[1] +
-                               plan.activations[1];
+  const uint64_t pinned_data =
+      (o.policy.pin_weight ? plan.weights[1] : 0) + plan.cache[1] + plan.activations[1];
   plan.working[1] = over(l.pinned_bytes, pinned_data) + l.host_rows_bytes;
   plan.pinned_bytes = l.pinned_bytes;
   return plan;

@@ -20,13 +20,13 @@ struct CudaLayout {
   StoredFormat cache_stored;
   int64_t kv_units = 0;  // units of one cache block
   uint64_t kv_unit_bytes = 0;
-  uint64_t io_bytes = 0;             // pinned staging of cache / activation disk rows, each of two
-  uint64_t weight_disk_bytes = 0;    // the largest stage's disk part, whole blocks
-  uint64_t logits_bytes = 0;         // one GPU batch's fp32 logits
-  uint64_t hidden_f32_bytes = 0;     // a pipeline slice's hidden rows crossing in fp32
-  uint64_t attention_bytes = 0;      // cpu_cache_compute: q, k, v and the output of one batch
-  uint64_t host_rows_bytes = 0;      // HeteGen's fp32 host rows (pageable)
-  bool slice = false;                // a pipeline slice (no embedding or no head)
+  uint64_t io_bytes = 0;           // pinned staging of cache / activation disk rows, each of two
+  uint64_t weight_disk_bytes = 0;  // the largest stage's disk part, whole blocks
+  uint64_t logits_bytes = 0;       // one GPU batch's fp32 logits
+  uint64_t hidden_f32_bytes = 0;   // a pipeline slice's hidden rows crossing in fp32
+  uint64_t attention_bytes = 0;    // cpu_cache_compute: q, k, v and the output of one batch
+  uint64_t host_rows_bytes = 0;    // HeteGen's fp32 host rows (pageable)
+  bool slice = false;              // a pipeline slice (no embedding or no head)
   bool hetegen = false;
   cuda::StageRunnerLimits limits;
   uint64_t device_bytes = 0;  // the pool

@@ -191,8 +191,8 @@ Fp16* CudaEngine::Impl::hidden_of(const BatchWork& w) const {
 void CudaEngine::Impl::load_hidden(const BatchWork& w) {
   const cuda::Stream& stream = lane(Lane::kLoad);
   load_log.begin("load activations" + tag(w), stream);
-  acts[static_cast<size_t>(w.batch)]->load_through(hidden_of(w), 0, batch_rows(*w.steps) * config.hidden_size,
-                                                   io_staging[0], stream);
+  acts[static_cast<size_t>(w.batch)]->load_through(
+      hidden_of(w), 0, batch_rows(*w.steps) * config.hidden_size, io_staging[0], stream);
   load_log.end(stream);
 }
 
@@ -210,8 +210,9 @@ void CudaEngine::Impl::compute_stage(const BatchWork& w) {
   const StageLayout& layout = *w.layout;
   const auto& batch = *w.steps;
   const int64_t s = w.stage;
-  const Fp16* wt = in_place(s) ? static_cast<const Fp16*>(weights[static_cast<size_t>(s)]->resident())
-                               : weight_buffers[s % 2].as<Fp16>();
+  const Fp16* wt = in_place(s)
+                       ? static_cast<const Fp16*>(weights[static_cast<size_t>(s)]->resident())
+                       : weight_buffers[s % 2].as<Fp16>();
   Fp16* hidden = hidden_of(w);
   compute_log.begin("compute" + tag(w), compute_stream);
   runner->begin_step(batch, *w.lengths, compute_stream);
@@ -230,7 +231,8 @@ void CudaEngine::Impl::compute_stage(const BatchWork& w) {
           kv = w.cache_slot >= 0 ? cache_buffers[w.cache_slot].as<Fp16>()
                                  : static_cast<Fp16*>(cache_array(w).resident());
         }
-        runner->decoder(layout, wt, {kv, shapes.capacity, config.hidden_size}, hidden, compute_stream);
+        runner->decoder(layout, wt, {kv, shapes.capacity, config.hidden_size}, hidden,
+                        compute_stream);
       }
       break;
     case StageKind::kHead: {
@@ -258,15 +260,15 @@ void CudaEngine::Impl::store_cache(const BatchWork& w) {
 void CudaEngine::Impl::store_hidden(const BatchWork& w) {
   const cuda::Stream& stream = lane(Lane::kStore);
   store_log.begin("store activations" + tag(w), stream);
-  acts[static_cast<size_t>(w.batch)]->store(hidden_of(w), 0, batch_rows(*w.steps) * config.hidden_size,
-                                            io_staging[1], stream);
+  acts[static_cast<size_t>(w.batch)]->store(
+      hidden_of(w), 0, batch_rows(*w.steps) * config.hidden_size, io_staging[1], stream);
   store_log.end(stream);
 }
 
 // Cache elements [begin, end) (whole rows) of a (layer, batch) block into cache ring buffer
 // `slot`: copied, or copied packed and decoded when the cache is compressed.
-void CudaEngine::Impl::load_cache_rows(DeviceTieredArray& a, int slot, int64_t begin,
-                                       int64_t end, const cuda::Stream& stream) {
+void CudaEngine::Impl::load_cache_rows(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
+                                       const cuda::Stream& stream) {
   Fp16* rows = cache_buffers[slot].as<Fp16>();
   if (!policy().compress_cache) {
     a.load_through(rows, begin, end, io_staging[0], stream);
@@ -279,8 +281,8 @@ void CudaEngine::Impl::load_cache_rows(DeviceTieredArray& a, int slot, int64_t b
                    end - begin, g, rows + begin, stream);
 }
 
-void CudaEngine::Impl::store_cache_rows(DeviceTieredArray& a, int slot, int64_t begin,
-                                        int64_t end, const cuda::Stream& stream) {
+void CudaEngine::Impl::store_cache_rows(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
+                                        const cuda::Stream& stream) {
   const Fp16* rows = cache_buffers[slot].as<Fp16>();
   if (!policy().compress_cache) {
     a.store(rows, begin, end, io_staging[1], stream);
@@ -340,14 +342,14 @@ void CudaEngine::Impl::attention_on_host(const StageLayout& layout, const Fp16* 
     lengths.push_back(lens[static_cast<size_t>(st.slot)]);
   }
   auto* cache = reinterpret_cast<Fp16*>(kv_array.host_data());
-  cuda::launch_host(
-      compute_stream, [this, slots = std::move(slots), lengths = std::move(lengths), qkv, cache, out] {
-        try {
-          attend_on_host(config, shapes.capacity, slots, lengths, qkv, cache, out);
-        } catch (...) {
-          if (!host_error) host_error = std::current_exception();
-        }
-      });
+  cuda::launch_host(compute_stream, [this, slots = std::move(slots), lengths = std::move(lengths),
+                                     qkv, cache, out] {
+    try {
+      attend_on_host(config, shapes.capacity, slots, lengths, qkv, cache, out);
+    } catch (...) {
+      if (!host_error) host_error = std::current_exception();
+    }
+  });
   counters.bytes_written[static_cast<size_t>(Tier::kCpu)] += 2 * rows_bytes;
   cuda::copy_h2d(runner->attention_out(), out, rows_bytes, compute_stream);
   runner->finish_decoder(layout, w, hidden, compute_stream);

@@ -129,8 +129,7 @@ void DeviceTieredArray::store(const void* src, int64_t begin, int64_t end, void*
   const auto r = split_.ranges(begin, end);
   if (r.gpu) {
     const uint64_t bytes = static_cast<uint64_t>(r.gpu.size()) * ub;
-    cuda::copy_d2d(device_.as<uint8_t>() + r.gpu.offset * ub, in + r.gpu.begin * ub, bytes,
-                   stream);
+    cuda::copy_d2d(device_.as<uint8_t>() + r.gpu.offset * ub, in + r.gpu.begin * ub, bytes, stream);
     counters_.bytes_written[static_cast<size_t>(Tier::kGpu)] += bytes;
   }
   if (r.cpu) {
