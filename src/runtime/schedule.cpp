@@ -30,8 +30,10 @@ void BlockSchedule::load_weights(int64_t s) {
   const int buffer = static_cast<int>(s % 2), slot = static_cast<int>(s % kWeightSlots);
   const Lane lane = b_.expand_lane();
   b_.finish_weight_read(s, &tickets_[static_cast<size_t>(s)]);
-  b_.record(Lane::kLoad, {MarkKind::kWeightsFetched, buffer});
-  b_.wait(lane, {MarkKind::kWeightsFetched, buffer});
+  if (lane != Lane::kLoad) {  // expansion elsewhere waits for the read
+    b_.record(Lane::kLoad, {MarkKind::kWeightsFetched, buffer});
+    b_.wait(lane, {MarkKind::kWeightsFetched, buffer});
+  }
   b_.wait(lane, {MarkKind::kStageDone, buffer});
   b_.expand_weights(s, buffer, slot);
   b_.record(lane, {MarkKind::kStagingFree, slot});
@@ -97,8 +99,12 @@ void BlockSchedule::run(const std::vector<std::vector<SequenceStep>>& steps,
   for (int64_t s = 0; s < n_stages; ++s) {
     for (size_t k = 0; k < steps.size(); ++k) {
       if (steps[k].empty()) continue;
-      BatchWork w{s,         &layouts_[static_cast<size_t>(s)], static_cast<int64_t>(k),
-                  base + static_cast<int64_t>(k), &steps[k], &lengths[k]};
+      BatchWork w{s,
+                  &layouts_[static_cast<size_t>(s)],
+                  static_cast<int64_t>(k),
+                  base + static_cast<int64_t>(k),
+                  &steps[k],
+                  &lengths[k]};
       run_batch(w);
     }
     b_.record(Lane::kCompute, {MarkKind::kStageDone, s % 2});

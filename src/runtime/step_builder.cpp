@@ -46,10 +46,9 @@ bool StepBuilder::next_step() {
 }
 
 void StepBuilder::advance() {
-  for (auto& batch : steps_) {
-    for (const auto& st : batch) {
-      lengths_[static_cast<size_t>(&batch - steps_.data())][static_cast<size_t>(st.slot)] +=
-          static_cast<int64_t>(st.tokens.size());
+  for (size_t k = 0; k < steps_.size(); ++k) {
+    for (const auto& st : steps_[k]) {
+      lengths_[k][static_cast<size_t>(st.slot)] += static_cast<int64_t>(st.tokens.size());
     }
   }
 }

@@ -14,11 +14,11 @@
 #include "kernels/cpu/quant.h"
 #include "kernels/cuda/device.h"
 #include "kernels/cuda/ops.h"
-#include "runtime/cuda/stage_runner.h"
 #include "kernels/quant_format.h"
 #include "runtime/cuda/cuda_engine_impl.h"
 #include "runtime/cuda/cuda_layout.h"
 #include "runtime/cuda/device_tiers.h"
+#include "runtime/cuda/stage_runner.h"
 #include "runtime/engine_layout.h"
 #include "runtime/packed_stage.h"
 #include "runtime/stream.h"
@@ -113,8 +113,8 @@ void CudaEngine::Impl::keep_host_rows(size_t s, const std::vector<uint8_t>& stor
     const int kind = linear_kind(t.name, name);
     if (kind < 0) continue;
     HostRows rows{t.shape[0], t.shape[1], kind, {}, {}};
-    const int64_t split = split_rows_of(
-        std::max(kind_alpha(a.prefill, kind), kind_alpha(a.decode, kind)), rows.n);
+    const int64_t split =
+        split_rows_of(std::max(kind_alpha(a.prefill, kind), kind_alpha(a.decode, kind)), rows.n);
     if (split == 0) continue;
     rows.weight.assign(values.begin() + t.offset, values.begin() + t.offset + split * rows.k);
     const std::string bias_name = t.name.substr(0, t.name.size() - 7) + ".bias";
@@ -133,8 +133,8 @@ void CudaEngine::Impl::allocate_working(const CudaLayout& l) {
   const Shapes& sh = shapes;
   const OptConfig& c = config;
   for (int64_t i = 0; i < l.n_cache; ++i) {
-    cache.push_back(std::make_unique<DeviceTieredArray>(
-        l.kv_units, l.kv_unit_bytes, p.cache, *pool, pinned.get(), disk.get(), counters));
+    cache.push_back(std::make_unique<DeviceTieredArray>(l.kv_units, l.kv_unit_bytes, p.cache, *pool,
+                                                        pinned.get(), disk.get(), counters));
     cache.back()->set_error_slot(&host_error);
   }
   const auto device_block = [this](uint64_t bytes) {
@@ -143,7 +143,7 @@ void CudaEngine::Impl::allocate_working(const CudaLayout& l) {
   };
   for (int64_t k = 0; k < total_batches; ++k) {
     acts.push_back(std::make_unique<DeviceTieredArray>(sh.act_numel, 2, p.activations, *pool,
-                                                         pinned.get(), disk.get(), counters));
+                                                       pinned.get(), disk.get(), counters));
     acts.back()->set_error_slot(&host_error);
   }
   const auto aligned = [](cuda::Block& block) {
@@ -165,8 +165,7 @@ void CudaEngine::Impl::allocate_working(const CudaLayout& l) {
       b = device_block(static_cast<uint64_t>(l.kv_units) * l.kv_unit_bytes);
   }
   if (!weights_resident(p)) {
-    for (auto& b : weight_buffers)
-      b = device_block(static_cast<uint64_t>(sh.max_stage_numel) * 2);
+    for (auto& b : weight_buffers) b = device_block(static_cast<uint64_t>(sh.max_stage_numel) * 2);
   }
   if (p.compress_weight && p.weights.gpu_percent < 100) {
     packed_buffer = device_block(l.max_stage_units);
@@ -177,11 +176,9 @@ void CudaEngine::Impl::allocate_working(const CudaLayout& l) {
   counters.add_allocation(Tier::kGpu, cuda::StageRunner::workspace_bytes(c, l.limits));
   runner = std::make_unique<cuda::StageRunner>(c, l.limits, *pool, blas);
   if (l.hetegen) {
-    runner->set_host_linears(
-        [this](const StageLayout& layout, const std::string& name) {
-          return host_linear(layout, name);
-        },
-        *pool, *pinned);
+    runner->set_host_linears([this](const StageLayout& layout,
+                                    const std::string& name) { return host_linear(layout, name); },
+                             *pool, *pinned);
   }
   logits_device = device_block(l.logits_bytes);
   logits_host = pinned->allocate(static_cast<uint64_t>(p.num_gpu_batches) * l.logits_bytes);
@@ -194,7 +191,7 @@ void CudaEngine::Impl::allocate_working(const CudaLayout& l) {
     attention_host = pinned->allocate(l.attention_bytes);
     counters.add_allocation(Tier::kCpu, l.attention_bytes);
   }
-  for (const auto& w : weights) staging_bytes = std::max(staging_bytes, w->staging_bytes());
+  staging_bytes = l.weight_disk_bytes;  // the largest stage disk part, as the layout sized it
   if (staging_bytes > 0) {
     for (int i = 0; i < kWeightSlots; ++i) {
       weight_staging[i] = pinned->allocate(staging_bytes + kDiskAlign);
@@ -205,7 +202,6 @@ void CudaEngine::Impl::allocate_working(const CudaLayout& l) {
 }
 
 CudaEngine::~CudaEngine() = default;
-
 
 void CudaEngine::run_step(const std::vector<std::vector<SequenceStep>>& steps,
                           const std::vector<std::vector<int64_t>>& lengths, int64_t first_batch) {
