@@ -116,7 +116,7 @@ void accept_tokens(RankContext& r, Group& grp) {
   } else {
     tokens = std::move(*grp.tokens);
   }
-  const int32_t eos = r.engine.config().eos_token_id;
+  const std::vector<int32_t>& eos = r.engine.config().eos_token_ids;
   for (int64_t e = 0; e < tokens.count(); ++e) {
     const TokenEntry t = tokens.at(e);
     const size_t i = grp.begin + static_cast<size_t>(t.pos);

@@ -9,7 +9,7 @@
 #include <sstream>
 
 #include "core/error.h"
-#include "model/opt_config.h"
+#include "model/model_config.h"
 #include "planner/cluster.h"
 #include "planner/cluster_planner.h"
 #include "test_util.h"
@@ -43,8 +43,8 @@ Cluster cluster_of(const std::vector<nlohmann::json>& nodes) {
 }
 
 // h = 256 with a small vocabulary: the embedding and head cost little next to a layer.
-OptConfig small_config(int64_t n_layers, int64_t vocab = 1000) {
-  OptConfig c;
+ModelConfig small_config(int64_t n_layers, int64_t vocab = 1000) {
+  ModelConfig c;
   c.hidden_size = 256;
   c.n_layers = n_layers;
   c.n_heads = 4;
@@ -277,7 +277,7 @@ TEST(ClusterPlanner, HalfTheComputeGetsFewerLayers) {
 }
 
 TEST(ClusterPlanner, CapsForceASplitTheUnconstrainedOptimumWouldNotPick) {
-  const OptConfig config = small_config(12);
+  const ModelConfig config = small_config(12);
   const auto big = node(cpu_node_profile());
   const ClusterPlan free = plan_cluster(cluster_of({big, big}), config, small_request());
   EXPECT_EQ(free.layers_per_rank(), (std::vector<int64_t>{6, 6}));
@@ -301,7 +301,7 @@ TEST(ClusterPlanner, PlannedSplitBeatsEveryHandSplit) {
   // Three unequal nodes, 7 layers: every split evaluated by hand is no faster than the MILP's.
   const Cluster cluster = cluster_of({node(cpu_node_profile(1)), node(cpu_node_profile(0.6)),
                                       node(cpu_node_profile(0.3), "40MiB", "0")});
-  const OptConfig config = small_config(7);
+  const ModelConfig config = small_config(7);
   const ClusterPlan planned = plan_cluster(cluster, config, small_request());
   double best = 0;
   std::vector<int64_t> best_split;

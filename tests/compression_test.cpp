@@ -8,7 +8,7 @@
 
 #include "core/dtype.h"
 #include "kernels/cpu/quant.h"
-#include "model/opt_config.h"
+#include "model/model_config.h"
 #include "runtime/cpu_engine.h"
 #include "runtime/packed_stage.h"
 #include "runtime/tiered_array.h"
@@ -143,9 +143,9 @@ TEST(TieredArray, QuantisedRangesKeepTheirNeighbours) {
 
 // FlexGen's figure: 4-bit groups of 64 take about 28% of the fp16 bytes, on every tier.
 TEST(Compression, EveryTierHoldsAtMostThirtyPercentOfFp16) {
-  const OptConfig c = parse_opt_config(opt_family_config_json("opt-1.3b"), "opt-1.3b");
+  const ModelConfig c = parse_model_config(builtin_config_json("opt-1.3b"), "opt-1.3b");
   for (bool sep : {false, true}) {
-    for (const auto& layout : opt_stage_layouts(c, sep)) {
+    for (const auto& layout : stage_layouts(c, sep)) {
       const PackedStage p = PackedStage::of(layout, 4);
       for (const auto& t : p.tensors) {
         if (t.quantized) EXPECT_LE(t.bytes, 0.30 * 2 * t.rows * t.cols);

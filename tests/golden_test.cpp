@@ -18,7 +18,7 @@ struct CaseRun {
   std::vector<std::vector<float>> prefill_logits;
 };
 
-CaseRun run_case(const OptModel& model, const nlohmann::json& c, int64_t gen_len) {
+CaseRun run_case(const ResidentModel& model, const nlohmann::json& c, int64_t gen_len) {
   std::vector<Prompt> prompts;
   for (const auto& ids : c["input_ids"]) prompts.push_back({ids.get<std::vector<int32_t>>(), 0});
   GenerateOptions options;
@@ -34,7 +34,7 @@ class GoldenTest : public ::testing::TestWithParam<std::string> {};
 TEST_P(GoldenTest, MatchesTransformers) {
   const auto cases = load_cases(GetParam());
   auto source = open_weight_source(model_dir(GetParam()));
-  OptModel model(*source);
+  ResidentModel model(*source);
   ASSERT_EQ(cases["cases"].size(), 6u);
   for (const auto& c : cases["cases"]) {
     SCOPED_TRACE(c["name"].get<std::string>());
@@ -57,7 +57,7 @@ TEST_P(GoldenTest, MatchesTransformers) {
 TEST_P(GoldenTest, BatchEqualsSingleRuns) {
   const auto cases = load_cases(GetParam());
   auto source = open_weight_source(model_dir(GetParam()));
-  OptModel model(*source);
+  ResidentModel model(*source);
   const auto& batch_case = cases["cases"][5];
   ASSERT_EQ(batch_case["input_ids"].size(), 3u);
   const CaseRun batched = run_case(model, batch_case, 20);
@@ -85,7 +85,7 @@ TEST(GoldenNegativeControl, WrongLayerNormPlacementDisagrees) {
   test::write_text(dir.file("config.json"), config.dump());
   std::filesystem::create_symlink(src + "/model.safetensors", dir.file("model.safetensors"));
   auto source = open_weight_source(dir.path().string());
-  OptModel model(*source);
+  ResidentModel model(*source);
   const auto cases = load_cases("opt-pub-350m-style");
   const CaseRun run = run_case(model, cases["cases"][2], 20);
   EXPECT_NE(run.generations[0].output_ids,
@@ -105,7 +105,7 @@ TEST(Checkpoint, ShardedMatchesSingleFile) {
   ASSERT_TRUE(std::filesystem::exists(dir.file("model.safetensors.index.json")));
   ASSERT_TRUE(std::filesystem::exists(dir.file("model-00002-of-00005.safetensors")));
   auto sharded = open_weight_source(dir.path().string());
-  OptModel model(*sharded);
+  ResidentModel model(*sharded);
   const auto cases = load_cases("opt-pub-tiny");
   const CaseRun run = run_case(model, cases["cases"][3], 20);
   EXPECT_EQ(run.generations[0].output_ids,
@@ -123,7 +123,7 @@ TEST(Checkpoint, Fp32AndBf16Tensors) {
   write_checkpoint(*original, config, f32.path().string(), 1u << 30);
   auto wide = open_weight_source(f32.path().string());
   EXPECT_EQ(wide->config().dtype, DType::kF32);
-  OptModel model(*wide);
+  ResidentModel model(*wide);
   const CaseRun run = run_case(model, cases["cases"][3], 20);
   EXPECT_EQ(run.generations[0].output_ids,
             cases["cases"][3]["output_ids"][0].get<std::vector<int32_t>>());
@@ -135,7 +135,7 @@ TEST(Checkpoint, Fp32AndBf16Tensors) {
   original->read("layers.1.fc1.weight", DType::kF32, a.data());
   narrow->read("layers.1.fc1.weight", DType::kF32, b.data());
   for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(b[i], bf16_to_fp32(fp32_to_bf16(a[i])));
-  EXPECT_NO_THROW(OptModel{*narrow});
+  EXPECT_NO_THROW(ResidentModel{*narrow});
 }
 
 // Stopping at eos: with eos set to a token the golden run produces, generation ends there.
@@ -150,7 +150,7 @@ TEST(Generation, StopsAtEos) {
   test::write_text(dir.file("config.json"), config.dump());
   std::filesystem::create_symlink(src + "/model.safetensors", dir.file("model.safetensors"));
   auto source = open_weight_source(dir.path().string());
-  OptModel model(*source);
+  ResidentModel model(*source);
   std::vector<Prompt> prompts = {
       {cases["cases"][2]["input_ids"][0].get<std::vector<int32_t>>(), 0}};
   GenerateOptions options;
@@ -173,7 +173,7 @@ TEST(Synthetic, WrittenCheckpointMatchesOnTheFly) {
   auto written = open_weight_source(dir.file("m"));
   EXPECT_EQ(written->config().n_layers, 1);
   EXPECT_EQ(written->config().hidden_size, 768);
-  OptConfig config = written->config();
+  ModelConfig config = written->config();
   auto on_the_fly = make_synthetic_source(config, 7, "synthetic");
   std::vector<float> a(3072 * 768), b(3072 * 768);
   written->read("layers.0.fc1.weight", DType::kF32, a.data());

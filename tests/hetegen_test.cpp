@@ -10,7 +10,7 @@
 
 #include "core/error.h"
 #include "kernels/cpu/ops.h"
-#include "model/opt_config.h"
+#include "model/model_config.h"
 #include "model/weight_source.h"
 #include "planner/cost_model.h"
 #include "planner/planner.h"
@@ -226,14 +226,14 @@ TEST(HeteGenCost, AlphaFallsAsRowsGrow) {
   EXPECT_LT(last, 0.51);
 }
 
-const OptConfig& opt_1_3b() {
-  static const OptConfig c = parse_opt_config(opt_family_config_json("opt-1.3b"), "opt-1.3b");
+const ModelConfig& opt_1_3b() {
+  static const ModelConfig c = parse_model_config(builtin_config_json("opt-1.3b"), "opt-1.3b");
   return c;
 }
 
 TEST(HeteGenCost, StageTermsUseTheSplit) {
   const HardwareProfile hw = gpu_profile();
-  const OptConfig& c = opt_1_3b();
+  const ModelConfig& c = opt_1_3b();
   Policy p;
   p.gpu_batch_size = 1;
   p.weights = {0, 100};

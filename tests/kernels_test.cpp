@@ -68,30 +68,76 @@ TEST(Kernels, GeluMatchesReference) {
 
 TEST(Kernels, AttentionMatchesReferenceForPrefillAndDecode) {
   std::mt19937 rng(4);
-  // (start, n_new): both the loop path (few new tokens) and the GEMM path, with a cached prefix.
-  for (auto [start, n_new, heads, head_dim] : {std::tuple{0, 1, 1, 1},
-                                               {0, 5, 3, 7},
-                                               {9, 1, 4, 16},
-                                               {0, 33, 2, 12},
-                                               {20, 13, 3, 8},
-                                               {101, 1, 5, 64},
-                                               {0, 100, 4, 64}}) {
-    SCOPED_TRACE(testing::Message() << start << "+" << n_new << " h" << heads << " d" << head_dim);
+  // (start, n_new): both the loop path (few new tokens) and the GEMM path, with a cached prefix;
+  // kv_heads < heads is grouped-query attention.
+  for (auto [start, n_new, heads, kv_heads, head_dim] : {std::tuple{0, 1, 1, 1, 1},
+                                                         {0, 5, 3, 3, 7},
+                                                         {9, 1, 4, 4, 16},
+                                                         {0, 33, 2, 2, 12},
+                                                         {20, 13, 3, 3, 8},
+                                                         {101, 1, 5, 5, 64},
+                                                         {0, 100, 4, 4, 64},
+                                                         {7, 2, 8, 2, 24},
+                                                         {3, 17, 6, 3, 10},
+                                                         {40, 1, 4, 1, 32}}) {
+    SCOPED_TRACE(testing::Message() << start << "+" << n_new << " h" << heads << "/" << kv_heads
+                                    << " d" << head_dim);
     const int64_t ld = heads * head_dim + 3;  // padded rows test the strides
+    const int64_t ld_kv = kv_heads * head_dim + 5;
     const int64_t n_keys = start + n_new;
     auto q = random_vector(size_t(n_new * ld), rng),
-         k = random_vector(size_t(n_keys * ld), rng, 2.0f);
-    auto v = random_vector(size_t(n_keys * ld), rng);
+         k = random_vector(size_t(n_keys * ld_kv), rng, 2.0f);
+    auto v = random_vector(size_t(n_keys * ld_kv), rng);
     std::vector<float> got(size_t(n_new * ld), NAN), want(size_t(n_new * ld), NAN);
-    cpu::attention(q.data(), ld, k.data(), v.data(), ld, got.data(), start, n_new, heads, head_dim);
-    cpu::ref::attention(q.data(), ld, k.data(), v.data(), ld, want.data(), start, n_new, heads,
-                        head_dim);
+    cpu::attention(q.data(), ld, k.data(), v.data(), ld_kv, got.data(), start, n_new, heads,
+                   kv_heads, head_dim);
+    cpu::ref::attention(q.data(), ld, k.data(), v.data(), ld_kv, want.data(), start, n_new, heads,
+                        kv_heads, head_dim);
     for (int64_t i = 0; i < n_new; ++i) {
       for (int64_t c = 0; c < heads * head_dim; ++c) {
         ASSERT_NEAR(got[i * ld + c], want[i * ld + c], 1e-4) << "row " << i << " col " << c;
       }
     }
   }
+}
+
+TEST(Kernels, RmsNormMatchesReference) {
+  std::mt19937 rng(6);
+  const int64_t rows = 7, dim = 96;
+  auto x = random_vector(size_t(rows * dim), rng, 3.0f), w = random_vector(size_t(dim), rng);
+  std::vector<float> got(x.size(), NAN), want(x.size(), NAN);
+  cpu::rms_norm(x.data(), w.data(), got.data(), rows, dim, 1e-5f);
+  cpu::ref::rms_norm(x.data(), w.data(), want.data(), rows, dim, 1e-5f);
+  expect_close(got, want, 1e-6);
+}
+
+TEST(Kernels, RotaryMatchesReferenceAndKeepsNorms) {
+  std::mt19937 rng(7);
+  const int64_t rows = 5, heads = 3, head_dim = 16, ld = heads * head_dim + 2;
+  auto x = random_vector(size_t(rows * ld), rng);
+  std::vector<float> inv_freq(head_dim / 2);
+  for (int64_t i = 0; i < head_dim / 2; ++i) {
+    inv_freq[size_t(i)] = float(std::pow(10000.0, -2.0 * double(i) / double(head_dim)));
+  }
+  const std::vector<int64_t> positions = {0, 1, 17, 250, 4095};
+  auto got = x, want = x;
+  cpu::rotary(got.data(), ld, rows, positions.data(), heads, head_dim, inv_freq.data());
+  cpu::ref::rotary(want.data(), ld, rows, positions.data(), heads, head_dim, inv_freq.data());
+  expect_close(got, want, 1e-5);
+  // Position 0 is the identity; the padding columns are untouched.
+  for (int64_t c = 0; c < ld; ++c) EXPECT_EQ(got[size_t(c)], x[size_t(c)]) << c;
+  for (int64_t r = 0; r < rows; ++r) {
+    EXPECT_EQ(got[size_t(r * ld + ld - 1)], x[size_t(r * ld + ld - 1)]);
+  }
+}
+
+TEST(Kernels, SiluMulMatchesReference) {
+  std::mt19937 rng(8);
+  auto gate = random_vector(1003, rng, 6.0f), up = random_vector(1003, rng);
+  auto got = gate, want = gate;
+  cpu::silu_mul(got.data(), up.data(), 1003);
+  cpu::ref::silu_mul(want.data(), up.data(), 1003);
+  expect_close(got, want, 1e-6);
 }
 
 TEST(Kernels, LogSoftmaxMatchesReference) {

@@ -272,11 +272,11 @@ class FakeQuantSource : public WeightSource {
   FakeQuantSource(const WeightSource& inner, int bits) : inner_(inner), bits_(bits) {
     config_ = inner.config();
     config_.dtype = DType::kF32;
-    for (const auto& layout : opt_stage_layouts(config_, false)) {
+    for (const auto& layout : stage_layouts(config_, false)) {
       for (const auto& t : layout.tensors) shapes_[t.name] = t.shape;
     }
   }
-  const OptConfig& config() const override { return config_; }
+  const ModelConfig& config() const override { return config_; }
   const std::string& description() const override { return inner_.description(); }
   bool has_separate_lm_head() const override { return inner_.has_separate_lm_head(); }
   void read(const std::string& name, DType dtype, void* dst) const override {
@@ -301,7 +301,7 @@ class FakeQuantSource : public WeightSource {
  private:
   const WeightSource& inner_;
   int bits_;
-  OptConfig config_;
+  ModelConfig config_;
   std::map<std::string, Shape> shapes_;
 };
 

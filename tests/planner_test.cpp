@@ -5,19 +5,19 @@
 #include <random>
 
 #include "core/error.h"
-#include "model/opt_config.h"
+#include "model/model_config.h"
 #include "planner/cost_model.h"
 #include "planner/planner.h"
 #include "runtime/cpu_engine.h"
-#include "runtime/opt_stages.h"
+#include "runtime/stages.h"
 #include "test_util.h"
 
 namespace strata {
 namespace {
 
 // h = 64, f = 256, 2 layers: small enough to compute every term by hand.
-OptConfig tiny_config() {
-  OptConfig c;
+ModelConfig tiny_config() {
+  ModelConfig c;
   c.hidden_size = 64;
   c.n_layers = 2;
   c.n_heads = 4;
@@ -85,7 +85,7 @@ constexpr double kAttnNumel = 4 * h * h + 4 * h + 2 * h;
 constexpr double kMlpNumel = 2 * h * f + f + h + 2 * h;
 
 TEST(CostModel, StageSizesAreTheEngineLayouts) {
-  const auto layouts = opt_stage_layouts(tiny_config(), true);
+  const auto layouts = stage_layouts(tiny_config(), true);
   ASSERT_EQ(layouts.size(), 2u + 2 * 2);
   EXPECT_EQ(layouts[1].numel, kAttnNumel);
   EXPECT_EQ(layouts[2].numel, kMlpNumel);
@@ -241,7 +241,7 @@ TEST(CostModel, PredictionSumsStagesAndCountsTokens) {
 TEST(CostModel, CpuMemoryModelMatchesTheEngine) {
   std::mt19937 random(7);
   std::uniform_real_distribution<double> u(0, 1);
-  const OptConfig c = tiny_config();
+  const ModelConfig c = tiny_config();
   for (int i = 0; i < 50; ++i) {
     EngineOptions o;
     auto split = [&] {
@@ -273,7 +273,7 @@ TEST(CostModel, CpuMemoryModelMatchesTheEngine) {
 }
 
 TEST(Planner, NeverExceedsATierOnTheCpuBackend) {
-  const auto config = parse_opt_config(opt_family_config_json("opt-125m"), "opt-125m");
+  const auto config = parse_model_config(builtin_config_json("opt-125m"), "opt-125m");
   const uint64_t mib = 1ull << 20;
   int offloaded = 0;
   for (const uint64_t gpu_mib : {200, 350, 400, 500, 700, 900, 4000}) {
@@ -305,7 +305,7 @@ TEST(Planner, NeverExceedsATierOnTheCpuBackend) {
 }
 
 TEST(Planner, EverythingOnTheGpuTierWhenItFits) {
-  const auto config = parse_opt_config(opt_family_config_json("opt-125m"), "opt-125m");
+  const auto config = parse_model_config(builtin_config_json("opt-125m"), "opt-125m");
   PlanRequest r;
   r.prompt_len = 32;
   r.gen_len = 8;
@@ -319,7 +319,7 @@ TEST(Planner, EverythingOnTheGpuTierWhenItFits) {
 }
 
 TEST(Planner, EffectiveBatchStaysWithinTheRequests) {
-  const auto config = parse_opt_config(opt_family_config_json("opt-125m"), "opt-125m");
+  const auto config = parse_model_config(builtin_config_json("opt-125m"), "opt-125m");
   PlanRequest r;
   r.prompt_len = 16;
   r.gen_len = 4;
@@ -335,7 +335,7 @@ TEST(Planner, EffectiveBatchStaysWithinTheRequests) {
 TEST(Planner, T4PlansStayUnderTheCapsAndBeatNaivePolicies) {
   const HardwareProfile hw =
       HardwareProfile::load(test::kDataDir + "/../../configs/hardware/gcp-t4-flexgen.json");
-  const auto config = parse_opt_config(opt_family_config_json("opt-30b"), "opt-30b");
+  const auto config = parse_model_config(builtin_config_json("opt-30b"), "opt-30b");
   PlanRequest r;
   r.prompt_len = 512;
   r.gen_len = 32;

@@ -49,7 +49,7 @@ TEST(Sampler, FrequenciesFollowTemperatureAndTopP) {
 
 TEST(Sampler, SeededPerSequenceAndIndependentOfBatch) {
   auto source = open_weight_source(test::model_dir("opt-pub-tiny"));
-  OptModel model(*source);
+  ResidentModel model(*source);
   const auto cases = test::load_cases("opt-pub-tiny");
   const auto& ids = cases["cases"][5]["input_ids"];
   std::vector<Prompt> batch;

@@ -90,6 +90,48 @@ void layer_norm(const float* x, const float* gamma, const float* beta, float* y,
   }
 }
 
+void rms_norm(const float* x, const float* weight, float* y, int64_t rows, int64_t dim,
+              float eps) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* in = x + r * dim;
+    float* out = y + r * dim;
+    double sq = 0;
+    for (int64_t i = 0; i < dim; ++i) sq += static_cast<double>(in[i]) * in[i];
+    const float inv = static_cast<float>(1.0 / std::sqrt(sq / static_cast<double>(dim) + eps));
+#pragma omp simd
+    for (int64_t i = 0; i < dim; ++i) out[i] = weight[i] * (in[i] * inv);
+  }
+}
+
+void rotary(float* x, int64_t ld, int64_t rows, const int64_t* positions, int64_t n_heads,
+            int64_t head_dim, const float* inv_freq) {
+  const int64_t half = head_dim / 2;
+  std::vector<float> cos(static_cast<size_t>(half)), sin(static_cast<size_t>(half));
+  for (int64_t r = 0; r < rows; ++r) {
+    // The angle is formed in fp32 as Hugging Face does; its cosine and sine are exact to a ulp.
+    const float pos = static_cast<float>(positions[r]);
+    for (int64_t i = 0; i < half; ++i) {
+      const double angle = static_cast<double>(pos * inv_freq[i]);
+      cos[static_cast<size_t>(i)] = static_cast<float>(std::cos(angle));
+      sin[static_cast<size_t>(i)] = static_cast<float>(std::sin(angle));
+    }
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* a = x + r * ld + h * head_dim;
+      float* b = a + half;
+#pragma omp simd
+      for (int64_t i = 0; i < half; ++i) {
+        const float a0 = a[i], b0 = b[i];
+        a[i] = a0 * cos[static_cast<size_t>(i)] - b0 * sin[static_cast<size_t>(i)];
+        b[i] = b0 * cos[static_cast<size_t>(i)] + a0 * sin[static_cast<size_t>(i)];
+      }
+    }
+  }
+}
+
+void silu_mul(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
 void relu(float* x, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
@@ -131,23 +173,25 @@ void causal_softmax_row(float* row, int64_t n_valid, int64_t n_total) {
 }
 
 void attention_gemm(const float* q, int64_t ld_q, const float* k, const float* v, int64_t ld_kv,
-                    float* out, int64_t start, int64_t n_new, int64_t n_heads, int64_t head_dim) {
+                    float* out, int64_t start, int64_t n_new, int64_t n_heads, int64_t group,
+                    int64_t head_dim) {
   const int64_t n_keys = start + n_new;
   std::vector<float> scores(static_cast<size_t>(n_new * n_keys));
   for (int64_t h = 0; h < n_heads; ++h) {
-    const int64_t col = h * head_dim;
+    const int64_t col = h * head_dim, kv_col = h / group * head_dim;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_new, n_keys, head_dim, 1.0f, q + col,
-                ld_q, k + col, ld_kv, 0.0f, scores.data(), n_keys);
+                ld_q, k + kv_col, ld_kv, 0.0f, scores.data(), n_keys);
     for (int64_t i = 0; i < n_new; ++i) {
       causal_softmax_row(scores.data() + i * n_keys, start + i + 1, n_keys);
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n_new, head_dim, n_keys, 1.0f,
-                scores.data(), n_keys, v + col, ld_kv, 0.0f, out + col, ld_q);
+                scores.data(), n_keys, v + kv_col, ld_kv, 0.0f, out + col, ld_q);
   }
 }
 
 void attention_loops(const float* q, int64_t ld_q, const float* k, const float* v, int64_t ld_kv,
-                     float* out, int64_t start, int64_t n_new, int64_t n_heads, int64_t head_dim) {
+                     float* out, int64_t start, int64_t n_new, int64_t n_heads, int64_t group,
+                     int64_t head_dim) {
   std::vector<float> p(static_cast<size_t>(start + n_new));
   std::vector<float> acc(static_cast<size_t>(head_dim));
   for (int64_t i = 0; i < n_new; ++i) {
@@ -155,7 +199,7 @@ void attention_loops(const float* q, int64_t ld_q, const float* k, const float* 
     for (int64_t h = 0; h < n_heads; ++h) {
       const float* qh = q + i * ld_q + h * head_dim;
       for (int64_t j = 0; j < n_keys; ++j) {
-        const float* kj = k + j * ld_kv + h * head_dim;
+        const float* kj = k + j * ld_kv + h / group * head_dim;
         float s = 0;
 #pragma omp simd reduction(+ : s)
         for (int64_t d = 0; d < head_dim; ++d) s += qh[d] * kj[d];
@@ -164,7 +208,7 @@ void attention_loops(const float* q, int64_t ld_q, const float* k, const float* 
       causal_softmax_row(p.data(), n_keys, n_keys);
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t j = 0; j < n_keys; ++j) {
-        const float* vj = v + j * ld_kv + h * head_dim;
+        const float* vj = v + j * ld_kv + h / group * head_dim;
         const float pj = p[j];
 #pragma omp simd
         for (int64_t d = 0; d < head_dim; ++d) acc[d] += pj * vj[d];
@@ -177,11 +221,15 @@ void attention_loops(const float* q, int64_t ld_q, const float* k, const float* 
 }  // namespace
 
 void attention(const float* q, int64_t ld_q, const float* k, const float* v, int64_t ld_kv,
-               float* out, int64_t start, int64_t n_new, int64_t n_heads, int64_t head_dim) {
+               float* out, int64_t start, int64_t n_new, int64_t n_heads, int64_t n_kv_heads,
+               int64_t head_dim) {
+  STRATA_CHECK(n_kv_heads > 0 && n_heads % n_kv_heads == 0, "attention: ", n_kv_heads,
+               " key / value heads for ", n_heads, " query heads");
+  const int64_t group = n_heads / n_kv_heads;
   if (n_new >= kGemmAttentionMinQueries) {
-    attention_gemm(q, ld_q, k, v, ld_kv, out, start, n_new, n_heads, head_dim);
+    attention_gemm(q, ld_q, k, v, ld_kv, out, start, n_new, n_heads, group, head_dim);
   } else {
-    attention_loops(q, ld_q, k, v, ld_kv, out, start, n_new, n_heads, head_dim);
+    attention_loops(q, ld_q, k, v, ld_kv, out, start, n_new, n_heads, group, head_dim);
   }
 }
 

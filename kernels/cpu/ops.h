@@ -37,17 +37,30 @@ void linear_split(const float* x, const float* w, const float* bias, float* y, i
 void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows,
                 int64_t dim, float eps = kLayerNormEps);
 
+// Hugging Face's RMSNorm: x * rsqrt(mean(x^2) + eps) * weight, accumulated in double.
+void rms_norm(const float* x, const float* weight, float* y, int64_t rows, int64_t dim,
+              float eps);
+
+// Rotary positions in Hugging Face's rotate_half layout: in each head, element i < head_dim / 2
+// pairs with i + head_dim / 2, rotated by positions[r] * inv_freq[i]. Rows have stride ld.
+void rotary(float* x, int64_t ld, int64_t rows, const int64_t* positions, int64_t n_heads,
+            int64_t head_dim, const float* inv_freq);
+
 void relu(float* x, int64_t n);
 void gelu(float* x, int64_t n);  // exact (erf) GELU, as Hugging Face's "gelu"
+// SwiGLU's product: gate[i] = silu(gate[i]) * up[i].
+void silu_mul(float* gate, const float* up, int64_t n);
 void add_inplace(float* y, const float* x, int64_t n);
 void scale_inplace(float* y, float s, int64_t n);
 
 // Causal attention of one sequence. Queries are the n_new tokens at positions
 // [start, start + n_new); keys and values hold positions [0, start + n_new). Rows of q / out
-// have stride ld_q, rows of k / v stride ld_kv; head h is columns [h * head_dim, (h+1) * head_dim).
+// have stride ld_q, rows of k / v stride ld_kv; head h is columns [h * head_dim, (h+1) * head_dim)
+// of q and out, and reads key / value head h / (n_heads / n_kv_heads) (grouped-query attention).
 // q is already scaled by 1 / sqrt(head_dim).
 void attention(const float* q, int64_t ld_q, const float* k, const float* v, int64_t ld_kv,
-               float* out, int64_t start, int64_t n_new, int64_t n_heads, int64_t head_dim);
+               float* out, int64_t start, int64_t n_new, int64_t n_heads, int64_t n_kv_heads,
+               int64_t head_dim);
 
 // out[i] = log_softmax(logits)[i], accumulated in double.
 void log_softmax(const float* logits, float* out, int64_t n);

@@ -67,7 +67,7 @@ void attention_prefill(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const 
                        int64_t start, int64_t n_new, int64_t n_seqs, int64_t n_heads,
                        int64_t head_dim, const int32_t* key_begin, const Stream& stream);
 
-// The engine's packed batch (runtime/opt_stages.h): sequence s has n_s = row_offsets[s + 1] -
+// The engine's packed batch (runtime/stages.h): sequence s has n_s = row_offsets[s + 1] -
 // row_offsets[s] queries, rows row_offsets[s].. of q / out (stride ld_q), at positions
 // [starts[s], starts[s] + n_s); its keys / values (new ones already appended) are cache slot
 // slots[s]: rows k + slots[s] * seq_stride_kv + j * ld_kv. max_new >= every n_s. All int32 arrays

@@ -62,7 +62,7 @@ void attend(const Fp16* q, int64_t ld_q, const Fp16* k, const Fp16* v, int64_t l
     }
   }
   cpu::attention(qs.data(), width, ks.data(), vs.data(), width, os.data(), start, n_new, n_heads,
-                 head_dim);
+                 n_heads, head_dim);
   for (int64_t r = 0; r < n_new; ++r) narrow(os.data() + r * width, out + r * ld_out, width);
 }
 

@@ -19,7 +19,7 @@
 namespace strata::cli {
 namespace {
 
-std::vector<Prompt> random_prompts(const OptConfig& config, int64_t count, int64_t length,
+std::vector<Prompt> random_prompts(const ModelConfig& config, int64_t count, int64_t length,
                                    uint64_t seed) {
   std::vector<Prompt> prompts(static_cast<size_t>(count));
   RandomStream random(seed, 0);
@@ -41,7 +41,7 @@ nlohmann::json tier_json(const EngineStats& s, uint64_t TierStats::*field) {
 }
 
 // --num-prompts random prompts (default `count`) of --seed.
-std::vector<Prompt> prompts_from_flags(const cxxopts::ParseResult& flags, const OptConfig& config,
+std::vector<Prompt> prompts_from_flags(const cxxopts::ParseResult& flags, const ModelConfig& config,
                                        int64_t count, int64_t prompt_len) {
   const int64_t n_prompts = flags.count("num-prompts") ? flags["num-prompts"].as<int64_t>() : count;
   STRATA_INPUT_CHECK(n_prompts >= 1, "--num-prompts must be >= 1");
@@ -80,11 +80,11 @@ struct Bounds {
   double disk_probe_gbps = 0;
 };
 
-Bounds measure_bounds(const cxxopts::ParseResult& flags, const OptConfig& config,
+Bounds measure_bounds(const cxxopts::ParseResult& flags, const ModelConfig& config,
                       const EngineOptions& options) {
   const bool measure = !flags.count("no-bounds");
   Bounds b;
-  b.cuda = resolved_device(options) == Device::kCuda;
+  b.cuda = resolved_device(config, options) == Device::kCuda;
   b.sgemm_gflops = measure && !b.cuda ? measure_sgemm_gflops() : 0.0;
   b.h2d_peak_gbps = measure && b.cuda ? measure_pinned_h2d_gbps(options.gpu_index) : 0.0;
   const MemoryPlan plan = plan_memory(config, options);
@@ -329,7 +329,7 @@ int run_bench(int argc, char** argv) {
   set_threads(flags["threads"].as<int>());
 
   auto source = open_weight_source(flags["model"].as<std::string>());
-  const OptConfig& config = source->config();
+  const ModelConfig& config = source->config();
   STRATA_INPUT_CHECK(prompt_len + gen_len <= config.max_positions, "--prompt-len ", prompt_len,
                      " plus --gen-len ", gen_len, " is longer than max_position_embeddings ",
                      config.max_positions);

@@ -20,11 +20,11 @@ std::string percents(const TierSplit& s) {
 
 }  // namespace
 
-OptConfig model_config_for(const std::string& model) {
+ModelConfig model_config_for(const std::string& model) {
   std::string name = model;
   if (name.rfind("facebook/", 0) == 0) name = name.substr(9);
   if (name.rfind("synthetic:", 0) != 0 && !std::filesystem::exists(name)) {
-    return parse_opt_config(opt_family_config_json(name), name);
+    return parse_model_config(builtin_config_json(name), name);
   }
   return open_weight_source(name)->config();
 }
@@ -47,7 +47,7 @@ ClusterPlanRequest cluster_request_from_flags(const cxxopts::ParseResult& flags)
 }
 
 void print_cluster_plan(const ClusterPlan& plan, const Cluster& cluster, const std::string& model,
-                        const OptConfig& config) {
+                        const ModelConfig& config) {
   std::printf(
       "cluster %s: %lld ranks; model %s (%.2f B parameters, %lld layers); prompt %lld + "
       "%lld generated\n",

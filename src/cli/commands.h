@@ -39,7 +39,7 @@ bool wants_auto_policy(const cxxopts::ParseResult& flags);
 // returns the cost model's prediction for the policy run, or none without auto or --hardware.
 // max_sequences > 0 caps the effective batch (generate has no more requests than that).
 std::optional<Prediction> plan_from_flags(const cxxopts::ParseResult& flags,
-                                          const OptConfig& config, EngineOptions& options,
+                                          const ModelConfig& config, EngineOptions& options,
                                           int64_t max_sequences = 0);
 // --alpha A, checked to be in [0, 1) with a one-line input error.
 double parse_alpha_flag(const cxxopts::ParseResult& flags);

@@ -17,7 +17,7 @@ namespace {
 // Each rank's part of the cluster plan, as the JSON text scatter_text sends. The MILP has a
 // time limit, so only rank 0 plans and the others receive their part.
 std::vector<std::string> plan_ranks(const cxxopts::ParseResult& flags, const Cluster& cluster,
-                                    const OptConfig& config, const EngineOptions& base,
+                                    const ModelConfig& config, const EngineOptions& base,
                                     const std::vector<int64_t>& split) {
   ClusterPlanRequest request;
   request.prompt_len = base.max_prompt_len;
@@ -63,7 +63,7 @@ void add_pipeline_flags(cxxopts::Options& options) {
 }
 
 std::optional<PipelineRank> pipeline_rank_from_flags(const cxxopts::ParseResult& flags,
-                                                     const OptConfig& config, EngineOptions& base) {
+                                                     const ModelConfig& config, EngineOptions& base) {
   const parallel::World& w = parallel::world();
   const std::string choice = flags["transport"].as<std::string>();
   STRATA_INPUT_CHECK(choice == "mpi" || choice == "nccl" || choice == "auto",

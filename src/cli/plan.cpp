@@ -43,7 +43,7 @@ int run_plan_cluster(const cxxopts::ParseResult& flags) {
     request.n_ranks = flags["ranks"].as<int64_t>();
     STRATA_INPUT_CHECK(request.n_ranks >= 1, "--ranks must be >= 1");
   }
-  const OptConfig config = model_config_for(model);
+  const ModelConfig config = model_config_for(model);
   if (flags.count("layers-per-rank")) {
     if (request.n_ranks > 0) check_rank_count(cluster, request.n_ranks);
     request.layers_per_rank = parse_layer_split(flags["layers-per-rank"].as<std::string>(),
@@ -155,7 +155,7 @@ PlanRequest plan_request_from_flags(const cxxopts::ParseResult& flags) {
 // What `strata plan` was asked, for the report.
 struct PlanQuestion {
   std::string model;
-  OptConfig config;
+  ModelConfig config;
   NamedHardware hardware;
   PlanRequest request;
   bool searched = true;  // false: --policy FILE, evaluated

@@ -98,7 +98,7 @@ EngineOptions engine_options_from_flags(const cxxopts::ParseResult& flags) {
   p.validate();
   o.device = parse_device(flags["device"].as<std::string>(), "--device");
   if (o.device == Device::kCuda) {
-    const std::string why = cuda_unsupported(p);
+    const std::string why = cuda_policy_unsupported(p);
     STRATA_INPUT_CHECK(why.empty(), why);
   }
   if (flags.count("offload-dir")) o.offload_dir = flags["offload-dir"].as<std::string>();
@@ -116,7 +116,7 @@ bool wants_auto_policy(const cxxopts::ParseResult& flags) {
 }
 
 std::optional<Prediction> plan_from_flags(const cxxopts::ParseResult& flags,
-                                          const OptConfig& config, EngineOptions& options,
+                                          const ModelConfig& config, EngineOptions& options,
                                           int64_t max_sequences) {
   const bool automatic = wants_auto_policy(flags);
   if (!automatic && !flags.count("hardware")) return std::nullopt;

@@ -62,7 +62,7 @@ int run_simulate(int argc, char** argv) {
   }
   const std::vector<int64_t> counts = parse_node_counts(flags["nodes"].as<std::string>());
   const Cluster base = Cluster::load(flags["cluster"].as<std::string>());
-  const OptConfig config = model_config_for(flags["model"].as<std::string>());
+  const ModelConfig config = model_config_for(flags["model"].as<std::string>());
   const ClusterPlanRequest request = cluster_request_from_flags(flags);
 
   std::printf(

@@ -10,7 +10,7 @@ namespace strata::cli {
 
 int run_synth(int argc, char** argv) {
   std::string archs;
-  for (const auto& name : opt_family_names()) archs += (archs.empty() ? "" : ", ") + name;
+  for (const auto& name : builtin_model_names()) archs += (archs.empty() ? "" : ", ") + name;
   cxxopts::Options options("strata synth",
                            "Write a Hugging Face OPT directory with random weights.");
   options.add_options()("arch", "family member: " + archs, cxxopts::value<std::string>())(
@@ -23,7 +23,7 @@ int run_synth(int argc, char** argv) {
   STRATA_INPUT_CHECK(flags.count("arch"), "--arch is required (", archs, ")");
   STRATA_INPUT_CHECK(flags.count("out"), "--out is required");
   const std::string arch = flags["arch"].as<std::string>();
-  nlohmann::json config_json = opt_family_config_json(arch);
+  nlohmann::json config_json = builtin_config_json(arch);
   if (flags.count("layers")) {
     const int64_t layers = flags["layers"].as<int64_t>();
     STRATA_INPUT_CHECK(layers >= 1, "--layers must be >= 1");
@@ -31,7 +31,7 @@ int run_synth(int argc, char** argv) {
   }
   const uint64_t shard = parse_bytes(flags["max-shard-size"].as<std::string>(), "--max-shard-size");
   STRATA_INPUT_CHECK(shard > 0, "--max-shard-size must be > 0");
-  const OptConfig config = parse_opt_config(config_json, arch);
+  const ModelConfig config = parse_model_config(config_json, arch);
   auto source = make_synthetic_source(config, flags["seed"].as<uint64_t>(), "synthetic:" + arch);
   const std::string out = flags["out"].as<std::string>();
   write_checkpoint(*source, config_json, out, shard);

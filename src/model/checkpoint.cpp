@@ -25,7 +25,12 @@ class CheckpointSource : public WeightSource {
   explicit CheckpointSource(const std::string& dir) : description_(dir) {
     const fs::path root(dir);
     STRATA_INPUT_CHECK(fs::is_directory(root), dir, ": not a model directory");
-    config_ = load_opt_config((root / "config.json").string());
+    config_ = load_model_config((root / "config.json").string());
+    const fs::path generation = root / "generation_config.json";
+    if (fs::exists(generation)) {
+      apply_generation_config(read_json_file(generation.string(), "generation config"),
+                              generation.string(), config_);
+    }
     const fs::path single = root / "model.safetensors";
     const fs::path index = root / "model.safetensors.index.json";
     if (fs::exists(index)) {
@@ -41,7 +46,7 @@ class CheckpointSource : public WeightSource {
     validate();
   }
 
-  const OptConfig& config() const override { return config_; }
+  const ModelConfig& config() const override { return config_; }
   const std::string& description() const override { return description_; }
   bool has_separate_lm_head() const override { return has_lm_head_; }
 
@@ -84,10 +89,12 @@ class CheckpointSource : public WeightSource {
     }
   }
 
-  // Checkpoints saved from OPTForCausalLM say "model.decoder.X", from OPTModel "decoder.X".
+  // Checkpoints saved from *ForCausalLM say "model.decoder.X" (OPT) or "model.X" (Llama), from
+  // OPTModel "decoder.X", from LlamaModel "X".
   std::optional<Located> try_locate(const std::string& name) const {
-    const std::string candidates[] = {name == "lm_head.weight" ? name : "model.decoder." + name,
-                                      "decoder." + name, name};
+    const std::string candidates[] = {
+        name == "lm_head.weight" ? name : checkpoint_prefix(config_) + name, "decoder." + name,
+        name};
     for (const auto& full : candidates) {
       auto it = names_.find(full);
       if (it != names_.end()) return Located{it->second, it->second->find(full)};
@@ -97,7 +104,9 @@ class CheckpointSource : public WeightSource {
 
   Located locate(const std::string& name) const {
     auto t = try_locate(name);
-    STRATA_INPUT_CHECK(t.has_value(), description_, ": missing tensor 'model.decoder.", name, "'");
+    STRATA_INPUT_CHECK(t.has_value(), description_, ": missing tensor '",
+                       name == "lm_head.weight" ? "" : checkpoint_prefix(config_), name,
+                       "' (model_type ", family_name(config_.family), ")");
     return *t;
   }
 
@@ -106,21 +115,20 @@ class CheckpointSource : public WeightSource {
     STRATA_INPUT_CHECK(t.info->shape == shape, t.file->path(), ": tensor '", name, "' has shape ",
                        shape_string(t.info->shape), " but config.json implies ",
                        shape_string(shape));
-    STRATA_INPUT_CHECK(t.info->dtype == config_.dtype, t.file->path(), ": tensor '", name, "' is ",
-                       dtype_name(t.info->dtype), " but config.json says torch_dtype ",
-                       dtype_name(config_.dtype));
   }
 
+  // Each tensor is read in the dtype its header gives (as Hugging Face loads it), whatever
+  // torch_dtype says; an untied head must be in the files, a tied one is used when present.
   void validate() {
-    for (const auto& spec : opt_tensor_specs(config_)) check(spec.name, spec.shape);
+    for (const auto& spec : model_tensor_specs(config_)) check(spec.name, spec.shape);
     has_lm_head_ = try_locate("lm_head.weight").has_value();
-    if (has_lm_head_) {
+    if (has_lm_head_ && config_.tie_word_embeddings) {
       check("lm_head.weight", {config_.vocab_size, config_.word_embed_proj_dim});
     }
   }
 
   std::string description_;
-  OptConfig config_;
+  ModelConfig config_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const SafetensorsFile*> names_;
   bool has_lm_head_ = false;
@@ -132,8 +140,8 @@ std::unique_ptr<WeightSource> open_weight_source(const std::string& spec) {
   const std::string prefix = "synthetic:";
   if (spec.rfind(prefix, 0) == 0) {
     const std::string arch = spec.substr(prefix.size());
-    const auto json = opt_family_config_json(arch);
-    return make_synthetic_source(parse_opt_config(json, arch), 0, spec);
+    const auto json = builtin_config_json(arch);
+    return make_synthetic_source(parse_model_config(json, arch), 0, spec);
   }
   return std::make_unique<CheckpointSource>(spec);
 }

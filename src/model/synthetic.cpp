@@ -23,22 +23,24 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 
 class SyntheticSource : public WeightSource {
  public:
-  SyntheticSource(const OptConfig& config, uint64_t seed, std::string description)
+  SyntheticSource(const ModelConfig& config, uint64_t seed, std::string description)
       : config_(config), seed_(seed), description_(std::move(description)) {
-    for (const auto& spec : opt_tensor_specs(config_)) numel_[spec.name] = shape_numel(spec.shape);
+    for (const auto& spec : model_tensor_specs(config_)) numel_[spec.name] = shape_numel(spec.shape);
   }
 
-  const OptConfig& config() const override { return config_; }
+  const ModelConfig& config() const override { return config_; }
   const std::string& description() const override { return description_; }
 
   // Uniform values of a per-kind centre and spread: layer-norm gains near 1, small biases and
   // weights of std 0.02 as OPT was initialised.
   void read(const std::string& requested, DType dtype, void* dst) const override {
-    const std::string name = requested == "lm_head.weight" ? "embed_tokens.weight" : requested;
+    const bool tied = requested == "lm_head.weight" && config_.tie_word_embeddings;
+    const std::string name = tied ? "embed_tokens.weight" : requested;
     auto it = numel_.find(name);
     STRATA_CHECK(it != numel_.end(), "synthetic model has no tensor ", name);
     const size_t n = static_cast<size_t>(it->second);
-    const bool norm = name.find("layer_norm") != std::string::npos;
+    const bool norm = name.find("layer_norm") != std::string::npos ||
+                      name.find("layernorm") != std::string::npos || name == "norm.weight";
     const bool bias = ends_with(name, ".bias");
     const float centre = norm && !bias ? 1.0f : 0.0f;
     const float half_width = norm ? 0.2f : (bias ? 0.02f : 0.0346f);  // 0.0346 = 0.02 * sqrt(3)
@@ -66,7 +68,7 @@ class SyntheticSource : public WeightSource {
   }
 
  private:
-  OptConfig config_;
+  ModelConfig config_;
   uint64_t seed_;
   std::string description_;
   std::map<std::string, int64_t> numel_;
@@ -74,7 +76,7 @@ class SyntheticSource : public WeightSource {
 
 }  // namespace
 
-std::unique_ptr<WeightSource> make_synthetic_source(const OptConfig& config, uint64_t seed,
+std::unique_ptr<WeightSource> make_synthetic_source(const ModelConfig& config, uint64_t seed,
                                                     std::string description) {
   return std::make_unique<SyntheticSource>(config, seed, std::move(description));
 }
@@ -85,24 +87,26 @@ void write_checkpoint(const WeightSource& source, const nlohmann::json& config_j
   std::error_code ec;
   fs::create_directories(dir, ec);
   STRATA_INPUT_CHECK(!ec && fs::is_directory(dir), dir, ": cannot create directory");
-  const OptConfig& c = source.config();
+  const ModelConfig& c = source.config();
   // The dtype written is the one config_json names, so a checkpoint can be re-saved in another.
-  const DType dtype = parse_opt_config(config_json, dir + "/config.json").dtype;
+  const DType dtype = parse_model_config(config_json, dir + "/config.json").dtype;
   auto write_json = [&](const std::string& name, const nlohmann::json& j) {
     std::ofstream out(fs::path(dir) / name);
     out << j.dump(2) << "\n";
     STRATA_INPUT_CHECK(out.good(), dir, "/", name, ": write failed");
   };
   write_json("config.json", config_json);
-  write_json("generation_config.json", {{"_from_model_config", true},
-                                        {"bos_token_id", c.bos_token_id},
-                                        {"eos_token_id", c.eos_token_id},
-                                        {"pad_token_id", c.pad_token_id}});
+  nlohmann::json eos = c.eos_token_ids;
+  if (c.eos_token_ids.size() == 1) eos = c.eos_token_ids[0];
+  nlohmann::json generation = {
+      {"_from_model_config", true}, {"bos_token_id", c.bos_token_id}, {"eos_token_id", eos}};
+  if (c.pad_token_id >= 0) generation["pad_token_id"] = c.pad_token_id;
+  write_json("generation_config.json", generation);
 
   // Group tensors into shards in order; HF names shards model-0000i-of-0000n.safetensors.
   std::vector<std::vector<TensorToWrite>> shards(1);
   uint64_t shard_bytes = 0;
-  for (const auto& spec : opt_tensor_specs(c)) {
+  for (const auto& spec : model_tensor_specs(c)) {
     const uint64_t size = static_cast<uint64_t>(shape_numel(spec.shape)) * dtype_size(dtype);
     if (shard_bytes > 0 && shard_bytes + size > max_shard_bytes) {
       shards.emplace_back();
@@ -110,7 +114,8 @@ void write_checkpoint(const WeightSource& source, const nlohmann::json& config_j
     }
     shard_bytes += size;
     const std::string name = spec.name;
-    shards.back().push_back({"model.decoder." + name, dtype, spec.shape,
+    const std::string stored = name == "lm_head.weight" ? name : checkpoint_prefix(c) + name;
+    shards.back().push_back({stored, dtype, spec.shape,
                              [&source, name, dtype](void* dst) { source.read(name, dtype, dst); }});
   }
   if (shards.size() == 1) {

@@ -6,14 +6,14 @@
 #include <memory>
 #include <string>
 
-#include "model/opt_config.h"
+#include "model/model_config.h"
 
 namespace strata {
 
 class WeightSource {
  public:
   virtual ~WeightSource() = default;
-  virtual const OptConfig& config() const = 0;
+  virtual const ModelConfig& config() const = 0;
   virtual const std::string& description() const = 0;
   // Writes tensor `name` (e.g. "layers.3.fc1.weight", "lm_head.weight"), converted to `dtype`,
   // into dst, which holds the spec's number of elements.
@@ -27,7 +27,7 @@ class WeightSource {
 std::unique_ptr<WeightSource> open_weight_source(const std::string& spec);
 
 // Random weights for `config`, deterministic in `seed` and each tensor's name.
-std::unique_ptr<WeightSource> make_synthetic_source(const OptConfig& config, uint64_t seed,
+std::unique_ptr<WeightSource> make_synthetic_source(const ModelConfig& config, uint64_t seed,
                                                     std::string description);
 
 // Writes a Hugging Face model directory (config.json, generation_config.json and safetensors

@@ -12,7 +12,7 @@
 #include "core/units.h"
 #include "planner/cost_model.h"
 #include "planner/planner.h"
-#include "runtime/opt_stages.h"
+#include "runtime/stages.h"
 
 namespace strata {
 namespace {
@@ -49,8 +49,8 @@ NodeCaps caps_of(const ClusterNode& node) {
   return c;
 }
 
-OptConfig with_layers(const OptConfig& config, int64_t n_layers) {
-  OptConfig c = config;
+ModelConfig with_layers(const ModelConfig& config, int64_t n_layers) {
+  ModelConfig c = config;
   c.n_layers = n_layers;
   return c;
 }
@@ -74,7 +74,7 @@ struct PolicyFigures {
   }
 };
 
-PolicyFigures figures_of(const HardwareProfile& hw, const OptConfig& config, const Policy& policy,
+PolicyFigures figures_of(const HardwareProfile& hw, const ModelConfig& config, const Policy& policy,
                          int64_t prompt_len, int64_t gen_len) {
   PolicyFigures f;
   f.policy = policy;
@@ -100,7 +100,7 @@ PolicyFigures figures_of(const HardwareProfile& hw, const OptConfig& config, con
                     policy.activations.gpu_percent >= 100};
   const MemoryModel one = memory_model(hw, with_layers(config, 1), shape, r);
   const MemoryModel two = memory_model(hw, with_layers(config, 2), shape, r);
-  const auto layouts = opt_stage_layouts(with_layers(config, 1), false);
+  const auto layouts = stage_layouts(with_layers(config, 1), false);
   const double layer_numel = static_cast<double>(layouts[1].numel);
   for (int t = 0; t < kNumTiers; ++t) {
     f.layer_bytes[t] = two.tier[t].at(x) - one.tier[t].at(x);
@@ -148,7 +148,7 @@ struct Shape {
 // Candidate policies per kind of node (same profile, device and caps) and shape, computed once.
 class CandidateCache {
  public:
-  CandidateCache(const Cluster& cluster, const OptConfig& config, const ClusterPlanRequest& req,
+  CandidateCache(const Cluster& cluster, const ModelConfig& config, const ClusterPlanRequest& req,
                  std::vector<int64_t> slices)
       : config_(config), request_(req), slices_(std::move(slices)) {
     std::map<std::string, int> kinds;
@@ -199,7 +199,7 @@ class CandidateCache {
     bool computed = false;
     std::vector<PolicyFigures> figures;
   };
-  const OptConfig& config_;
+  const ModelConfig& config_;
   const ClusterPlanRequest& request_;
   std::vector<int64_t> slices_;
   std::vector<const ClusterNode*> nodes_;
@@ -280,7 +280,7 @@ std::vector<int64_t> slice_sizes(int64_t n_layers, int64_t n_ranks,
 }
 
 // The request against the cluster and the model, with the messages the flags' checks give.
-void check_cluster_request(const Cluster& cluster, const OptConfig& config,
+void check_cluster_request(const Cluster& cluster, const ModelConfig& config,
                            const ClusterPlanRequest& request) {
   const int64_t n_ranks = cluster.n_ranks();
   const int64_t n_layers = config.n_layers;
@@ -340,7 +340,7 @@ struct SearchResult {
 };
 
 // The best shape of the grid; an input error when none fits. Its figures point into `cache`.
-SearchResult search_shapes(CandidateCache& cache, const Cluster& cluster, const OptConfig& config,
+SearchResult search_shapes(CandidateCache& cache, const Cluster& cluster, const ModelConfig& config,
                            const ClusterPlanRequest& request) {
   const int64_t n_ranks = cluster.n_ranks();
   const int64_t n_layers = config.n_layers;
@@ -474,7 +474,7 @@ nlohmann::json ClusterPlan::to_json() const {
           {"solve_s", solve_s}};
 }
 
-ClusterPlan plan_cluster(const Cluster& cluster, const OptConfig& config,
+ClusterPlan plan_cluster(const Cluster& cluster, const ModelConfig& config,
                          const ClusterPlanRequest& request) {
   const auto begin = std::chrono::steady_clock::now();
   check_cluster_request(cluster, config, request);

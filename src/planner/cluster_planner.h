@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include "model/opt_config.h"
+#include "model/model_config.h"
 #include "planner/cluster.h"
 #include "runtime/policy.h"
 
@@ -119,7 +119,7 @@ struct ClusterPlan {
 
 // Input errors before anything is loaded: rank count against request.n_ranks, more ranks than
 // layers, a hand split of the wrong length, sum or with zeros, and no split that fits.
-ClusterPlan plan_cluster(const Cluster& cluster, const OptConfig& config,
+ClusterPlan plan_cluster(const Cluster& cluster, const ModelConfig& config,
                          const ClusterPlanRequest& request);
 
 }  // namespace strata

@@ -7,7 +7,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
-#include "runtime/opt_stages.h"
+#include "runtime/stages.h"
 
 namespace strata {
 namespace {
@@ -33,12 +33,12 @@ struct StageKindInfo {
   double elementwise_floats_per_row = 0;
 };
 
-std::vector<StageKindInfo> stage_kinds(const OptConfig& c, bool sep_layer) {
+std::vector<StageKindInfo> stage_kinds(const ModelConfig& c, bool sep_layer) {
   const double h = static_cast<double>(c.hidden_size);
   const double f = static_cast<double>(c.ffn_dim);
   const double e = static_cast<double>(c.word_embed_proj_dim);
   std::map<StageKind, StageKindInfo> by_kind;
-  for (const auto& layout : opt_stage_layouts(c, sep_layer)) {
+  for (const auto& layout : stage_layouts(c, sep_layer)) {
     StageKindInfo& info = by_kind[layout.kind];
     info.kind = layout.kind;
     info.count += 1;
@@ -86,7 +86,7 @@ struct Sizes {
   double act;       // bytes per activation element
 };
 
-Sizes sizes_of(const HardwareProfile& hw, const OptConfig& c, const CostShape& s) {
+Sizes sizes_of(const HardwareProfile& hw, const ModelConfig& c, const CostShape& s) {
   Sizes z;
   z.gpu = hw.has_gpu;
   z.w_stored =
@@ -116,7 +116,7 @@ struct LinearPart {
   double elements;
   double alpha;
 };
-std::vector<LinearPart> split_linears(const OptConfig& c, StageKind kind, const LinearAlphas& a) {
+std::vector<LinearPart> split_linears(const ModelConfig& c, StageKind kind, const LinearAlphas& a) {
   const double h = static_cast<double>(c.hidden_size);
   const double f = static_cast<double>(c.ffn_dim);
   std::vector<LinearPart> out;
@@ -168,7 +168,7 @@ Links links_of(const HardwareProfile& hw, const CostShape& s, bool gpu) {
 // What every stage's cost reads: the inputs and the figures derived from them once.
 struct CostContext {
   const HardwareProfile& hw;
-  const OptConfig& c;
+  const ModelConfig& c;
   const CostShape& s;
   Sizes z;
   Links links;
@@ -176,7 +176,7 @@ struct CostContext {
   double cached;  // mean cached tokens a decode step attends over
 };
 
-CostContext context_of(const HardwareProfile& hw, const OptConfig& c, const CostShape& s) {
+CostContext context_of(const HardwareProfile& hw, const ModelConfig& c, const CostShape& s) {
   const Sizes z = sizes_of(hw, c, s);
   const double prompt = static_cast<double>(s.prompt_len);
   // Decode steps t = 1 .. gen_len - 1 attend over prompt_len + t - 1 cached tokens.
@@ -515,7 +515,7 @@ double split_seconds(const SplitTimes& t, double alpha) {
   return alpha > 0 ? std::max(alpha * t.cpu_s, gpu_side) : gpu_side;
 }
 
-HeteGenAlpha balanced_alphas(const HardwareProfile& hw, const OptConfig& c, const CostShape& s) {
+HeteGenAlpha balanced_alphas(const HardwareProfile& hw, const ModelConfig& c, const CostShape& s) {
   HeteGenAlpha out;
   if (!hw.has_gpu) return out;
   const double bytes =
@@ -535,7 +535,7 @@ HeteGenAlpha balanced_alphas(const HardwareProfile& hw, const OptConfig& c, cons
   return out;
 }
 
-std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& c,
+std::vector<StageCost> stage_costs(const HardwareProfile& hw, const ModelConfig& c,
                                    const CostShape& s) {
   STRATA_CHECK(
       s.prompt_len >= 1 && s.gen_len >= 1 && s.gpu_batch_size >= 1 && s.num_gpu_batches >= 1,
@@ -554,7 +554,7 @@ std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& c
   return out;
 }
 
-MemoryModel memory_model(const HardwareProfile& hw, const OptConfig& c, const CostShape& s,
+MemoryModel memory_model(const HardwareProfile& hw, const ModelConfig& c, const CostShape& s,
                          const Residency& r) {
   const Sizes z = sizes_of(hw, c, s);
   const double h = static_cast<double>(c.hidden_size);
@@ -563,7 +563,7 @@ MemoryModel memory_model(const HardwareProfile& hw, const OptConfig& c, const Co
   const double prompt = static_cast<double>(s.prompt_len);
   const double capacity = prompt + static_cast<double>(s.gen_len);
   double weights = 0, max_stage = 0;
-  for (const auto& l : opt_stage_layouts(c, s.sep_layer)) {
+  for (const auto& l : stage_layouts(c, s.sep_layer)) {
     weights += static_cast<double>(l.numel);
     max_stage = std::max(max_stage, static_cast<double>(l.numel));
   }

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "model/opt_config.h"
+#include "model/model_config.h"
 #include "planner/hardware_profile.h"
 #include "runtime/policy.h"
 
@@ -101,10 +101,10 @@ double balanced_alpha(const SplitTimes& t);
 double split_seconds(const SplitTimes& t, double alpha);
 // Balanced alphas of every linear kind and phase for this shape, weights on the CPU tier. All 0
 // without a GPU: on the CPU backend both halves share the same cores.
-HeteGenAlpha balanced_alphas(const HardwareProfile& hw, const OptConfig& config,
+HeteGenAlpha balanced_alphas(const HardwareProfile& hw, const ModelConfig& config,
                              const CostShape& shape);
 
-std::vector<StageCost> stage_costs(const HardwareProfile& hw, const OptConfig& config,
+std::vector<StageCost> stage_costs(const HardwareProfile& hw, const ModelConfig& config,
                                    const CostShape& shape);
 
 // Bytes per tier as affine functions. `resident_*` says the kind is wholly on the GPU tier
@@ -117,7 +117,7 @@ struct Residency {
 struct MemoryModel {
   Affine tier[kNumTiers];
 };
-MemoryModel memory_model(const HardwareProfile& hw, const OptConfig& config, const CostShape& shape,
+MemoryModel memory_model(const HardwareProfile& hw, const ModelConfig& config, const CostShape& shape,
                          const Residency& residency);
 
 struct Prediction {

@@ -161,7 +161,7 @@ Policy policy_of(const CostShape& shape, const Placement& x) {
 
 // Bytes per tier the policy will take: the engine's own plan on the CPU backend, the model's
 // estimate on a GPU node.
-std::array<double, kNumTiers> peak_of(const HardwareProfile& hw, const OptConfig& config,
+std::array<double, kNumTiers> peak_of(const HardwareProfile& hw, const ModelConfig& config,
                                       const Policy& policy, int64_t prompt_len, int64_t gen_len) {
   std::array<double, kNumTiers> peak{};
   const CostShape shape = CostShape::of(policy, prompt_len, gen_len);
@@ -186,7 +186,7 @@ std::array<double, kNumTiers> peak_of(const HardwareProfile& hw, const OptConfig
 // Best policy for one (gpu_batch_size, num_gpu_batches): the LP for every residency choice (and,
 // on a GPU, with and without CPU attention; with choose_alpha, each phase with and without its
 // balanced HeteGen alphas), each checked against the real peaks.
-std::optional<Candidate> best_for_shape(const HardwareProfile& hw, const OptConfig& config,
+std::optional<Candidate> best_for_shape(const HardwareProfile& hw, const ModelConfig& config,
                                         CostShape shape, const LpCaps& caps, bool allow_disk,
                                         int64_t& lp_count, bool choose_alpha = false) {
   std::optional<Candidate> best;
@@ -245,7 +245,7 @@ std::optional<Candidate> best_for_shape(const HardwareProfile& hw, const OptConf
   return best;
 }
 
-double weights_bytes(const OptConfig& config, bool compress) {
+double weights_bytes(const ModelConfig& config, bool compress) {
   return static_cast<double>(config.n_params()) * (compress ? kCompressedBytesPerElement : 2.0);
 }
 
@@ -256,7 +256,7 @@ LpCaps lp_caps_of(const HardwareProfile& hw, const TierCaps& caps) {
 }
 
 // Prediction, peaks per tier and what binds, for plan.policy.
-void describe(const HardwareProfile& hw, const OptConfig& config, const PlanRequest& request,
+void describe(const HardwareProfile& hw, const ModelConfig& config, const PlanRequest& request,
               const LpCaps& lp_caps, Plan& plan) {
   plan.predicted = predict_policy(hw, config, plan.policy, request.prompt_len, request.gen_len);
   const auto peak = peak_of(hw, config, plan.policy, request.prompt_len, request.gen_len);
@@ -302,7 +302,7 @@ TierCaps effective_caps(const HardwareProfile& hw, const PlanRequest& r) {
   return caps;
 }
 
-Plan make_plan(const HardwareProfile& hw, const OptConfig& config, const PlanRequest& request) {
+Plan make_plan(const HardwareProfile& hw, const ModelConfig& config, const PlanRequest& request) {
   const auto begin = std::chrono::steady_clock::now();
   STRATA_INPUT_CHECK(request.prompt_len >= 1, "--prompt-len must be >= 1");
   STRATA_INPUT_CHECK(request.gen_len >= 1, "--gen-len must be >= 1");
@@ -382,7 +382,7 @@ Plan make_plan(const HardwareProfile& hw, const OptConfig& config, const PlanReq
   return plan;
 }
 
-Plan evaluate_policy(const HardwareProfile& hw, const OptConfig& config, const Policy& policy,
+Plan evaluate_policy(const HardwareProfile& hw, const ModelConfig& config, const Policy& policy,
                      const PlanRequest& request) {
   STRATA_INPUT_CHECK(request.prompt_len + request.gen_len <= config.max_positions, "--prompt-len ",
                      request.prompt_len, " plus --gen-len ", request.gen_len,
@@ -395,7 +395,7 @@ Plan evaluate_policy(const HardwareProfile& hw, const OptConfig& config, const P
   return plan;
 }
 
-std::optional<Policy> best_policy_for_shape(const HardwareProfile& hw, const OptConfig& config,
+std::optional<Policy> best_policy_for_shape(const HardwareProfile& hw, const ModelConfig& config,
                                             const CostShape& shape, const TierCaps& caps,
                                             uint64_t host_bytes, bool allow_disk) {
   const LpCaps lp_caps{{static_cast<double>(caps.gpu_bytes), static_cast<double>(caps.cpu_bytes),
@@ -408,7 +408,7 @@ std::optional<Policy> best_policy_for_shape(const HardwareProfile& hw, const Opt
   return best->policy;
 }
 
-Prediction predict_policy(const HardwareProfile& hw, const OptConfig& config, const Policy& policy,
+Prediction predict_policy(const HardwareProfile& hw, const ModelConfig& config, const Policy& policy,
                           int64_t prompt_len, int64_t gen_len) {
   const CostShape shape = CostShape::of(policy, prompt_len, gen_len);
   return predict(stage_costs(hw, config, shape), Placement::of(policy), shape);

@@ -10,7 +10,7 @@
 #include <optional>
 #include <string>
 
-#include "model/opt_config.h"
+#include "model/model_config.h"
 #include "planner/cost_model.h"
 #include "planner/hardware_profile.h"
 #include "runtime/policy.h"
@@ -51,22 +51,22 @@ TierCaps effective_caps(const HardwareProfile& hw, const PlanRequest& request);
 
 // Input errors: prompt too long for the model, model larger than every tier together, or no
 // policy that fits the caps.
-Plan make_plan(const HardwareProfile& hw, const OptConfig& config, const PlanRequest& request);
+Plan make_plan(const HardwareProfile& hw, const ModelConfig& config, const PlanRequest& request);
 
 // A given policy under the same model and caps: its prediction, peaks and binding constraint
 // (the policy is not checked against the caps; `binding` says which it exceeds).
-Plan evaluate_policy(const HardwareProfile& hw, const OptConfig& config, const Policy& policy,
+Plan evaluate_policy(const HardwareProfile& hw, const ModelConfig& config, const Policy& policy,
                      const PlanRequest& request);
 
 // The best policy for one (gpu_batch_size, num_gpu_batches) within absolute caps, or none when
 // nothing fits; no input checks. host_bytes > 0 bounds the gpu and cpu tiers together (both are
 // host memory on the CPU backend). The cluster planner asks this for many slice sizes.
-std::optional<Policy> best_policy_for_shape(const HardwareProfile& hw, const OptConfig& config,
+std::optional<Policy> best_policy_for_shape(const HardwareProfile& hw, const ModelConfig& config,
                                             const CostShape& shape, const TierCaps& caps,
                                             uint64_t host_bytes, bool allow_disk);
 
 // The cost model's figures for a given policy.
-Prediction predict_policy(const HardwareProfile& hw, const OptConfig& config, const Policy& policy,
+Prediction predict_policy(const HardwareProfile& hw, const ModelConfig& config, const Policy& policy,
                           int64_t prompt_len, int64_t gen_len);
 
 }  // namespace strata

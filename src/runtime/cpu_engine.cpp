@@ -26,7 +26,7 @@ struct HostLane {
 };
 
 struct CpuEngine::Impl final : ScheduleBackend {
-  OptConfig config;
+  ModelConfig config;
   EngineOptions options;
   std::vector<StageLayout> layouts;
   Shapes shapes;
@@ -84,7 +84,7 @@ struct CpuEngine::Impl final : ScheduleBackend {
     if (!stage_has_cache(w.layout->kind)) return {};
     float* base = cache_array(w).resident();
     if (!base) base = cache_buffers[w.cache_slot].as<float>();
-    return {base, shapes.capacity, config.hidden_size, *w.lengths};
+    return {base, shapes.capacity, config.kv_dim(), *w.lengths};
   }
   static std::string tag(const BatchWork& w) {
     return " stage " + std::to_string(w.stage) + " batch " + std::to_string(w.k);
@@ -176,7 +176,7 @@ struct CpuEngine::Impl final : ScheduleBackend {
     }
     TieredArray* array = &cache_array(w);
     float* base = kv_of(w).base;
-    const int64_t capacity = shapes.capacity, h = config.hidden_size;
+    const int64_t capacity = shapes.capacity, h = config.kv_dim();
     run(Lane::kLoad, "load cache" + tag(w), [this, array, base, w, capacity, h] {
       for_each_kv_range(w, capacity, h, false,
                         [&](int64_t b, int64_t e) { array->load(base, b, e, load_staging); });
@@ -213,7 +213,7 @@ struct CpuEngine::Impl final : ScheduleBackend {
   void store_cache(const BatchWork& w) override {
     TieredArray* array = &cache_array(w);
     const float* base = kv_of(w).base;
-    const int64_t capacity = shapes.capacity, h = config.hidden_size;
+    const int64_t capacity = shapes.capacity, h = config.kv_dim();
     run(Lane::kStore, "store cache" + tag(w), [this, array, base, w, capacity, h] {
       for_each_kv_range(w, capacity, h, true,
                         [&](int64_t b, int64_t e) { array->store(base, b, e, store_staging); });

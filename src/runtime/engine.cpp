@@ -40,13 +40,22 @@ Device parse_device(const std::string& text, const std::string& flag) {
   return Device::kCuda;
 }
 
-Device resolved_device(const EngineOptions& options) {
+Device resolved_device(const ModelConfig& config, const EngineOptions& options) {
   if (options.device != Device::kAuto) return options.device;
-  return cuda_device_count() > 0 && cuda_unsupported(options.policy).empty() ? Device::kCuda
-                                                                             : Device::kCpu;
+  return cuda_device_count() > 0 && cuda_unsupported(config, options.policy).empty()
+             ? Device::kCuda
+             : Device::kCpu;
 }
 
-std::string cuda_unsupported(const Policy& p) {
+std::string cuda_unsupported(const ModelConfig& config, const Policy& p) {
+  if (config.family != Family::kOpt) {
+    return std::string("model_type '") + family_name(config.family) +
+           "': the CUDA engine runs OPT only so far (--device cpu runs it)";
+  }
+  return cuda_policy_unsupported(p);
+}
+
+std::string cuda_policy_unsupported(const Policy& p) {
   if (p.compress_cache && p.cpu_cache_compute) {
     return "policy: compress_cache with cpu_cache_compute is not supported on --device cuda "
            "(the CPU attends over an fp16 cache)";
@@ -151,7 +160,7 @@ std::vector<Generation> Engine::generate(std::span<const Prompt> prompts,
         if (t == 0 && prefill_logits) (*prefill_logits)[i].assign(row.begin(), row.end());
         Generation& g = results[i];
         const bool goes_on =
-            accept_next_token(row, options, config().eos_token_id, i, streams[i], scratch, g);
+            accept_next_token(row, options, config().eos_token_ids, i, streams[i], scratch, g);
         builder.accept(static_cast<int64_t>(i), g.output_ids.back(), goes_on);
       }
     }

@@ -12,7 +12,7 @@
 
 #include "model/weight_source.h"
 #include "runtime/generator.h"
-#include "runtime/opt_stages.h"
+#include "runtime/stages.h"
 #include "runtime/policy.h"
 
 namespace strata {
@@ -49,10 +49,13 @@ struct EngineOptions {
   int gpu_index = 0;  // which GPU under kCuda (a rank's local rank on a multi-GPU node)
 };
 
-// Empty when the CUDA engine runs `policy`, else why not (one line naming the field or flag).
-std::string cuda_unsupported(const Policy& policy);
+// Empty when the CUDA engine runs `policy` on this model, else why not (one line naming the
+// field or flag).
+std::string cuda_unsupported(const ModelConfig& config, const Policy& policy);
+// The policy's part of that, for flags read before the model.
+std::string cuda_policy_unsupported(const Policy& policy);
 // kCpu or kCuda: what make_engine builds for these options.
-Device resolved_device(const EngineOptions& options);
+Device resolved_device(const ModelConfig& config, const EngineOptions& options);
 
 // What one tier held and moved.
 struct TierStats {
@@ -79,7 +82,7 @@ class Engine {
  public:
   virtual ~Engine() = default;
 
-  const OptConfig& config() const { return *parts_.config; }
+  const ModelConfig& config() const { return *parts_.config; }
   const EngineOptions& options() const { return *parts_.options; }
   const Policy& policy() const { return options().policy; }
 
@@ -114,7 +117,7 @@ class Engine {
                         const std::vector<std::vector<int64_t>>& lengths, int64_t first_batch) = 0;
   // What every engine has, bound by its constructor once made: stats and accessors read them.
   struct Parts {
-    const OptConfig* config = nullptr;
+    const ModelConfig* config = nullptr;
     const EngineOptions* options = nullptr;
     const std::vector<StageLayout>* layouts = nullptr;
     const MemoryPlan* plan = nullptr;

@@ -44,22 +44,28 @@ double measure_pinned_h2d_gbps(int index) {
 #endif
 }
 
-MemoryPlan plan_memory(const OptConfig& config, const EngineOptions& options) {
+MemoryPlan plan_memory(const ModelConfig& config, const EngineOptions& options) {
 #if STRATA_HAVE_CUDA
-  if (resolved_device(options) == Device::kCuda) return plan_cuda_memory(config, options);
+  if (resolved_device(config, options) == Device::kCuda) return plan_cuda_memory(config, options);
 #endif
   return plan_cpu_memory(config, options);
 }
 
 std::unique_ptr<Engine> make_engine(const WeightSource& source, const EngineOptions& options) {
-  if (resolved_device(options) == Device::kCpu) {
+  const ModelConfig& config = source.config();
+  const int64_t longest = options.max_prompt_len + options.gen_len;
+  STRATA_INPUT_CHECK(config.sliding_window == 0 || longest <= config.sliding_window,
+                     source.description(), ": config.json sliding_window ", config.sliding_window,
+                     " is below this run's longest sequence (", longest,
+                     " tokens); sliding-window attention is not implemented yet");
+  if (resolved_device(config, options) == Device::kCpu) {
     if (options.device == Device::kAuto && cuda_device_count() > 0) {
       log_warn("--device auto: running on the CPU although a GPU is present: " +
-               cuda_unsupported(options.policy));
+               cuda_unsupported(config, options.policy));
     }
     return std::make_unique<CpuEngine>(source, options);
   }
-  const std::string why = cuda_unsupported(options.policy);
+  const std::string why = cuda_unsupported(config, options.policy);
   STRATA_INPUT_CHECK(why.empty(), why);
 #if STRATA_HAVE_CUDA
   return std::make_unique<CudaEngine>(source, options);

@@ -9,15 +9,18 @@
 
 namespace strata {
 
-StoredFormat weight_format(const OptConfig& c, const Policy& p, Device device) {
+StoredFormat weight_format(const ModelConfig& c, const Policy& p, Device device) {
   if (p.compress_weight) return StoredFormat::bytes();
   return device == Device::kCuda ? StoredFormat::plain(DType::kF16, DType::kF16)
                                  : StoredFormat::plain(c.dtype);
 }
-StoredFormat cache_format(const OptConfig& c, const Policy& p, Device device) {
-  if (p.compress_cache) {
-    return StoredFormat::quantized(p.compress_bits, std::gcd<int64_t>(c.hidden_size, kQuantGroup));
-  }
+int64_t cache_group_len(int64_t head_dim) {
+  int64_t len = std::min<int64_t>(head_dim, kQuantGroup);
+  while (head_dim % len != 0) --len;
+  return len;
+}
+StoredFormat cache_format(const ModelConfig& c, const Policy& p, Device device) {
+  if (p.compress_cache) return StoredFormat::quantized(p.compress_bits, cache_group_len(c.head_dim()));
   return device == Device::kCuda ? StoredFormat::plain(DType::kF16, DType::kF16)
                                  : StoredFormat::plain(DType::kF32);
 }
@@ -36,28 +39,31 @@ bool cache_resident(const Policy& p) {
   return p.cache.gpu_percent >= 100 && !p.compress_cache;
 }
 
-Shapes shapes_of(const OptConfig& c, const EngineOptions& o,
+Shapes shapes_of(const ModelConfig& c, const EngineOptions& o,
                  const std::vector<StageLayout>& layouts) {
   Shapes s;
   const int64_t gbs = o.policy.gpu_batch_size;
   s.capacity = o.max_prompt_len + o.gen_len;
   s.act_rows = gbs * o.max_prompt_len;
-  s.kv_numel = KvBlock::numel(gbs, s.capacity, c.hidden_size);
+  s.kv_numel = KvBlock::numel(gbs, s.capacity, c.kv_dim());
   s.act_numel = s.act_rows * c.hidden_size;
   s.max_stage_numel = 0;
   for (const auto& l : layouts) s.max_stage_numel = std::max(s.max_stage_numel, l.numel);
-  s.workspace_numel = s.act_rows * (5 * c.hidden_size + c.ffn_dim + c.word_embed_proj_dim) +
-                      gbs * (c.hidden_size + c.word_embed_proj_dim);
+  // Workspace: x, q, k, v, attn, mid and words per row; last and projected per sequence.
+  s.workspace_numel =
+      s.act_rows * (c.hidden_size + 2 * c.q_dim() + 2 * c.kv_dim() + c.mlp_width() +
+                    c.word_embed_proj_dim) +
+      gbs * (c.hidden_size + c.word_embed_proj_dim);
   return s;
 }
 
-std::vector<StageLayout> slice_layouts(const OptConfig& c, const EngineOptions& o) {
+std::vector<StageLayout> slice_layouts(const ModelConfig& c, const EngineOptions& o) {
   const int64_t first = o.first_layer;
   const int64_t n = o.n_layers < 0 ? c.n_layers - first : o.n_layers;
   STRATA_CHECK(first >= 0 && n >= 1 && first + n <= c.n_layers, "layer slice [", first, ", ",
                first + n, ") outside the model's ", c.n_layers, " layers");
   std::vector<StageLayout> out;
-  for (auto& l : opt_stage_layouts(c, o.policy.sep_layer)) {
+  for (auto& l : stage_layouts(c, o.policy.sep_layer)) {
     const bool keep = l.kind == StageKind::kEmbed  ? first == 0
                       : l.kind == StageKind::kHead ? first + n == c.n_layers
                                                    : l.layer >= first && l.layer < first + n;
@@ -66,7 +72,7 @@ std::vector<StageLayout> slice_layouts(const OptConfig& c, const EngineOptions& 
   return out;
 }
 
-int64_t slice_layer_count(const OptConfig& c, const EngineOptions& o) {
+int64_t slice_layer_count(const ModelConfig& c, const EngineOptions& o) {
   return o.n_layers < 0 ? c.n_layers - o.first_layer : o.n_layers;
 }
 

@@ -11,20 +11,21 @@
 
 namespace strata {
 
-// The weight and cache formats a policy asks for. A compressed cache is grouped along each
-// token's hidden vector: groups of 64 are one head each when head_dim is 64.
+// The weight and cache formats a policy asks for. A compressed cache is grouped along head_dim,
+// in the largest groups of at most 64 that tile a head, so no group spans two heads.
+int64_t cache_group_len(int64_t head_dim);
 // On CUDA plain arrays are fp16 on every tier (the device computes in fp16).
-StoredFormat weight_format(const OptConfig& c, const Policy& p, Device device = Device::kCpu);
-StoredFormat cache_format(const OptConfig& c, const Policy& p, Device device = Device::kCpu);
+StoredFormat weight_format(const ModelConfig& c, const Policy& p, Device device = Device::kCpu);
+StoredFormat cache_format(const ModelConfig& c, const Policy& p, Device device = Device::kCpu);
 StoredFormat activation_format(Device device);
 // Elements of a stage's array: its packed bytes when compressed.
 int64_t stage_numel(const StageLayout& l, const Policy& p);
 // Whether the engine computes on the GPU tier's arrays in place.
 bool weights_resident(const Policy& p);
 bool cache_resident(const Policy& p);
-int64_t slice_layer_count(const OptConfig& c, const EngineOptions& o);
-// The stages a slice runs: opt_stage_layouts cut to the options' layers.
-std::vector<StageLayout> slice_layouts(const OptConfig& config, const EngineOptions& options);
+int64_t slice_layer_count(const ModelConfig& c, const EngineOptions& o);
+// The stages a slice runs: stage_layouts cut to the options' layers.
+std::vector<StageLayout> slice_layouts(const ModelConfig& config, const EngineOptions& options);
 
 struct Shapes {
   int64_t capacity;   // cache tokens per slot
@@ -34,7 +35,7 @@ struct Shapes {
   int64_t max_stage_numel;
   int64_t workspace_numel;
 };
-Shapes shapes_of(const OptConfig& c, const EngineOptions& o,
+Shapes shapes_of(const ModelConfig& c, const EngineOptions& o,
                  const std::vector<StageLayout>& layouts);
 
 }  // namespace strata

@@ -4,7 +4,7 @@
 #include <chrono>
 
 #include "core/error.h"
-#include "runtime/opt_stages.h"
+#include "runtime/stages.h"
 #include "runtime/step_builder.h"
 
 namespace strata {
@@ -13,7 +13,7 @@ const char* finish_reason_name(FinishReason reason) {
   return reason == FinishReason::kStop ? "stop" : "length";
 }
 
-void GenerationStats::add_step(const OptConfig& c, const StepBuilder& step, double seconds) {
+void GenerationStats::add_step(const ModelConfig& c, const StepBuilder& step, double seconds) {
   (step.prefill() ? prefill_s : decode_s) += seconds;
   flops += forward_flops(c, step.n_new(), step.n_cached());
   generated_tokens += static_cast<int64_t>(step.n_new().size());
@@ -31,17 +31,18 @@ void GenerationStats::add(const GenerationStats& o) {
 }
 
 bool accept_next_token(std::span<const float> logits, const GenerateOptions& options,
-                       int32_t eos_token_id, size_t seq, RandomStream& stream,
+                       std::span<const int32_t> eos_ids, size_t seq, RandomStream& stream,
                        std::span<float> scratch, Generation& g) {
-  return accept_token(sample_token(logits, options.sampling, stream, scratch), options,
-                      eos_token_id, seq, g);
+  return accept_token(sample_token(logits, options.sampling, stream, scratch), options, eos_ids,
+                      seq, g);
 }
 
-bool accept_token(const Sampled& s, const GenerateOptions& options, int32_t eos_token_id,
-                  size_t seq, Generation& g) {
+bool accept_token(const Sampled& s, const GenerateOptions& options,
+                  std::span<const int32_t> eos_ids, size_t seq, Generation& g) {
   g.output_ids.push_back(s.token);
   g.token_logprobs.push_back(s.logprob);
-  const bool eos = !options.ignore_eos && s.token == eos_token_id;
+  const bool eos = !options.ignore_eos &&
+                   std::find(eos_ids.begin(), eos_ids.end(), s.token) != eos_ids.end();
   if (eos || (options.stop_check && options.stop_check(seq, g.output_ids))) {
     g.finish = FinishReason::kStop;
     return false;
@@ -49,11 +50,11 @@ bool accept_token(const Sampled& s, const GenerateOptions& options, int32_t eos_
   return true;
 }
 
-std::vector<Generation> generate_batch(const OptModel& model, std::span<const Prompt> prompts,
+std::vector<Generation> generate_batch(const ResidentModel& model, std::span<const Prompt> prompts,
                                        const GenerateOptions& options, GenerationStats* stats,
                                        std::vector<std::vector<float>>* prefill_logits) {
   using Clock = std::chrono::steady_clock;
-  const OptConfig& c = model.config();
+  const ModelConfig& c = model.config();
   const size_t n = prompts.size();
   std::vector<Generation> results(n);
   if (n == 0 || options.gen_len == 0) return results;
@@ -86,7 +87,7 @@ std::vector<Generation> generate_batch(const OptModel& model, std::span<const Pr
       std::span<const float> row(logits.data() + j * vocab, vocab);
       Generation& g = results[i];
       const bool goes_on =
-          accept_next_token(row, options, c.eos_token_id, i, streams[i], scratch, g);
+          accept_next_token(row, options, c.eos_token_ids, i, streams[i], scratch, g);
       builder.accept(steps[j].slot, g.output_ids.back(), goes_on);
     }
     if (options.on_step) options.on_step(static_cast<int64_t>(steps.size()));

@@ -7,7 +7,7 @@
 #include <span>
 #include <vector>
 
-#include "runtime/opt_model.h"
+#include "runtime/resident_model.h"
 #include "runtime/sampler.h"
 
 namespace strata {
@@ -46,23 +46,23 @@ struct GenerationStats {
   double flops = 0;
   void add(const GenerationStats& other);
   // One forward step of `seconds`: prefill or decode time, its FLOPs and tokens.
-  void add_step(const OptConfig& config, const StepBuilder& step, double seconds);
+  void add_step(const ModelConfig& config, const StepBuilder& step, double seconds);
 };
 
 // Appends a sampled token to `g` and says whether the sequence goes on (false: eos or a stop
 // string ended it). Pipeline ranks sample on the last rank and accept on the first.
-bool accept_token(const Sampled& s, const GenerateOptions& options, int32_t eos_token_id,
-                  size_t seq, Generation& g);
+bool accept_token(const Sampled& s, const GenerateOptions& options,
+                  std::span<const int32_t> eos_ids, size_t seq, Generation& g);
 
 // Samples sequence `seq`'s next token from its logits, appends it to `g` and says whether the
 // sequence goes on (false: eos or a stop string ended it). Shared by every engine.
 bool accept_next_token(std::span<const float> logits, const GenerateOptions& options,
-                       int32_t eos_token_id, size_t seq, RandomStream& stream,
+                       std::span<const int32_t> eos_ids, size_t seq, RandomStream& stream,
                        std::span<float> scratch, Generation& g);
 
 // Generates for all prompts together. `prefill_logits`, when given, receives each sequence's
 // logits at its last prompt token.
-std::vector<Generation> generate_batch(const OptModel& model, std::span<const Prompt> prompts,
+std::vector<Generation> generate_batch(const ResidentModel& model, std::span<const Prompt> prompts,
                                        const GenerateOptions& options, GenerationStats* stats,
                                        std::vector<std::vector<float>>* prefill_logits = nullptr);
 

@@ -24,7 +24,7 @@ uint64_t MemoryPlan::total(Tier tier) const {
   return weights[t] + cache[t] + activations[t] + working[t];
 }
 
-MemoryPlan plan_data(const OptConfig& c, const EngineOptions& o, Device device) {
+MemoryPlan plan_data(const ModelConfig& c, const EngineOptions& o, Device device) {
   const auto layouts = slice_layouts(c, o);
   const Shapes s = shapes_of(c, o, layouts);
   const Policy& p = o.policy;
@@ -44,7 +44,7 @@ MemoryPlan plan_data(const OptConfig& c, const EngineOptions& o, Device device) 
 
 // What CpuEngine allocates besides the data: fp32 rings and workspaces on the GPU tier (host
 // memory here), host staging for disk reads and writes.
-MemoryPlan plan_cpu_memory(const OptConfig& c, const EngineOptions& o) {
+MemoryPlan plan_cpu_memory(const ModelConfig& c, const EngineOptions& o) {
   const auto layouts = slice_layouts(c, o);
   const Shapes s = shapes_of(c, o, layouts);
   const Policy& p = o.policy;

@@ -22,11 +22,11 @@ struct MemoryPlan {
 };
 
 // The plan of the engine make_engine builds for these options.
-MemoryPlan plan_memory(const OptConfig& config, const EngineOptions& options);
-MemoryPlan plan_cpu_memory(const OptConfig& config, const EngineOptions& options);
+MemoryPlan plan_memory(const ModelConfig& config, const EngineOptions& options);
+MemoryPlan plan_cpu_memory(const ModelConfig& config, const EngineOptions& options);
 // Weights, cache and activations on each tier, as every tiered array splits them; no working
 // sets.
-MemoryPlan plan_data(const OptConfig& config, const EngineOptions& options, Device device);
+MemoryPlan plan_data(const ModelConfig& config, const EngineOptions& options, Device device);
 // The disk tier the plan needs in `offload_dir` (null when it puts nothing on disk); an input
 // error naming --offload-dir when none is given.
 std::unique_ptr<DiskStore> make_disk_tier(const MemoryPlan& plan, const std::string& offload_dir);

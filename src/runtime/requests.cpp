@@ -73,7 +73,7 @@ void tokenize_prompts(std::vector<Request>& requests, const Tokenizer* tokenizer
   }
 }
 
-void validate_request(const Request& r, const OptConfig& config, int64_t gen_len) {
+void validate_request(const Request& r, const ModelConfig& config, int64_t gen_len) {
   STRATA_INPUT_CHECK(!r.input_ids.empty(), r.where, ": the prompt has no tokens");
   for (int32_t id : r.input_ids) {
     STRATA_INPUT_CHECK(id >= 0 && id < config.vocab_size, r.where, ": token id ", id,

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "model/opt_config.h"
+#include "model/model_config.h"
 #include "runtime/generator.h"
 #include "tokenizer/tokenizer.h"
 
@@ -31,7 +31,7 @@ void tokenize_prompts(std::vector<Request>& requests, const Tokenizer* tokenizer
                       const std::string& tokenizer_source);
 
 // Checks ids against the vocabulary and prompt + gen_len against max_position_embeddings.
-void validate_request(const Request& request, const OptConfig& config, int64_t gen_len);
+void validate_request(const Request& request, const ModelConfig& config, int64_t gen_len);
 
 // `text`, when given, is written as "text" beside "output_ids".
 nlohmann::json result_json(const Request& request, const Generation& generation,

@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "runtime/opt_stages.h"
+#include "runtime/stages.h"
 
 namespace strata {
 

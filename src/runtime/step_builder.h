@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "runtime/generator.h"
-#include "runtime/opt_stages.h"
+#include "runtime/stages.h"
 
 namespace strata {
 

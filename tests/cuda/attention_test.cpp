@@ -48,7 +48,7 @@ TEST_P(Prefill, MatchesReference) {
     cpu::ref::attention(q.data() + s * q_stride + first_q * ld, ld,
                         k.data() + s * kv_stride + b * ld, v.data() + s * kv_stride + b * ld, ld,
                         want.data() + s * q_stride + first_q * ld, c.start + first_q - b,
-                        c.n_new - first_q, c.n_heads, c.head_dim);
+                        c.n_new - first_q, c.n_heads, c.n_heads, c.head_dim);
   }
   auto dq = upload(test::to_f16(q)), dk = upload(test::to_f16(k)), dv = upload(test::to_f16(v));
   auto dbegin = upload(key_begin);
@@ -87,7 +87,7 @@ TEST(PrefillControl, NonCausalReferenceFails) {
   std::vector<float> full(n * d);
   for (int64_t i = 0; i < n; ++i) {  // every query sees all keys: start = n - 1 for one query
     cpu::ref::attention(q.data() + i * d, d, k.data(), v.data(), d, full.data() + i * d, n - 1, 1,
-                        1, d);
+                        1, 1, d);
   }
   auto dq = upload(test::to_f16(q)), dk = upload(test::to_f16(k)), dv = upload(test::to_f16(v));
   auto dout = poisoned<Fp16>(n * d);
@@ -114,7 +114,7 @@ TEST(PrefillPacked, MatchesReferencePerSequence) {
     ASSERT_LE(b, starts[s]);  // padding inside the cached prefix: every new query sees keys
     cpu::ref::attention(q.data() + row_offsets[s] * ld_q, ld_q, k.data() + at, v.data() + at, ld_kv,
                         want.data() + row_offsets[s] * ld_q, starts[s] - b,
-                        row_offsets[s + 1] - row_offsets[s], n_heads, head_dim);
+                        row_offsets[s + 1] - row_offsets[s], n_heads, n_heads, head_dim);
   }
   auto dq = upload(test::to_f16(q)), dk = upload(test::to_f16(k)), dv = upload(test::to_f16(v));
   auto doff = upload(row_offsets), dstart = upload(starts), dslots = upload(slots),
@@ -167,7 +167,7 @@ TEST_P(Decode, MatchesReferenceWithPerSequenceLengths) {
   for (int64_t s = 0; s < c.n_seqs; ++s) {
     const int64_t b = key_begin[s], len = lengths[s], at = slots[s] * seq_stride + b * ld_kv;
     cpu::ref::attention(q.data() + s * ld_q, ld_q, k.data() + at, v.data() + at, ld_kv,
-                        want.data() + s * width, len - b - 1, 1, c.n_heads, c.head_dim);
+                        want.data() + s * width, len - b - 1, 1, c.n_heads, c.n_heads, c.head_dim);
   }
   auto dq = upload(test::to_f16(q)), dk = upload(test::to_f16(k)), dv = upload(test::to_f16(v));
   auto dlen = upload(lengths), dbegin = upload(key_begin), dslots = upload(slots);

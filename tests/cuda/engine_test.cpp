@@ -325,7 +325,7 @@ TEST_P(CudaEngineTest, HeteGenSplitEqualsUnsplit) {
 TEST_P(CudaEngineTest, HeteGenMovesOnlyTheDeviceRows) {
   const auto src = source();
   const Workload w = workload(GetParam());
-  const OptConfig& c = src->config();
+  const ModelConfig& c = src->config();
   Policy p = all_on_gpu(32, 1);
   p.weights = {0, 100};
   const double alpha = 0.3;

@@ -1,4 +1,4 @@
-// The device stage runner against the CPU engine's stage math (runtime/opt_stages.h) on the
+// The device stage runner against the CPU engine's stage math (runtime/stages.h) on the
 // reference models: the same packed steps (ragged prefill of several sequences, a step that mixes
 // one sequence's prefill with the others' decode, pure decode steps) through embed, every decoder
 // stage and head, on the CPU in fp32 and on the device in fp16.
@@ -15,7 +15,7 @@
 #include "core/dtype.h"
 #include "model/weight_source.h"
 #include "runtime/cuda/stage_runner.h"
-#include "runtime/opt_stages.h"
+#include "runtime/stages.h"
 #include "tests/cuda/cuda_test_util.h"
 
 namespace strata::cuda {
@@ -48,7 +48,7 @@ class ModelPair {
   ModelPair(const std::filesystem::path& dir, bool sep_layer)
       : source_(open_weight_source(dir.string())),
         config_(source_->config()),
-        layouts_(opt_stage_layouts(config_, sep_layer)),
+        layouts_(stage_layouts(config_, sep_layer)),
         limits_{kMaxRows, kSlots, kCapacity},
         pool_(StageRunner::workspace_bytes(config_, limits_) + 4096),
         runner_(config_, limits_, pool_, blas_),
@@ -71,7 +71,7 @@ class ModelPair {
     logits_ = DeviceBuffer(static_cast<size_t>(kSlots * config_.vocab_size) * sizeof(float));
   }
 
-  const OptConfig& config() const { return config_; }
+  const ModelConfig& config() const { return config_; }
   std::span<const int64_t> lengths() const { return lengths_; }
 
   StepResult cpu(std::span<const SequenceStep> steps) {
@@ -142,7 +142,7 @@ class ModelPair {
 
  private:
   std::unique_ptr<WeightSource> source_;
-  OptConfig config_;
+  ModelConfig config_;
   std::vector<StageLayout> layouts_;
   StageRunnerLimits limits_;
   Blas blas_;

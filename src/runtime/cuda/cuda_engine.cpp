@@ -38,12 +38,12 @@ CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
   m.options.device = Device::kCuda;
   const Policy& p = m.options.policy;
   p.validate();
-  const std::string why = cuda_unsupported(p);
+  const std::string why = cuda_unsupported(m.config, p);
   STRATA_INPUT_CHECK(why.empty(), why);
   STRATA_CHECK(options.max_prompt_len >= 1 && options.gen_len >= 1,
                "engine needs prompt and gen lengths");
   STRATA_CHECK(options.n_groups >= 1, "engine needs at least one group");
-  const OptConfig& c = m.config;
+  const ModelConfig& c = m.config;
   m.layouts = slice_layouts(c, m.options);
   m.total_batches = p.num_gpu_batches * options.n_groups;
   m.shapes = shapes_of(c, m.options, m.layouts);
@@ -131,7 +131,7 @@ void CudaEngine::Impl::keep_host_rows(size_t s, const std::vector<uint8_t>& stor
 void CudaEngine::Impl::allocate_working(const CudaLayout& l) {
   const Policy& p = policy();
   const Shapes& sh = shapes;
-  const OptConfig& c = config;
+  const ModelConfig& c = config;
   for (int64_t i = 0; i < l.n_cache; ++i) {
     cache.push_back(std::make_unique<DeviceTieredArray>(l.kv_units, l.kv_unit_bytes, p.cache, *pool,
                                                         pinned.get(), disk.get(), counters));

@@ -98,7 +98,7 @@ struct CudaEngine::Impl final : ScheduleBackend {
   // before those are freed, and the disk store (which waits for reads into pinned staging) goes
   // before the arena.
   cuda_engine::DeviceSelect select;
-  OptConfig config;
+  ModelConfig config;
   EngineOptions options;
   std::vector<StageLayout> layouts;
   Shapes shapes{};

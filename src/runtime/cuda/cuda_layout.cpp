@@ -68,7 +68,7 @@ double kind_alpha(const LinearAlphas& a, int kind) {
   return kind == 0 ? a.attention : kind == 1 ? a.fc1 : a.fc2;
 }
 
-CudaLayout cuda_layout(const OptConfig& c, const EngineOptions& o,
+CudaLayout cuda_layout(const ModelConfig& c, const EngineOptions& o,
                        const std::vector<StageLayout>& layouts, const Shapes& sh) {
   const Policy& p = o.policy;
   const int64_t total_batches = p.num_gpu_batches * o.n_groups;
@@ -145,7 +145,7 @@ CudaLayout cuda_layout(const OptConfig& c, const EngineOptions& o,
   return l;
 }
 
-MemoryPlan plan_cuda_memory(const OptConfig& c, const EngineOptions& o) {
+MemoryPlan plan_cuda_memory(const ModelConfig& c, const EngineOptions& o) {
   const auto layouts = slice_layouts(c, o);
   const CudaLayout l = cuda_layout(c, o, layouts, shapes_of(c, o, layouts));
   MemoryPlan plan = plan_data(c, o, Device::kCuda);

@@ -42,10 +42,10 @@ int64_t host_split_rows(const Policy& p, double alpha, int64_t n);
 int linear_kind(const std::string& tensor, std::string& short_name);
 double kind_alpha(const LinearAlphas& a, int kind);
 
-CudaLayout cuda_layout(const OptConfig& c, const EngineOptions& o,
+CudaLayout cuda_layout(const ModelConfig& c, const EngineOptions& o,
                        const std::vector<StageLayout>& layouts, const Shapes& shapes);
 // The CUDA engine's memory plan: the data on each tier as every engine splits it, the working
 // sets from cuda_layout.
-MemoryPlan plan_cuda_memory(const OptConfig& c, const EngineOptions& o);
+MemoryPlan plan_cuda_memory(const ModelConfig& c, const EngineOptions& o);
 
 }  // namespace strata

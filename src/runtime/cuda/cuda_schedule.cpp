@@ -39,7 +39,7 @@ void unpack_on_device(const PackedStage& packed, const uint8_t* src, Fp16* dst,
 // are appended to its slot of the host cache, then its one query attends over positions
 // [0, length] in fp32. qkv holds q, k, v rows [n, h] fp16 one after another; out gets [n, h].
 // Sequences are shared out over as many threads as OpenBLAS uses: reading the cache is the cost.
-void attend_on_host(const OptConfig& c, int64_t capacity, const std::vector<int64_t>& slots,
+void attend_on_host(const ModelConfig& c, int64_t capacity, const std::vector<int64_t>& slots,
                     const std::vector<int64_t>& lengths, const Fp16* qkv, Fp16* cache, Fp16* out) {
   const int64_t h = c.hidden_size, n = static_cast<int64_t>(slots.size());
   const auto sequences = [&](int64_t first, int64_t last) {
@@ -56,7 +56,7 @@ void attend_on_host(const OptConfig& c, int64_t capacity, const std::vector<int6
       convert_to_f32(DType::kF16, slot_values, values.data(), values.size());
       convert_to_f32(DType::kF16, qkv + i * h, q.data(), q.size());
       cpu::attention(q.data(), h, keys.data(), values.data(), h, o.data(), len, 1, c.n_heads,
-                     c.head_dim());
+                     c.n_heads, c.head_dim());
       convert_from_f32(DType::kF16, o.data(), out + i * h, o.size());
     }
   };
@@ -200,7 +200,7 @@ void CudaEngine::Impl::load_hidden(const BatchWork& w) {
 void CudaEngine::Impl::load_cache(const BatchWork& w) {
   const cuda::Stream& stream = lane(Lane::kLoad);
   load_log.begin("load cache" + tag(w), stream);
-  for_each_kv_range(w, shapes.capacity, config.hidden_size, false, [&](int64_t b, int64_t e) {
+  for_each_kv_range(w, shapes.capacity, config.kv_dim(), false, [&](int64_t b, int64_t e) {
     load_cache_rows(cache_array(w), w.cache_slot, b, e, stream);
   });
   load_log.end(stream);
@@ -231,7 +231,7 @@ void CudaEngine::Impl::compute_stage(const BatchWork& w) {
           kv = w.cache_slot >= 0 ? cache_buffers[w.cache_slot].as<Fp16>()
                                  : static_cast<Fp16*>(cache_array(w).resident());
         }
-        runner->decoder(layout, wt, {kv, shapes.capacity, config.hidden_size}, hidden,
+        runner->decoder(layout, wt, {kv, shapes.capacity, config.kv_dim()}, hidden,
                         compute_stream);
       }
       break;
@@ -251,7 +251,7 @@ void CudaEngine::Impl::compute_stage(const BatchWork& w) {
 void CudaEngine::Impl::store_cache(const BatchWork& w) {
   const cuda::Stream& stream = lane(Lane::kStore);
   store_log.begin("store cache" + tag(w), stream);
-  for_each_kv_range(w, shapes.capacity, config.hidden_size, true, [&](int64_t b, int64_t e) {
+  for_each_kv_range(w, shapes.capacity, config.kv_dim(), true, [&](int64_t b, int64_t e) {
     store_cache_rows(cache_array(w), w.cache_slot, b, e, stream);
   });
   store_log.end(stream);

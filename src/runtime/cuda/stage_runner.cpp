@@ -1,4 +1,4 @@
-// The device stage runner: the launch sequence of runtime/opt_stages.cpp's stage math over the
+// The device stage runner: the launch sequence of runtime/stages.cpp's stage math over the
 // kernels of ops.h. A .cpp (not .cu) because it includes the engine's C++20 headers and needs no
 // device code; the kernels it adds live in stage_kernels.cu.
 #include "runtime/cuda/stage_runner.h"
@@ -37,7 +37,7 @@ struct ScratchLayout {
   size_t words, x, q, k, v, attn, mid, last, projected, decode, decode_bytes, meta, total;
 };
 
-ScratchLayout scratch_layout(const OptConfig& c, const StageRunnerLimits& l) {
+ScratchLayout scratch_layout(const ModelConfig& c, const StageRunnerLimits& l) {
   size_t at = 0;
   const auto take = [&at](size_t bytes) {
     const size_t offset = at;
@@ -93,11 +93,11 @@ cuda::Activation device_activation(strata::Activation act) {
 
 }  // namespace
 
-size_t StageRunner::workspace_bytes(const OptConfig& config, const StageRunnerLimits& limits) {
+size_t StageRunner::workspace_bytes(const ModelConfig& config, const StageRunnerLimits& limits) {
   return scratch_layout(config, limits).total;
 }
 
-StageRunner::StageRunner(const OptConfig& config, const StageRunnerLimits& limits, DevicePool& pool,
+StageRunner::StageRunner(const ModelConfig& config, const StageRunnerLimits& limits, DevicePool& pool,
                          Blas& blas)
     : config_(config), limits_(limits), blas_(&blas) {
   STRATA_CHECK(limits.max_rows > 0 && limits.max_seqs > 0 && limits.capacity > 0,
@@ -174,7 +174,7 @@ void StageRunner::embed(const StageLayout& layout, const Fp16* weights, Fp16* hi
   STRATA_CHECK(layout.kind == StageKind::kEmbed, "not an embedding stage");
   STRATA_CHECK(rows_ > 0, "begin_step before the stages");
   const MetaLayout m = meta_layout(limits_);
-  const OptConfig& c = config_;
+  const ModelConfig& c = config_;
   const int64_t h = c.hidden_size, e = c.word_embed_proj_dim;
   const Fp16* tokens = tensor(layout, weights, "embed_tokens.weight", {c.vocab_size, e}, true);
   const Fp16* positions =
@@ -207,12 +207,12 @@ void StageRunner::norm(const StageLayout& layout, const Fp16* weights, const std
   layer_norm(in, gamma, beta, out, rows_, h, kLayerNormEps, stream);
 }
 
-size_t StageRunner::host_linear_device_bytes(const OptConfig& c, const StageRunnerLimits& l) {
+size_t StageRunner::host_linear_device_bytes(const ModelConfig& c, const StageRunnerLimits& l) {
   const size_t widest = static_cast<size_t>(std::max(c.hidden_size, c.ffn_dim));
   return 2 * static_cast<size_t>(l.max_rows) * widest * sizeof(Fp16) + 2 * kAlignBytes;
 }
 
-size_t StageRunner::host_linear_pinned_bytes(const OptConfig& c, const StageRunnerLimits& l) {
+size_t StageRunner::host_linear_pinned_bytes(const ModelConfig& c, const StageRunnerLimits& l) {
   return host_linear_device_bytes(c, l);
 }
 
@@ -261,7 +261,7 @@ void StageRunner::project_qkv(const StageLayout& layout, const Fp16* weights, co
                               const Stream& stream) {
   check_decoder(layout);
   STRATA_CHECK(layout.kind != StageKind::kMlp, "an MLP stage has no attention");
-  const OptConfig& c = config_;
+  const ModelConfig& c = config_;
   const std::string p = "layers." + std::to_string(layout.layer) + ".";
   const int64_t h = c.hidden_size;
   const Fp16* attn_in = hidden;
@@ -278,7 +278,7 @@ void StageRunner::project_qkv(const StageLayout& layout, const Fp16* weights, co
 void StageRunner::finish_decoder(const StageLayout& layout, const Fp16* weights, Fp16* hidden,
                                  const Stream& stream) {
   check_decoder(layout);
-  const OptConfig& c = config_;
+  const ModelConfig& c = config_;
   const std::string p = "layers." + std::to_string(layout.layer) + ".";
   const int64_t h = c.hidden_size;
   lin(layout, weights, p + "self_attn.out_proj", attn_, x_, h, h, Activation::kNone, stream);
@@ -289,7 +289,7 @@ void StageRunner::finish_decoder(const StageLayout& layout, const Fp16* weights,
 
 void StageRunner::mlp(const StageLayout& layout, const Fp16* weights, Fp16* hidden,
                       const Stream& stream) {
-  const OptConfig& c = config_;
+  const ModelConfig& c = config_;
   const std::string p = "layers." + std::to_string(layout.layer) + ".";
   const int64_t h = c.hidden_size;
   const Fp16* ffn_in = hidden;
@@ -312,7 +312,7 @@ void StageRunner::decoder(const StageLayout& layout, const Fp16* weights, const 
     return;
   }
   const MetaLayout m = meta_layout(limits_);
-  const OptConfig& c = config_;
+  const ModelConfig& c = config_;
   const int64_t h = c.hidden_size;
   STRATA_CHECK(kv.base && kv.hidden == h && kv.capacity >= max_len_,
                "KV block too small for the step");
@@ -339,7 +339,7 @@ void StageRunner::head(const StageLayout& layout, const Fp16* weights, const Fp1
   STRATA_CHECK(layout.kind == StageKind::kHead, "not a head stage");
   STRATA_CHECK(rows_ > 0, "begin_step before the stages");
   const MetaLayout m = meta_layout(limits_);
-  const OptConfig& c = config_;
+  const ModelConfig& c = config_;
   const int64_t h = c.hidden_size, e = c.word_embed_proj_dim, n = n_seqs_;
   // Only each sequence's last row needs logits.
   gather_rows(hidden, meta(m.last_rows), n, h, last_, stream);

@@ -1,4 +1,4 @@
-// The CPU engine's stage math (runtime/opt_stages.h: embed_forward, decoder_forward,
+// The CPU engine's stage math (runtime/stages.h: embed_forward, decoder_forward,
 // head_forward) on device buffers. Weights are a stage's flat buffer in fp16, in its StageLayout's
 // order (read_stage with DType::kF16); hidden rows and the KV cache are fp16 as well, so every
 // GEMM is cuBLAS with fp16 inputs and fp32 accumulation; logits are fp32. Plain C++: no CUDA
@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "kernels/cuda/ops.h"
-#include "model/opt_config.h"
-#include "runtime/opt_stages.h"
+#include "model/model_config.h"
+#include "runtime/stages.h"
 
 namespace strata::cuda {
 
@@ -55,10 +55,10 @@ using HostLinearPlan = std::function<HostLinear(const StageLayout&, const std::s
 class StageRunner {
  public:
   // Device bytes of scratch for these limits: activations, decode partials, step metadata.
-  static size_t workspace_bytes(const OptConfig& config, const StageRunnerLimits& limits);
+  static size_t workspace_bytes(const ModelConfig& config, const StageRunnerLimits& limits);
 
   // The scratch comes out of `pool` once, here; blas must outlive the runner.
-  StageRunner(const OptConfig& config, const StageRunnerLimits& limits, DevicePool& pool,
+  StageRunner(const ModelConfig& config, const StageRunnerLimits& limits, DevicePool& pool,
               Blas& blas);
   StageRunner(const StageRunner&) = delete;
   StageRunner& operator=(const StageRunner&) = delete;
@@ -91,8 +91,8 @@ class StageRunner {
                       const Stream& stream);
 
   // Device and pinned bytes split linears need (set_host_linears takes them).
-  static size_t host_linear_device_bytes(const OptConfig& config, const StageRunnerLimits& limits);
-  static size_t host_linear_pinned_bytes(const OptConfig& config, const StageRunnerLimits& limits);
+  static size_t host_linear_device_bytes(const ModelConfig& config, const StageRunnerLimits& limits);
+  static size_t host_linear_pinned_bytes(const ModelConfig& config, const StageRunnerLimits& limits);
   // From now on the linears `plan` splits run on both sides: the host part on a side stream (x
   // down, compute, y up) while the device computes its columns from weight rows [split, n).
   void set_host_linears(HostLinearPlan plan, DevicePool& pool, PinnedArena& pinned);
@@ -110,7 +110,7 @@ class StageRunner {
            Fp16* out, int64_t n, int64_t k, Activation act, const Stream& stream);
   void mlp(const StageLayout& layout, const Fp16* weights, Fp16* hidden, const Stream& stream);
 
-  OptConfig config_;
+  ModelConfig config_;
   StageRunnerLimits limits_;
   Blas* blas_;
   Block memory_;

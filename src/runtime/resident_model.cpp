@@ -1,25 +1,25 @@
-#include "runtime/opt_model.h"
+#include "runtime/resident_model.h"
 
 #include "core/error.h"
 
 namespace strata {
 
-KvCache::KvCache(const OptConfig& config, int64_t n_slots, int64_t capacity)
-    : hidden_(config.hidden_size),
+KvCache::KvCache(const ModelConfig& config, int64_t n_slots, int64_t capacity)
+    : hidden_(config.kv_dim()),
       capacity_(capacity),
       lengths_(static_cast<size_t>(n_slots), 0),
       storage_(static_cast<size_t>(config.n_layers *
-                                   KvBlock::numel(n_slots, capacity, config.hidden_size))) {}
+                                   KvBlock::numel(n_slots, capacity, config.kv_dim()))) {}
 
-OptModel::OptModel(const WeightSource& source)
-    : config_(source.config()), layouts_(opt_stage_layouts(config_)) {
+ResidentModel::ResidentModel(const WeightSource& source)
+    : config_(source.config()), layouts_(stage_layouts(config_)) {
   for (const auto& layout : layouts_) {
     weights_.emplace_back(static_cast<size_t>(layout.numel));
     read_stage(source, layout, DType::kF32, weights_.back().data());
   }
 }
 
-void OptModel::forward(std::span<const SequenceStep> steps, KvCache& cache, float* logits) const {
+void ResidentModel::forward(std::span<const SequenceStep> steps, KvCache& cache, float* logits) const {
   const int64_t rows =
       pack_rows(config_, steps, cache.lengths(), cache.capacity(), ws_.row_offsets);
   if (hidden_.size() < static_cast<size_t>(rows * config_.hidden_size)) {

@@ -1,4 +1,4 @@
-// OPT with every stage resident in host memory in fp32: the simplest engine, and the reference
+// A model with every stage resident in host memory in fp32: the simplest engine, and the reference
 // every offloading policy must reproduce.
 #pragma once
 
@@ -6,7 +6,7 @@
 #include <span>
 #include <vector>
 
-#include "runtime/opt_stages.h"
+#include "runtime/stages.h"
 
 namespace strata {
 
@@ -14,7 +14,7 @@ namespace strata {
 // stored without padding.
 class KvCache {
  public:
-  KvCache(const OptConfig& config, int64_t n_slots, int64_t capacity);
+  KvCache(const ModelConfig& config, int64_t n_slots, int64_t capacity);
   KvBlock layer(int64_t layer) {
     return {storage_.data() + layer * KvBlock::numel(n_slots(), capacity_, hidden_), capacity_,
             hidden_, lengths_};
@@ -32,11 +32,11 @@ class KvCache {
   std::vector<float> storage_;
 };
 
-class OptModel {
+class ResidentModel {
  public:
-  explicit OptModel(const WeightSource& source);
+  explicit ResidentModel(const WeightSource& source);
 
-  const OptConfig& config() const { return config_; }
+  const ModelConfig& config() const { return config_; }
 
   // Runs the new tokens of every sequence (one packed batch, no padding), appends their keys
   // and values to the cache and writes the logits after each sequence's last new token into
@@ -48,7 +48,7 @@ class OptModel {
   }
 
  private:
-  OptConfig config_;
+  ModelConfig config_;
   std::vector<StageLayout> layouts_;
   std::vector<std::vector<float>> weights_;  // one fp32 buffer per stage
   mutable Workspace ws_;

@@ -1,4 +1,4 @@
-#include "runtime/opt_stages.h"
+#include "runtime/stages.h"
 
 #include <cmath>
 #include <cstring>
@@ -39,9 +39,86 @@ void linear(const StageView& w, const std::string& name, const float* x, float* 
   cpu::linear_split(x, weight, w.get(name + ".bias"), y, rows, out, in, alpha);
 }
 
-void norm(const StageView& w, const std::string& name, const float* x, float* y, int64_t rows,
-          int64_t dim) {
-  cpu::layer_norm(x, w.get(name + ".weight"), w.get(name + ".bias"), y, rows, dim);
+void norm(const ModelConfig& c, const StageView& w, const std::string& name, const float* x,
+          float* y, int64_t rows) {
+  const float eps = static_cast<float>(c.norm_eps);
+  if (c.rms_norm) {
+    const float* weight = w.get(name + ".weight");
+    STRATA_CHECK(weight != nullptr, "stage has no ", name);
+    cpu::rms_norm(x, weight, y, rows, c.hidden_size, eps);
+  } else {
+    cpu::layer_norm(x, w.get(name + ".weight"), w.get(name + ".bias"), y, rows, c.hidden_size,
+                    eps);
+  }
+}
+
+// Each packed row's position: its sequence's cached length plus its index among the new tokens.
+const int64_t* row_positions(std::span<const SequenceStep> steps,
+                             std::span<const int64_t> row_offsets, const KvBlock& kv,
+                             Workspace& ws) {
+  ws.positions.resize(static_cast<size_t>(row_offsets.back()));
+  for (size_t s = 0; s < steps.size(); ++s) {
+    const int64_t start = kv.lengths[static_cast<size_t>(steps[s].slot)];
+    for (int64_t r = row_offsets[s]; r < row_offsets[s + 1]; ++r) {
+      ws.positions[static_cast<size_t>(r)] = start + r - row_offsets[s];
+    }
+  }
+  return ws.positions.data();
+}
+
+// Self-attention of the packed rows: appends their keys and values to kv, writes [rows, q_dim].
+void attend(const ModelConfig& c, const StageView& w, const LayerNames& n, const std::string& p,
+            const float* in, std::span<const SequenceStep> steps,
+            std::span<const int64_t> row_offsets, const KvBlock& kv, float* attn, Workspace& ws,
+            double alpha) {
+  const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim();
+  const int64_t rows = row_offsets.back();
+  STRATA_CHECK(kv.hidden == kvd, "KV block of width ", kv.hidden, " for a cache of ", kvd);
+  float* q = reserve(ws.q, rows * qd);
+  float* k = reserve(ws.k, rows * kvd);
+  float* v = reserve(ws.v, rows * kvd);
+  linear(w, p + n.q, in, q, rows, qd, h, alpha);
+  linear(w, p + n.k, in, k, rows, kvd, h, alpha);
+  linear(w, p + n.v, in, v, rows, kvd, h, alpha);
+  if (c.rotary) {
+    if (ws.inv_freq.empty()) ws.inv_freq = rope_inv_freq(c);
+    const int64_t* pos = row_positions(steps, row_offsets, kv, ws);
+    cpu::rotary(q, qd, rows, pos, c.n_heads, c.head_dim(), ws.inv_freq.data());
+    cpu::rotary(k, kvd, rows, pos, c.n_kv_heads, c.head_dim(), ws.inv_freq.data());
+  }
+  cpu::scale_inplace(q, 1.0f / std::sqrt(static_cast<float>(c.head_dim())), rows * qd);
+  for (size_t s = 0; s < steps.size(); ++s) {
+    const int64_t slot = steps[s].slot;
+    const int64_t start = kv.lengths[static_cast<size_t>(slot)];
+    const int64_t n_new = row_offsets[s + 1] - row_offsets[s];
+    float* keys = kv.keys(slot);
+    float* values = kv.values(slot);
+    const int64_t r0 = row_offsets[s];
+    std::memcpy(keys + start * kvd, k + r0 * kvd, static_cast<size_t>(n_new * kvd) * 4);
+    std::memcpy(values + start * kvd, v + r0 * kvd, static_cast<size_t>(n_new * kvd) * 4);
+    cpu::attention(q + r0 * qd, qd, keys, values, kvd, attn + r0 * qd, start, n_new, c.n_heads,
+                   c.n_kv_heads, c.head_dim());
+  }
+}
+
+// The MLP of the packed rows into out [rows, hidden].
+void feed_forward(const ModelConfig& c, const StageView& w, const LayerNames& n,
+                  const std::string& p, const float* in, int64_t rows, float* out, Workspace& ws,
+                  const LinearAlphas& a) {
+  const int64_t h = c.hidden_size, f = c.ffn_dim;
+  float* mid = reserve(ws.mid, rows * c.mlp_width());
+  linear(w, p + n.up, in, mid, rows, f, h, a.fc1);
+  if (c.gated_mlp) {
+    float* gate = mid + rows * f;
+    linear(w, p + n.gate, in, gate, rows, f, h, a.fc1);
+    cpu::silu_mul(gate, mid, rows * f);
+    mid = gate;
+  } else if (c.activation == Activation::kRelu) {
+    cpu::relu(mid, rows * f);
+  } else {
+    cpu::gelu(mid, rows * f);
+  }
+  linear(w, p + n.down, mid, out, rows, h, f, a.fc2);
 }
 
 }  // namespace
@@ -56,7 +133,7 @@ const StageTensor* StageLayout::find(const std::string& suffix) const {
   return nullptr;
 }
 
-std::vector<StageLayout> opt_stage_layouts(const OptConfig& c, bool sep_layer) {
+std::vector<StageLayout> stage_layouts(const ModelConfig& c, bool sep_layer) {
   auto make = [](StageKind kind, int64_t layer, const std::vector<TensorSpec>& specs) {
     StageLayout s{kind, layer, {}, 0};
     for (const auto& spec : specs) {
@@ -67,27 +144,29 @@ std::vector<StageLayout> opt_stage_layouts(const OptConfig& c, bool sep_layer) {
     return s;
   };
   const int64_t h = c.hidden_size, e = c.word_embed_proj_dim;
-  std::vector<TensorSpec> embed = {{"embed_tokens.weight", {c.vocab_size, e}},
-                                   {"embed_positions.weight", {c.max_positions + 2, h}}};
+  std::vector<TensorSpec> embed = {{"embed_tokens.weight", {c.vocab_size, e}}};
+  if (!c.rotary) embed.push_back({"embed_positions.weight", {c.max_positions + 2, h}});
   if (c.has_projection()) embed.push_back({"project_in.weight", {h, e}});
   std::vector<TensorSpec> head;
   if (c.final_layer_norm && c.layer_norm_affine) {
-    head.push_back({"final_layer_norm.weight", {h}});
-    head.push_back({"final_layer_norm.bias", {h}});
+    head.push_back({c.final_norm_name() + ".weight", {h}});
+    if (!c.rms_norm) head.push_back({c.final_norm_name() + ".bias", {h}});
   }
   if (c.has_projection()) head.push_back({"project_out.weight", {e, h}});
   head.push_back({"lm_head.weight", {c.vocab_size, e}});
 
+  const std::string attn_norm = c.layer_names().attn_norm;
   std::vector<StageLayout> stages = {make(StageKind::kEmbed, -1, embed)};
   for (int64_t l = 0; l < c.n_layers; ++l) {
-    const auto specs = opt_layer_tensor_specs(c, l);
+    const auto specs = layer_tensor_specs(c, l);
     if (!sep_layer) {
       stages.push_back(make(StageKind::kDecoder, l, specs));
       continue;
     }
     std::vector<TensorSpec> attention, mlp;
     for (const auto& spec : specs) {
-      const bool is_attention = spec.name.find("self_attn") != std::string::npos;
+      const bool is_attention = spec.name.find("self_attn") != std::string::npos ||
+                                spec.name.find(attn_norm) != std::string::npos;
       (is_attention ? attention : mlp).push_back(spec);
     }
     stages.push_back(make(StageKind::kAttention, l, attention));
@@ -104,7 +183,7 @@ void read_stage(const WeightSource& source, const StageLayout& layout, DType dty
   }
 }
 
-int64_t pack_rows(const OptConfig& c, std::span<const SequenceStep> steps,
+int64_t pack_rows(const ModelConfig& c, std::span<const SequenceStep> steps,
                   std::span<const int64_t> lengths, int64_t capacity,
                   std::vector<int64_t>& row_offsets) {
   row_offsets.assign(steps.size() + 1, 0);
@@ -119,7 +198,7 @@ int64_t pack_rows(const OptConfig& c, std::span<const SequenceStep> steps,
   return row_offsets.back();
 }
 
-void embed_forward(const OptConfig& c, const float* weights, std::span<const SequenceStep> steps,
+void embed_forward(const ModelConfig& c, const float* weights, std::span<const SequenceStep> steps,
                    std::span<const int64_t> lengths, std::span<const int64_t> row_offsets,
                    float* hidden, Workspace& ws) {
   const int64_t h = c.hidden_size, e = c.word_embed_proj_dim;
@@ -135,6 +214,7 @@ void embed_forward(const OptConfig& c, const float* weights, std::span<const Seq
                   static_cast<size_t>(e) * 4);
     }
   }
+  if (c.rotary) return;  // positions enter in each layer's attention
   if (c.has_projection()) {
     const float* project_in = positions + (c.max_positions + 2) * h;
     cpu::linear(words, project_in, nullptr, hidden, rows, h, e);
@@ -149,10 +229,11 @@ void embed_forward(const OptConfig& c, const float* weights, std::span<const Seq
   }
 }
 
-void decoder_forward(const OptConfig& c, const StageLayout& layout, const float* weights,
+void decoder_forward(const ModelConfig& c, const StageLayout& layout, const float* weights,
                      std::span<const SequenceStep> steps, std::span<const int64_t> row_offsets,
                      const KvBlock& kv, float* hidden, Workspace& ws, const HeteGenAlpha& alpha) {
   const StageView w{layout, weights};
+  const LayerNames n = c.layer_names();
   const std::string p = "layers." + std::to_string(layout.layer) + ".";
   const int64_t h = c.hidden_size;
   const int64_t rows = row_offsets.back();
@@ -160,61 +241,28 @@ void decoder_forward(const OptConfig& c, const StageLayout& layout, const float*
   const LinearAlphas& a = decode ? alpha.decode : alpha.prefill;
   float* x = reserve(ws.x, rows * h);
 
-  const bool attention_part = layout.kind != StageKind::kMlp;
-  const bool mlp_part = layout.kind != StageKind::kAttention;
-
-  // Self-attention block.
-  if (attention_part) {
-    float* q = reserve(ws.q, rows * h);
-    float* k = reserve(ws.k, rows * h);
-    float* v = reserve(ws.v, rows * h);
-    float* attn = reserve(ws.attn, rows * h);
-    const float* attn_in = hidden;
-    if (c.pre_layer_norm) {
-      norm(w, p + "self_attn_layer_norm", hidden, x, rows, h);
-      attn_in = x;
-    }
-    linear(w, p + "self_attn.q_proj", attn_in, q, rows, h, h, a.attention);
-    cpu::scale_inplace(q, 1.0f / std::sqrt(static_cast<float>(c.head_dim())), rows * h);
-    linear(w, p + "self_attn.k_proj", attn_in, k, rows, h, h, a.attention);
-    linear(w, p + "self_attn.v_proj", attn_in, v, rows, h, h, a.attention);
-    for (size_t s = 0; s < steps.size(); ++s) {
-      const int64_t slot = steps[s].slot;
-      const int64_t start = kv.lengths[static_cast<size_t>(slot)];
-      const int64_t n_new = row_offsets[s + 1] - row_offsets[s];
-      float* keys = kv.keys(slot);
-      float* values = kv.values(slot);
-      const int64_t row0 = row_offsets[s] * h;
-      std::memcpy(keys + start * h, k + row0, static_cast<size_t>(n_new * h) * 4);
-      std::memcpy(values + start * h, v + row0, static_cast<size_t>(n_new * h) * 4);
-      cpu::attention(q + row0, h, keys, values, h, attn + row0, start, n_new, c.n_heads,
-                     c.head_dim());
-    }
-    linear(w, p + "self_attn.out_proj", attn, x, rows, h, h, a.attention);
+  // Pre-norm blocks normalise their input; OPT's post-norm ones their output.
+  if (layout.kind != StageKind::kMlp) {
+    float* attn = reserve(ws.attn, rows * c.q_dim());
+    if (c.pre_layer_norm) norm(c, w, p + n.attn_norm, hidden, x, rows);
+    attend(c, w, n, p, c.pre_layer_norm ? x : hidden, steps, row_offsets, kv, attn, ws,
+           a.attention);
+    linear(w, p + n.o, attn, x, rows, h, c.q_dim(), a.attention);
     cpu::add_inplace(hidden, x, rows * h);
-    if (!c.pre_layer_norm) norm(w, p + "self_attn_layer_norm", hidden, hidden, rows, h);
+    if (!c.pre_layer_norm) norm(c, w, p + n.attn_norm, hidden, hidden, rows);
   }
-  if (!mlp_part) return;
-  float* mid = reserve(ws.mid, rows * c.ffn_dim);
-
-  // Feed-forward block.
+  if (layout.kind == StageKind::kAttention) return;
   const float* ffn_in = hidden;
   if (c.pre_layer_norm) {
-    norm(w, p + "final_layer_norm", hidden, x, rows, h);
+    norm(c, w, p + n.mlp_norm, hidden, x, rows);
     ffn_in = x;
   }
-  linear(w, p + "fc1", ffn_in, mid, rows, c.ffn_dim, h, a.fc1);
-  if (c.activation == Activation::kRelu) {
-    cpu::relu(mid, rows * c.ffn_dim);
-  } else {
-    cpu::gelu(mid, rows * c.ffn_dim);
-  }
-  linear(w, p + "fc2", mid, x, rows, h, c.ffn_dim, a.fc2);
+  feed_forward(c, w, n, p, ffn_in, rows, x, ws, a);  // x is read before it is written
   cpu::add_inplace(hidden, x, rows * h);
-  if (!c.pre_layer_norm) norm(w, p + "final_layer_norm", hidden, hidden, rows, h);
+  if (!c.pre_layer_norm) norm(c, w, p + n.mlp_norm, hidden, hidden, rows);
 }
 
-void head_forward(const OptConfig& c, const StageLayout& layout, const float* weights,
+void head_forward(const ModelConfig& c, const StageLayout& layout, const float* weights,
                   std::span<const int64_t> row_offsets, const float* hidden, float* logits,
                   Workspace& ws) {
   const StageView w{layout, weights};
@@ -225,7 +273,7 @@ void head_forward(const OptConfig& c, const StageLayout& layout, const float* we
   for (int64_t s = 0; s < n_seq; ++s) {
     std::memcpy(last + s * h, hidden + (row_offsets[s + 1] - 1) * h, static_cast<size_t>(h) * 4);
   }
-  if (c.final_layer_norm) norm(w, "final_layer_norm", last, last, n_seq, h);
+  if (c.final_layer_norm) norm(c, w, c.final_norm_name(), last, last, n_seq);
   const float* head_in = last;
   if (c.has_projection()) {
     float* projected = reserve(ws.projected, n_seq * e);
@@ -235,18 +283,21 @@ void head_forward(const OptConfig& c, const StageLayout& layout, const float* we
   linear(w, "lm_head", head_in, logits, n_seq, c.vocab_size, e);
 }
 
-double forward_flops(const OptConfig& c, std::span<const int64_t> n_new,
+double forward_flops(const ModelConfig& c, std::span<const int64_t> n_new,
                      std::span<const int64_t> n_cached) {
   const double h = static_cast<double>(c.hidden_size);
+  const double qd = static_cast<double>(c.q_dim()), kvd = static_cast<double>(c.kv_dim());
   double rows = 0, attn = 0;
   for (size_t s = 0; s < n_new.size(); ++s) {
     const double nn = static_cast<double>(n_new[s]);
     const double start = static_cast<double>(n_cached[s]);
     rows += nn;
-    // Scores and weighted values over the causal keys: 2 GEMMs of h columns each.
-    attn += 2.0 * 2.0 * h * (nn * start + nn * (nn + 1) / 2);
+    // Scores and weighted values over the causal keys: 2 GEMMs of q_dim columns each.
+    attn += 2.0 * 2.0 * qd * (nn * start + nn * (nn + 1) / 2);
   }
-  const double per_row_layer = 2.0 * (4 * h * h + 2 * h * static_cast<double>(c.ffn_dim));
+  const double mlp_linears = c.gated_mlp ? 3 : 2;
+  const double per_row_layer =
+      2.0 * (2 * h * qd + 2 * h * kvd + mlp_linears * h * static_cast<double>(c.ffn_dim));
   double flops = static_cast<double>(c.n_layers) * (rows * per_row_layer + attn);
   const double e = static_cast<double>(c.word_embed_proj_dim);
   const double seqs = static_cast<double>(n_new.size());

@@ -1,4 +1,4 @@
-// OPT as a list of stages (embedding, decoder layers, head), each with its weights in one flat
+// A model as a list of stages (embedding, decoder layers, head), each with its weights in one flat
 // buffer: the unit that is placed on tiers, loaded and computed. The compute functions take
 // the fp32 form of that buffer, so resident and offloaded runs share every line of math.
 #pragma once
@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "model/opt_config.h"
+#include "model/model_config.h"
 #include "model/weight_source.h"
 #include "runtime/policy.h"
 
@@ -39,7 +39,7 @@ struct StageLayout {
 // Embed, decoder 0 .. n-1 (each split in attention and MLP when sep_layer), head. The head
 // carries its own lm_head (a copy of embed_tokens when tied), so each stage can live on its own
 // tier.
-std::vector<StageLayout> opt_stage_layouts(const OptConfig& config, bool sep_layer = false);
+std::vector<StageLayout> stage_layouts(const ModelConfig& config, bool sep_layer = false);
 
 // Reads a stage's tensors, converted to dtype, into dst (layout.numel elements).
 void read_stage(const WeightSource& source, const StageLayout& layout, DType dtype, void* dst);
@@ -51,7 +51,8 @@ struct SequenceStep {
 };
 
 // Keys and values of one decoder layer for a block of slots: slot s holds keys then values,
-// each [capacity, hidden], positions [0, length(s)) valid. Lengths are owned by the caller.
+// each [capacity, hidden], positions [0, length(s)) valid; hidden is the config's kv_dim().
+// Lengths are owned by the caller.
 struct KvBlock {
   float* base = nullptr;
   int64_t capacity = 0;
@@ -67,31 +68,32 @@ struct KvBlock {
 // Work buffers kept between steps so the steady state allocates nothing.
 struct Workspace {
   std::vector<float> words, x, q, k, v, attn, mid, last, projected;
-  std::vector<int64_t> row_offsets;
+  std::vector<int64_t> row_offsets, positions;
+  std::vector<float> inv_freq;  // rotary frequencies, filled on first use
 };
 
 // Row offsets of each sequence in the packed batch; checks capacity and positions.
-int64_t pack_rows(const OptConfig& config, std::span<const SequenceStep> steps,
+int64_t pack_rows(const ModelConfig& config, std::span<const SequenceStep> steps,
                   std::span<const int64_t> lengths, int64_t capacity,
                   std::vector<int64_t>& row_offsets);
 
-void embed_forward(const OptConfig& config, const float* weights,
+void embed_forward(const ModelConfig& config, const float* weights,
                    std::span<const SequenceStep> steps, std::span<const int64_t> lengths,
                    std::span<const int64_t> row_offsets, float* hidden, Workspace& ws);
 // A decoder, attention or MLP stage, in place on hidden; kv is used by the first two. Linear
 // layers with an alpha > 0 run split (cpu::linear_split); a step of one new token per sequence
 // takes the decode alphas, any other the prefill ones.
-void decoder_forward(const OptConfig& config, const StageLayout& layout, const float* weights,
+void decoder_forward(const ModelConfig& config, const StageLayout& layout, const float* weights,
                      std::span<const SequenceStep> steps, std::span<const int64_t> row_offsets,
                      const KvBlock& kv, float* hidden, Workspace& ws,
                      const HeteGenAlpha& alpha = {});
 // Logits after each sequence's last row into logits[i * vocab_size ...].
-void head_forward(const OptConfig& config, const StageLayout& layout, const float* weights,
+void head_forward(const ModelConfig& config, const StageLayout& layout, const float* weights,
                   std::span<const int64_t> row_offsets, const float* hidden, float* logits,
                   Workspace& ws);
 
 // Floating-point operations of a forward step with these new-token counts and cache lengths.
-double forward_flops(const OptConfig& config, std::span<const int64_t> n_new,
+double forward_flops(const ModelConfig& config, std::span<const int64_t> n_new,
                      std::span<const int64_t> n_cached);
 
 }  // namespace strata
