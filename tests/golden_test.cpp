@@ -35,7 +35,7 @@ TEST_P(GoldenTest, MatchesTransformers) {
   const auto cases = load_cases(GetParam());
   auto source = open_weight_source(model_dir(GetParam()));
   ResidentModel model(*source);
-  ASSERT_EQ(cases["cases"].size(), 6u);
+  ASSERT_GE(cases["cases"].size(), 5u);
   for (const auto& c : cases["cases"]) {
     SCOPED_TRACE(c["name"].get<std::string>());
     const CaseRun run = run_case(model, c, cases["max_new_tokens"].get<int64_t>());
@@ -58,7 +58,7 @@ TEST_P(GoldenTest, BatchEqualsSingleRuns) {
   const auto cases = load_cases(GetParam());
   auto source = open_weight_source(model_dir(GetParam()));
   ResidentModel model(*source);
-  const auto& batch_case = cases["cases"][5];
+  const auto& batch_case = cases["cases"].back();
   ASSERT_EQ(batch_case["input_ids"].size(), 3u);
   const CaseRun batched = run_case(model, batch_case, 20);
   for (size_t b = 0; b < 3; ++b) {

@@ -53,7 +53,8 @@ void rotary(float* x, int64_t ld, int64_t rows, const int64_t* positions, int64_
     for (int64_t h = 0; h < n_heads; ++h) {
       float* a = x + r * ld + h * head_dim;
       for (int64_t i = 0; i < half; ++i) {
-        const double angle = static_cast<double>(positions[r]) * inv_freq[i];
+        // The angle in fp32, as Hugging Face forms it.
+        const double angle = static_cast<float>(positions[r]) * inv_freq[i];
         const double a0 = a[i], b0 = a[i + half];
         a[i] = static_cast<float>(a0 * std::cos(angle) - b0 * std::sin(angle));
         a[i + half] = static_cast<float>(b0 * std::cos(angle) + a0 * std::sin(angle));

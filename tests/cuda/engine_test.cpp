@@ -372,7 +372,7 @@ TEST_P(CudaEngineTest, PipelineSlicesMatchTheWholeModel) {
 }
 
 INSTANTIATE_TEST_SUITE_P(ReferenceModels, CudaEngineTest,
-                         ::testing::ValuesIn(test::kReferenceModels));
+                         ::testing::ValuesIn(test::kOptReferenceModels));
 
 TEST(CudaEngine, GpuMemCapIsAnInputError) {
   const auto src = open_weight_source(test::model_dir("opt-pub-tiny"));
