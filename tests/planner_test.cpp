@@ -28,6 +28,20 @@ ModelConfig tiny_config() {
   return c;
 }
 
+// A Llama-family layer of the same width: GQA 4:2 with head_dim 24 (q_dim 96 != hidden),
+// SwiGLU, RMSNorm, rotary, untied.
+ModelConfig tiny_llama_config() {
+  ModelConfig c = tiny_config();
+  c.family = Family::kMistral;
+  c.n_kv_heads = 2;
+  c.head_size = 24;
+  c.rms_norm = c.rotary = c.gated_mlp = true;
+  c.qkv_bias = c.o_bias = c.mlp_bias = false;
+  c.activation = Activation::kSilu;
+  c.tie_word_embeddings = false;
+  return c;
+}
+
 using test::gpu_profile;
 
 HardwareProfile cpu_profile() {
@@ -241,8 +255,8 @@ TEST(CostModel, PredictionSumsStagesAndCountsTokens) {
 TEST(CostModel, CpuMemoryModelMatchesTheEngine) {
   std::mt19937 random(7);
   std::uniform_real_distribution<double> u(0, 1);
-  const ModelConfig c = tiny_config();
-  for (int i = 0; i < 50; ++i) {
+  for (int i = 0; i < 100; ++i) {
+    const ModelConfig c = i % 2 ? tiny_llama_config() : tiny_config();
     EngineOptions o;
     auto split = [&] {
       const double g = u(random) < 0.3 ? 100 : std::floor(u(random) * 100);
@@ -269,6 +283,18 @@ TEST(CostModel, CpuMemoryModelMatchesTheEngine) {
     EXPECT_NEAR(m.tier[2].at(x), static_cast<double>(plan.total(Tier::kDisk)), 4096 * arrays) << i;
     EXPECT_GE(m.tier[1].at(x) + 5 * 4096 + 4 * arrays, static_cast<double>(plan.total(Tier::kCpu)))
         << i;
+  }
+}
+
+// The cache is kv_dim wide per token and layer: 2 KV heads of 24 (48) against hidden_size 64.
+TEST(CostModel, CacheFollowsGqa) {
+  const ModelConfig mha = tiny_config(), gqa = tiny_llama_config();
+  const CostShape s = CostShape::of(Policy{}, 32, 8);
+  const Residency r{true, true, true};
+  for (const HardwareProfile& hw : {cpu_profile(), gpu_profile()}) {
+    const double mha_cache = memory_model(hw, mha, s, r).tier[0].coef[kCg];
+    const double gqa_cache = memory_model(hw, gqa, s, r).tier[0].coef[kCg];
+    EXPECT_DOUBLE_EQ(gqa_cache / mha_cache, 48.0 / 64.0);
   }
 }
 

@@ -44,7 +44,7 @@ TEST(Stories260K, ConfigIsLlamaWithGqa) {
   const ModelConfig& c = source->config();
   EXPECT_EQ(c.family, Family::kLlama);
   EXPECT_EQ(c.n_heads, 8);
-  EXPECT_EQ(c.n_kv_heads, 4);
+  EXPECT_EQ(c.kv_heads(), 4);
   EXPECT_EQ(c.kv_dim(), 32);
   EXPECT_TRUE(c.tie_word_embeddings);
   EXPECT_TRUE(c.is_eos(2));

@@ -37,8 +37,8 @@ struct ModelConfig {
   int64_t hidden_size = 0;
   int64_t n_layers = 0;
   int64_t n_heads = 0;
-  int64_t n_kv_heads = 0;  // == n_heads without GQA
-  int64_t head_size = 0;   // config's head_dim, else hidden_size / n_heads
+  int64_t n_kv_heads = 0;  // 0: n_heads (no GQA); read through kv_heads()
+  int64_t head_size = 0;   // config's head_dim; 0: hidden_size / n_heads; read through head_dim()
   int64_t ffn_dim = 0;     // OPT ffn_dim, Llama intermediate_size
   int64_t vocab_size = 0;
   int64_t max_positions = 0;
@@ -62,9 +62,10 @@ struct ModelConfig {
   std::vector<int32_t> eos_token_ids = {2};  // any of them ends a sequence
   DType dtype = DType::kF16;
 
-  int64_t head_dim() const { return head_size; }
-  int64_t q_dim() const { return n_heads * head_size; }
-  int64_t kv_dim() const { return n_kv_heads * head_size; }  // cache width per token and layer
+  int64_t head_dim() const { return head_size > 0 ? head_size : hidden_size / n_heads; }
+  int64_t kv_heads() const { return n_kv_heads > 0 ? n_kv_heads : n_heads; }
+  int64_t q_dim() const { return n_heads * head_dim(); }
+  int64_t kv_dim() const { return kv_heads() * head_dim(); }  // cache width per token and layer
   bool has_projection() const { return word_embed_proj_dim != hidden_size; }
   bool is_eos(int32_t token) const;
   LayerNames layer_names() const;

@@ -37,6 +37,10 @@ std::vector<StageKindInfo> stage_kinds(const ModelConfig& c, bool sep_layer) {
   const double h = static_cast<double>(c.hidden_size);
   const double f = static_cast<double>(c.ffn_dim);
   const double e = static_cast<double>(c.word_embed_proj_dim);
+  // q and out are [q_dim, h]; k and v [kv_dim, h] (narrower under GQA); SwiGLU has 3 linears.
+  const double attn_gemm = 2 * h * (2 * static_cast<double>(c.q_dim()) +
+                                    2 * static_cast<double>(c.kv_dim()));
+  const double mlp_gemm = 2 * h * f * (c.gated_mlp ? 3 : 2);
   std::map<StageKind, StageKindInfo> by_kind;
   for (const auto& layout : stage_layouts(c, sep_layer)) {
     StageKindInfo& info = by_kind[layout.kind];
@@ -55,17 +59,17 @@ std::vector<StageKindInfo> stage_kinds(const ModelConfig& c, bool sep_layer) {
       case StageKind::kDecoder:
         info.name = "decoder";
         info.elementwise_floats_per_row = 20 * h + 3 * f;
-        info.gemm_flops_per_row = 2 * (4 * h * h + 2 * h * f);
+        info.gemm_flops_per_row = attn_gemm + mlp_gemm;
         break;
       case StageKind::kAttention:
         info.name = "attention";
         info.elementwise_floats_per_row = 14 * h;
-        info.gemm_flops_per_row = 2 * 4 * h * h;
+        info.gemm_flops_per_row = attn_gemm;
         break;
       case StageKind::kMlp:
         info.name = "mlp";
         info.elementwise_floats_per_row = 6 * h + 3 * f;
-        info.gemm_flops_per_row = 2 * 2 * h * f;
+        info.gemm_flops_per_row = mlp_gemm;
         break;
       case StageKind::kHead:
         info.name = "head";
@@ -119,13 +123,15 @@ struct LinearPart {
 std::vector<LinearPart> split_linears(const ModelConfig& c, StageKind kind, const LinearAlphas& a) {
   const double h = static_cast<double>(c.hidden_size);
   const double f = static_cast<double>(c.ffn_dim);
+  const double qd = static_cast<double>(c.q_dim()), kvd = static_cast<double>(c.kv_dim());
   std::vector<LinearPart> out;
   if (kind == StageKind::kDecoder || kind == StageKind::kAttention) {
-    for (int i = 0; i < 4; ++i) out.push_back({h * h, a.attention});  // q, k, v, out_proj
+    for (double rows : {qd, kvd, kvd, qd}) out.push_back({rows * h, a.attention});  // q k v o
   }
   if (kind == StageKind::kDecoder || kind == StageKind::kMlp) {
-    out.push_back({f * h, a.fc1});
-    out.push_back({h * f, a.fc2});
+    out.push_back({f * h, a.fc1});  // fc1, or SwiGLU's up and gate
+    if (c.gated_mlp) out.push_back({f * h, a.fc1});
+    out.push_back({h * f, a.fc2});  // fc2, or down
   }
   return out;
 }
@@ -174,6 +180,7 @@ struct CostContext {
   Links links;
   double h, g, nb, prompt;
   double cached;  // mean cached tokens a decode step attends over
+  double q_dim, kv_dim;  // attention widths: the cache holds kv_dim per token and layer
 };
 
 CostContext context_of(const HardwareProfile& hw, const ModelConfig& c, const CostShape& s) {
@@ -190,7 +197,9 @@ CostContext context_of(const HardwareProfile& hw, const ModelConfig& c, const Co
           static_cast<double>(s.gpu_batch_size),
           static_cast<double>(s.num_gpu_batches),
           prompt,
-          cached};
+          cached,
+          static_cast<double>(c.q_dim()),
+          static_cast<double>(c.kv_dim())};
 }
 
 // One phase's work per stage step.
@@ -212,7 +221,8 @@ PhaseWork phase_work(const CostContext& x, Phase phase) {
   w.steps = w.prefill ? 1.0 : static_cast<double>(x.s.gen_len - 1);
   w.rows = x.g * (w.prefill ? x.prompt : 1.0);
   w.new_tokens = w.prefill ? x.prompt : 1.0;
-  w.attn_flops = w.prefill ? 4 * x.h * x.prompt * (x.prompt + 1) / 2 : 4 * x.h * (x.cached + 1);
+  w.attn_flops =
+      w.prefill ? 4 * x.q_dim * x.prompt * (x.prompt + 1) / 2 : 4 * x.q_dim * (x.cached + 1);
   w.gemm_rate =
       (x.z.gpu ? (w.prefill ? hw.gpu_gemm_gflops : hw.gemm_decode_gflops()) : hw.cpu_gemm_gflops) *
       kGB;
@@ -238,9 +248,9 @@ StepBytes step_bytes(const CostContext& x, const PhaseWork& w, const StageKindIn
   b.weights = static_cast<double>(k.numel) * x.z.w_stored;
   b.activations = x.nb * w.rows * x.h * x.z.act;
   b.kv_requests = x.nb * x.g * 2;
-  b.kv_in = b.has_cache && !w.prefill ? x.nb * x.g * 2 * x.cached * x.h * x.z.kv : 0;
-  b.kv_out = b.has_cache ? x.nb * x.g * w.new_tokens * 2 * x.h * x.z.kv : 0;
-  b.kv_out_disk = b.kv_requests * std::max(w.new_tokens * x.h * x.z.kv, 4096.0);
+  b.kv_in = b.has_cache && !w.prefill ? x.nb * x.g * 2 * x.cached * x.kv_dim * x.z.kv : 0;
+  b.kv_out = b.has_cache ? x.nb * x.g * w.new_tokens * 2 * x.kv_dim * x.z.kv : 0;
+  b.kv_out_disk = b.kv_requests * std::max(w.new_tokens * x.kv_dim * x.z.kv, 4096.0);
   return b;
 }
 
@@ -379,7 +389,7 @@ Affine attention_seconds(const CostContext& x, const PhaseWork& w) {
     attn.constant = flops / (hw.attention_decode_gflops() * kGB);
     if (hw.gpu_mem_gbps > 0) {  // the cache is read once per step
       attn.constant = std::max(
-          attn.constant, x.nb * x.g * 2 * (x.cached + 1) * x.h * x.z.kv / (hw.gpu_mem_gbps * kGB));
+          attn.constant, x.nb * x.g * 2 * (x.cached + 1) * x.kv_dim * x.z.kv / (hw.gpu_mem_gbps * kGB));
     }
   }
   return attn;
@@ -530,7 +540,7 @@ HeteGenAlpha balanced_alphas(const HardwareProfile& hw, const ModelConfig& c, co
       return balanced_alpha(split_times(hw, phase, rows, nb, elements, bytes, true));
     };
     LinearAlphas& a = phase == Phase::kPrefill ? out.prefill : out.decode;
-    a = {alpha(h * h), alpha(f * h), alpha(h * f)};
+    a = {alpha(h * static_cast<double>(c.q_dim())), alpha(f * h), alpha(h * f)};
   }
   return out;
 }
@@ -567,12 +577,12 @@ MemoryModel memory_model(const HardwareProfile& hw, const ModelConfig& c, const 
     weights += static_cast<double>(l.numel);
     max_stage = std::max(max_stage, static_cast<double>(l.numel));
   }
-  const double kv_block = g * 2 * capacity * h;  // one (layer, GPU batch) cache block, elements
+  const double kv = static_cast<double>(c.kv_dim());
+  const double kv_block = g * 2 * capacity * kv;  // one (layer, GPU batch) cache block, elements
   const double cache = static_cast<double>(c.n_layers) * nb * kv_block;
   const double act_block = g * prompt * h;
   const double acts = nb * act_block;
   const double block = static_cast<double>(s.block());
-  const double ffn = static_cast<double>(c.ffn_dim);
   const double e = static_cast<double>(c.word_embed_proj_dim);
 
   MemoryModel m;
@@ -590,7 +600,9 @@ MemoryModel memory_model(const HardwareProfile& hw, const ModelConfig& c, const 
     if (!r.weights) gpu.constant += 2 * max_stage * 4;
     if (!r.cache) gpu.constant += 3 * kv_block * 4;
     if (!r.activations) gpu.constant += 3 * act_block * 4;
-    gpu.constant += (act_block / h * (5 * h + ffn + e) + g * (h + e) + block * c.vocab_size) * 4;
+    const double qd = static_cast<double>(c.q_dim());
+    const double per_row = h + 2 * qd + 2 * kv + static_cast<double>(c.mlp_width()) + e;
+    gpu.constant += (act_block / h * per_row + g * (h + e) + block * c.vocab_size) * 4;
     constexpr double kStagingCopies = 5;
     cpu.add(kWd, kStagingCopies * max_stage * z.w_stored)
         .add(kCd, kStagingCopies * kv_block * z.kv)
@@ -603,7 +615,9 @@ MemoryModel memory_model(const HardwareProfile& hw, const ModelConfig& c, const 
       gpu.constant += 2 * max_stage * z.w_stored + (s.compress_weight ? 2 * max_stage * 2 : 0);
     }
     const double nh = static_cast<double>(c.n_heads);
-    gpu.constant += (g * prompt * (6 * h + ffn) + g * nh * prompt * prompt) * z.act;
+    gpu.constant +=
+        (g * prompt * (6 * h + static_cast<double>(c.mlp_width())) + g * nh * prompt * prompt) *
+        z.act;
     if (!r.cache) gpu.constant += 2 * kv_block * z.kv;
     if (!r.activations) gpu.constant += 2 * act_block * z.act;
     gpu.constant += g * static_cast<double>(c.vocab_size) * 4;

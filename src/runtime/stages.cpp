@@ -84,7 +84,7 @@ void attend(const ModelConfig& c, const StageView& w, const LayerNames& n, const
     if (ws.inv_freq.empty()) ws.inv_freq = rope_inv_freq(c);
     const int64_t* pos = row_positions(steps, row_offsets, kv, ws);
     cpu::rotary(q, qd, rows, pos, c.n_heads, c.head_dim(), ws.inv_freq.data());
-    cpu::rotary(k, kvd, rows, pos, c.n_kv_heads, c.head_dim(), ws.inv_freq.data());
+    cpu::rotary(k, kvd, rows, pos, c.kv_heads(), c.head_dim(), ws.inv_freq.data());
   }
   cpu::scale_inplace(q, 1.0f / std::sqrt(static_cast<float>(c.head_dim())), rows * qd);
   for (size_t s = 0; s < steps.size(); ++s) {
@@ -97,7 +97,7 @@ void attend(const ModelConfig& c, const StageView& w, const LayerNames& n, const
     std::memcpy(keys + start * kvd, k + r0 * kvd, static_cast<size_t>(n_new * kvd) * 4);
     std::memcpy(values + start * kvd, v + r0 * kvd, static_cast<size_t>(n_new * kvd) * 4);
     cpu::attention(q + r0 * qd, qd, keys, values, kvd, attn + r0 * qd, start, n_new, c.n_heads,
-                   c.n_kv_heads, c.head_dim());
+                   c.kv_heads(), c.head_dim());
   }
 }
 
