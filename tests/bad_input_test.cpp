@@ -13,11 +13,12 @@ namespace fs = std::filesystem;
 using test::run_strata;
 using test::TempDir;
 
-// A model directory copied from opt-pub-tiny whose safetensors bytes and config a test edits.
+// A model directory copied from a reference model whose safetensors bytes and config a test
+// edits.
 class BrokenModel {
  public:
-  BrokenModel() {
-    const std::string src = test::model_dir("opt-pub-tiny");
+  explicit BrokenModel(const std::string& model = "opt-pub-tiny") {
+    const std::string src = test::model_dir(model);
     config_ = nlohmann::json::parse(test::read_text(src + "/config.json"));
     bytes_ = test::read_text(src + "/model.safetensors");
     uint64_t n = 0;
@@ -119,10 +120,23 @@ TEST(BadModel, ShapeDisagreesWithConfig) {
   expect_input_error(m.write(), {"layers.0.self_attn.q_proj.weight", "[24, 96]", "config.json"});
 }
 
-TEST(BadModel, DtypeDisagreesWithConfig) {
+// Tensors load in the dtype their header gives, as Hugging Face loads them, whatever
+// torch_dtype says (or when it is missing).
+TEST(Checkpoint, TensorDtypeComesFromTheHeader) {
   BrokenModel m;
-  m.config()["torch_dtype"] = "bfloat16";
-  expect_input_error(m.write(), {"F16", "torch_dtype"});
+  const auto want = open_weight_source(test::model_dir("opt-pub-tiny"));
+  std::vector<float> a(48 * 48), b(a.size());
+  want->read("layers.0.self_attn.q_proj.weight", DType::kF32, a.data());
+  for (const char* dtype : {"bfloat16", "float32", ""}) {
+    if (*dtype) {
+      m.config()["torch_dtype"] = dtype;
+    } else {
+      m.config().erase("torch_dtype");
+    }
+    const auto got = open_weight_source(m.write());
+    got->read("layers.0.self_attn.q_proj.weight", DType::kF32, b.data());
+    EXPECT_EQ(a, b) << dtype;
+  }
 }
 
 TEST(BadModel, UnsupportedDtype) {
@@ -155,6 +169,45 @@ TEST(BadModel, UnsupportedActivation) {
   BrokenModel m;
   m.config()["activation_function"] = "swish";
   expect_input_error(m.write(), {"config.json", "activation_function", "swish"});
+}
+
+// The Llama family's fields, from a copy of qwen2-tiny (GQA 4:2, biases on q / k / v).
+TEST(BadFamilyModel, UnknownModelType) {
+  BrokenModel m("families/qwen2-tiny");
+  m.config()["model_type"] = "gpt_neox";
+  expect_input_error(m.write(), {"config.json", "model_type 'gpt_neox'", "llama, mistral, qwen2"});
+}
+
+TEST(BadFamilyModel, UnsupportedRopeScaling) {
+  BrokenModel m("families/qwen2-tiny");
+  m.config()["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+  expect_input_error(m.write(), {"config.json", "rope_scaling", "'yarn'", "linear, llama3"});
+  m.config()["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
+  expect_input_error(m.write(), {"config.json", "original_max_position_embeddings"});
+}
+
+TEST(BadFamilyModel, KeyValueHeadsMustDivideHeads) {
+  BrokenModel m("families/qwen2-tiny");
+  m.config()["num_key_value_heads"] = 3;
+  expect_input_error(m.write(), {"config.json", "num_key_value_heads 3", "does not divide"});
+}
+
+TEST(BadFamilyModel, MissingTensorOfTheFamily) {
+  BrokenModel m("families/qwen2-tiny");
+  m.header().erase("model.layers.1.mlp.gate_proj.weight");
+  expect_input_error(m.write(), {"missing tensor 'model.layers.1.mlp.gate_proj.weight'", "qwen2"});
+  BrokenModel bias("families/qwen2-tiny");
+  bias.header().erase("model.layers.0.self_attn.k_proj.bias");
+  expect_input_error(bias.write(), {"missing tensor 'model.layers.0.self_attn.k_proj.bias'"});
+}
+
+TEST(BadFamilyModel, UnsupportedActivationAndHugeSizes) {
+  BrokenModel m("families/qwen2-tiny");
+  m.config()["hidden_act"] = "gelu";
+  expect_input_error(m.write(), {"config.json", "hidden_act 'gelu'"});
+  BrokenModel huge("families/qwen2-tiny");
+  huge.config()["num_hidden_layers"] = int64_t{1} << 40;
+  expect_input_error(huge.write(), {"config.json", "num_hidden_layers", "largest supported"});
 }
 
 // The CLI turns each of these into one line on stderr and exit status 2.
@@ -199,6 +252,19 @@ TEST(BadRequestLines, TooLongForPositions) {
   expect_cli_error(generate_args(dir.file("in.jsonl"), "--gen-len 9"),
                    {"in.jsonl:1", "max_position_embeddings 128"});
   EXPECT_EQ(run_strata(generate_args(dir.file("in.jsonl"), "--gen-len 8")).exit_status, 0);
+}
+
+// Sliding-window attention is not implemented: a window below the run's longest sequence is
+// refused, one at or above it runs (the window never comes into play).
+TEST(BadFamilyModel, SlidingWindowBelowTheRun) {
+  BrokenModel m("families/mistral-tiny");
+  m.config()["sliding_window"] = 16;
+  const std::string dir = m.write();
+  TempDir in;
+  test::write_text(in.file("in.jsonl"), "{\"id\": 1, \"input_ids\": [1, 5, 9, 4]}\n");
+  const std::string args = "generate --model " + dir + " --input " + in.file("in.jsonl");
+  expect_cli_error(args + " --gen-len 13", {"sliding_window 16", "17 tokens", "not implemented"});
+  EXPECT_EQ(run_strata(args + " --gen-len 12").exit_status, 0);
 }
 
 TEST(BadFlags, UnknownAndMissing) {

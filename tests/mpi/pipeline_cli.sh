@@ -4,6 +4,8 @@
 # same: 2 and 3 ranks (hand and even splits, offloading on the ranks) write byte-identical output.
 # too-many-ranks: more ranks than layers fails before loading, naming the counts.
 # killed: a rank killed mid-run ends the job with a non-zero status (30 s: a hang guard).
+# families: stories260K on 2 ranks gives llama2.c's 200 golden ids; the tiny Llama-3, Qwen2
+#   and Mistral models on 2 ranks write what one rank writes.
 set -euo pipefail
 mpiexec=$1 strata=$2 data=$3 case=$4
 work=$(mktemp -d)
@@ -13,13 +15,17 @@ flags=(--oversubscribe)
 run() { timeout -s KILL 120 "$mpiexec" "${flags[@]}" "$@"; }
 # OpenBLAS's thread count changes the order of sums, so every run uses one thread per rank.
 common=(--gen-len 10 --threads 1 --gpu-batch-size 3 --ignore-eos)
-python3 - "$data/opt-pub-350m-style/cases.json" >"$work/in.jsonl" <<'PY'
+# A reference model's prompts as JSONL requests.
+requests() {
+  python3 - "$1" <<'PY'
 import json, sys
 n = 0
 for case in json.load(open(sys.argv[1]))["cases"]:
     for ids in case["input_ids"]:
         print(json.dumps({"id": f"p{n}", "input_ids": ids})); n += 1
 PY
+}
+requests "$data/opt-pub-350m-style/cases.json" >"$work/in.jsonl"
 model=$data/opt-pub-gelu-nobias  # 3 layers
 case $case in
   same)
@@ -73,6 +79,27 @@ case $case in
     tail -3 "$work/err"
     echo "pipeline_cli: status $status, ended ${elapsed}s after the kill"
     [ "$status" != 0 ] && [ "$elapsed" -le 30 ]
+    ;;
+  families)
+    echo '{"id": "bos", "input_ids": [1]}' >"$work/bos.jsonl"
+    run -np 2 "$strata" generate --model "$data/stories260K" --input "$work/bos.jsonl" \
+      --output "$work/stories.jsonl" --gen-len 200 --threads 1 --ignore-eos --transport mpi
+    python3 - "$data/stories260K/golden.json" "$work/stories.jsonl" <<'PY'
+import json, sys
+want = json.load(open(sys.argv[1]))["output_ids"]
+got = json.loads(open(sys.argv[2]).readline())["output_ids"]
+assert got == want, f"2 ranks: {got[:10]}... against llama2.c's {want[:10]}..."
+PY
+    for m in llama3-tiny qwen2-tiny mistral-tiny; do
+      requests "$data/families/$m/cases.json" >"$work/$m.jsonl"
+      "$strata" generate --model "$data/families/$m" --input "$work/$m.jsonl" \
+        --output "$work/$m-one.jsonl" "${common[@]}"
+      run -np 2 "$strata" generate --model "$data/families/$m" --input "$work/$m.jsonl" \
+        --output "$work/$m-two.jsonl" "${common[@]}" --percent 0 50 0 50 100 0 \
+        --offload-dir "$work"
+      cmp "$work/$m-one.jsonl" "$work/$m-two.jsonl"
+    done
+    echo "pipeline_cli: stories260K on 2 ranks equals llama2.c; families on 2 ranks match one"
     ;;
   *) echo "unknown case $case"; exit 2 ;;
 esac
