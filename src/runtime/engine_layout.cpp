@@ -14,13 +14,15 @@ StoredFormat weight_format(const ModelConfig& c, const Policy& p, Device device)
   return device == Device::kCuda ? StoredFormat::plain(DType::kF16, DType::kF16)
                                  : StoredFormat::plain(c.dtype);
 }
-int64_t cache_group_len(int64_t head_dim) {
-  int64_t len = std::min<int64_t>(head_dim, kQuantGroup);
-  while (head_dim % len != 0) --len;
-  return len;
+int64_t cache_group_len(const ModelConfig& c) {
+  const int64_t head = c.head_dim(), row = c.kv_dim();
+  for (int64_t len = std::min<int64_t>(row, kQuantGroup); len > 1; --len) {
+    if (row % len == 0 && (head % len == 0 || len % head == 0)) return len;
+  }
+  return 1;
 }
 StoredFormat cache_format(const ModelConfig& c, const Policy& p, Device device) {
-  if (p.compress_cache) return StoredFormat::quantized(p.compress_bits, cache_group_len(c.head_dim()));
+  if (p.compress_cache) return StoredFormat::quantized(p.compress_bits, cache_group_len(c));
   return device == Device::kCuda ? StoredFormat::plain(DType::kF16, DType::kF16)
                                  : StoredFormat::plain(DType::kF32);
 }

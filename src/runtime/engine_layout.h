@@ -11,9 +11,10 @@
 
 namespace strata {
 
-// The weight and cache formats a policy asks for. A compressed cache is grouped along head_dim,
-// in the largest groups of at most 64 that tile a head, so no group spans two heads.
-int64_t cache_group_len(int64_t head_dim);
+// The weight and cache formats a policy asks for. A compressed cache is grouped along each
+// token's kv_dim row in the largest groups of at most 64 that hold whole heads or tile one
+// head, so no group straddles a head boundary (64 for head_dim 64 or 128).
+int64_t cache_group_len(const ModelConfig& c);
 // On CUDA plain arrays are fp16 on every tier (the device computes in fp16).
 StoredFormat weight_format(const ModelConfig& c, const Policy& p, Device device = Device::kCpu);
 StoredFormat cache_format(const ModelConfig& c, const Policy& p, Device device = Device::kCpu);
