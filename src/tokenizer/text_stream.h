@@ -29,6 +29,7 @@ class TextStream {
  private:
   const Tokenizer* tokenizer_;
   bool skip_special_;
+  bool started_ = false;  // a token has added bytes
   std::string pending_;
 };
 
@@ -52,6 +53,7 @@ class StopWatcher {
   const Tokenizer* tokenizer_;
   const std::vector<std::string>* stops_;
   std::string bytes_;
+  bool started_ = false;
   std::vector<size_t> ends_;  // bytes_.size() after each id
   size_t cut_ = std::string::npos;
 };
