@@ -13,6 +13,17 @@ std::string byte_fallback_token(uint8_t byte) {
   return text;
 }
 
+int byte_of_fallback_token(std::string_view text) {
+  if (text.size() != 6 || text.substr(0, 3) != "<0x" || text[5] != '>') return -1;
+  int value = 0;
+  for (const char c : text.substr(3, 2)) {
+    const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    if (digit < 0) return -1;
+    value = value * 16 + digit;
+  }
+  return value;
+}
+
 BpeModel::BpeModel(const TokenizerSpec& spec, bool byte_level)
     : byte_level_(byte_level),
       byte_fallback_(spec.byte_fallback),

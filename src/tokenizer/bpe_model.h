@@ -16,6 +16,8 @@ namespace strata {
 
 // "<0xHH>", the token SentencePiece-style vocabularies keep for a byte.
 std::string byte_fallback_token(uint8_t byte);
+// The byte such a token stands for, or -1 for any other text.
+int byte_of_fallback_token(std::string_view text);
 
 class BpeModel {
  public:

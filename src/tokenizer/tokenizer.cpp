@@ -31,19 +31,11 @@ constexpr uint8_t kUnused = 0, kNormal = 1, kSpecial = 2;
 using Strip = DecoderSpec::Strip;
 using Step = PreTokenizerStep;
 
-bool uses_byte_level(const TokenizerSpec& spec) {
-  if (!spec.pre_tokenizers) return true;
-  return std::any_of(spec.pre_tokenizers->begin(), spec.pre_tokenizers->end(),
-                     [](const Step& s) { return s.kind == Step::Kind::kByteLevel; });
-}
-
 // A vocabulary token's text as the decoder turns it into bytes.
 std::string token_text_bytes(const std::string& text, const DecoderSpec& decoder) {
   if (decoder.byte_level) return token_text_to_bytes(text);
-  if (decoder.byte_fallback && text.size() == 6) {
-    for (int b = 0; b < 256; ++b) {
-      if (text == byte_fallback_token(static_cast<uint8_t>(b))) return std::string(1, char(b));
-    }
+  if (const int b = decoder.byte_fallback ? byte_of_fallback_token(text) : -1; b >= 0) {
+    return std::string(1, static_cast<char>(b));
   }
   if (decoder.metaspace.empty()) return text;
   std::string out;
@@ -55,6 +47,16 @@ std::string token_text_bytes(const std::string& text, const DecoderSpec& decoder
   }
   return out.append(text, pos);
 }
+
+}  // namespace
+
+bool is_byte_level(const TokenizerSpec& spec) {
+  if (!spec.pre_tokenizers) return true;
+  return std::any_of(spec.pre_tokenizers->begin(), spec.pre_tokenizers->end(),
+                     [](const Step& s) { return s.kind == Step::Kind::kByteLevel; });
+}
+
+namespace {
 
 bool is_white_space_at(std::string_view s, size_t i, size_t* length) {
   *length = std::max<size_t>(utf8_sequence_length(s, i), 1);
@@ -141,7 +143,7 @@ Tokenizer::Encoder::Encoder(const TokenizerSpec& spec)
     scored.emplace(spec);
     return;
   }
-  bpe.emplace(spec, uses_byte_level(spec));
+  bpe.emplace(spec, is_byte_level(spec));
   if (!steps) return;
   for (const Step& step : *steps) {
     splitters.push_back(step.kind == Step::Kind::kSplit

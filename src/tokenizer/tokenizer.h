@@ -96,6 +96,9 @@ struct TokenizerSpec {
   std::vector<int32_t> special_ids;  // special, yet never matched in text
 };
 
+// Whether the model reads bytes (a ByteLevel pre-tokenizer, or GPT-2's default) or characters.
+bool is_byte_level(const TokenizerSpec& spec);
+
 // Reads tokenizer.json, or vocab.json + merges.txt, plus tokenizer_config.json and
 // special_tokens_map.json; else tokenizer-llama2c.bin. nullopt when `dir` has none of these.
 std::optional<TokenizerSpec> read_tokenizer_spec(const std::string& dir);

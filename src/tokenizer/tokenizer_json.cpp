@@ -1,8 +1,6 @@
 // tokenizer.json as Hugging Face's tokenizers library writes it, for BPE models: the normalizer,
 // pre_tokenizer, model, added_tokens, post_processor and decoder fields that GPT-2, OPT, Llama 2 /
 // 3, Mistral and Qwen2 / 3 use. Anything else is an input error naming the field.
-#include <algorithm>
-
 #include "core/error.h"
 #include "tokenizer/pretokenize.h"
 #include "tokenizer/tokenizer_files.h"
@@ -251,10 +249,7 @@ void read_tokenizer_json(const json& j, const std::string& where, TokenizerSpec&
     spec.pre_tokenizers.emplace();
     read_pre_tokenizer(pre, where, *spec.pre_tokenizers);
   }
-  const bool byte_level =
-      !spec.pre_tokenizers ||
-      std::any_of(spec.pre_tokenizers->begin(), spec.pre_tokenizers->end(),
-                  [](const Step& s) { return s.kind == Step::Kind::kByteLevel; });
+  const bool byte_level = is_byte_level(spec);
   STRATA_INPUT_CHECK(!(byte_level && spec.byte_fallback), where,
                      ": model byte_fallback with a ByteLevel pre_tokenizer is not supported");
   spec.decoder = read_decoder(field(j, "decoder"), where, byte_level);
