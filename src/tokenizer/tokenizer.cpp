@@ -48,16 +48,6 @@ std::string token_text_bytes(const std::string& text, const DecoderSpec& decoder
   return out.append(text, pos);
 }
 
-}  // namespace
-
-bool is_byte_level(const TokenizerSpec& spec) {
-  if (!spec.pre_tokenizers) return true;
-  return std::any_of(spec.pre_tokenizers->begin(), spec.pre_tokenizers->end(),
-                     [](const Step& s) { return s.kind == Step::Kind::kByteLevel; });
-}
-
-namespace {
-
 bool is_white_space_at(std::string_view s, size_t i, size_t* length) {
   *length = std::max<size_t>(utf8_sequence_length(s, i), 1);
   return char_class(utf8_decode_valid(s, i, *length)) == CharClass::kSpace;
@@ -133,6 +123,12 @@ void pre_tokenize(const Step& step, RegexSplitter* splitter, const std::string& 
 }
 
 }  // namespace
+
+bool is_byte_level(const TokenizerSpec& spec) {
+  if (!spec.pre_tokenizers) return true;
+  return std::any_of(spec.pre_tokenizers->begin(), spec.pre_tokenizers->end(),
+                     [](const Step& s) { return s.kind == Step::Kind::kByteLevel; });
+}
 
 Tokenizer::Encoder::Encoder(const TokenizerSpec& spec)
     : normalizers(spec.normalizers),
