@@ -76,6 +76,32 @@ TEST(TokenizeCli, BadInput) {
   EXPECT_EQ(r.exit_status, 2);
 }
 
+// A tokenizer.json this reader does not handle is a one-line input error naming file and field.
+TEST(TokenizeCli, UnsupportedTokenizerJsonExitsTwo) {
+  TempDir dir;
+  test::write_text(dir.file("tokenizer.json"),
+                   R"({"model": {"type": "Unigram", "vocab": [["a", 0.0]]}})");
+  const auto r = run("tokenize --model " + dir.path().string(), "x\n");
+  EXPECT_EQ(r.exit_status, 2);
+  EXPECT_NE(r.err.find(dir.file("tokenizer.json") + ": model type 'Unigram' is not supported"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+// llama2.c's file in a model directory is found by the CLI as well.
+TEST(TokenizeCli, Llama2cTokenizerFile) {
+  const std::string dir = test::kDataDir + "/stories260K";
+  const auto r = run("tokenize --model " + dir, "Once upon a time\n");
+  ASSERT_EQ(r.exit_status, 0) << r.err;
+  const auto ids = json::parse(r.out).get<std::vector<int32_t>>();
+  ASSERT_EQ(ids.size(), 5u);
+  EXPECT_EQ(ids[0], 1);
+  EXPECT_EQ(ids[1], 403);  // " Once", the golden's first generated token
+  const auto back = run("detokenize --model " + dir, r.out);
+  EXPECT_EQ(back.out, "Once upon a time\n");
+}
+
 // opt-pub-tiny's weights with the tiny tokenizer beside them.
 class TextGenerate : public ::testing::Test {
  protected:

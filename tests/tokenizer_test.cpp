@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "test_util.h"
+#include "tokenizer/normalize.h"
 #include "tokenizer/pretokenize.h"
 #include "tokenizer/text_stream.h"
 #include "tokenizer/tokenizer.h"
@@ -82,6 +83,64 @@ TEST(Pretokenize, UnicodeClasses) {
             (Pieces{"a", "\xC2\x85", "\xC2\x85", "b"}));     // U+0085 is White_Space
   EXPECT_EQ(char_class(U'\U00010400'), CharClass::kLetter);  // outside the BMP table
   EXPECT_EQ(char_class(U'\U0001F600'), CharClass::kOther);
+}
+
+std::vector<std::string> regex_pieces(const std::string& pattern, const std::string& text,
+                                      bool literal = false) {
+  RegexSplitter splitter(pattern, literal);
+  std::vector<std::string> out;
+  splitter.split(text, out);
+  return out;
+}
+
+const std::string kLlama3Pattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+TEST(RegexSplit, Llama3Pattern) {
+  EXPECT_EQ(regex_pieces(kLlama3Pattern, "Hello world's 12345 'LL\n\n  x"),
+            (Pieces{"Hello", " world", "'s", " ", "123", "45", " '", "LL", "\n\n", " ", " x"}));
+  // U+0085 is white space to Oniguruma (Hugging Face) but not to ICU's own \s.
+  EXPECT_EQ(regex_pieces(kLlama3Pattern, "a\u0085\u0085b"), (Pieces{"a", "\u0085", "\u0085b"}));
+  // (ICU's \s would let [^\s\p{L}] match U+0085 and cut this text in three.)
+  EXPECT_EQ(regex_pieces(R"([^\s\p{L}]+)", "a\u0085\u0085b"), (Pieces{"a\u0085\u0085b"}));
+  EXPECT_EQ(onig_to_icu_pattern(R"([^\s]\S\\s)"), R"([^\p{White_Space}]\P{White_Space}\\s)");
+}
+
+TEST(RegexSplit, IsolatedKeepsTheGapsAndLiteralsAreLiteral) {
+  EXPECT_EQ(regex_pieces("b", "abcbd"), (Pieces{"a", "b", "c", "b", "d"}));
+  EXPECT_EQ(regex_pieces("x*", "abx"), (Pieces{"ab", "x"}));  // empty matches make no piece
+  EXPECT_EQ(regex_pieces(".", "a.b", true), (Pieces{"a", ".", "b"}));
+  EXPECT_EQ(regex_pieces(".", "", false), (Pieces{}));
+  try {
+    RegexSplitter bad("(", false);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.exit_status(), kExitBadInput);
+  }
+}
+
+TEST(Metaspace, ReplacesPrependsAndSplits) {
+  const std::string m = "\u2581";
+  std::vector<std::string> out;
+  split_metaspace("Hey  friend", m, true, true, out);
+  EXPECT_EQ(out, (Pieces{m + "Hey", m, m + "friend"}));
+  out.clear();
+  split_metaspace(" a b", m, true, false, out);  // already starts with one: none added
+  EXPECT_EQ(out, (Pieces{m + "a" + m + "b"}));
+  out.clear();
+  split_metaspace("ab c", m, false, true, out);
+  EXPECT_EQ(out, (Pieces{"ab", m + "c"}));
+}
+
+TEST(Normalize, StepsInOrder) {
+  using Kind = NormalizerStep::Kind;
+  const std::string m = "\u2581";
+  const std::vector<NormalizerStep> llama2 = {{Kind::kPrepend, "", m}, {Kind::kReplace, " ", m}};
+  EXPECT_EQ(normalize(" a b", llama2), m + m + "a" + m + "b");
+  EXPECT_EQ(normalize("", llama2), "");  // nothing to prepend to
+  const std::vector<NormalizerStep> nfc = {{Kind::kNfc, "", ""}};
+  EXPECT_EQ(normalize("e\u0301 \u212B", nfc), "\u00E9 \u00C5");
+  EXPECT_EQ(normalize("\uFB01", {{Kind::kNfkc, "", ""}}), "fi");
 }
 
 // A byte-level vocabulary: every byte (id = byte), then the merges given as raw bytes.
@@ -235,6 +294,46 @@ TEST(TokenizerFiles, NoneOrBroken) {
   EXPECT_THROW(Tokenizer::load(dir.path().string()), Error);
   write_text(dir.file("tokenizer.json"), "{not json");
   EXPECT_THROW(Tokenizer::load(dir.path().string()), Error);
+}
+
+// What tokenizer.json may hold beyond BPE's needs: each is one line naming the file and field.
+TEST(TokenizerFiles, UnsupportedTokenizerJsonFields) {
+  const nlohmann::json bpe = {
+      {"type", "BPE"}, {"vocab", {{"a", 0}}}, {"merges", nlohmann::json::array()}};
+  const std::pair<nlohmann::json, std::string> cases[] = {
+      {{{"model", {{"type", "Unigram"}, {"vocab", nlohmann::json::array()}}}},
+       "model type 'Unigram' is not supported (only BPE)"},
+      {{{"model", {{"type", "WordPiece"}, {"vocab", {{"a", 0}}}}}}, "model type 'WordPiece'"},
+      {{{"model", bpe}, {"normalizer", {{"type", "Lowercase"}}}},
+       "normalizer type 'Lowercase' is not supported"},
+      {{{"model", bpe}, {"pre_tokenizer", {{"type", "Whitespace"}}}},
+       "pre_tokenizer type 'Whitespace' is not supported"},
+      {{{"model", bpe},
+        {"pre_tokenizer",
+         {{"type", "Split"}, {"pattern", {{"Regex", "a"}}}, {"behavior", "Removed"}}}},
+       "pre_tokenizer Split behavior 'Removed' is not supported"},
+      {{{"model", bpe},
+        {"pre_tokenizer",
+         {{"type", "Split"}, {"pattern", {{"Regex", "(a"}}}, {"behavior", "Isolated"}}}},
+       "pre_tokenizer Split: the regex '(a' does not compile"},
+      {{{"model", bpe}, {"decoder", {{"type", "WordPiece"}}}},
+       "decoder type 'WordPiece' is not supported"},
+      {{{"model", bpe}, {"added_tokens", {{{"id", 1}, {"content", "<x>"}, {"single_word", true}}}}},
+       "added token '<x>' has single_word set"},
+  };
+  for (const auto& [j, message] : cases) {
+    TempDir dir;
+    write_text(dir.file("tokenizer.json"), j.dump());
+    try {
+      Tokenizer::load(dir.path().string());
+      ADD_FAILURE() << "no error for " << j.dump();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.exit_status(), kExitBadInput);
+      EXPECT_NE(std::string(e.what()).find(dir.file("tokenizer.json") + ": " + message),
+                std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 }  // namespace

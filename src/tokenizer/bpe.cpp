@@ -2,7 +2,6 @@
 
 #include <algorithm>
 
-#include "core/error.h"
 #include "tokenizer/utf8.h"
 
 namespace strata {
@@ -66,9 +65,22 @@ std::string bytes_to_token_text(std::string_view bytes) {
   return text;
 }
 
-BytePairEncoder::BytePairEncoder(const std::array<int32_t, 256>& byte_ids,
-                                 const std::vector<MergeRule>& merges)
-    : byte_ids_(byte_ids) {
+std::string token_text_to_bytes(std::string_view text) {
+  std::string out;
+  for (size_t i = 0; i < text.size();) {
+    const size_t length = std::max<size_t>(utf8_sequence_length(text, i), 1);
+    const int b = unicode_to_byte(utf8_decode_valid(text, i, length));
+    if (b >= 0) {
+      out += static_cast<char>(b);
+    } else {
+      out.append(text.substr(i, length));
+    }
+    i += length;
+  }
+  return out;
+}
+
+BytePairEncoder::BytePairEncoder(const std::vector<MergeRule>& merges) {
   ranks_.reserve(merges.size());
   for (size_t r = 0; r < merges.size(); ++r) {
     const MergeRule& m = merges[r];
@@ -82,38 +94,12 @@ const BytePairEncoder::Rank* BytePairEncoder::find_rank(int32_t left, int32_t ri
   return it == ranks_.end() ? nullptr : &it->second;
 }
 
-void BytePairEncoder::encode_piece(std::string_view bytes, std::vector<int32_t>& out) {
-  if (bytes.size() == 1) {
-    const int32_t id = byte_ids_[static_cast<uint8_t>(bytes[0])];
-    STRATA_INPUT_CHECK(id >= 0, "the vocabulary has no token for byte ",
-                       static_cast<int>(static_cast<uint8_t>(bytes[0])));
-    out.push_back(id);
-    return;
-  }
-  if (bytes.size() < kMaxCachedPieceBytes) {
-    const auto it = cache_.find(bytes);
-    if (it != cache_.end()) {
-      out.insert(out.end(), it->second.begin(), it->second.end());
-      return;
-    }
-  }
-  const size_t first = out.size();
-  merge(bytes, out);
-  if (bytes.size() < kMaxCachedPieceBytes) {
-    if (cache_.size() >= kMaxCacheEntries) cache_.clear();
-    cache_.emplace(std::string(bytes), std::vector<int32_t>(out.begin() + first, out.end()));
-  }
-}
-
-void BytePairEncoder::merge(std::string_view bytes, std::vector<int32_t>& out) {
+void BytePairEncoder::merge(std::vector<int32_t>& ids) {
+  if (ids.size() < 2) return;
   auto& sym = symbols_;
   sym.clear();
-  const auto n = static_cast<int32_t>(bytes.size());
-  for (int32_t i = 0; i < n; ++i) {
-    const auto b = static_cast<uint8_t>(bytes[i]);
-    STRATA_INPUT_CHECK(byte_ids_[b] >= 0, "the vocabulary has no token for byte ", int{b});
-    sym.push_back({byte_ids_[b], i - 1, i + 1 < n ? i + 1 : -1});
-  }
+  const auto n = static_cast<int32_t>(ids.size());
+  for (int32_t i = 0; i < n; ++i) sym.push_back({ids[i], i - 1, i + 1 < n ? i + 1 : -1});
   std::vector<Candidate> heap;
   const auto push = [&](int32_t left) {
     const int32_t right = sym[left].next;
@@ -138,7 +124,20 @@ void BytePairEncoder::merge(std::string_view bytes, std::vector<int32_t>& out) {
     if (left.prev >= 0) push(left.prev);
     if (left.next >= 0) push(c.left);
   }
-  for (int32_t i = 0; i >= 0; i = sym[i].next) out.push_back(sym[i].id);
+  ids.clear();
+  for (int32_t i = 0; i >= 0; i = sym[i].next) ids.push_back(sym[i].id);
+}
+
+const std::vector<int32_t>* PieceCache::find(std::string_view piece) const {
+  if (piece.size() >= kMaxCachedPieceBytes) return nullptr;
+  const auto it = map_.find(piece);
+  return it == map_.end() ? nullptr : &it->second;
+}
+
+void PieceCache::put(std::string_view piece, std::span<const int32_t> ids) {
+  if (piece.size() >= kMaxCachedPieceBytes) return;
+  if (map_.size() >= kMaxCacheEntries) map_.clear();
+  map_.emplace(std::string(piece), std::vector<int32_t>(ids.begin(), ids.end()));
 }
 
 }  // namespace strata

@@ -1,11 +1,12 @@
-// Byte-level byte-pair encoding as GPT-2 defines it: every byte is first a symbol of its own,
-// then the adjacent pair with the lowest merge rank is merged, repeatedly, until no pair has a
-// rank. Works on token ids, so any vocabulary numbering (GPT-2's, OPT's) is the same code.
+// Byte-pair encoding as GPT-2 defines it: a piece starts as one symbol per byte (byte-level) or
+// per character (SentencePiece-style), then the adjacent pair with the lowest merge rank is merged,
+// repeatedly, until no pair has a rank. Works on token ids, so any vocabulary numbering (GPT-2's,
+// OPT's, Llama's) is the same code.
 #pragma once
 
 #include <array>
 #include <cstdint>
-#include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -20,6 +21,9 @@ char32_t byte_to_unicode(uint8_t byte);
 int unicode_to_byte(char32_t code_point);
 // Raw bytes -> the token text that vocab.json uses for them.
 std::string bytes_to_token_text(std::string_view bytes);
+// The reverse; a character outside the map (only in hand-made vocabularies) stands for its own
+// UTF-8.
+std::string token_text_to_bytes(std::string_view text);
 
 struct MergeRule {
   int32_t left = 0;
@@ -27,14 +31,20 @@ struct MergeRule {
   int32_t merged = 0;
 };
 
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+template <typename T>
+using StringMap = std::unordered_map<std::string, T, StringHash, std::equal_to<>>;
+
 class BytePairEncoder {
  public:
-  // byte_ids[b]: the id of the one-byte token for byte b, or -1 when the vocabulary lacks it.
   // merges: in rank order (rank = index).
-  BytePairEncoder(const std::array<int32_t, 256>& byte_ids, const std::vector<MergeRule>& merges);
+  explicit BytePairEncoder(const std::vector<MergeRule>& merges);
 
-  // Appends the ids of one pre-tokenised piece. Not thread-safe (the cache); callers lock.
-  void encode_piece(std::string_view bytes, std::vector<int32_t>& out);
+  // Merges a piece's symbols (ids) in place. Not thread-safe (scratch); callers lock.
+  void merge(std::vector<int32_t>& ids);
 
  private:
   struct Rank {
@@ -46,21 +56,25 @@ class BytePairEncoder {
     int32_t prev;
     int32_t next;
   };
-  struct StringHash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
 
   static uint64_t pair_key(int32_t left, int32_t right) {
     return static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32 | static_cast<uint32_t>(right);
   }
   const Rank* find_rank(int32_t left, int32_t right) const;
-  void merge(std::string_view bytes, std::vector<int32_t>& out);
 
-  std::array<int32_t, 256> byte_ids_;
   std::unordered_map<uint64_t, Rank> ranks_;
-  std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> cache_;
   std::vector<Symbol> symbols_;  // scratch, reused between pieces
+};
+
+// Pieces already encoded, by their bytes. Long pieces are not kept, and the cache is emptied when
+// it grows too large, which bounds its memory.
+class PieceCache {
+ public:
+  const std::vector<int32_t>* find(std::string_view piece) const;
+  void put(std::string_view piece, std::span<const int32_t> ids);
+
+ private:
+  StringMap<std::vector<int32_t>> map_;
 };
 
 }  // namespace strata

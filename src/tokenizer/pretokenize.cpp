@@ -1,9 +1,12 @@
 #include "tokenizer/pretokenize.h"
 
+#include <unicode/regex.h>
 #include <unicode/uchar.h>
+#include <unicode/utext.h>
 
 #include <array>
 
+#include "core/error.h"
 #include "tokenizer/utf8.h"
 
 namespace strata {
@@ -120,6 +123,88 @@ void split_gpt2(std::string_view text, std::vector<std::string_view>& pieces) {
     pieces.push_back(text.substr(i, end - i));
     i = end;
   }
+}
+
+std::string onig_to_icu_pattern(std::string_view pattern) {
+  std::string out;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern[i] != '\\' || i + 1 == pattern.size()) {
+      out += pattern[i];
+    } else if (pattern[i + 1] == 's' || pattern[i + 1] == 'S') {
+      out += pattern[++i] == 's' ? "\\p{White_Space}" : "\\P{White_Space}";
+    } else {
+      out.append(pattern.substr(i++, 2));  // an escape stays whole (so "\\\\s" is not touched)
+    }
+  }
+  return out;
+}
+
+struct RegexSplitter::Matcher {
+  std::unique_ptr<icu::RegexPattern> pattern;
+  std::unique_ptr<icu::RegexMatcher> matcher;
+  UText text = UTEXT_INITIALIZER;
+  ~Matcher() { utext_close(&text); }
+};
+
+RegexSplitter::RegexSplitter(const std::string& pattern, bool literal)
+    : matcher_(std::make_unique<Matcher>()) {
+  const std::string icu_pattern = literal ? pattern : onig_to_icu_pattern(pattern);
+  UErrorCode status = U_ZERO_ERROR;
+  UParseError where{};
+  matcher_->pattern.reset(icu::RegexPattern::compile(icu::UnicodeString::fromUTF8(icu_pattern),
+                                                     literal ? UREGEX_LITERAL : 0, where, status));
+  STRATA_INPUT_CHECK(U_SUCCESS(status), "the regex '", pattern, "' does not compile with ICU (",
+                     u_errorName(status), " at offset ", where.offset, ")");
+  matcher_->matcher.reset(matcher_->pattern->matcher(status));
+  STRATA_CHECK(U_SUCCESS(status), "ICU regex matcher: ", u_errorName(status));
+}
+
+RegexSplitter::~RegexSplitter() = default;
+
+void RegexSplitter::split(std::string_view text, std::vector<std::string>& pieces) {
+  UErrorCode status = U_ZERO_ERROR;
+  // UTF-8 in a UText: the matcher's indexes are byte offsets into `text`.
+  utext_openUTF8(&matcher_->text, text.data(), static_cast<int64_t>(text.size()), &status);
+  icu::RegexMatcher& m = *matcher_->matcher;
+  m.reset(&matcher_->text);
+  size_t done = 0;
+  while (U_SUCCESS(status) && m.find(status)) {
+    const auto start = static_cast<size_t>(m.start64(status));
+    const auto end = static_cast<size_t>(m.end64(status));
+    if (start == end) continue;  // empty matches make no piece
+    if (start > done) pieces.emplace_back(text.substr(done, start - done));
+    pieces.emplace_back(text.substr(start, end - start));
+    done = end;
+  }
+  STRATA_CHECK(U_SUCCESS(status), "ICU regex matching failed: ", u_errorName(status));
+  if (done < text.size()) pieces.emplace_back(text.substr(done));
+}
+
+void split_metaspace(std::string_view text, std::string_view replacement, bool prepend, bool split,
+                     std::vector<std::string>& pieces) {
+  std::string s;
+  if (prepend && text.substr(0, replacement.size()) != replacement && !(text.substr(0, 1) == " ")) {
+    s = replacement;
+  }
+  for (char c : text) {
+    if (c == ' ') {
+      s.append(replacement);
+    } else {
+      s += c;
+    }
+  }
+  if (!split) {
+    if (!s.empty()) pieces.push_back(std::move(s));
+    return;
+  }
+  // MergedWithNext: each replacement begins a piece.
+  size_t begin = 0;
+  for (size_t at = s.find(replacement, 1); at != std::string::npos;
+       at = s.find(replacement, at + replacement.size())) {
+    pieces.push_back(s.substr(begin, at - begin));
+    begin = at;
+  }
+  if (begin < s.size()) pieces.push_back(s.substr(begin));
 }
 
 }  // namespace strata

@@ -5,11 +5,20 @@
 #include "tokenizer/utf8.h"
 
 namespace strata {
+namespace {
+
+// Appends what `id` adds to a stream's bytes; the first token is written as decode writes it.
+void append_token(const Tokenizer& t, int32_t id, bool skip_special, bool& started,
+                  std::string& bytes) {
+  if (!t.contains(id) || (skip_special && t.is_special(id))) return;
+  bytes += started ? t.token_bytes(id) : t.first_token_bytes(id);
+  started = true;
+}
+
+}  // namespace
 
 std::string TextStream::push(int32_t id) {
-  if (tokenizer_->contains(id) && !(skip_special_ && tokenizer_->is_special(id))) {
-    pending_ += tokenizer_->token_bytes(id);
-  }
+  append_token(*tokenizer_, id, skip_special_, started_, pending_);
   const size_t complete = pending_.size() - incomplete_utf8_tail(pending_);
   std::string out = replace_invalid_utf8(std::string_view(pending_).substr(0, complete));
   pending_.erase(0, complete);
@@ -32,8 +41,7 @@ std::string TextStream::finish() {
 bool StopWatcher::push(int32_t id) {
   if (stopped()) return true;
   const size_t old_size = bytes_.size();
-  if (tokenizer_->contains(id) && !tokenizer_->is_special(id))
-    bytes_ += tokenizer_->token_bytes(id);
+  append_token(*tokenizer_, id, true, started_, bytes_);
   ends_.push_back(bytes_.size());
   // Nothing matched before, so a match must end in the new bytes.
   for (const std::string& stop : *stops_) {

@@ -13,7 +13,10 @@ namespace strata {
 
 // Emits text as tokens come, never half of a multi-byte UTF-8 character: bytes that begin a
 // character still missing its continuation bytes are held back until they arrive. Ill-formed
-// bytes become U+FFFD, so the pieces joined equal replace_invalid_utf8 of the whole decode.
+// bytes become U+FFFD, so the pieces joined equal replace_invalid_utf8 of the whole decode. The
+// first token is written as Tokenizer::first_token_bytes (a SentencePiece-style stream drops its
+// leading ' '; for llama2.c, whose decode drops it only after BOS, a stream is taken to follow
+// the prompt's BOS).
 class TextStream {
  public:
   explicit TextStream(const Tokenizer& tokenizer, bool skip_special = true)
@@ -29,6 +32,7 @@ class TextStream {
  private:
   const Tokenizer* tokenizer_;
   bool skip_special_;
+  bool started_ = false;  // a token has added bytes
   std::string pending_;
 };
 
@@ -52,6 +56,7 @@ class StopWatcher {
   const Tokenizer* tokenizer_;
   const std::vector<std::string>* stops_;
   std::string bytes_;
+  bool started_ = false;
   std::vector<size_t> ends_;  // bytes_.size() after each id
   size_t cut_ = std::string::npos;
 };

@@ -5,14 +5,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "core/error.h"
-#include "tokenizer/tokenizer.h"
+#include "tokenizer/llama2c.h"
+#include "tokenizer/tokenizer_files.h"
 
 namespace strata {
-namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -33,15 +32,6 @@ std::optional<json> read_json_if_present(const fs::path& path) {
   } catch (const json::parse_error& e) {
     throw_input(path.string() + ": not JSON (" + e.what() + ")");
   }
-}
-
-// A special token is written either as its text or as {"content": text, ...}.
-std::optional<std::string> token_content(const json& v) {
-  if (v.is_string()) return v.get<std::string>();
-  if (v.is_object() && v.contains("content") && v["content"].is_string()) {
-    return v["content"].get<std::string>();
-  }
-  return std::nullopt;
 }
 
 MergeRule resolve_merge(const TokenizerSpec& spec, const std::string& left,
@@ -66,6 +56,27 @@ void read_vocab_object(const json& vocab, const std::string& where, TokenizerSpe
   }
 }
 
+bool flag(const json& j, const char* key, bool fallback) {
+  return j.contains(key) && j[key].is_boolean() ? j[key].get<bool>() : fallback;
+}
+
+int32_t json_id(const json& v, const std::string& where) {
+  STRATA_INPUT_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() < INT32_MAX,
+                     where, ": a token id is not a valid integer");
+  return v.get<int32_t>();
+}
+
+namespace {
+
+// A special token is written either as its text or as {"content": text, ...}.
+std::optional<std::string> token_content(const json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string()) {
+    return v["content"].get<std::string>();
+  }
+  return std::nullopt;
+}
+
 void read_merges_txt(const fs::path& path, TokenizerSpec& spec) {
   std::istringstream in(read_file(path));
   std::string line;
@@ -80,91 +91,6 @@ void read_merges_txt(const fs::path& path, TokenizerSpec& spec) {
     spec.merges.push_back(
         resolve_merge(spec, line.substr(0, space), line.substr(space + 1), where));
   }
-}
-
-struct PostProcessing {
-  std::vector<int32_t> prefix, suffix;
-};
-
-// A boolean setting; absent or null means the default.
-bool flag(const json& j, const char* key, bool fallback = false) {
-  return j.contains(key) && j[key].is_boolean() ? j[key].get<bool>() : fallback;
-}
-
-int32_t json_id(const json& v, const std::string& where) {
-  STRATA_INPUT_CHECK(v.is_number_integer(), where, ": a token id is not an integer");
-  return v.get<int32_t>();
-}
-
-// tokenizer.json's post_processor: the tokens put around a single text.
-void read_post_processor(const json& p, const std::string& where, PostProcessing& out) {
-  if (p.is_null()) return;
-  const std::string type = p.value("type", "");
-  if (type == "ByteLevel") return;
-  if (type == "Sequence") {
-    for (const auto& q : p.at("processors")) read_post_processor(q, where, out);
-  } else if (type == "TemplateProcessing") {
-    bool after = false;
-    for (const auto& item : p.at("single")) {
-      if (item.contains("Sequence")) {
-        after = true;
-        continue;
-      }
-      const std::string name = item.at("SpecialToken").at("id").get<std::string>();
-      STRATA_INPUT_CHECK(p.at("special_tokens").contains(name), where,
-                         ": post_processor uses undefined special token '", name, "'");
-      for (const auto& id : p["special_tokens"][name].at("ids")) {
-        (after ? out.suffix : out.prefix).push_back(json_id(id, where));
-      }
-    }
-  } else if (type == "RobertaProcessing" || type == "BertProcessing") {
-    out.prefix.push_back(json_id(p.at("cls").at(1), where));
-    out.suffix.push_back(json_id(p.at("sep").at(1), where));
-  } else {
-    throw_input(where + ": post_processor type '" + type + "' is not supported");
-  }
-}
-
-void read_tokenizer_json(const json& j, const std::string& where, TokenizerSpec& spec,
-                         PostProcessing& post) {
-  const json& model = j.at("model");
-  const std::string type = model.value("type", "BPE");
-  STRATA_INPUT_CHECK(type == "BPE", where, ": model type '", type, "' is not BPE");
-  const auto unset = [&](const char* key) {
-    return !model.contains(key) || model[key].is_null() || model[key] == "" || model[key] == false;
-  };
-  for (const char* key : {"dropout", "continuing_subword_prefix", "end_of_word_suffix",
-                          "byte_fallback", "ignore_merges"}) {
-    STRATA_INPUT_CHECK(unset(key), where, ": BPE option '", key, "' is not supported");
-  }
-  STRATA_INPUT_CHECK(!j.contains("normalizer") || j["normalizer"].is_null(), where,
-                     ": normalizers are not supported (GPT-2 and OPT have none)");
-  const json& pre = j.contains("pre_tokenizer") ? j["pre_tokenizer"] : json();
-  STRATA_INPUT_CHECK(pre.is_object() && pre.value("type", "") == "ByteLevel", where,
-                     ": pre_tokenizer must be ByteLevel");
-  spec.add_prefix_space = flag(pre, "add_prefix_space");
-  spec.use_regex = flag(pre, "use_regex", true);
-  read_vocab_object(model.at("vocab"), where, spec);
-  for (const auto& m : model.at("merges")) {
-    if (m.is_array()) {
-      STRATA_INPUT_CHECK(m.size() == 2, where, ": a merge is not a pair");
-      spec.merges.push_back(
-          resolve_merge(spec, m[0].get<std::string>(), m[1].get<std::string>(), where));
-    } else {
-      const std::string text = m.get<std::string>();
-      const size_t space = text.find(' ');
-      STRATA_INPUT_CHECK(space != std::string::npos, where, ": merge '", text, "' has no space");
-      spec.merges.push_back(
-          resolve_merge(spec, text.substr(0, space), text.substr(space + 1), where));
-    }
-  }
-  if (j.contains("added_tokens")) {
-    for (const auto& t : j["added_tokens"]) {
-      spec.added.push_back({t.at("content").get<std::string>(), json_id(t.at("id"), where),
-                            flag(t, "special", true)});
-    }
-  }
-  if (j.contains("post_processor")) read_post_processor(j["post_processor"], where, post);
 }
 
 // The id of a special token's text: an added token, a vocabulary entry, or, as transformers
@@ -223,6 +149,23 @@ void read_special_tokens(const fs::path& dir, const std::string& config_where,
   }
 }
 
+// tokenizer_config.json's add_bos_token / add_eos_token. The slow tokenizers read them
+// (GPT2Tokenizer's add_bos_token is how OPT gets its leading </s>), and transformers' Llama fast
+// tokenizers rebuild tokenizer.json's template from them: so, where set, they decide.
+void affixes_from_config(const json& config, const std::string& where, std::optional<int32_t> bos,
+                         std::optional<int32_t> eos, TokenizerSpec& spec) {
+  const auto set = [&](const char* key, const std::optional<int32_t>& id, const char* name,
+                       std::vector<int32_t>& ids) {
+    if (!config.contains(key) || !config[key].is_boolean()) return;
+    ids.clear();
+    if (!config[key].get<bool>()) return;
+    STRATA_INPUT_CHECK(id, where, ": ", key, " is set but there is no ", name);
+    ids.push_back(*id);
+  };
+  set("add_bos_token", bos, "bos_token", spec.prefix_ids);
+  set("add_eos_token", eos, "eos_token", spec.suffix_ids);
+}
+
 }  // namespace
 
 std::optional<TokenizerSpec> read_tokenizer_spec(const std::string& dir_name) {
@@ -231,7 +174,11 @@ std::optional<TokenizerSpec> read_tokenizer_spec(const std::string& dir_name) {
   const fs::path vocab_json = dir / "vocab.json";
   const fs::path merges_txt = dir / "merges.txt";
   const bool fast = fs::exists(tokenizer_json);
-  if (!fast && !fs::exists(vocab_json)) return std::nullopt;
+  if (!fast && !fs::exists(vocab_json)) {
+    const fs::path llama2c = dir / kLlama2cTokenizerFile;
+    if (fs::exists(llama2c)) return read_llama2c_spec(llama2c.string());
+    return std::nullopt;
+  }
   TokenizerSpec spec;
   PostProcessing post;
   std::string where;
@@ -239,6 +186,8 @@ std::optional<TokenizerSpec> read_tokenizer_spec(const std::string& dir_name) {
     if (fast) {
       where = tokenizer_json.string();
       read_tokenizer_json(*read_json_if_present(tokenizer_json), where, spec, post);
+      spec.prefix_ids = post.prefix;
+      spec.suffix_ids = post.suffix;
     } else {
       STRATA_INPUT_CHECK(fs::exists(merges_txt), dir_name, ": has vocab.json but no merges.txt");
       where = vocab_json.string();
@@ -250,20 +199,9 @@ std::optional<TokenizerSpec> read_tokenizer_spec(const std::string& dir_name) {
     const auto config = read_json_if_present(config_path);
     std::optional<int32_t> bos, eos;
     read_special_tokens(dir, where, config, spec, &bos, &eos);
-    if (fast) {
-      spec.prefix_ids = post.prefix;
-      spec.suffix_ids = post.suffix;
-    } else if (config) {
-      // The slow tokenizers: GPT2Tokenizer's add_bos_token is how OPT gets its leading </s>.
-      if (flag(*config, "add_bos_token")) {
-        STRATA_INPUT_CHECK(bos, where, ": add_bos_token is set but there is no bos_token");
-        spec.prefix_ids.push_back(*bos);
-      }
-      if (flag(*config, "add_eos_token")) {
-        STRATA_INPUT_CHECK(eos, where, ": add_eos_token is set but there is no eos_token");
-        spec.suffix_ids.push_back(*eos);
-      }
-      spec.add_prefix_space = flag(*config, "add_prefix_space");
+    if (config) {
+      affixes_from_config(*config, where, bos, eos, spec);
+      if (!fast) spec.add_prefix_space = flag(*config, "add_prefix_space");
     }
   } catch (const json::exception& e) {
     throw_input(where + ": unexpected content (" + e.what() + ")");
