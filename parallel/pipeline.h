@@ -11,7 +11,8 @@
 #include <vector>
 
 #include "parallel/transport.h"
-#include "runtime/cpu_engine.h"
+#include "runtime/engine.h"
+#include "runtime/memory_plan.h"
 #include "runtime/generator.h"
 
 namespace strata::parallel {

@@ -184,5 +184,30 @@ TEST(Synthetic, WrittenCheckpointMatchesOnTheFly) {
   EXPECT_NE(a, b);
 }
 
+// The same for a Llama-family model: "model." names, an untied lm_head, shards, bf16.
+TEST(Synthetic, WrittenLlamaCheckpointMatchesOnTheFly) {
+  test::TempDir dir;
+  auto config_json = nlohmann::json::parse(
+      test::read_text(test::model_dir("families/mistral-tiny") + "/config.json"));
+  config_json["torch_dtype"] = "bfloat16";
+  const ModelConfig c = parse_model_config(config_json, "mistral-tiny");
+  const auto on_the_fly = make_synthetic_source(c, 3, "synthetic");
+  write_checkpoint(*on_the_fly, config_json, dir.file("m"), 20000);
+  EXPECT_TRUE(std::filesystem::exists(dir.file("m/model.safetensors.index.json")));
+  const auto written = open_weight_source(dir.file("m"));
+  EXPECT_EQ(written->config().family, Family::kMistral);
+  EXPECT_TRUE(written->has_separate_lm_head());
+  for (const auto& spec : model_tensor_specs(c)) {
+    std::vector<float> a(static_cast<size_t>(shape_numel(spec.shape))), b(a.size());
+    written->read(spec.name, DType::kF32, a.data());
+    on_the_fly->read(spec.name, DType::kF32, b.data());
+    EXPECT_EQ(a, b) << spec.name;
+  }
+  std::vector<float> head(256 * 32), embed(head.size());
+  written->read("lm_head.weight", DType::kF32, head.data());
+  written->read("embed_tokens.weight", DType::kF32, embed.data());
+  EXPECT_NE(head, embed) << "an untied head is its own tensor";
+}
+
 }  // namespace
 }  // namespace strata

@@ -121,18 +121,18 @@ TEST(PolicyErrors, RejectedBeforeAllocating) {
   o.max_prompt_len = 100;
   o.gen_len = 20;
   o.policy.weights = {60, 50};
-  auto e = expect_error([&] { CpuEngine engine(*source, o); });
+  auto e = expect_error([&] { make_cpu_engine(*source, o); });
   EXPECT_EQ(e.exit_status(), kExitBadInput);
   EXPECT_NE(std::string(e.what()).find("weight gpu + cpu percent is 110"), std::string::npos)
       << e.what();
   o.policy.weights = {-1, 0};
-  e = expect_error([&] { CpuEngine engine(*source, o); });
+  e = expect_error([&] { make_cpu_engine(*source, o); });
   EXPECT_NE(std::string(e.what()).find("outside 0..100"), std::string::npos) << e.what();
 
   o.policy.weights = {100, 0};
   o.caps.gpu_bytes = 100000;
   const uint64_t need = plan_memory(source->config(), o).total(Tier::kGpu);
-  e = expect_error([&] { CpuEngine engine(*source, o); });
+  e = expect_error([&] { make_cpu_engine(*source, o); });
   EXPECT_EQ(e.exit_status(), kExitBadInput);
   const std::string msg = e.what();
   for (const std::string& part :
@@ -142,10 +142,10 @@ TEST(PolicyErrors, RejectedBeforeAllocating) {
 
   o.caps = {};
   o.policy.weights = {0, 0};
-  e = expect_error([&] { CpuEngine engine(*source, o); });
+  e = expect_error([&] { make_cpu_engine(*source, o); });
   EXPECT_NE(std::string(e.what()).find("--offload-dir"), std::string::npos) << e.what();
   o.offload_dir = "/nonexistent/offload";
-  e = expect_error([&] { CpuEngine engine(*source, o); });
+  e = expect_error([&] { make_cpu_engine(*source, o); });
   EXPECT_EQ(e.exit_status(), kExitBadInput);
   EXPECT_NE(std::string(e.what()).find("/nonexistent/offload"), std::string::npos) << e.what();
 }
@@ -241,7 +241,7 @@ std::vector<float> forced_logprobs(const WeightSource& source, const Workload& w
   options.policy = policy;
   options.max_prompt_len = 128;
   options.gen_len = 1;
-  CpuEngine engine(source, options);
+  const auto engine = make_cpu_engine(source, options);
   GenerateOptions gen;
   gen.gen_len = 1;
   gen.ignore_eos = true;
@@ -250,7 +250,7 @@ std::vector<float> forced_logprobs(const WeightSource& source, const Workload& w
   for (size_t first = 0; first < prompts.size(); first += block) {
     const size_t n = std::min(block, prompts.size() - first);
     std::vector<std::vector<float>> logits;
-    engine.generate(std::span(prompts).subspan(first, n), gen, nullptr, &logits);
+    engine->generate(std::span(prompts).subspan(first, n), gen, nullptr, &logits);
     for (size_t k = 0; k < n; ++k) {
       const auto& row = logits[k];
       const float mx = *std::max_element(row.begin(), row.end());
@@ -398,7 +398,9 @@ TEST_P(CompressionTest, CacheLogprobsStayCloseToTheUncompressedRun) {
       const int64_t n = static_cast<int64_t>(w.prompts.size());
       EXPECT_GE(compared, may_flip_all ? 0 : n / (weights_too ? 2 : 1));
       gaps[bits == 8] = gap;
-      if (compared > 0) EXPECT_GT(gap, 0.0) << "compression changed nothing: is it on?";
+      if (compared > 0) {
+        EXPECT_GT(gap, 0.0) << "compression changed nothing: is it on?";
+      }
     }
     int64_t common = 0;  // 8 bits over the tokens 4 bits kept too, for a like-for-like ratio
     gaps[1] = mean_logprob_gap(base, runs[1], &common, nullptr, &prefix4);

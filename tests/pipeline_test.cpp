@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "model/weight_source.h"
 #include "parallel/pipeline.h"
+#include "runtime/cpu_engine.h"
 #include "test_util.h"
 
 namespace strata {
@@ -37,11 +38,11 @@ EngineOptions base_options() {
 
 std::vector<Generation> one_rank(const WeightSource& source, std::span<const Prompt> prompts,
                                  const GenerateOptions& gen) {
-  CpuEngine engine(source, base_options());
+  const auto engine = make_cpu_engine(source, base_options());
   std::vector<Generation> all;
   const size_t block = 4;
   for (size_t first = 0; first < prompts.size(); first += block) {
-    auto part = engine.generate(prompts.subspan(first, std::min(block, prompts.size() - first)),
+    auto part = engine->generate(prompts.subspan(first, std::min(block, prompts.size() - first)),
                                 gen, nullptr);
     all.insert(all.end(), part.begin(), part.end());
   }

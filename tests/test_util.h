@@ -18,7 +18,8 @@
 
 #include "model/weight_source.h"
 #include "planner/hardware_profile.h"
-#include "runtime/cpu_engine.h"
+#include "runtime/engine.h"
+#include "runtime/memory_plan.h"
 
 namespace strata::test {
 

@@ -7,7 +7,8 @@
 
 #include "planner/cost_model.h"
 
-#include "runtime/cpu_engine.h"
+#include "runtime/engine.h"
+#include "runtime/memory_plan.h"
 
 namespace strata::cli {
 

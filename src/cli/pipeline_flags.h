@@ -8,7 +8,8 @@
 #include <vector>
 
 #include "parallel/transport.h"
-#include "runtime/cpu_engine.h"
+#include "runtime/engine.h"
+#include "runtime/memory_plan.h"
 
 namespace strata::cli {
 

@@ -12,7 +12,8 @@
 
 #include "core/error.h"
 #include "core/units.h"
-#include "runtime/cpu_engine.h"
+#include "runtime/engine.h"
+#include "runtime/memory_plan.h"
 
 namespace strata {
 namespace {

@@ -12,6 +12,7 @@
 #include "runtime/engine_layout.h"
 #include "runtime/packed_stage.h"
 #include "runtime/schedule.h"
+#include "runtime/scheduled_engine.h"
 #include "runtime/stream.h"
 #include "runtime/tiered_array.h"
 
@@ -25,7 +26,8 @@ struct HostLane {
   EventPtr last;  // the lane's latest work
 };
 
-struct CpuEngine::Impl final : ScheduleBackend {
+struct CpuBackend final : ScheduleBackend {
+  CpuBackend(const WeightSource& source, const EngineOptions& engine_options);
   ModelConfig config;
   EngineOptions options;
   std::vector<StageLayout> layouts;
@@ -56,7 +58,7 @@ struct CpuEngine::Impl final : ScheduleBackend {
   std::vector<std::vector<int64_t>> offsets;
   std::vector<int64_t> rows;
 
-  ~Impl() override {
+  ~CpuBackend() override {
     if (schedule) schedule->drain();  // reads still in flight write into the staging buffers
   }
 
@@ -226,162 +228,151 @@ struct CpuEngine::Impl final : ScheduleBackend {
     run(Lane::kStore, "store activations" + tag(w),
         [this, act, h, n] { act->store(h, 0, n, store_staging); });
   }
+
+  // What the engine asks of its backend (runtime/scheduled_engine.h).
+  EngineParts parts() { return {&config, &options, &layouts, &plan, &counters, disk.get()}; }
+  TieredArray& hidden_array(int64_t group, int64_t k, int64_t n_rows) {
+    TieredArray& act = *acts[static_cast<size_t>(group * policy().num_gpu_batches + k)];
+    STRATA_CHECK(n_rows * config.hidden_size <= act.numel(),
+                 "hidden rows past the engine's activation buffer");
+    return act;
+  }
+  void write_hidden(int64_t group, int64_t k, const float* src, int64_t n_rows) {
+    TieredArray& act = hidden_array(group, k, n_rows);
+    const int64_t n = n_rows * config.hidden_size;
+    if (float* h = act.resident()) {
+      std::memcpy(h, src, static_cast<size_t>(n) * 4);
+    } else {
+      act.store(src, 0, n, store_staging);
+    }
+  }
+  void read_hidden(int64_t group, int64_t k, float* dst, int64_t n_rows) {
+    TieredArray& act = hidden_array(group, k, n_rows);
+    const int64_t n = n_rows * config.hidden_size;
+    if (const float* h = act.resident()) {
+      std::memcpy(dst, h, static_cast<size_t>(n) * 4);
+    } else {
+      act.load(dst, 0, n, load_staging);
+    }
+  }
+  std::span<const float> logits_of(int64_t k) const { return logits[static_cast<size_t>(k)]; }
+  // With --no-overlap every span is on the compute lane: spans are split by kind.
+  void lane_busy(EngineStats& s) const {
+    const auto busy = [](const Stream& stream, const std::string& prefix) {
+      double total = 0;
+      for (const auto& span : stream.spans()) {
+        if (span.name.rfind(prefix, 0) == 0) total += span.end_s - span.begin_s;
+      }
+      return total;
+    };
+    for (const auto& ln : lanes) {
+      s.compute_busy_s += busy(ln.stream, "compute");
+      s.load_busy_s += busy(ln.stream, "load");
+      s.store_busy_s += busy(ln.stream, "store");
+    }
+  }
+  void clear_lanes() {
+    for (auto& ln : lanes) ln.stream.clear_stats();
+  }
+  nlohmann::json trace() const {
+    const auto track = [this](Lane l) {
+      const Stream& stream = lanes[static_cast<int>(l)].stream;
+      return TraceTrack{stream.name(), stream.spans()};
+    };
+    return chrome_trace({track(Lane::kCompute), track(Lane::kLoad), track(Lane::kStore)});
+  }
 };
 
-CpuEngine::CpuEngine(const WeightSource& source, const EngineOptions& options)
-    : impl_(std::make_unique<Impl>()) {
-  Impl& m = *impl_;
-  m.config = source.config();
-  m.options = options;
+CpuBackend::CpuBackend(const WeightSource& source, const EngineOptions& engine_options)
+    : config(source.config()), options(engine_options) {
   const Policy& p = options.policy;
   p.validate();
   STRATA_INPUT_CHECK(p.attn_sparsity == 1.0, "policy: attn_sparsity < 1 is not supported yet");
   STRATA_CHECK(options.max_prompt_len >= 1 && options.gen_len >= 1,
                "engine needs prompt and gen lengths");
   STRATA_CHECK(options.n_groups >= 1, "engine needs at least one group");
-  m.layouts = slice_layouts(m.config, options);
-  m.total_batches = p.num_gpu_batches * options.n_groups;
-  m.shapes = shapes_of(m.config, options, m.layouts);
-  m.plan = plan_cpu_memory(m.config, options);
-  check_caps(m.plan, options.caps);  // before anything is allocated
+  layouts = slice_layouts(config, options);
+  total_batches = p.num_gpu_batches * options.n_groups;
+  shapes = shapes_of(config, options, layouts);
+  plan = plan_cpu_memory(config, options);
+  check_caps(plan, options.caps);  // before anything is allocated
 
-  m.disk = make_disk_tier(m.plan, options.offload_dir);
+  disk = make_disk_tier(plan, options.offload_dir);
   // Weights are packed once, stage by stage, in their stored form; compressed ones stay
   // compressed on every tier.
   std::vector<uint8_t> stored;
   std::vector<float> stage_f32;
   uint64_t max_packed = 0;
-  for (const auto& layout : m.layouts) {
+  for (const auto& layout : layouts) {
     const int64_t n = stage_numel(layout, p);
     if (p.compress_weight) {
-      m.packed.push_back(PackedStage::of(layout, p.compress_bits));
+      packed.push_back(PackedStage::of(layout, p.compress_bits));
       stage_f32.resize(static_cast<size_t>(layout.numel));
       read_stage(source, layout, DType::kF32, stage_f32.data());
       stored.resize(static_cast<size_t>(n));
-      m.packed.back().pack(stage_f32.data(), stored.data());
+      packed.back().pack(stage_f32.data(), stored.data());
       max_packed = std::max(max_packed, static_cast<uint64_t>(n));
     } else {
-      stored.resize(static_cast<size_t>(layout.numel) * dtype_size(m.config.dtype));
-      read_stage(source, layout, m.config.dtype, stored.data());
+      stored.resize(static_cast<size_t>(layout.numel) * dtype_size(config.dtype));
+      read_stage(source, layout, config.dtype, stored.data());
     }
-    m.weights.push_back(std::make_unique<TieredArray>(n, weight_format(m.config, p), p.weights,
-                                                      m.disk.get(), m.counters));
-    m.weights.back()->fill_stored(stored.data());
+    weights.push_back(std::make_unique<TieredArray>(n, weight_format(config, p), p.weights,
+                                                      disk.get(), counters));
+    weights.back()->fill_stored(stored.data());
   }
   stored = {};
   stage_f32 = {};
-  if (max_packed > 0) m.packed_scratch = m.working_buffer(max_packed);
-  for (int64_t i = 0; i < slice_layer_count(m.config, options) * m.total_batches; ++i) {
-    m.cache.push_back(std::make_unique<TieredArray>(m.shapes.kv_numel, cache_format(m.config, p),
-                                                    p.cache, m.disk.get(), m.counters));
+  if (max_packed > 0) packed_scratch = working_buffer(max_packed);
+  for (int64_t i = 0; i < slice_layer_count(config, options) * total_batches; ++i) {
+    cache.push_back(std::make_unique<TieredArray>(shapes.kv_numel, cache_format(config, p),
+                                                    p.cache, disk.get(), counters));
   }
-  for (int64_t k = 0; k < m.total_batches; ++k) {
-    m.acts.push_back(std::make_unique<TieredArray>(m.shapes.act_numel,
+  for (int64_t k = 0; k < total_batches; ++k) {
+    acts.push_back(std::make_unique<TieredArray>(shapes.act_numel,
                                                    StoredFormat::plain(DType::kF32), p.activations,
-                                                   m.disk.get(), m.counters));
+                                                   disk.get(), counters));
   }
   if (!weights_resident(p)) {
-    for (auto& b : m.weight_buffers)
-      b = m.working_buffer(static_cast<uint64_t>(m.shapes.max_stage_numel) * 4);
+    for (auto& b : weight_buffers)
+      b = working_buffer(static_cast<uint64_t>(shapes.max_stage_numel) * 4);
   }
   if (!cache_resident(p)) {
-    for (auto& b : m.cache_buffers)
-      b = m.working_buffer(static_cast<uint64_t>(m.shapes.kv_numel) * 4);
+    for (auto& b : cache_buffers)
+      b = working_buffer(static_cast<uint64_t>(shapes.kv_numel) * 4);
   }
   if (p.activations.gpu_percent < 100) {
-    for (auto& b : m.act_buffers)
-      b = m.working_buffer(static_cast<uint64_t>(m.shapes.act_numel) * 4);
+    for (auto& b : act_buffers)
+      b = working_buffer(static_cast<uint64_t>(shapes.act_numel) * 4);
   }
-  uint64_t staging = 0, weight_staging = 0;
-  for (const auto& a : m.weights) weight_staging = std::max(weight_staging, a->staging_bytes());
-  if (weight_staging > 0) {
-    for (auto& b : m.weight_staging) b = HostBuffer(weight_staging);
-    m.counters.add_allocation(Tier::kCpu, kWeightSlots * weight_staging);
+  uint64_t io_bytes = 0, weight_bytes = 0;
+  for (const auto& a : weights) weight_bytes = std::max(weight_bytes, a->staging_bytes());
+  if (weight_bytes > 0) {
+    for (auto& b : weight_staging) b = HostBuffer(weight_bytes);
+    counters.add_allocation(Tier::kCpu, kWeightSlots * weight_bytes);
   }
-  for (const auto* group : {&m.cache, &m.acts}) {
-    for (const auto& a : *group) staging = std::max(staging, a->staging_bytes());
+  for (const auto* group : {&cache, &acts}) {
+    for (const auto& a : *group) io_bytes = std::max(io_bytes, a->staging_bytes());
   }
-  if (staging > 0) {
-    m.load_staging = HostBuffer(staging);
-    m.store_staging = HostBuffer(staging);
-    m.counters.add_allocation(Tier::kCpu, 2 * staging);
+  if (io_bytes > 0) {
+    load_staging = HostBuffer(io_bytes);
+    store_staging = HostBuffer(io_bytes);
+    counters.add_allocation(Tier::kCpu, 2 * io_bytes);
   }
-  m.logits.assign(static_cast<size_t>(p.num_gpu_batches),
-                  std::vector<float>(static_cast<size_t>(p.gpu_batch_size * m.config.vocab_size)));
+  logits.assign(static_cast<size_t>(p.num_gpu_batches),
+                  std::vector<float>(static_cast<size_t>(p.gpu_batch_size * config.vocab_size)));
   // Workspace and logits grow on first use; count them now so peaks include them.
-  m.counters.add_allocation(
+  counters.add_allocation(
       Tier::kGpu,
-      static_cast<uint64_t>(m.shapes.workspace_numel + p.effective_batch() * m.config.vocab_size) *
+      static_cast<uint64_t>(shapes.workspace_numel + p.effective_batch() * config.vocab_size) *
           4);
-  m.marks = std::make_unique<MarkTable<EventPtr>>(m.total_batches);
-  m.schedule = std::make_unique<BlockSchedule>(m, m.layouts);
-  m.counters.clear_traffic();
-  for (auto& ln : m.lanes) ln.stream.clear_stats();
-  bind({&m.config, &m.options, &m.layouts, &m.plan, &m.counters, m.disk.get()});
+  marks = std::make_unique<MarkTable<EventPtr>>(total_batches);
+  schedule = std::make_unique<BlockSchedule>(*this, layouts);
+  counters.clear_traffic();
+  for (auto& ln : lanes) ln.stream.clear_stats();
 }
 
-CpuEngine::~CpuEngine() = default;
-
-void CpuEngine::run_step(const std::vector<std::vector<SequenceStep>>& steps,
-                         const std::vector<std::vector<int64_t>>& lengths, int64_t first_batch) {
-  impl_->schedule->run(steps, lengths, first_batch);
-}
-
-void CpuEngine::write_hidden(int64_t group, int64_t k, const float* rows, int64_t n_rows) {
-  Impl& m = *impl_;
-  TieredArray& act = *m.acts[static_cast<size_t>(group * m.policy().num_gpu_batches + k)];
-  const int64_t n = n_rows * m.config.hidden_size;
-  STRATA_CHECK(n <= act.numel(), "hidden rows past the engine's activation buffer");
-  if (float* h = act.resident()) {
-    std::memcpy(h, rows, static_cast<size_t>(n) * 4);
-  } else {
-    act.store(rows, 0, n, m.store_staging);
-  }
-}
-
-void CpuEngine::read_hidden(int64_t group, int64_t k, float* rows, int64_t n_rows) {
-  Impl& m = *impl_;
-  TieredArray& act = *m.acts[static_cast<size_t>(group * m.policy().num_gpu_batches + k)];
-  const int64_t n = n_rows * m.config.hidden_size;
-  STRATA_CHECK(n <= act.numel(), "hidden rows past the engine's activation buffer");
-  if (const float* h = act.resident()) {
-    std::memcpy(rows, h, static_cast<size_t>(n) * 4);
-  } else {
-    act.load(rows, 0, n, m.load_staging);
-  }
-}
-
-std::span<const float> CpuEngine::logits(int64_t k) const {
-  return impl_->logits[static_cast<size_t>(k)];
-}
-
-// With --no-overlap every span is on the compute lane: spans are split by kind.
-void CpuEngine::lane_busy(EngineStats& s) const {
-  const auto busy = [](const Stream& stream, const std::string& prefix) {
-    double total = 0;
-    for (const auto& span : stream.spans()) {
-      if (span.name.rfind(prefix, 0) == 0) total += span.end_s - span.begin_s;
-    }
-    return total;
-  };
-  for (const auto& ln : impl_->lanes) {
-    s.compute_busy_s += busy(ln.stream, "compute");
-    s.load_busy_s += busy(ln.stream, "load");
-    s.store_busy_s += busy(ln.stream, "store");
-  }
-}
-
-void CpuEngine::clear_lanes() {
-  for (auto& ln : impl_->lanes) ln.stream.clear_stats();
-}
-
-nlohmann::json CpuEngine::trace() const {
-  const Impl& m = *impl_;
-  const auto track = [&m](Lane l) {
-    const Stream& stream = m.lanes[static_cast<int>(l)].stream;
-    return TraceTrack{stream.name(), stream.spans()};
-  };
-  return chrome_trace({track(Lane::kCompute), track(Lane::kLoad), track(Lane::kStore)});
+std::unique_ptr<Engine> make_cpu_engine(const WeightSource& source, const EngineOptions& options) {
+  return std::make_unique<ScheduledEngine<CpuBackend>>(source, options);
 }
 
 }  // namespace strata

@@ -71,7 +71,7 @@ std::string cuda_policy_unsupported(const Policy& p) {
   return "";
 }
 
-void Engine::bind(const Parts& parts) {
+void Engine::bind(const EngineParts& parts) {
   parts_ = parts;
   disk_busy_base_ = parts_.disk ? parts_.disk->busy_seconds() : 0;
 }

@@ -78,6 +78,18 @@ struct EngineStats {
   double overlap_efficiency() const;
 };
 
+// What every engine's backend has, bound by the engine once made: stats and accessors read them.
+struct EngineParts {
+  const ModelConfig* config = nullptr;
+  const EngineOptions* options = nullptr;
+  const std::vector<StageLayout>* layouts = nullptr;
+  const MemoryPlan* plan = nullptr;
+  TierCounters* counters = nullptr;
+  const DiskStore* disk = nullptr;  // null without a disk tier
+};
+
+// An engine: one class, ScheduledEngine<Backend> (runtime/scheduled_engine.h), over the CPU or
+// the CUDA backend; the block schedule itself is runtime/schedule.h's.
 class Engine {
  public:
   virtual ~Engine() = default;
@@ -115,27 +127,18 @@ class Engine {
   // One forward of GPU batches [first_batch, first_batch + steps.size()) of all the groups'.
   virtual void run_step(const std::vector<std::vector<SequenceStep>>& steps,
                         const std::vector<std::vector<int64_t>>& lengths, int64_t first_batch) = 0;
-  // What every engine has, bound by its constructor once made: stats and accessors read them.
-  struct Parts {
-    const ModelConfig* config = nullptr;
-    const EngineOptions* options = nullptr;
-    const std::vector<StageLayout>* layouts = nullptr;
-    const MemoryPlan* plan = nullptr;
-    TierCounters* counters = nullptr;
-    const DiskStore* disk = nullptr;  // null without a disk tier
-  };
-  void bind(const Parts& parts);
+  void bind(const EngineParts& parts);
   // Busy seconds of the engine's lanes, and their reset.
   virtual void lane_busy(EngineStats& stats) const = 0;
   virtual void clear_lanes() = 0;
 
  private:
-  Parts parts_;
+  EngineParts parts_;
   double wall_s_ = 0;          // in forward(), since the stats were cleared
   double disk_busy_base_ = 0;  // disk busy seconds before the stats were cleared
 };
 
-// The engine for options.device: CpuEngine on the CPU, CudaEngine on a GPU. A policy the
+// The engine for options.device: the CPU backend's, or the CUDA backend's on a GPU. A policy the
 // device cannot run is an input error naming the field.
 std::unique_ptr<Engine> make_engine(const WeightSource& source, const EngineOptions& options);
 

@@ -63,12 +63,12 @@ std::unique_ptr<Engine> make_engine(const WeightSource& source, const EngineOpti
       log_warn("--device auto: running on the CPU although a GPU is present: " +
                cuda_unsupported(config, options.policy));
     }
-    return std::make_unique<CpuEngine>(source, options);
+    return make_cpu_engine(source, options);
   }
   const std::string why = cuda_unsupported(config, options.policy);
   STRATA_INPUT_CHECK(why.empty(), why);
 #if STRATA_HAVE_CUDA
-  return std::make_unique<CudaEngine>(source, options);
+  return make_cuda_engine(source, options);
 #else
   STRATA_INPUT_CHECK(false, "--device cuda: this build has no CUDA backend");
   return nullptr;

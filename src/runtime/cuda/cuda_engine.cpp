@@ -21,6 +21,7 @@
 #include "runtime/cuda/stage_runner.h"
 #include "runtime/engine_layout.h"
 #include "runtime/packed_stage.h"
+#include "runtime/scheduled_engine.h"
 #include "runtime/stream.h"
 
 namespace strata {
@@ -30,49 +31,45 @@ using cuda_engine::HostRows;
 using cuda_engine::kDiskAlign;
 using cuda_engine::SpanLog;
 
-CudaEngine::CudaEngine(const WeightSource& source, const EngineOptions& options)
-    : impl_(std::make_unique<Impl>(options)) {
-  Impl& m = *impl_;
-  m.config = source.config();
-  m.options = options;
-  m.options.device = Device::kCuda;
-  const Policy& p = m.options.policy;
+CudaBackend::CudaBackend(const WeightSource& source, const EngineOptions& engine_options)
+    : select(engine_options.gpu_index), config(source.config()), options(engine_options) {
+  options.device = Device::kCuda;
+  const Policy& p = options.policy;
   p.validate();
-  const std::string why = cuda_unsupported(m.config, p);
+  const std::string why = cuda_unsupported(config, p);
   STRATA_INPUT_CHECK(why.empty(), why);
   STRATA_CHECK(options.max_prompt_len >= 1 && options.gen_len >= 1,
                "engine needs prompt and gen lengths");
   STRATA_CHECK(options.n_groups >= 1, "engine needs at least one group");
-  const ModelConfig& c = m.config;
-  m.layouts = slice_layouts(c, m.options);
-  m.total_batches = p.num_gpu_batches * options.n_groups;
-  m.shapes = shapes_of(c, m.options, m.layouts);
-  const Shapes& sh = m.shapes;
-  const CudaLayout l = cuda_layout(c, m.options, m.layouts, sh);
-  m.cache_stored = l.cache_stored;
-  m.plan = plan_cuda_memory(c, m.options);
-  check_caps(m.plan, options.caps);
+  const ModelConfig& c = config;
+  layouts = slice_layouts(c, options);
+  total_batches = p.num_gpu_batches * options.n_groups;
+  shapes = shapes_of(c, options, layouts);
+  const Shapes& sh = shapes;
+  const CudaLayout l = cuda_layout(c, options, layouts, sh);
+  cache_stored = l.cache_stored;
+  plan = plan_cuda_memory(c, options);
+  check_caps(plan, options.caps);
   const uint64_t free_bytes = cuda::device_free_bytes();
   STRATA_INPUT_CHECK(l.device_bytes <= free_bytes, "the policy needs ",
                      format_bytes(static_cast<double>(l.device_bytes)), " of GPU memory but GPU ",
                      options.gpu_index, " has ", format_bytes(static_cast<double>(free_bytes)),
                      " free");
 
-  m.pool = std::make_unique<cuda::DevicePool>(l.device_bytes);
-  m.pinned = std::make_unique<cuda::PinnedArena>(std::max<uint64_t>(l.pinned_bytes, kDiskAlign));
-  m.disk = make_disk_tier(m.plan, options.offload_dir);
+  pool = std::make_unique<cuda::DevicePool>(l.device_bytes);
+  pinned = std::make_unique<cuda::PinnedArena>(std::max<uint64_t>(l.pinned_bytes, kDiskAlign));
+  disk = make_disk_tier(plan, options.offload_dir);
 
-  m.place_weights(source, l);
-  m.allocate_working(l);
-  m.compute_stream.synchronize();
-  m.marks = std::make_unique<MarkTable<cuda::Event>>(m.total_batches);
-  m.schedule = std::make_unique<BlockSchedule>(m, m.layouts);
-  m.counters.clear_traffic();
-  bind({&m.config, &m.options, &m.layouts, &m.plan, &m.counters, m.disk.get()});
+  place_weights(source, l);
+  allocate_working(l);
+  compute_stream.synchronize();
+  marks = std::make_unique<MarkTable<cuda::Event>>(total_batches);
+  schedule = std::make_unique<BlockSchedule>(*this, layouts);
+  counters.clear_traffic();
 }
 
 // Weights in their stored form (fp16, or packed groups), stage by stage.
-void CudaEngine::Impl::place_weights(const WeightSource& source, const CudaLayout& l) {
+void CudaBackend::place_weights(const WeightSource& source, const CudaLayout& l) {
   const Policy& p = policy();
   std::vector<uint8_t> stored;
   std::vector<float> stage_f32;
@@ -98,7 +95,7 @@ void CudaEngine::Impl::place_weights(const WeightSource& source, const CudaLayou
 
 // HeteGen: fp32 copies of each split linear's leading rows, the values the device computes with
 // (the packed stage decoded, or the fp16 stage widened).
-void CudaEngine::Impl::keep_host_rows(size_t s, const std::vector<uint8_t>& stored) {
+void CudaBackend::keep_host_rows(size_t s, const std::vector<uint8_t>& stored) {
   const Policy& p = policy();
   const StageLayout& layout = layouts[s];
   const HeteGenAlpha& a = p.hetegen_alpha;
@@ -128,7 +125,7 @@ void CudaEngine::Impl::keep_host_rows(size_t s, const std::vector<uint8_t>& stor
 }
 
 // Cache and hidden-row arrays, rings, staging and the stage runner, as cuda_layout sized them.
-void CudaEngine::Impl::allocate_working(const CudaLayout& l) {
+void CudaBackend::allocate_working(const CudaLayout& l) {
   const Policy& p = policy();
   const Shapes& sh = shapes;
   const ModelConfig& c = config;
@@ -201,64 +198,58 @@ void CudaEngine::Impl::allocate_working(const CudaLayout& l) {
   }
 }
 
-CudaEngine::~CudaEngine() = default;
-
-void CudaEngine::run_step(const std::vector<std::vector<SequenceStep>>& steps,
-                          const std::vector<std::vector<int64_t>>& lengths, int64_t first_batch) {
-  impl_->schedule->run(steps, lengths, first_batch);
-}
-
-void CudaEngine::write_hidden(int64_t group, int64_t k, const float* rows, int64_t n_rows) {
-  Impl& m = *impl_;
-  const int64_t n = n_rows * m.config.hidden_size;
-  DeviceTieredArray& act = m.hidden_array(group, k, n);
+void CudaBackend::write_hidden(int64_t group, int64_t k, const float* rows, int64_t n_rows) {
+  const int64_t n = n_rows * config.hidden_size;
+  DeviceTieredArray& act = hidden_array(group, k, n);
   auto* target = static_cast<Fp16*>(act.resident());
-  if (!target) target = m.act_buffers[0].as<Fp16>();  // the engine is idle between steps
-  std::memcpy(m.hidden_host.data(), rows, static_cast<size_t>(n) * 4);
-  cuda::copy_h2d(m.hidden_device.data(), m.hidden_host.data(), static_cast<size_t>(n) * 4,
-                 m.compute_stream);
-  cuda::convert(m.hidden_device.as<float>(), target, n, m.compute_stream);
-  if (!act.resident()) act.store(target, 0, n, m.io_staging[1], m.compute_stream);
-  m.compute_stream.synchronize();
+  if (!target) target = act_buffers[0].as<Fp16>();  // the engine is idle between steps
+  std::memcpy(hidden_host.data(), rows, static_cast<size_t>(n) * 4);
+  cuda::copy_h2d(hidden_device.data(), hidden_host.data(), static_cast<size_t>(n) * 4,
+                 compute_stream);
+  cuda::convert(hidden_device.as<float>(), target, n, compute_stream);
+  if (!act.resident()) act.store(target, 0, n, io_staging[1], compute_stream);
+  compute_stream.synchronize();
 }
 
-void CudaEngine::read_hidden(int64_t group, int64_t k, float* rows, int64_t n_rows) {
-  Impl& m = *impl_;
-  const int64_t n = n_rows * m.config.hidden_size;
-  DeviceTieredArray& act = m.hidden_array(group, k, n);
+void CudaBackend::read_hidden(int64_t group, int64_t k, float* rows, int64_t n_rows) {
+  const int64_t n = n_rows * config.hidden_size;
+  DeviceTieredArray& act = hidden_array(group, k, n);
   auto* source = static_cast<Fp16*>(act.resident());
   if (!source) {
-    source = m.act_buffers[0].as<Fp16>();
-    act.load_through(source, 0, n, m.io_staging[0], m.compute_stream);
+    source = act_buffers[0].as<Fp16>();
+    act.load_through(source, 0, n, io_staging[0], compute_stream);
   }
-  cuda::convert(source, m.hidden_device.as<float>(), n, m.compute_stream);
-  cuda::copy_d2h(m.hidden_host.data(), m.hidden_device.data(), static_cast<size_t>(n) * 4,
-                 m.compute_stream);
-  m.compute_stream.synchronize();
-  std::memcpy(rows, m.hidden_host.data(), static_cast<size_t>(n) * 4);
+  cuda::convert(source, hidden_device.as<float>(), n, compute_stream);
+  cuda::copy_d2h(hidden_host.data(), hidden_device.data(), static_cast<size_t>(n) * 4,
+                 compute_stream);
+  compute_stream.synchronize();
+  std::memcpy(rows, hidden_host.data(), static_cast<size_t>(n) * 4);
 }
 
-std::span<const float> CudaEngine::logits(int64_t k) const {
-  const Impl& m = *impl_;
-  const size_t per_batch = static_cast<size_t>(m.policy().gpu_batch_size * m.config.vocab_size);
-  return {m.logits_host.as<float>() + static_cast<size_t>(k) * per_batch, per_batch};
+std::span<const float> CudaBackend::logits_of(int64_t k) const {
+  const size_t per_batch = static_cast<size_t>(policy().gpu_batch_size * config.vocab_size);
+  return {logits_host.as<float>() + static_cast<size_t>(k) * per_batch, per_batch};
 }
 
-void CudaEngine::lane_busy(EngineStats& s) const {
-  s.compute_busy_s = impl_->compute_log.busy_s();
-  s.load_busy_s = impl_->load_log.busy_s();
-  s.store_busy_s = impl_->store_log.busy_s();
+void CudaBackend::lane_busy(EngineStats& s) const {
+  s.compute_busy_s = compute_log.busy_s();
+  s.load_busy_s = load_log.busy_s();
+  s.store_busy_s = store_log.busy_s();
 }
 
-void CudaEngine::clear_lanes() {
-  for (SpanLog* log : {&impl_->load_log, &impl_->compute_log, &impl_->store_log}) log->clear();
+void CudaBackend::clear_lanes() {
+  for (SpanLog* log : {&load_log, &compute_log, &store_log}) log->clear();
 }
 
-nlohmann::json CudaEngine::trace() const {
-  const Impl& m = *impl_;
-  return chrome_trace({{m.compute_log.name(), m.compute_log.spans()},
-                       {m.load_log.name(), m.load_log.spans()},
-                       {m.store_log.name(), m.store_log.spans()}});
+nlohmann::json CudaBackend::trace() const {
+  return chrome_trace({{compute_log.name(), compute_log.spans()},
+                       {load_log.name(), load_log.spans()},
+                       {store_log.name(), store_log.spans()}});
+}
+
+std::unique_ptr<Engine> make_cuda_engine(const WeightSource& source,
+                                         const EngineOptions& options) {
+  return std::make_unique<ScheduledEngine<CudaBackend>>(source, options);
 }
 
 }  // namespace strata

@@ -4,7 +4,8 @@
 // stage runner: cuBLAS fp16 GEMMs, flash-style attention), stores of batch k-1's new cache rows
 // on the store stream; disk reads go into pinned staging ahead of their copies. Events order the
 // streams; the host waits only for disk reads and at the end of a step. All device memory comes
-// from one pool sized by the memory plan and capped by --gpu-mem.
+// from one pool sized by the memory plan and capped by --gpu-mem. The backend is CudaBackend
+// (cuda_engine_impl.h).
 #pragma once
 
 #include <memory>
@@ -13,24 +14,6 @@
 
 namespace strata {
 
-class CudaEngine final : public Engine {
- public:
-  CudaEngine(const WeightSource& source, const EngineOptions& options);
-  ~CudaEngine() override;
-
-  void write_hidden(int64_t group, int64_t k, const float* rows, int64_t n_rows) override;
-  void read_hidden(int64_t group, int64_t k, float* rows, int64_t n_rows) override;
-  std::span<const float> logits(int64_t k) const override;
-
-  nlohmann::json trace() const override;
-
- private:
-  void lane_busy(EngineStats& stats) const override;
-  void clear_lanes() override;
-  void run_step(const std::vector<std::vector<SequenceStep>>& steps,
-                const std::vector<std::vector<int64_t>>& lengths, int64_t first_batch) override;
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
-};
+std::unique_ptr<Engine> make_cuda_engine(const WeightSource& source, const EngineOptions& options);
 
 }  // namespace strata

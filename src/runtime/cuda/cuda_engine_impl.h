@@ -1,10 +1,11 @@
-// CudaEngine's state and the helpers its two files share (cuda_engine.cpp: construction, the
+// The CUDA backend's state and the helpers its two files share (cuda_engine.cpp: construction, the
 // tiers and the accessors; cuda_schedule.cpp: the block schedule). Private to the engine.
 #pragma once
 
 #include <cstdint>
 #include <exception>
 #include <map>
+#include <nlohmann/json_fwd.hpp>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,6 +18,7 @@
 #include "runtime/cuda/cuda_layout.h"
 #include "runtime/cuda/device_tiers.h"
 #include "runtime/cuda/stage_runner.h"
+#include "runtime/engine.h"
 #include "runtime/engine_layout.h"
 #include "runtime/packed_stage.h"
 #include "runtime/schedule.h"
@@ -91,7 +93,7 @@ struct HostRows {
 
 }  // namespace cuda_engine
 
-struct CudaEngine::Impl final : ScheduleBackend {
+struct CudaBackend final : ScheduleBackend {
   using Fp16 = cuda::Fp16;
 
   // Declaration order is destruction order reversed: buffers go back to the pool and arena
@@ -140,9 +142,9 @@ struct CudaEngine::Impl final : ScheduleBackend {
   const std::vector<std::vector<int64_t>>* lengths = nullptr;
   bool step_decode = false;  // it adds one token per sequence
 
-  explicit Impl(const EngineOptions& o) : select(o.gpu_index) {}
+  CudaBackend(const WeightSource& source, const EngineOptions& engine_options);
 
-  ~Impl() override {
+  ~CudaBackend() override {
     if (schedule) schedule->drain();  // reads still in flight write into pinned staging
   }
 
@@ -214,6 +216,15 @@ struct CudaEngine::Impl final : ScheduleBackend {
   void compute(const BatchWork& w) override { compute_stage(w); }
   void store_cache(const BatchWork& w) override;
   void store_hidden(const BatchWork& w) override;
+
+  // What the engine asks of its backend (runtime/scheduled_engine.h).
+  EngineParts parts() { return {&config, &options, &layouts, &plan, &counters, disk.get()}; }
+  void write_hidden(int64_t group, int64_t k, const float* rows, int64_t n_rows);
+  void read_hidden(int64_t group, int64_t k, float* rows, int64_t n_rows);
+  std::span<const float> logits_of(int64_t k) const;
+  void lane_busy(EngineStats& s) const;
+  void clear_lanes();
+  nlohmann::json trace() const;
 };
 
 }  // namespace strata

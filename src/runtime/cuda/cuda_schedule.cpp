@@ -1,4 +1,4 @@
-// CudaEngine's block schedule: weight and cache loads on the load stream, the stage runner on the
+// The CUDA backend's block schedule: weight and cache loads on the load stream, the stage runner on the
 // compute stream, stores on the store stream, and the work done on the host in stream order
 // (CPU attention, HeteGen's CPU columns).
 #include <cblas.h>
@@ -77,7 +77,7 @@ int64_t batch_rows(const std::vector<SequenceStep>& batch) {
 
 }  // namespace
 
-void CudaEngine::Impl::begin_step(const std::vector<std::vector<SequenceStep>>& st,
+void CudaBackend::begin_step(const std::vector<std::vector<SequenceStep>>& st,
                                   const std::vector<std::vector<int64_t>>& lens) {
   steps = &st;
   lengths = &lens;
@@ -89,7 +89,7 @@ void CudaEngine::Impl::begin_step(const std::vector<std::vector<SequenceStep>>& 
   });
 }
 
-void CudaEngine::Impl::end_step() {
+void CudaBackend::end_step() {
   loader.synchronize();
   compute_stream.synchronize();
   storer.synchronize();
@@ -98,7 +98,7 @@ void CudaEngine::Impl::end_step() {
 }
 
 // The host waits for the copy out of the slot, then reads the disk part into it.
-void CudaEngine::Impl::submit_weight_read(int64_t s, int slot, Mark slot_free, uint64_t* ticket) {
+void CudaBackend::submit_weight_read(int64_t s, int slot, Mark slot_free, uint64_t* ticket) {
   DeviceTieredArray& a = *weights[static_cast<size_t>(s)];
   *ticket = 0;
   if (!a.has_disk() || a.resident()) return;
@@ -107,14 +107,14 @@ void CudaEngine::Impl::submit_weight_read(int64_t s, int slot, Mark slot_free, u
 }
 
 // The host waits for the disk part only; the copies are queued.
-void CudaEngine::Impl::finish_weight_read(int64_t s, uint64_t* ticket) {
+void CudaBackend::finish_weight_read(int64_t s, uint64_t* ticket) {
   weights[static_cast<size_t>(s)]->finish_fetch(*ticket);
   *ticket = 0;
 }
 
 // Stage s's fp16 weights into weight buffer `buffer` on the load stream: copied, and decoded
 // when packed.
-void CudaEngine::Impl::expand_weights(int64_t s, int buffer, int slot) {
+void CudaBackend::expand_weights(int64_t s, int buffer, int slot) {
   DeviceTieredArray& a = *weights[static_cast<size_t>(s)];
   Fp16* dst = weight_buffers[buffer].as<Fp16>();
   const cuda::Stream& stream = lane(Lane::kLoad);
@@ -171,24 +171,24 @@ void CudaEngine::Impl::expand_weights(int64_t s, int buffer, int slot) {
   load_log.end(stream);
 }
 
-bool CudaEngine::Impl::host_attention(const BatchWork& w) const {
+bool CudaBackend::host_attention(const BatchWork& w) const {
   const auto& batch = *w.steps;
   return stage_has_cache(w.layout->kind) && policy().cpu_cache_compute &&
          std::all_of(batch.begin(), batch.end(),
                      [](const auto& st) { return st.tokens.size() == 1; });
 }
 
-bool CudaEngine::Impl::cache_crosses(const BatchWork& w) const {
+bool CudaBackend::cache_crosses(const BatchWork& w) const {
   if (!stage_has_cache(w.layout->kind) || host_attention(w)) return false;
   return policy().compress_cache || !cache_array(w).resident();
 }
 
-Fp16* CudaEngine::Impl::hidden_of(const BatchWork& w) const {
+Fp16* CudaBackend::hidden_of(const BatchWork& w) const {
   auto* hidden = static_cast<Fp16*>(acts[static_cast<size_t>(w.batch)]->resident());
   return hidden ? hidden : act_buffers[w.act_slot].as<Fp16>();
 }
 
-void CudaEngine::Impl::load_hidden(const BatchWork& w) {
+void CudaBackend::load_hidden(const BatchWork& w) {
   const cuda::Stream& stream = lane(Lane::kLoad);
   load_log.begin("load activations" + tag(w), stream);
   acts[static_cast<size_t>(w.batch)]->load_through(
@@ -197,7 +197,7 @@ void CudaEngine::Impl::load_hidden(const BatchWork& w) {
 }
 
 // The valid rows of each sequence's keys and values.
-void CudaEngine::Impl::load_cache(const BatchWork& w) {
+void CudaBackend::load_cache(const BatchWork& w) {
   const cuda::Stream& stream = lane(Lane::kLoad);
   load_log.begin("load cache" + tag(w), stream);
   for_each_kv_range(w, shapes.capacity, config.kv_dim(), false, [&](int64_t b, int64_t e) {
@@ -206,7 +206,7 @@ void CudaEngine::Impl::load_cache(const BatchWork& w) {
   load_log.end(stream);
 }
 
-void CudaEngine::Impl::compute_stage(const BatchWork& w) {
+void CudaBackend::compute_stage(const BatchWork& w) {
   const StageLayout& layout = *w.layout;
   const auto& batch = *w.steps;
   const int64_t s = w.stage;
@@ -248,7 +248,7 @@ void CudaEngine::Impl::compute_stage(const BatchWork& w) {
 }
 
 // Only the new rows go back.
-void CudaEngine::Impl::store_cache(const BatchWork& w) {
+void CudaBackend::store_cache(const BatchWork& w) {
   const cuda::Stream& stream = lane(Lane::kStore);
   store_log.begin("store cache" + tag(w), stream);
   for_each_kv_range(w, shapes.capacity, config.kv_dim(), true, [&](int64_t b, int64_t e) {
@@ -257,7 +257,7 @@ void CudaEngine::Impl::store_cache(const BatchWork& w) {
   store_log.end(stream);
 }
 
-void CudaEngine::Impl::store_hidden(const BatchWork& w) {
+void CudaBackend::store_hidden(const BatchWork& w) {
   const cuda::Stream& stream = lane(Lane::kStore);
   store_log.begin("store activations" + tag(w), stream);
   acts[static_cast<size_t>(w.batch)]->store(
@@ -267,7 +267,7 @@ void CudaEngine::Impl::store_hidden(const BatchWork& w) {
 
 // Cache elements [begin, end) (whole rows) of a (layer, batch) block into cache ring buffer
 // `slot`: copied, or copied packed and decoded when the cache is compressed.
-void CudaEngine::Impl::load_cache_rows(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
+void CudaBackend::load_cache_rows(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
                                        const cuda::Stream& stream) {
   Fp16* rows = cache_buffers[slot].as<Fp16>();
   if (!policy().compress_cache) {
@@ -281,7 +281,7 @@ void CudaEngine::Impl::load_cache_rows(DeviceTieredArray& a, int slot, int64_t b
                    end - begin, g, rows + begin, stream);
 }
 
-void CudaEngine::Impl::store_cache_rows(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
+void CudaBackend::store_cache_rows(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
                                         const cuda::Stream& stream) {
   const Fp16* rows = cache_buffers[slot].as<Fp16>();
   if (!policy().compress_cache) {
@@ -295,7 +295,7 @@ void CudaEngine::Impl::store_cache_rows(DeviceTieredArray& a, int slot, int64_t 
   a.store(groups, begin / g, end / g, io_staging[1], stream);
 }
 
-cuda::HostLinear CudaEngine::Impl::host_linear(const StageLayout& layout, const std::string& name) {
+cuda::HostLinear CudaBackend::host_linear(const StageLayout& layout, const std::string& name) {
   const auto& stage_rows = host_rows[static_cast<size_t>(&layout - layouts.data())];
   const auto it = stage_rows.find(name);
   if (it == stage_rows.end()) return {};
@@ -324,7 +324,7 @@ cuda::HostLinear CudaEngine::Impl::host_linear(const StageLayout& layout, const 
 // A decoder stage with its decode attention on the host, all on the compute stream: q, k, v
 // cross to pinned memory, the host appends k and v to the cache and attends, the output crosses
 // back, and the stage finishes on the device.
-void CudaEngine::Impl::attention_on_host(const StageLayout& layout, const Fp16* w, Fp16* hidden,
+void CudaBackend::attention_on_host(const StageLayout& layout, const Fp16* w, Fp16* hidden,
                                          const std::vector<SequenceStep>& batch,
                                          const std::vector<int64_t>& lens,
                                          DeviceTieredArray& kv_array) {
