@@ -59,6 +59,14 @@ std::vector<Generation> run_engine(const WeightSource& source, const Workload& w
 std::vector<Generation> run_engine(const WeightSource& source, const Workload& w,
                                    const Policy& policy, const std::string& offload_dir = "");
 
+// Where tests/fetch_fixtures.sh put the npm fixtures: $STRATA_FIXTURES, else
+// ~/.cache/strata-fixtures.
+inline std::string fixtures_root() {
+  if (const char* env = std::getenv("STRATA_FIXTURES")) return env;
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : "") + "/.cache/strata-fixtures";
+}
+
 // The run's seed: STRATA_TEST_SEED if set, else fresh; printed once so a failure can be replayed.
 uint64_t seed();
 // A generator seeded from seed() and the running test's name, so tests do not share draws.

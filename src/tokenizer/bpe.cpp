@@ -31,17 +31,6 @@ constexpr size_t kMaxCachedPieceBytes = 256;
 // The cache is emptied when it grows past this many pieces, which bounds its memory.
 constexpr size_t kMaxCacheEntries = size_t{1} << 18;
 
-struct Candidate {
-  int32_t rank;
-  int32_t left;  // index of the left symbol
-  int32_t left_id;
-  int32_t right_id;
-  int32_t merged;
-  // std heaps keep the largest on top; the best candidate is the lowest rank, then leftmost.
-  bool operator<(const Candidate& o) const {
-    return rank != o.rank ? rank > o.rank : left > o.left;
-  }
-};
 
 }  // namespace
 
@@ -85,13 +74,8 @@ BytePairEncoder::BytePairEncoder(const std::vector<MergeRule>& merges) {
   for (size_t r = 0; r < merges.size(); ++r) {
     const MergeRule& m = merges[r];
     // A repeated pair keeps its first (best) rank.
-    ranks_.try_emplace(pair_key(m.left, m.right), Rank{static_cast<int32_t>(r), m.merged});
+    ranks_.try_emplace(pair_key(m.left, m.right), PairMerge{-static_cast<double>(r), m.merged});
   }
-}
-
-const BytePairEncoder::Rank* BytePairEncoder::find_rank(int32_t left, int32_t right) const {
-  const auto it = ranks_.find(pair_key(left, right));
-  return it == ranks_.end() ? nullptr : &it->second;
 }
 
 void BytePairEncoder::merge(std::vector<int32_t>& ids) {
@@ -100,30 +84,10 @@ void BytePairEncoder::merge(std::vector<int32_t>& ids) {
   sym.clear();
   const auto n = static_cast<int32_t>(ids.size());
   for (int32_t i = 0; i < n; ++i) sym.push_back({ids[i], i - 1, i + 1 < n ? i + 1 : -1});
-  std::vector<Candidate> heap;
-  const auto push = [&](int32_t left) {
-    const int32_t right = sym[left].next;
-    if (const Rank* r = find_rank(sym[left].id, sym[right].id)) {
-      heap.push_back({r->rank, left, sym[left].id, sym[right].id, r->merged});
-      std::push_heap(heap.begin(), heap.end());
-    }
-  };
-  for (int32_t i = 0; i + 1 < n; ++i) push(i);
-  while (!heap.empty()) {
-    std::pop_heap(heap.begin(), heap.end());
-    const Candidate c = heap.back();
-    heap.pop_back();
-    Symbol& left = sym[c.left];
-    // Stale entries: either side was merged since the pair was queued.
-    if (left.id != c.left_id || left.next < 0 || sym[left.next].id != c.right_id) continue;
-    Symbol& right = sym[left.next];
-    left.id = c.merged;
-    left.next = right.next;
-    right.id = -1;
-    if (left.next >= 0) sym[left.next].prev = c.left;
-    if (left.prev >= 0) push(left.prev);
-    if (left.next >= 0) push(c.left);
-  }
+  merge_pairs(sym, [this](int32_t left, int32_t right) -> const PairMerge* {
+    const auto it = ranks_.find(pair_key(left, right));
+    return it == ranks_.end() ? nullptr : &it->second;
+  });
   ids.clear();
   for (int32_t i = 0; i >= 0; i = sym[i].next) ids.push_back(sym[i].id);
 }

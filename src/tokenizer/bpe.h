@@ -4,6 +4,7 @@
 // OPT's, Llama's) is the same code.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <span>
@@ -38,6 +39,57 @@ struct StringHash {
 template <typename T>
 using StringMap = std::unordered_map<std::string, T, StringHash, std::equal_to<>>;
 
+// A piece's symbols as a linked list over token ids, merged in place.
+struct MergeSymbol {
+  int32_t id;
+  int32_t prev;
+  int32_t next;  // -1 at the end
+};
+// What merging one adjacent pair would give: its priority (higher merges first) and the id.
+struct PairMerge {
+  double priority;
+  int32_t merged;
+};
+
+// The merge loop both BPE variants share: while any adjacent pair has a merge
+// (best(left_id, right_id) returns a PairMerge*, null for none), the one of highest priority
+// is merged, the leftmost on a tie. sym must be linked; the result is read from index 0.
+template <class Best>
+void merge_pairs(std::vector<MergeSymbol>& sym, const Best& best) {
+  struct Candidate {
+    double priority;
+    int32_t left;  // index of the left symbol
+    int32_t left_id, right_id, merged;
+    bool operator<(const Candidate& o) const {  // std heaps keep the largest on top
+      return priority != o.priority ? priority < o.priority : left > o.left;
+    }
+  };
+  std::vector<Candidate> heap;
+  const auto push = [&](int32_t left) {
+    const int32_t right = sym[left].next;
+    if (const PairMerge* m = best(sym[left].id, sym[right].id)) {
+      heap.push_back({m->priority, left, sym[left].id, sym[right].id, m->merged});
+      std::push_heap(heap.begin(), heap.end());
+    }
+  };
+  for (int32_t i = 0; i >= 0 && sym[i].next >= 0; i = sym[i].next) push(i);
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end());
+    const Candidate c = heap.back();
+    heap.pop_back();
+    MergeSymbol& left = sym[c.left];
+    // Stale entries: either side was merged since the pair was queued.
+    if (left.id != c.left_id || left.next < 0 || sym[left.next].id != c.right_id) continue;
+    const int32_t right = left.next;
+    left.id = c.merged;
+    left.next = sym[right].next;
+    sym[right].id = -1;
+    if (left.next >= 0) sym[left.next].prev = c.left;
+    if (left.prev >= 0) push(left.prev);
+    if (left.next >= 0) push(c.left);
+  }
+}
+
 class BytePairEncoder {
  public:
   // merges: in rank order (rank = index).
@@ -47,23 +99,12 @@ class BytePairEncoder {
   void merge(std::vector<int32_t>& ids);
 
  private:
-  struct Rank {
-    int32_t rank;
-    int32_t merged;
-  };
-  struct Symbol {
-    int32_t id;
-    int32_t prev;
-    int32_t next;
-  };
-
   static uint64_t pair_key(int32_t left, int32_t right) {
     return static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32 | static_cast<uint32_t>(right);
   }
-  const Rank* find_rank(int32_t left, int32_t right) const;
 
-  std::unordered_map<uint64_t, Rank> ranks_;
-  std::vector<Symbol> symbols_;  // scratch, reused between pieces
+  std::unordered_map<uint64_t, PairMerge> ranks_;  // priority -rank: the lowest rank first
+  std::vector<MergeSymbol> symbols_;                // scratch, reused between pieces
 };
 
 // Pieces already encoded, by their bytes. Long pieces are not kept, and the cache is emptied when

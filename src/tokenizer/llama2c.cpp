@@ -18,17 +18,6 @@ bool read_value(std::istream& in, T& value) {
   return static_cast<bool>(in.read(reinterpret_cast<char*>(&value), sizeof value));
 }
 
-struct Candidate {
-  float score;
-  int32_t left;  // index of the left symbol
-  int32_t left_id;
-  int32_t right_id;
-  int32_t merged;
-  // std heaps keep the largest on top: the best score, then the leftmost.
-  bool operator<(const Candidate& o) const {
-    return score != o.score ? score < o.score : left > o.left;
-  }
-};
 
 }  // namespace
 
@@ -98,37 +87,15 @@ void ScoredPieceEncoder::encode(std::string_view text, std::vector<int32_t>& out
     i += length;
   }
   for (size_t i = 0; i + 1 < sym.size(); ++i) sym[i].next = static_cast<int32_t>(i + 1);
-  merge(sym, out);
-}
-
-void ScoredPieceEncoder::merge(std::vector<Symbol>& sym, std::vector<int32_t>& out) const {
-  std::vector<Candidate> heap;
-  std::string joined;
-  const auto push = [&](int32_t left) {
-    const int32_t right = sym[left].next;
-    joined = pieces_[sym[left].id];
-    joined += pieces_[sym[right].id];
-    const int32_t merged = find(joined);
-    if (merged < 0) return;
-    heap.push_back({scores_[merged], left, sym[left].id, sym[right].id, merged});
-    std::push_heap(heap.begin(), heap.end());
-  };
-  for (size_t i = 0; i + 1 < sym.size(); ++i) push(static_cast<int32_t>(i));
-  while (!heap.empty()) {
-    std::pop_heap(heap.begin(), heap.end());
-    const Candidate c = heap.back();
-    heap.pop_back();
-    Symbol& left = sym[c.left];
-    // Stale entries: either side was merged since the pair was queued.
-    if (left.id != c.left_id || left.next < 0 || sym[left.next].id != c.right_id) continue;
-    const int32_t right = left.next;
-    left.id = c.merged;
-    left.next = sym[right].next;
-    sym[right].id = -1;
-    if (left.next >= 0) sym[left.next].prev = c.left;
-    if (left.prev >= 0) push(left.prev);
-    if (left.next >= 0) push(c.left);
-  }
+  // A pair merges when its joined text is a piece, the best-scoring first.
+  merge_pairs(sym, [this](int32_t left, int32_t right) -> const PairMerge* {
+    joined_ = pieces_[static_cast<size_t>(left)];
+    joined_ += pieces_[static_cast<size_t>(right)];
+    const int32_t merged = find(joined_);
+    if (merged < 0) return nullptr;
+    found_ = {scores_[static_cast<size_t>(merged)], merged};
+    return &found_;
+  });
   for (int32_t i = 0; i >= 0; i = sym[i].next) out.push_back(sym[i].id);
 }
 

@@ -29,18 +29,14 @@ class ScoredPieceEncoder {
   void encode(std::string_view text, std::vector<int32_t>& out);
 
  private:
-  struct Symbol {
-    int32_t id;
-    int32_t prev;
-    int32_t next;
-  };
   int32_t find(std::string_view piece) const;
-  void merge(std::vector<Symbol>& symbols, std::vector<int32_t>& out) const;
 
   std::vector<std::string> pieces_;
   std::vector<float> scores_;
   StringMap<int32_t> ids_;  // piece -> its lowest id
-  std::vector<Symbol> symbols_;
+  std::vector<MergeSymbol> symbols_;
+  std::string joined_;  // scratch
+  PairMerge found_{};
 };
 
 }  // namespace strata
