@@ -60,6 +60,20 @@ TEST(Llama2c, GoldenTextEncodesToTheGoldenIds) {
   EXPECT_FALSE(t->is_special(3));
 }
 
+// A completion continues its prompt's text, so its first token keeps its leading space; only a
+// text that starts right after BOS drops it, as llama2.c's decode does.
+TEST(Llama2c, ContinuationsKeepTheirLeadingSpace) {
+  const auto t = Tokenizer::load(kStories);
+  ASSERT_TRUE(t.has_value());
+  const std::vector<int32_t> prompt = t->encode("Once upon a time");
+  const std::vector<int32_t> next = t->encode_plain(", there was");
+  const std::vector<int32_t> word = {next.back()};  // " was"
+  EXPECT_EQ(TextStream::text_of(*t, word, false), "was");
+  EXPECT_EQ(TextStream::text_of(*t, word, true), " was");
+  EXPECT_TRUE(TextStream::has_text(*t, prompt));
+  EXPECT_FALSE(TextStream::has_text(*t, std::vector<int32_t>{1}));  // BOS alone
+}
+
 TEST(Llama2c, UnknownCharactersFallBackToBytes) {
   const auto t = Tokenizer::load(kStories);
   ASSERT_TRUE(t);

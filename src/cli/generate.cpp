@@ -156,7 +156,9 @@ class ResultSink {
     watchers_.clear();
     for (size_t i = first; i < last; ++i) {
       batch.push_back({in_.requests[i].input_ids, i});
-      if (in_.tokenizer && !stops_.empty()) watchers_.emplace_back(*in_.tokenizer, stops_);
+      if (in_.tokenizer && !stops_.empty()) {
+        watchers_.emplace_back(*in_.tokenizer, stops_, continues(i));
+      }
     }
     return batch;
   }
@@ -171,6 +173,9 @@ class ResultSink {
   }
 
  private:
+  bool continues(size_t i) const {
+    return TextStream::has_text(*in_.tokenizer, in_.requests[i].input_ids);
+  }
   void write_one(size_t i, Generation& g, const StopWatcher* w) {
     std::optional<std::string> text;
     if (w && w->stopped()) {
@@ -178,7 +183,7 @@ class ResultSink {
       g.token_logprobs.resize(w->kept_ids());
       text = w->text();
     } else if (in_.tokenizer) {
-      text = TextStream::text_of(*in_.tokenizer, g.output_ids);
+      text = TextStream::text_of(*in_.tokenizer, g.output_ids, continues(i));
     }
     *out_ << result_json(in_.requests[i], g, text).dump() << "\n";
   }

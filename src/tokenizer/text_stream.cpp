@@ -25,11 +25,18 @@ std::string TextStream::push(int32_t id) {
   return out;
 }
 
-std::string TextStream::text_of(const Tokenizer& tokenizer, std::span<const int32_t> ids) {
-  TextStream stream(tokenizer);
+std::string TextStream::text_of(const Tokenizer& tokenizer, std::span<const int32_t> ids,
+                                bool continues) {
+  TextStream stream(tokenizer, true, continues);
   std::string text;
   for (int32_t id : ids) text += stream.push(id);
   return text + stream.finish();
+}
+
+bool TextStream::has_text(const Tokenizer& tokenizer, std::span<const int32_t> prompt) {
+  return std::any_of(prompt.begin(), prompt.end(), [&](int32_t id) {
+    return tokenizer.contains(id) && !tokenizer.is_special(id);
+  });
 }
 
 std::string TextStream::finish() {

@@ -14,18 +14,21 @@ namespace strata {
 // Emits text as tokens come, never half of a multi-byte UTF-8 character: bytes that begin a
 // character still missing its continuation bytes are held back until they arrive. Ill-formed
 // bytes become U+FFFD, so the pieces joined equal replace_invalid_utf8 of the whole decode. The
-// first token is written as Tokenizer::first_token_bytes (a SentencePiece-style stream drops its
-// leading ' '; for llama2.c, whose decode drops it only after BOS, a stream is taken to follow
-// the prompt's BOS).
+// first token of a text is written as Tokenizer::first_token_bytes (a SentencePiece-style text
+// drops its leading ' '); a stream that `continues` a prompt with text keeps it, as a
+// completion's text does ("Once upon a time" + ", there was").
 class TextStream {
  public:
-  explicit TextStream(const Tokenizer& tokenizer, bool skip_special = true)
-      : tokenizer_(&tokenizer), skip_special_(skip_special) {}
+  explicit TextStream(const Tokenizer& tokenizer, bool skip_special = true, bool continues = false)
+      : tokenizer_(&tokenizer), skip_special_(skip_special), started_(continues) {}
 
   // The text that became complete with `id` (often empty, or more than one character).
   std::string push(int32_t id);
   // All of `ids` at once, finished.
-  static std::string text_of(const Tokenizer& tokenizer, std::span<const int32_t> ids);
+  static std::string text_of(const Tokenizer& tokenizer, std::span<const int32_t> ids,
+                             bool continues = false);
+  // Whether a prompt of these ids has text (a token that is not special) for a stream to continue.
+  static bool has_text(const Tokenizer& tokenizer, std::span<const int32_t> prompt);
   // What is still held back, as U+FFFD; call at the end of the sequence.
   std::string finish();
 
@@ -42,8 +45,9 @@ class TextStream {
 // dropped, an id that straddles its start stays.
 class StopWatcher {
  public:
-  StopWatcher(const Tokenizer& tokenizer, const std::vector<std::string>& stops)
-      : tokenizer_(&tokenizer), stops_(&stops) {}
+  StopWatcher(const Tokenizer& tokenizer, const std::vector<std::string>& stops,
+              bool continues = false)
+      : tokenizer_(&tokenizer), stops_(&stops), started_(continues) {}
 
   // Adds the next id; true once the text holds a stop string.
   bool push(int32_t id);
