@@ -29,7 +29,7 @@ constexpr int kTileKeys = 32;  // one key per lane when scoring
 __global__ void __launch_bounds__(kWarps * 32)
     prefill_kernel(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const Fp16* k, const Fp16* v,
                    int64_t ld_kv, int64_t seq_stride_kv, Fp16* out, int64_t start_all,
-                   int64_t n_new_all, int head_dim, const int32_t* key_begin,
+                   int64_t n_new_all, int head_dim, int heads_per_kv, const int32_t* key_begin,
                    const int32_t* row_offsets, const int32_t* starts, const int32_t* slots) {
   // K rows padded by one float so lane j reading row j hits distinct banks.
   __shared__ float ks[kTileKeys][kMaxHeadDim + 1];
@@ -47,8 +47,9 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int64_t kv_seq = slots ? slots[s] : s;
   if (q0 >= n_new) return;  // the whole block: this sequence is shorter than the grid
   const Fp16* qb = q + s * seq_stride_q + row0 * ld_q + h * head_dim;
-  const Fp16* kb = k + kv_seq * seq_stride_kv + h * head_dim;
-  const Fp16* vb = v + kv_seq * seq_stride_kv + h * head_dim;
+  // Query head h reads key / value head h / heads_per_kv (grouped-query attention).
+  const Fp16* kb = k + kv_seq * seq_stride_kv + h / heads_per_kv * head_dim;
+  const Fp16* vb = v + kv_seq * seq_stride_kv + h / heads_per_kv * head_dim;
   const int64_t first_key = key_begin ? key_begin[s] : 0;
   const int64_t q_end = min(q0 + kBlockQueries, n_new);
   const int64_t last_key = start + q_end - 1;  // the block's last query sees keys up to here
@@ -158,8 +159,8 @@ __device__ void write_partial(const float* wm, const float* wl, const float (*wa
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     decode_kernel(const Fp16* q, int64_t ld_q, const Fp16* k_cache, const Fp16* v_cache,
                   int64_t ld_kv, int64_t seq_stride_kv, const int32_t* lengths,
-                  const int32_t* key_begin, const int32_t* slots, int head_dim, int n_splits,
-                  Partial* partials, float* partial_acc) {
+                  const int32_t* key_begin, const int32_t* slots, int head_dim,
+                  int heads_per_kv, int n_splits, Partial* partials, float* partial_acc) {
   __shared__ float wm[kDecodeWarps], wl[kDecodeWarps];
   __shared__ float wacc[kDecodeWarps][kMaxHeadDim];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -167,8 +168,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   const int64_t len = lengths[s], first = key_begin ? key_begin[s] : 0;
   const int64_t begin = max(split * kSplitKeys, first), end = min((split + 1) * kSplitKeys, len);
   const int64_t kv_seq = slots ? slots[s] : s;
-  const Fp16* kb = k_cache + kv_seq * seq_stride_kv + h * head_dim;
-  const Fp16* vb = v_cache + kv_seq * seq_stride_kv + h * head_dim;
+  const Fp16* kb = k_cache + kv_seq * seq_stride_kv + h / heads_per_kv * head_dim;
+  const Fp16* vb = v_cache + kv_seq * seq_stride_kv + h / heads_per_kv * head_dim;
 
   float qr[kPerLane], acc[kPerLane];
 #pragma unroll
@@ -233,8 +234,8 @@ template <int kLanes>
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     decode_vec_kernel(const Fp16* q, int64_t ld_q, const Fp16* k_cache, const Fp16* v_cache,
                       int64_t ld_kv, int64_t seq_stride_kv, const int32_t* lengths,
-                      const int32_t* key_begin, const int32_t* slots, int head_dim, int n_splits,
-                      Partial* partials, float* partial_acc) {
+                      const int32_t* key_begin, const int32_t* slots, int head_dim,
+                      int heads_per_kv, int n_splits, Partial* partials, float* partial_acc) {
   constexpr int kGroups = 32 / kLanes;  // keys per warp per load
   constexpr int kU = 4;                 // loads in flight per lane
   __shared__ float wm[kDecodeWarps], wl[kDecodeWarps];
@@ -246,8 +247,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   const int64_t len = lengths[s], first = key_begin ? key_begin[s] : 0;
   const int64_t begin = max(split * kSplitKeys, first), end = min((split + 1) * kSplitKeys, len);
   const int64_t kv_seq = slots ? slots[s] : s;
-  const Fp16* kb = k_cache + kv_seq * seq_stride_kv + h * head_dim + d0;
-  const Fp16* vb = v_cache + kv_seq * seq_stride_kv + h * head_dim + d0;
+  const Fp16* kb = k_cache + kv_seq * seq_stride_kv + h / heads_per_kv * head_dim + d0;
+  const Fp16* vb = v_cache + kv_seq * seq_stride_kv + h / heads_per_kv * head_dim + d0;
 
   float qr[8], acc[8];
 #pragma unroll
@@ -350,12 +351,19 @@ int64_t decode_splits(int64_t max_len) {
   return std::max<int64_t>(1, (max_len + kSplitKeys - 1) / kSplitKeys);
 }
 
+int heads_per_kv(int64_t n_heads, int64_t n_kv_heads) {
+  STRATA_CHECK(n_kv_heads >= 1 && n_heads % n_kv_heads == 0, "attention: ", n_kv_heads,
+               " key / value heads for ", n_heads, " query heads");
+  return static_cast<int>(n_heads / n_kv_heads);
+}
+
 }  // namespace
 
 void attention_prefill(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const Fp16* k,
                        const Fp16* v, int64_t ld_kv, int64_t seq_stride_kv, Fp16* out,
                        int64_t start, int64_t n_new, int64_t n_seqs, int64_t n_heads,
-                       int64_t head_dim, const int32_t* key_begin, const Stream& stream) {
+                       int64_t n_kv_heads, int64_t head_dim, const int32_t* key_begin,
+                       const Stream& stream) {
   STRATA_CHECK(head_dim >= 1 && head_dim <= kMaxHeadDim, "attention head_dim ", head_dim,
                " (at most ", kMaxHeadDim, ")");
   STRATA_CHECK(n_heads <= 65535 && n_seqs <= 65535, "attention grid of ", n_seqs, " x ", n_heads);
@@ -364,15 +372,17 @@ void attention_prefill(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const 
                   static_cast<unsigned>(n_heads), static_cast<unsigned>(n_seqs));
   prefill_kernel<<<grid, kWarps * 32, 0, native(stream)>>>(
       q, ld_q, seq_stride_q, k, v, ld_kv, seq_stride_kv, out, start, n_new,
-      static_cast<int>(head_dim), key_begin, nullptr, nullptr, nullptr);
+      static_cast<int>(head_dim), heads_per_kv(n_heads, n_kv_heads), key_begin, nullptr, nullptr,
+      nullptr);
   STRATA_CUDA_CHECK_LAUNCH();
 }
 
 void attention_prefill_packed(const Fp16* q, int64_t ld_q, const int32_t* row_offsets,
                               const int32_t* starts, const int32_t* slots, const Fp16* k,
                               const Fp16* v, int64_t ld_kv, int64_t seq_stride_kv, Fp16* out,
-                              int64_t n_seqs, int64_t max_new, int64_t n_heads, int64_t head_dim,
-                              const int32_t* key_begin, const Stream& stream) {
+                              int64_t n_seqs, int64_t max_new, int64_t n_heads,
+                              int64_t n_kv_heads, int64_t head_dim, const int32_t* key_begin,
+                              const Stream& stream) {
   STRATA_CHECK(head_dim >= 1 && head_dim <= kMaxHeadDim, "attention head_dim ", head_dim,
                " (at most ", kMaxHeadDim, ")");
   STRATA_CHECK(n_heads <= 65535 && n_seqs <= 65535, "attention grid of ", n_seqs, " x ", n_heads);
@@ -380,9 +390,9 @@ void attention_prefill_packed(const Fp16* q, int64_t ld_q, const int32_t* row_of
   if (max_new == 0 || n_seqs == 0) return;
   const dim3 grid(static_cast<unsigned>((max_new + kBlockQueries - 1) / kBlockQueries),
                   static_cast<unsigned>(n_heads), static_cast<unsigned>(n_seqs));
-  prefill_kernel<<<grid, kWarps * 32, 0, native(stream)>>>(q, ld_q, 0, k, v, ld_kv, seq_stride_kv,
-                                                           out, 0, 0, static_cast<int>(head_dim),
-                                                           key_begin, row_offsets, starts, slots);
+  prefill_kernel<<<grid, kWarps * 32, 0, native(stream)>>>(
+      q, ld_q, 0, k, v, ld_kv, seq_stride_kv, out, 0, 0, static_cast<int>(head_dim),
+      heads_per_kv(n_heads, n_kv_heads), key_begin, row_offsets, starts, slots);
   STRATA_CUDA_CHECK_LAUNCH();
 }
 
@@ -395,8 +405,9 @@ size_t attention_decode_workspace_bytes(int64_t n_seqs, int64_t n_heads, int64_t
 void attention_decode(const Fp16* q, int64_t ld_q, const Fp16* k_cache, const Fp16* v_cache,
                       int64_t ld_kv, int64_t seq_stride_kv, const int32_t* slots,
                       const int32_t* lengths, const int32_t* key_begin, int64_t max_len, Fp16* out,
-                      int64_t ld_out, int64_t n_seqs, int64_t n_heads, int64_t head_dim,
-                      void* workspace, size_t workspace_bytes, const Stream& stream) {
+                      int64_t ld_out, int64_t n_seqs, int64_t n_heads, int64_t n_kv_heads,
+                      int64_t head_dim, void* workspace, size_t workspace_bytes,
+                      const Stream& stream) {
   STRATA_CHECK(head_dim >= 1 && head_dim <= kMaxHeadDim, "attention head_dim ", head_dim,
                " (at most ", kMaxHeadDim, ")");
   const int64_t splits = decode_splits(max_len);
@@ -415,23 +426,24 @@ void attention_decode(const Fp16* q, int64_t ld_q, const Fp16* k_cache, const Fp
   const bool vec = head_dim % 8 == 0 && ld_kv % 8 == 0 && seq_stride_kv % 8 == 0 &&
                    aligned(k_cache) && aligned(v_cache);
   const int dim = static_cast<int>(head_dim), n_splits = static_cast<int>(splits);
+  const int group = heads_per_kv(n_heads, n_kv_heads);
   const auto s = native(stream);
   constexpr int kThreads = kDecodeWarps * 32;
   if (vec && head_dim <= 32) {
     decode_vec_kernel<4><<<grid, kThreads, 0, s>>>(q, ld_q, k_cache, v_cache, ld_kv, seq_stride_kv,
-                                                   lengths, key_begin, slots, dim, n_splits,
+                                                   lengths, key_begin, slots, dim, group, n_splits,
                                                    partials, partial_acc);
   } else if (vec && head_dim <= 64) {
     decode_vec_kernel<8><<<grid, kThreads, 0, s>>>(q, ld_q, k_cache, v_cache, ld_kv, seq_stride_kv,
-                                                   lengths, key_begin, slots, dim, n_splits,
+                                                   lengths, key_begin, slots, dim, group, n_splits,
                                                    partials, partial_acc);
   } else if (vec) {
     decode_vec_kernel<16><<<grid, kThreads, 0, s>>>(q, ld_q, k_cache, v_cache, ld_kv, seq_stride_kv,
-                                                    lengths, key_begin, slots, dim, n_splits,
+                                                    lengths, key_begin, slots, dim, group, n_splits,
                                                     partials, partial_acc);
   } else {
     decode_kernel<<<grid, kThreads, 0, s>>>(q, ld_q, k_cache, v_cache, ld_kv, seq_stride_kv,
-                                            lengths, key_begin, slots, dim, n_splits, partials,
+                                            lengths, key_begin, slots, dim, group, n_splits, partials,
                                             partial_acc);
   }
   STRATA_CUDA_CHECK_LAUNCH();

@@ -95,6 +95,47 @@ __global__ void layer_norm_kernel(const Fp16* x, const Fp16* gamma, const Fp16* 
   }
 }
 
+// One block per row, as layer_norm: HF's RMSNorm, x * rsqrt(mean(x^2) + eps) * weight.
+__global__ void rms_norm_kernel(const Fp16* x, const Fp16* weight, Fp16* y, int64_t dim,
+                                float eps) {
+  __shared__ float scratch[32];
+  const Fp16* in = x + blockIdx.x * dim;
+  Fp16* out = y + blockIdx.x * dim;
+  float sq = 0;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) sq += load(in, i) * load(in, i);
+  const float inv = rsqrtf(block_reduce<false>(sq, scratch) / static_cast<float>(dim) + eps);
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    store(out, i, load(weight, i) * (load(in, i) * inv));
+  }
+}
+
+// One block per row; thread i of a head rotates the pair (i, i + head_dim / 2). The angle is
+// formed in fp32 as the CPU twin does; sincosf's full-range path keeps it accurate at long
+// positions (no fast-math intrinsics).
+__global__ void rotary_kernel(Fp16* x, int64_t ld, const int32_t* positions, int n_heads,
+                              int head_dim, const float* inv_freq) {
+  const int half = head_dim / 2;
+  Fp16* row = x + static_cast<int64_t>(blockIdx.x) * ld;
+  const float pos = static_cast<float>(positions[blockIdx.x]);
+  for (int t = threadIdx.x; t < n_heads * half; t += blockDim.x) {
+    const int h = t / half, i = t % half;
+    float sin_a, cos_a;
+    sincosf(__fmul_rn(pos, inv_freq[i]), &sin_a, &cos_a);
+    Fp16* a = row + h * head_dim + i;
+    const float a0 = load(a, 0), b0 = load(a, half);
+    store(a, 0, a0 * cos_a - b0 * sin_a);
+    store(a, half, b0 * cos_a + a0 * sin_a);
+  }
+}
+
+__global__ void silu_mul_kernel(Fp16* gate, const Fp16* up, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float g = load(gate, i);
+    store(gate, i, g / (1.0f + expf(-g)) * load(up, i));
+  }
+}
+
 __global__ void add_kernel(Fp16* y, const Fp16* x, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -170,6 +211,32 @@ void layer_norm(const Fp16* x, const Fp16* gamma, const Fp16* beta, Fp16* y, int
   const int threads = dim >= 1024 ? 512 : 128;
   layer_norm_kernel<<<static_cast<unsigned>(rows), threads, 0, native(stream)>>>(x, gamma, beta, y,
                                                                                  dim, eps);
+  STRATA_CUDA_CHECK_LAUNCH();
+}
+
+void rms_norm(const Fp16* x, const Fp16* weight, Fp16* y, int64_t rows, int64_t dim, float eps,
+              const Stream& stream) {
+  if (rows == 0) return;
+  STRATA_CHECK(rows <= INT_MAX && weight, "RMS norm over ", rows, " rows");
+  const int threads = dim >= 1024 ? 512 : 128;
+  rms_norm_kernel<<<static_cast<unsigned>(rows), threads, 0, native(stream)>>>(x, weight, y, dim,
+                                                                               eps);
+  STRATA_CUDA_CHECK_LAUNCH();
+}
+
+void rotary(Fp16* x, int64_t ld, int64_t rows, const int32_t* positions, int64_t n_heads,
+            int64_t head_dim, const float* inv_freq, const Stream& stream) {
+  if (rows == 0) return;
+  STRATA_CHECK(rows <= INT_MAX && head_dim % 2 == 0 && n_heads * head_dim <= INT_MAX,
+               "rotary over ", rows, " rows of ", n_heads, " x ", head_dim);
+  rotary_kernel<<<static_cast<unsigned>(rows), 128, 0, native(stream)>>>(
+      x, ld, positions, static_cast<int>(n_heads), static_cast<int>(head_dim), inv_freq);
+  STRATA_CUDA_CHECK_LAUNCH();
+}
+
+void silu_mul(Fp16* gate, const Fp16* up, int64_t n, const Stream& stream) {
+  if (n == 0) return;
+  silu_mul_kernel<<<grid_for(n), kThreads, 0, native(stream)>>>(gate, up, n);
   STRATA_CUDA_CHECK_LAUNCH();
 }
 

@@ -42,6 +42,15 @@ void bias_activation(Fp16* y, const Fp16* bias, int64_t m, int64_t n, Activation
 
 void layer_norm(const Fp16* x, const Fp16* gamma, const Fp16* beta, Fp16* y, int64_t rows,
                 int64_t dim, float eps, const Stream& stream);
+// Hugging Face's RMSNorm, in fp32 (kernels/cpu/ops.h's rms_norm).
+void rms_norm(const Fp16* x, const Fp16* weight, Fp16* y, int64_t rows, int64_t dim, float eps,
+              const Stream& stream);
+// Rotary positions in place, as kernels/cpu/ops.h's rotary: row r (stride ld) of n_heads heads is
+// rotated by positions[r] * inv_freq (device arrays: rows int32, head_dim / 2 floats).
+void rotary(Fp16* x, int64_t ld, int64_t rows, const int32_t* positions, int64_t n_heads,
+            int64_t head_dim, const float* inv_freq, const Stream& stream);
+// SwiGLU's product in place: gate[i] = silu(gate[i]) * up[i].
+void silu_mul(Fp16* gate, const Fp16* up, int64_t n, const Stream& stream);
 void add_inplace(Fp16* y, const Fp16* x, int64_t n, const Stream& stream);
 void convert(const float* src, Fp16* dst, int64_t n, const Stream& stream);
 void convert(const Fp16* src, float* dst, int64_t n, const Stream& stream);
@@ -59,13 +68,15 @@ void embed(const Fp16* token_table, const Fp16* position_table, const int32_t* t
 // Causal prefill attention, flash style (online softmax over key tiles). n_seqs sequences, each
 // with queries at positions [start, start + n_new) and keys / values at [0, start + n_new); q, k,
 // v rows have strides ld_q / ld_kv, sequences seq_stride_q / seq_stride_kv elements apart; head h
-// is columns [h * head_dim, (h + 1) * head_dim); out has q's layout. q is already scaled by
-// 1 / sqrt(head_dim). key_begin (device, may be null) masks keys below key_begin[s] (left
-// padding); queries below it get zeros. head_dim <= 128.
+// is columns [h * head_dim, (h + 1) * head_dim) of q and out, and reads key / value head
+// h / (n_heads / n_kv_heads) (grouped-query attention; every attention launcher here does). q is
+// already scaled by 1 / sqrt(head_dim). key_begin (device, may be null) masks keys below
+// key_begin[s] (left padding); queries below it get zeros. head_dim <= 128.
 void attention_prefill(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const Fp16* k,
                        const Fp16* v, int64_t ld_kv, int64_t seq_stride_kv, Fp16* out,
                        int64_t start, int64_t n_new, int64_t n_seqs, int64_t n_heads,
-                       int64_t head_dim, const int32_t* key_begin, const Stream& stream);
+                       int64_t n_kv_heads, int64_t head_dim, const int32_t* key_begin,
+                       const Stream& stream);
 
 // The engine's packed batch (runtime/stages.h): sequence s has n_s = row_offsets[s + 1] -
 // row_offsets[s] queries, rows row_offsets[s].. of q / out (stride ld_q), at positions
@@ -75,8 +86,9 @@ void attention_prefill(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const 
 void attention_prefill_packed(const Fp16* q, int64_t ld_q, const int32_t* row_offsets,
                               const int32_t* starts, const int32_t* slots, const Fp16* k,
                               const Fp16* v, int64_t ld_kv, int64_t seq_stride_kv, Fp16* out,
-                              int64_t n_seqs, int64_t max_new, int64_t n_heads, int64_t head_dim,
-                              const int32_t* key_begin, const Stream& stream);
+                              int64_t n_seqs, int64_t max_new, int64_t n_heads,
+                              int64_t n_kv_heads, int64_t head_dim, const int32_t* key_begin,
+                              const Stream& stream);
 
 // One query per sequence against its KV cache: sequence s attends to keys [key_begin[s],
 // lengths[s]) of cache slot slots[s] (device arrays; slots and key_begin may be null: slot s, no
@@ -89,8 +101,9 @@ size_t attention_decode_workspace_bytes(int64_t n_seqs, int64_t n_heads, int64_t
 void attention_decode(const Fp16* q, int64_t ld_q, const Fp16* k_cache, const Fp16* v_cache,
                       int64_t ld_kv, int64_t seq_stride_kv, const int32_t* slots,
                       const int32_t* lengths, const int32_t* key_begin, int64_t max_len, Fp16* out,
-                      int64_t ld_out, int64_t n_seqs, int64_t n_heads, int64_t head_dim,
-                      void* workspace, size_t workspace_bytes, const Stream& stream);
+                      int64_t ld_out, int64_t n_seqs, int64_t n_heads, int64_t n_kv_heads,
+                      int64_t head_dim, void* workspace, size_t workspace_bytes,
+                      const Stream& stream);
 
 // Row-wise log-softmax of fp32 logits [rows, n].
 void log_softmax(const float* logits, float* out, int64_t rows, int64_t n, const Stream& stream);

@@ -46,23 +46,27 @@ std::vector<float> gemm(const Fp16* x, const Fp16* w, const Fp16* bias, int64_t 
 }
 
 // One sequence's causal attention over strided fp16 rows, through the CPU kernel.
+struct Heads {
+  int64_t n, n_kv, dim;
+};
 void attend(const Fp16* q, int64_t ld_q, const Fp16* k, const Fp16* v, int64_t ld_kv, Fp16* out,
-            int64_t ld_out, int64_t start, int64_t n_new, int64_t n_heads, int64_t head_dim) {
-  const int64_t width = n_heads * head_dim, n_keys = start + n_new;
+            int64_t ld_out, int64_t start, int64_t n_new, Heads heads) {
+  const int64_t width = heads.n * heads.dim, kv_width = heads.n_kv * heads.dim;
+  const int64_t n_keys = start + n_new;
   std::vector<float> qs(static_cast<size_t>(n_new * width)),
-      ks(static_cast<size_t>(n_keys * width));
+      ks(static_cast<size_t>(n_keys * kv_width));
   std::vector<float> vs(ks.size()), os(qs.size());
   for (int64_t r = 0; r < n_new; ++r) {
     for (int64_t c = 0; c < width; ++c) qs[r * width + c] = fp16_to_fp32(q[r * ld_q + c]);
   }
   for (int64_t r = 0; r < n_keys; ++r) {
-    for (int64_t c = 0; c < width; ++c) {
-      ks[r * width + c] = fp16_to_fp32(k[r * ld_kv + c]);
-      vs[r * width + c] = fp16_to_fp32(v[r * ld_kv + c]);
+    for (int64_t c = 0; c < kv_width; ++c) {
+      ks[r * kv_width + c] = fp16_to_fp32(k[r * ld_kv + c]);
+      vs[r * kv_width + c] = fp16_to_fp32(v[r * ld_kv + c]);
     }
   }
-  cpu::attention(qs.data(), width, ks.data(), vs.data(), width, os.data(), start, n_new, n_heads,
-                 n_heads, head_dim);
+  cpu::attention(qs.data(), width, ks.data(), vs.data(), kv_width, os.data(), start, n_new,
+                 heads.n, heads.n_kv, heads.dim);
   for (int64_t r = 0; r < n_new; ++r) narrow(os.data() + r * width, out + r * ld_out, width);
 }
 
@@ -120,6 +124,43 @@ void layer_norm(const Fp16* x, const Fp16* gamma, const Fp16* beta, Fp16* y, int
   });
 }
 
+void rms_norm(const Fp16* x, const Fp16* weight, Fp16* y, int64_t rows, int64_t dim, float eps,
+              const Stream& stream) {
+  check_device(x, static_cast<size_t>(rows * dim) * 2, "rms_norm input");
+  check_device(y, static_cast<size_t>(rows * dim) * 2, "rms_norm output");
+  enqueue(stream, [=] {
+    const auto xs = widen(x, rows * dim), w = widen(weight, dim);
+    std::vector<float> out(xs.size());
+    cpu::rms_norm(xs.data(), w.data(), out.data(), rows, dim, eps);
+    narrow(out.data(), y, rows * dim);
+  });
+}
+
+void rotary(Fp16* x, int64_t ld, int64_t rows, const int32_t* positions, int64_t n_heads,
+            int64_t head_dim, const float* inv_freq, const Stream& stream) {
+  check_device(x, static_cast<size_t>(rows * ld) * 2, "rotary rows");
+  enqueue(stream, [=] {
+    const int64_t width = n_heads * head_dim;
+    std::vector<float> row(static_cast<size_t>(width));
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < width; ++c) row[static_cast<size_t>(c)] = fp16_to_fp32(x[r * ld + c]);
+      const int64_t pos = positions[r];
+      cpu::rotary(row.data(), width, 1, &pos, n_heads, head_dim, inv_freq);
+      narrow(row.data(), x + r * ld, width);
+    }
+  });
+}
+
+void silu_mul(Fp16* gate, const Fp16* up, int64_t n, const Stream& stream) {
+  check_device(gate, static_cast<size_t>(n) * 2, "silu_mul gate");
+  enqueue(stream, [=] {
+    auto g = widen(gate, n);
+    const auto u = widen(up, n);
+    cpu::silu_mul(g.data(), u.data(), n);
+    narrow(g.data(), gate, n);
+  });
+}
+
 void add_inplace(Fp16* y, const Fp16* x, int64_t n, const Stream& stream) {
   check_device(y, static_cast<size_t>(n) * 2, "add_inplace output");
   enqueue(stream, [=] {
@@ -168,12 +209,13 @@ void embed(const Fp16* token_table, const Fp16* position_table, const int32_t* t
 void attention_prefill(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const Fp16* k,
                        const Fp16* v, int64_t ld_kv, int64_t seq_stride_kv, Fp16* out,
                        int64_t start, int64_t n_new, int64_t n_seqs, int64_t n_heads,
-                       int64_t head_dim, const int32_t* key_begin, const Stream& stream) {
+                       int64_t n_kv_heads, int64_t head_dim, const int32_t* key_begin,
+                       const Stream& stream) {
   STRATA_CHECK(key_begin == nullptr, "emulated CUDA: attention with left padding");
   enqueue(stream, [=] {
     for (int64_t s = 0; s < n_seqs; ++s) {
       attend(q + s * seq_stride_q, ld_q, k + s * seq_stride_kv, v + s * seq_stride_kv, ld_kv,
-             out + s * seq_stride_q, ld_q, start, n_new, n_heads, head_dim);
+             out + s * seq_stride_q, ld_q, start, n_new, {n_heads, n_kv_heads, head_dim});
     }
   });
 }
@@ -181,14 +223,15 @@ void attention_prefill(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const 
 void attention_prefill_packed(const Fp16* q, int64_t ld_q, const int32_t* row_offsets,
                               const int32_t* starts, const int32_t* slots, const Fp16* k,
                               const Fp16* v, int64_t ld_kv, int64_t seq_stride_kv, Fp16* out,
-                              int64_t n_seqs, int64_t, int64_t n_heads, int64_t head_dim,
-                              const int32_t* key_begin, const Stream& stream) {
+                              int64_t n_seqs, int64_t, int64_t n_heads, int64_t n_kv_heads,
+                              int64_t head_dim, const int32_t* key_begin, const Stream& stream) {
   STRATA_CHECK(key_begin == nullptr, "emulated CUDA: attention with left padding");
   enqueue(stream, [=] {
     for (int64_t s = 0; s < n_seqs; ++s) {
       const int64_t slot = slots ? slots[s] : s, first = row_offsets[s];
       attend(q + first * ld_q, ld_q, k + slot * seq_stride_kv, v + slot * seq_stride_kv, ld_kv,
-             out + first * ld_q, ld_q, starts[s], row_offsets[s + 1] - first, n_heads, head_dim);
+             out + first * ld_q, ld_q, starts[s], row_offsets[s + 1] - first,
+             {n_heads, n_kv_heads, head_dim});
     }
   });
 }
@@ -200,14 +243,14 @@ size_t attention_decode_workspace_bytes(int64_t, int64_t, int64_t, int64_t) {
 void attention_decode(const Fp16* q, int64_t ld_q, const Fp16* k_cache, const Fp16* v_cache,
                       int64_t ld_kv, int64_t seq_stride_kv, const int32_t* slots,
                       const int32_t* lengths, const int32_t* key_begin, int64_t, Fp16* out,
-                      int64_t ld_out, int64_t n_seqs, int64_t n_heads, int64_t head_dim, void*,
-                      size_t, const Stream& stream) {
+                      int64_t ld_out, int64_t n_seqs, int64_t n_heads, int64_t n_kv_heads,
+                      int64_t head_dim, void*, size_t, const Stream& stream) {
   STRATA_CHECK(key_begin == nullptr, "emulated CUDA: attention with left padding");
   enqueue(stream, [=] {
     for (int64_t s = 0; s < n_seqs; ++s) {
       const int64_t slot = slots ? slots[s] : s;
       attend(q + s * ld_q, ld_q, k_cache + slot * seq_stride_kv, v_cache + slot * seq_stride_kv,
-             ld_kv, out + s * ld_out, ld_out, lengths[s] - 1, 1, n_heads, head_dim);
+             ld_kv, out + s * ld_out, ld_out, lengths[s] - 1, 1, {n_heads, n_kv_heads, head_dim});
     }
   });
 }

@@ -48,10 +48,7 @@ Device resolved_device(const ModelConfig& config, const EngineOptions& options) 
 }
 
 std::string cuda_unsupported(const ModelConfig& config, const Policy& p) {
-  if (config.family != Family::kOpt) {
-    return std::string("model_type '") + family_name(config.family) +
-           "': the CUDA engine runs OPT only so far (--device cpu runs it)";
-  }
+  (void)config;  // every family runs on both engines
   return cuda_policy_unsupported(p);
 }
 

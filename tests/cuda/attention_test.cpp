@@ -54,7 +54,7 @@ TEST_P(Prefill, MatchesReference) {
   auto dbegin = upload(key_begin);
   auto dout = poisoned<Fp16>(q.size());
   attention_prefill(dq.as<Fp16>(), ld, q_stride, dk.as<Fp16>(), dv.as<Fp16>(), ld, kv_stride,
-                    dout.as<Fp16>(), c.start, c.n_new, c.n_seqs, c.n_heads, c.head_dim,
+                    dout.as<Fp16>(), c.start, c.n_new, c.n_seqs, c.n_heads, c.n_heads, c.head_dim,
                     c.padded ? dbegin.as<int32_t>() : nullptr, test::stream());
   auto got = test::from_f16(download<Fp16>(dout, q.size()));
   // Drop the stride padding columns, which the kernel must not touch (they stay NaN).
@@ -92,15 +92,19 @@ TEST(PrefillControl, NonCausalReferenceFails) {
   auto dq = upload(test::to_f16(q)), dk = upload(test::to_f16(k)), dv = upload(test::to_f16(v));
   auto dout = poisoned<Fp16>(n * d);
   attention_prefill(dq.as<Fp16>(), d, 0, dk.as<Fp16>(), dv.as<Fp16>(), d, 0, dout.as<Fp16>(), 0, n,
-                    1, 1, d, nullptr, test::stream());
+                    1, 1, 1, d, nullptr, test::stream());
   EXPECT_NE(mismatch(test::from_f16(download<Fp16>(dout, n * d)), full, test::kRelF16), "");
 }
 
 // The engine's packed layout: ragged sequences, each with its own start, cache slot and padding.
-TEST(PrefillPacked, MatchesReferencePerSequence) {
+// kv_heads < n_heads: grouped-query attention (query head h reads key / value head h / group).
+class PrefillPacked : public ::testing::TestWithParam<int64_t> {};
+
+TEST_P(PrefillPacked, MatchesReferencePerSequence) {
   auto gen = test::rng();
-  const int64_t n_heads = 3, head_dim = 72, width = n_heads * head_dim, capacity = 64;
-  const int64_t ld_q = width + 3, ld_kv = width + 1, seq_stride = capacity * ld_kv + 7;
+  const int64_t n_heads = 6, kv_heads = GetParam(), head_dim = 72, width = n_heads * head_dim;
+  const int64_t capacity = 64, ld_q = width + 3, ld_kv = kv_heads * head_dim + 1;
+  const int64_t seq_stride = capacity * ld_kv + 7;
   const std::vector<int32_t> row_offsets = {0, 5, 6, 46}, starts = {0, 17, 3}, slots = {2, 0, 1},
                              key_begin = {0, 4, 2};
   const int64_t n_seqs = 3, rows = row_offsets.back(), max_new = 40;
@@ -114,7 +118,7 @@ TEST(PrefillPacked, MatchesReferencePerSequence) {
     ASSERT_LE(b, starts[s]);  // padding inside the cached prefix: every new query sees keys
     cpu::ref::attention(q.data() + row_offsets[s] * ld_q, ld_q, k.data() + at, v.data() + at, ld_kv,
                         want.data() + row_offsets[s] * ld_q, starts[s] - b,
-                        row_offsets[s + 1] - row_offsets[s], n_heads, n_heads, head_dim);
+                        row_offsets[s + 1] - row_offsets[s], n_heads, kv_heads, head_dim);
   }
   auto dq = upload(test::to_f16(q)), dk = upload(test::to_f16(k)), dv = upload(test::to_f16(v));
   auto doff = upload(row_offsets), dstart = upload(starts), dslots = upload(slots),
@@ -122,7 +126,7 @@ TEST(PrefillPacked, MatchesReferencePerSequence) {
   auto dout = poisoned<Fp16>(q.size());
   attention_prefill_packed(dq.as<Fp16>(), ld_q, doff.as<int32_t>(), dstart.as<int32_t>(),
                            dslots.as<int32_t>(), dk.as<Fp16>(), dv.as<Fp16>(), ld_kv, seq_stride,
-                           dout.as<Fp16>(), n_seqs, max_new, n_heads, head_dim,
+                           dout.as<Fp16>(), n_seqs, max_new, n_heads, kv_heads, head_dim,
                            dbegin.as<int32_t>(), test::stream());
   const auto got = test::from_f16(download<Fp16>(dout, q.size()));
   std::vector<float> got_heads, want_heads;
@@ -135,10 +139,13 @@ TEST(PrefillPacked, MatchesReferencePerSequence) {
   EXPECT_EQ(mismatch(got_heads, want_heads, test::kRelF16), "");
 }
 
+INSTANTIATE_TEST_SUITE_P(Heads, PrefillPacked, ::testing::Values(6, 2, 1));
+
 struct DecodeCase {
   int64_t n_seqs, n_heads, head_dim, max_len;
   bool padded;
   bool aligned;  // 16-byte aligned rows take the vectorised kernel, odd strides the scalar one
+  int64_t kv_heads = 0;  // grouped-query attention when below n_heads (0: n_heads)
 };
 
 class Decode : public ::testing::TestWithParam<DecodeCase> {};
@@ -146,7 +153,9 @@ class Decode : public ::testing::TestWithParam<DecodeCase> {};
 TEST_P(Decode, MatchesReferenceWithPerSequenceLengths) {
   const auto c = GetParam();
   auto gen = test::rng();
-  const int64_t width = c.n_heads * c.head_dim, ld_kv = width + (c.aligned ? 8 : 5);
+  const int64_t kv_heads = c.kv_heads > 0 ? c.kv_heads : c.n_heads;
+  const int64_t width = c.n_heads * c.head_dim;
+  const int64_t ld_kv = kv_heads * c.head_dim + (c.aligned ? 8 : 5);
   const int64_t ld_q = width + 1, seq_stride = c.max_len * ld_kv + (c.aligned ? 16 : 11);
   std::vector<int32_t> lengths(c.n_seqs), key_begin(c.n_seqs, 0);
   for (int64_t s = 0; s < c.n_seqs; ++s) {
@@ -167,7 +176,7 @@ TEST_P(Decode, MatchesReferenceWithPerSequenceLengths) {
   for (int64_t s = 0; s < c.n_seqs; ++s) {
     const int64_t b = key_begin[s], len = lengths[s], at = slots[s] * seq_stride + b * ld_kv;
     cpu::ref::attention(q.data() + s * ld_q, ld_q, k.data() + at, v.data() + at, ld_kv,
-                        want.data() + s * width, len - b - 1, 1, c.n_heads, c.n_heads, c.head_dim);
+                        want.data() + s * width, len - b - 1, 1, c.n_heads, kv_heads, c.head_dim);
   }
   auto dq = upload(test::to_f16(q)), dk = upload(test::to_f16(k)), dv = upload(test::to_f16(v));
   auto dlen = upload(lengths), dbegin = upload(key_begin), dslots = upload(slots);
@@ -178,13 +187,13 @@ TEST_P(Decode, MatchesReferenceWithPerSequenceLengths) {
   attention_decode(dq.as<Fp16>(), ld_q, dk.as<Fp16>(), dv.as<Fp16>(), ld_kv, seq_stride,
                    c.padded ? dslots.as<int32_t>() : nullptr, dlen.as<int32_t>(),
                    c.padded ? dbegin.as<int32_t>() : nullptr, c.max_len, dout.as<Fp16>(), width,
-                   c.n_seqs, c.n_heads, c.head_dim, ws.data(), ws_bytes, test::stream());
+                   c.n_seqs, c.n_heads, kv_heads, c.head_dim, ws.data(), ws_bytes, test::stream());
   EXPECT_EQ(mismatch(test::from_f16(download<Fp16>(dout, c.n_seqs * width)), want, test::kRelF16),
             "");
   EXPECT_ANY_THROW(attention_decode(dq.as<Fp16>(), ld_q, dk.as<Fp16>(), dv.as<Fp16>(), ld_kv,
                                     seq_stride, nullptr, dlen.as<int32_t>(), nullptr, c.max_len,
-                                    dout.as<Fp16>(), width, c.n_seqs, c.n_heads, c.head_dim,
-                                    ws.data(), ws_bytes - 1, test::stream()));
+                                    dout.as<Fp16>(), width, c.n_seqs, c.n_heads, kv_heads,
+                                    c.head_dim, ws.data(), ws_bytes - 1, test::stream()));
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -195,7 +204,9 @@ INSTANTIATE_TEST_SUITE_P(
         DecodeCase{2, 2, 24, 257, false, false}, DecodeCase{1, 1, 64, 1, false, true},
         DecodeCase{5, 3, 64, 300, false, true}, DecodeCase{7, 2, 80, 1000, true, true},
         DecodeCase{3, 4, 128, 4099, true, true}, DecodeCase{2, 2, 24, 257, true, true},
-        DecodeCase{4, 3, 8, 77, false, true}, DecodeCase{1, 2, 128, 20000, false, true}));
+        DecodeCase{4, 3, 8, 77, false, true}, DecodeCase{1, 2, 128, 20000, false, true},
+        DecodeCase{3, 8, 64, 300, true, true, 2}, DecodeCase{2, 6, 24, 257, false, false, 3},
+        DecodeCase{4, 4, 128, 1000, false, true, 1}));
 
 }  // namespace
 }  // namespace strata::cuda

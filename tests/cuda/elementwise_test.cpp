@@ -76,6 +76,53 @@ TEST(LayerNorm, MatchesReferenceOnOddDims) {
   }
 }
 
+TEST(RmsNorm, MatchesReferenceOnOddDims) {
+  auto gen = test::rng();
+  for (int64_t dim : {1, 7, 100, 1000, 2561}) {
+    const int64_t rows = 13;
+    const auto x = test::round_f16(test::random_floats(gen, rows * dim, -3.0f, 5.0f));
+    const auto w = test::round_f16(test::random_floats(gen, dim, 0.5f, 1.5f));
+    std::vector<float> want(rows * dim);
+    cpu::ref::rms_norm(x.data(), w.data(), want.data(), rows, dim, 1e-6f);
+    auto dx = upload(test::to_f16(x)), dw = upload(test::to_f16(w));
+    auto dy = poisoned<Fp16>(rows * dim);
+    rms_norm(dx.as<Fp16>(), dw.as<Fp16>(), dy.as<Fp16>(), rows, dim, 1e-6f, test::stream());
+    EXPECT_EQ(mismatch(test::from_f16(download<Fp16>(dy, rows * dim)), want, test::kRelF16), "")
+        << "dim " << dim;
+  }
+}
+
+// Rows with a stride, positions up to 100k (the fp32 angle is what HF forms), odd head counts.
+TEST(Rotary, MatchesReferenceAtLongPositions) {
+  auto gen = test::rng();
+  const int64_t rows = 9, heads = 5, head_dim = 48, ld = heads * head_dim + 3;
+  const auto x = test::round_f16(test::random_floats(gen, rows * ld));
+  std::vector<float> inv_freq(head_dim / 2);
+  for (int64_t i = 0; i < head_dim / 2; ++i) {
+    inv_freq[i] = static_cast<float>(std::pow(500000.0, -2.0 * double(i) / double(head_dim)));
+  }
+  const std::vector<int32_t> positions = {0, 1, 2, 31, 255, 4096, 8191, 65535, 100000};
+  const std::vector<int64_t> positions64(positions.begin(), positions.end());
+  auto want = x;
+  cpu::ref::rotary(want.data(), ld, rows, positions64.data(), heads, head_dim, inv_freq.data());
+  auto dx = upload(test::to_f16(x)), dpos = upload(positions), dfreq = upload(inv_freq);
+  rotary(dx.as<Fp16>(), ld, rows, dpos.as<int32_t>(), heads, head_dim, dfreq.as<float>(),
+         test::stream());
+  EXPECT_EQ(mismatch(test::from_f16(download<Fp16>(dx, rows * ld)), want, test::kRelF16), "");
+}
+
+TEST(SiluMul, MatchesReference) {
+  auto gen = test::rng();
+  const int64_t n = 100003;
+  const auto g = test::round_f16(test::random_floats(gen, n, -8.0f, 8.0f));
+  const auto u = test::round_f16(test::random_floats(gen, n));
+  auto want = g;
+  cpu::ref::silu_mul(want.data(), u.data(), n);
+  auto dg = upload(test::to_f16(g)), du = upload(test::to_f16(u));
+  silu_mul(dg.as<Fp16>(), du.as<Fp16>(), n, test::stream());
+  EXPECT_EQ(mismatch(test::from_f16(download<Fp16>(dg, n)), want, test::kRelF16), "");
+}
+
 TEST(AddAndConvert, AreExactOnFp16) {
   auto gen = test::rng();
   const int64_t n = 100003;

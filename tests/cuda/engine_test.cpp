@@ -15,6 +15,7 @@
 #include "kernels/cpu/ops.h"
 #include "model/weight_source.h"
 #include "parallel/pipeline.h"
+#include "runtime/cuda/cuda_layout.h"
 #include "runtime/engine_layout.h"
 #include "parallel/transport.h"
 #include "runtime/cpu_engine.h"
@@ -72,10 +73,14 @@ class CudaEngineTest : public ::testing::TestWithParam<std::string> {
 // distributions), so at a differing id the golden prefix is fed back as the prompt: there the
 // engine's own logits must put the golden token within 2e-2 of its top one (a tie, not an error),
 // with the golden logprob, and generation goes on from the golden token.
+// The Llama-family references' logits reach 17 in magnitude (OPT's a few units), where fp16's
+// step is 0.016: their bound is 6e-2 (measured up to 0.043).
+bool is_family_model(const std::string& label) { return label.rfind("families/", 0) == 0; }
+
 void expect_golden(const WeightSource& source, const Workload& w, const Policy& policy,
                    const std::string& label) {
   const auto engine = make_engine(source, options_for(policy, Device::kCuda, ""));
-  constexpr double kBound = 2e-2;
+  const double kBound = is_family_model(label) ? 6e-2 : 2e-2;
   double worst = 0;
   int ties = 0;
   for (size_t i = 0; i < w.prompts.size(); ++i) {
@@ -220,8 +225,9 @@ TEST_P(CudaEngineTest, CompressedWeightsOnEveryTier) {
       ++n;
     }
   }
-  ASSERT_GT(n, 0);
-  EXPECT_LT(sum / static_cast<double>(n), 1.5);
+  // 4 bits flips every first token of some Llama-family references; the OPT ones keep some.
+  if (!is_family_model(GetParam())) ASSERT_GT(n, 0);
+  if (n > 0) EXPECT_LT(sum / static_cast<double>(n), 1.5);
 }
 
 // A compressed cache is stored packed on its tiers and changes the logprobs a little: the CPU
@@ -300,8 +306,22 @@ void expect_split_equals_unsplit(const std::string& model, bool packed) {
   const auto unsplit = run(*src, w, p, Device::kCuda, "", &unsplit_stats);
   p.hetegen_alpha = {{0.3, 0.2, 0.45}, {0.5, 0.35, 0.25}};
   const auto split = run(*src, w, p, Device::kCuda, "", &split_stats);
-  // Packed weights split at whole 64-row groups: the reference models' fc1 and fc2 have them.
-  EXPECT_LT(split_stats.tiers[1].bytes_read, unsplit_stats.tiers[1].bytes_read);
+  // Packed weights split at whole 64-row groups: the OPT references' fc1 and fc2 have them, the
+  // Llama-family ones (at most 128 rows) none, so nothing is split and the bytes are the same.
+  bool splits = false;
+  for (const auto& spec : layer_tensor_specs(src->config(), 0)) {
+    std::string name;
+    const int kind = linear_kind(spec.name, name);
+    if (kind < 0) continue;
+    const HeteGenAlpha& a = p.hetegen_alpha;
+    const double alpha = std::max(kind_alpha(a.prefill, kind), kind_alpha(a.decode, kind));
+    splits = splits || host_split_rows(p, alpha, spec.shape[0]) > 0;
+  }
+  if (splits) {
+    EXPECT_LT(split_stats.tiers[1].bytes_read, unsplit_stats.tiers[1].bytes_read);
+  } else {
+    EXPECT_EQ(split_stats.tiers[1].bytes_read, unsplit_stats.tiers[1].bytes_read);
+  }
   int64_t compared = 0;
   for (size_t i = 0; i < split.size(); ++i) {
     for (size_t t = 0; t < split[i].output_ids.size(); ++t) {
@@ -333,9 +353,11 @@ TEST_P(CudaEngineTest, HeteGenMovesOnlyTheDeviceRows) {
   p.hetegen_alpha = HeteGenAlpha::all(alpha);
   EngineStats stats;
   run(*src, w, p, Device::kCuda, "", &stats);
-  const int64_t h = c.hidden_size, f = c.ffn_dim;
-  const int64_t per_layer = 4 * cpu::split_column(alpha, h) * h + cpu::split_column(alpha, f) * h +
-                            cpu::split_column(alpha, h) * f;
+  // Every 2-D weight of a layer keeps split_column(alpha, rows) of its rows on the host.
+  int64_t per_layer = 0;
+  for (const auto& spec : layer_tensor_specs(c, 0)) {
+    if (spec.shape.size() == 2) per_layer += cpu::split_column(alpha, spec.shape[0]) * spec.shape[1];
+  }
   const uint64_t steps = 20 * ((w.prompts.size() + 31) / 32);
   const uint64_t saved = static_cast<uint64_t>(per_layer * c.n_layers) * 2 * steps;
   EXPECT_EQ(stats.tiers[1].bytes_read, stats.tiers[1].weight_bytes * steps - saved);
@@ -373,7 +395,7 @@ TEST_P(CudaEngineTest, PipelineSlicesMatchTheWholeModel) {
 }
 
 INSTANTIATE_TEST_SUITE_P(ReferenceModels, CudaEngineTest,
-                         ::testing::ValuesIn(test::kOptReferenceModels));
+                         ::testing::ValuesIn(test::kReferenceModels));
 
 TEST(CudaEngine, GpuMemCapIsAnInputError) {
   const auto src = open_weight_source(test::model_dir("opt-pub-tiny"));

@@ -72,7 +72,7 @@ nlohmann::json decode_attention(const Stream& stream, double d2d_gbps) {
     const double ms = time_ms(stream, 20, [&] {
       attention_decode(q.as<Fp16>(), width, k.as<Fp16>(), v.as<Fp16>(), width, s.len * width,
                        nullptr, dlen.as<int32_t>(), nullptr, s.len, out.as<Fp16>(), width, s.seqs,
-                       s.heads, s.dim, ws.data(), ws_bytes, stream);
+                       s.heads, s.heads, s.dim, ws.data(), ws_bytes, stream);
     });
     const double bw = gbps(2.0 * cache_bytes, ms);
     rows.push_back({{"seqs", s.seqs},
@@ -98,7 +98,7 @@ nlohmann::json prefill_attention(const Stream& stream) {
     DeviceBuffer out(bytes);
     const double ms = time_ms(stream, 10, [&] {
       attention_prefill(q.as<Fp16>(), width, s.n * width, k.as<Fp16>(), v.as<Fp16>(), width,
-                        s.n * width, out.as<Fp16>(), 0, s.n, s.seqs, s.heads, s.dim, nullptr,
+                        s.n * width, out.as<Fp16>(), 0, s.n, s.seqs, s.heads, s.heads, s.dim, nullptr,
                         stream);
     });
     // QK^T and PV over the causal half: 2 GEMMs x 2 flops x n(n+1)/2 x dim per head.

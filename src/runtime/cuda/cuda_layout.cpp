@@ -56,11 +56,14 @@ int linear_kind(const std::string& tensor, std::string& short_name) {
     return -1;
   }
   short_name = tensor.substr(at, tensor.size() - suffix.size() - at);
-  for (const char* proj : {"q_proj", "k_proj", "v_proj", "out_proj"}) {
+  for (const char* proj : {"q_proj", "k_proj", "v_proj", "out_proj", "o_proj"}) {
     if (short_name.ends_with(std::string("self_attn.") + proj)) return 0;
   }
-  if (short_name.ends_with(".fc1")) return 1;
-  if (short_name.ends_with(".fc2")) return 2;
+  // SwiGLU's gate and up take fc1's alpha, down fc2's.
+  for (const char* fc1 : {".fc1", "mlp.gate_proj", "mlp.up_proj"}) {
+    if (short_name.ends_with(fc1)) return 1;
+  }
+  if (short_name.ends_with(".fc2") || short_name.ends_with("mlp.down_proj")) return 2;
   return -1;
 }
 
@@ -136,7 +139,9 @@ CudaLayout cuda_layout(const ModelConfig& c, const EngineOptions& o,
   if (l.weight_disk_bytes > 0) {
     pinned += kWeightSlots * pool_bytes(l.weight_disk_bytes + kDiskAlign);
   }
-  l.attention_bytes = 4 * static_cast<uint64_t>(p.gpu_batch_size * c.hidden_size) * 2;
+  // cpu_cache_compute's pinned rows: q, k, v, then the output (attention_on_host).
+  l.attention_bytes =
+      static_cast<uint64_t>(p.gpu_batch_size * (2 * c.q_dim() + 2 * c.kv_dim())) * 2;
   if (p.cpu_cache_compute) pinned += pool_bytes(l.attention_bytes);
   if (l.hetegen) {
     device += pool_bytes(cuda::StageRunner::host_linear_device_bytes(c, l.limits));

@@ -37,27 +37,31 @@ void unpack_on_device(const PackedStage& packed, const uint8_t* src, Fp16* dst,
 
 // Decode attention where the cache lives (cpu_cache_compute): each sequence's new key and value
 // are appended to its slot of the host cache, then its one query attends over positions
-// [0, length] in fp32. qkv holds q, k, v rows [n, h] fp16 one after another; out gets [n, h].
-// Sequences are shared out over as many threads as OpenBLAS uses: reading the cache is the cost.
+// [0, length] in fp32. rows holds q [n, q_dim], k and v [n, kv_dim] fp16 one after another; out
+// gets [n, q_dim]. Sequences are shared out over as many threads as OpenBLAS uses: reading the
+// cache is the cost.
 void attend_on_host(const ModelConfig& c, int64_t capacity, const std::vector<int64_t>& slots,
-                    const std::vector<int64_t>& lengths, const Fp16* qkv, Fp16* cache, Fp16* out) {
-  const int64_t h = c.hidden_size, n = static_cast<int64_t>(slots.size());
+                    const std::vector<int64_t>& lengths, const Fp16* rows, Fp16* cache,
+                    Fp16* out) {
+  const int64_t qd = c.q_dim(), kvd = c.kv_dim(), n = static_cast<int64_t>(slots.size());
+  const Fp16* new_keys = rows + n * qd;
+  const Fp16* new_values = new_keys + n * kvd;
   const auto sequences = [&](int64_t first, int64_t last) {
-    std::vector<float> q(static_cast<size_t>(h)), o(q.size()), keys, values;
+    std::vector<float> q(static_cast<size_t>(qd)), o(q.size()), keys, values;
     for (int64_t i = first; i < last; ++i) {
       const int64_t len = lengths[static_cast<size_t>(i)];
-      Fp16* slot_keys = cache + slots[static_cast<size_t>(i)] * 2 * capacity * h;
-      Fp16* slot_values = slot_keys + capacity * h;
-      std::memcpy(slot_keys + len * h, qkv + (n + i) * h, static_cast<size_t>(h) * 2);
-      std::memcpy(slot_values + len * h, qkv + (2 * n + i) * h, static_cast<size_t>(h) * 2);
-      keys.resize(static_cast<size_t>((len + 1) * h));
+      Fp16* slot_keys = cache + slots[static_cast<size_t>(i)] * 2 * capacity * kvd;
+      Fp16* slot_values = slot_keys + capacity * kvd;
+      std::memcpy(slot_keys + len * kvd, new_keys + i * kvd, static_cast<size_t>(kvd) * 2);
+      std::memcpy(slot_values + len * kvd, new_values + i * kvd, static_cast<size_t>(kvd) * 2);
+      keys.resize(static_cast<size_t>((len + 1) * kvd));
       values.resize(keys.size());
       convert_to_f32(DType::kF16, slot_keys, keys.data(), keys.size());
       convert_to_f32(DType::kF16, slot_values, values.data(), values.size());
-      convert_to_f32(DType::kF16, qkv + i * h, q.data(), q.size());
-      cpu::attention(q.data(), h, keys.data(), values.data(), h, o.data(), len, 1, c.n_heads,
-                     c.n_heads, c.head_dim());
-      convert_from_f32(DType::kF16, o.data(), out + i * h, o.size());
+      convert_to_f32(DType::kF16, rows + i * qd, q.data(), q.size());
+      cpu::attention(q.data(), qd, keys.data(), values.data(), kvd, o.data(), len, 1, c.n_heads,
+                     c.kv_heads(), c.head_dim());
+      convert_from_f32(DType::kF16, o.data(), out + i * qd, o.size());
     }
   };
   const int64_t threads = std::clamp<int64_t>(openblas_get_num_threads(), 1, n);
@@ -328,14 +332,15 @@ void CudaBackend::attention_on_host(const StageLayout& layout, const Fp16* w, Fp
                                          const std::vector<SequenceStep>& batch,
                                          const std::vector<int64_t>& lens,
                                          DeviceTieredArray& kv_array) {
-  const int64_t h = config.hidden_size, n = static_cast<int64_t>(batch.size());
-  const size_t rows_bytes = static_cast<size_t>(n * h) * sizeof(Fp16);
+  const int64_t qd = config.q_dim(), kvd = config.kv_dim(), n = static_cast<int64_t>(batch.size());
+  const size_t q_bytes = static_cast<size_t>(n * qd) * sizeof(Fp16);
+  const size_t kv_bytes = static_cast<size_t>(n * kvd) * sizeof(Fp16);
   auto* qkv = attention_host.as<Fp16>();
-  Fp16* out = qkv + 3 * policy().gpu_batch_size * h;
+  Fp16* out = qkv + policy().gpu_batch_size * (qd + 2 * kvd);
   runner->project_qkv(layout, w, hidden, compute_stream);
-  cuda::copy_d2h(qkv, runner->q(), rows_bytes, compute_stream);
-  cuda::copy_d2h(qkv + n * h, runner->k(), rows_bytes, compute_stream);
-  cuda::copy_d2h(qkv + 2 * n * h, runner->v(), rows_bytes, compute_stream);
+  cuda::copy_d2h(qkv, runner->q(), q_bytes, compute_stream);
+  cuda::copy_d2h(qkv + n * qd, runner->k(), kv_bytes, compute_stream);
+  cuda::copy_d2h(qkv + n * (qd + kvd), runner->v(), kv_bytes, compute_stream);
   std::vector<int64_t> slots, lengths;
   for (const auto& st : batch) {
     slots.push_back(st.slot);
@@ -350,8 +355,8 @@ void CudaBackend::attention_on_host(const StageLayout& layout, const Fp16* w, Fp
       if (!host_error) host_error = std::current_exception();
     }
   });
-  counters.bytes_written[static_cast<size_t>(Tier::kCpu)] += 2 * rows_bytes;
-  cuda::copy_h2d(runner->attention_out(), out, rows_bytes, compute_stream);
+  counters.bytes_written[static_cast<size_t>(Tier::kCpu)] += 2 * kv_bytes;
+  cuda::copy_h2d(runner->attention_out(), out, q_bytes, compute_stream);
   runner->finish_decoder(layout, w, hidden, compute_stream);
 }
 

@@ -17,7 +17,7 @@ constexpr size_t kAlignBytes = 256;  // cuBLAS and the 16-byte vector loads want
 
 // Offsets of the step metadata (int32 elements) within the device metadata array.
 struct MetaLayout {
-  int64_t tokens, row_offsets, starts, slots, lengths, last_rows, total;
+  int64_t tokens, row_offsets, starts, slots, lengths, last_rows, positions, total;
 };
 
 MetaLayout meta_layout(const StageRunnerLimits& l) {
@@ -28,13 +28,14 @@ MetaLayout meta_layout(const StageRunnerLimits& l) {
   m.slots = m.starts + l.max_seqs;
   m.lengths = m.slots + l.max_seqs;
   m.last_rows = m.lengths + l.max_seqs;
-  m.total = m.last_rows + l.max_seqs;
+  m.positions = m.last_rows + l.max_seqs;  // each packed row's position (rotary)
+  m.total = m.positions + l.max_rows;
   return m;
 }
 
 // Byte offsets of each scratch buffer within the runner's one block.
 struct ScratchLayout {
-  size_t words, x, q, k, v, attn, mid, last, projected, decode, decode_bytes, meta, total;
+  size_t words, x, q, k, v, attn, mid, last, projected, decode, decode_bytes, meta, inv_freq, total;
 };
 
 ScratchLayout scratch_layout(const ModelConfig& c, const StageRunnerLimits& l) {
@@ -49,17 +50,18 @@ ScratchLayout scratch_layout(const ModelConfig& c, const StageRunnerLimits& l) {
   ScratchLayout s{};
   s.words = take(c.has_projection() ? f16(rows * e) : 0);
   s.x = take(f16(rows * h));
-  s.q = take(f16(rows * h));
-  s.k = take(f16(rows * h));
-  s.v = take(f16(rows * h));
-  s.attn = take(f16(rows * h));
-  s.mid = take(f16(rows * c.ffn_dim));
+  s.q = take(f16(rows * c.q_dim()));
+  s.k = take(f16(rows * c.kv_dim()));
+  s.v = take(f16(rows * c.kv_dim()));
+  s.attn = take(f16(rows * c.q_dim()));
+  s.mid = take(f16(rows * c.mlp_width()));
   s.last = take(f16(l.max_seqs * h));
   s.projected = take(f16(l.max_seqs * e));
   s.decode_bytes =
       attention_decode_workspace_bytes(l.max_seqs, c.n_heads, c.head_dim(), l.capacity);
   s.decode = take(s.decode_bytes);
   s.meta = take(static_cast<size_t>(meta_layout(l).total) * sizeof(int32_t));
+  s.inv_freq = take(c.rotary ? static_cast<size_t>(c.head_dim() / 2) * sizeof(float) : 0);
   s.total = at;
   return s;
 }
@@ -87,8 +89,11 @@ const Fp16* tensor(const StageLayout& layout, const Fp16* weights, const std::st
   return weights + t->offset;
 }
 
-cuda::Activation device_activation(strata::Activation act) {
-  return act == strata::Activation::kRelu ? cuda::Activation::kRelu : cuda::Activation::kGelu;
+// fc1's fused activation; SwiGLU's silu comes after the gate and up GEMMs.
+cuda::Activation device_activation(const ModelConfig& c) {
+  if (c.gated_mlp) return cuda::Activation::kNone;
+  return c.activation == strata::Activation::kRelu ? cuda::Activation::kRelu
+                                                   : cuda::Activation::kGelu;
 }
 
 }  // namespace
@@ -121,6 +126,10 @@ StageRunner::StageRunner(const ModelConfig& config, const StageRunnerLimits& lim
   decode_workspace_bytes_ = s.decode_bytes;
   meta_ = reinterpret_cast<int32_t*>(base + s.meta);
   host_meta_.assign(static_cast<size_t>(meta_layout(limits).total), 0);
+  if (config.rotary) {
+    inv_freq_ = reinterpret_cast<float*>(base + s.inv_freq);
+    host_inv_freq_ = rope_inv_freq(config);
+  }
 }
 
 int64_t StageRunner::begin_step(std::span<const SequenceStep> steps,
@@ -154,6 +163,7 @@ int64_t StageRunner::begin_step(std::span<const SequenceStep> steps,
     meta[m.slots + s] = static_cast<int32_t>(step.slot);
     meta[m.lengths + s] = static_cast<int32_t>(start + n);
     meta[m.last_rows + s] = static_cast<int32_t>(rows - 1);
+    for (int64_t i = 0; i < n; ++i) meta[m.positions + rows - n + i] = static_cast<int32_t>(start + i);
     max_new = std::max(max_new, n);
     max_len = std::max(max_len, start + n);
     decode_only = decode_only && n == 1;
@@ -161,6 +171,10 @@ int64_t StageRunner::begin_step(std::span<const SequenceStep> steps,
   // A pageable source: cudaMemcpyAsync returns once it is staged, so the host array may be
   // refilled by the next step while this one still runs.
   copy_h2d(meta_, meta, static_cast<size_t>(m.total) * sizeof(int32_t), stream);
+  if (inv_freq_ && !inv_freq_uploaded_) {
+    copy_h2d(inv_freq_, host_inv_freq_.data(), host_inv_freq_.size() * sizeof(float), stream);
+    inv_freq_uploaded_ = true;
+  }
   rows_ = rows;
   n_seqs_ = n_seqs;
   max_new_ = max_new;
@@ -177,6 +191,10 @@ void StageRunner::embed(const StageLayout& layout, const Fp16* weights, Fp16* hi
   const ModelConfig& c = config_;
   const int64_t h = c.hidden_size, e = c.word_embed_proj_dim;
   const Fp16* tokens = tensor(layout, weights, "embed_tokens.weight", {c.vocab_size, e}, true);
+  if (c.rotary) {  // positions enter in each layer's attention
+    gather_rows(tokens, meta(m.tokens), rows_, h, hidden, stream);
+    return;
+  }
   const Fp16* positions =
       tensor(layout, weights, "embed_positions.weight", {c.max_positions + 2, h}, true);
   if (!c.has_projection()) {
@@ -201,14 +219,30 @@ void StageRunner::check_decoder(const StageLayout& layout) const {
 
 void StageRunner::norm(const StageLayout& layout, const Fp16* weights, const std::string& name,
                        const Fp16* in, Fp16* out, const Stream& stream) {
+  norm_rows(layout, weights, name, in, out, rows_, stream);
+}
+
+void StageRunner::norm_rows(const StageLayout& layout, const Fp16* weights,
+                            const std::string& name, const Fp16* in, Fp16* out, int64_t rows,
+                            const Stream& stream) {
   const int64_t h = config_.hidden_size;
-  const Fp16* gamma = tensor(layout, weights, name + ".weight", {h}, false);
+  const float eps = static_cast<float>(config_.norm_eps);
+  const Fp16* gamma = tensor(layout, weights, name + ".weight", {h}, config_.rms_norm);
+  if (config_.rms_norm) {
+    rms_norm(in, gamma, out, rows, h, eps, stream);
+    return;
+  }
   const Fp16* beta = tensor(layout, weights, name + ".bias", {h}, false);
-  layer_norm(in, gamma, beta, out, rows_, h, kLayerNormEps, stream);
+  layer_norm(in, gamma, beta, out, rows, h, eps, stream);
+}
+
+// The widest output or input of a split linear.
+static size_t widest_linear(const ModelConfig& c) {
+  return static_cast<size_t>(std::max({c.hidden_size, c.ffn_dim, c.q_dim()}));
 }
 
 size_t StageRunner::host_linear_device_bytes(const ModelConfig& c, const StageRunnerLimits& l) {
-  const size_t widest = static_cast<size_t>(std::max(c.hidden_size, c.ffn_dim));
+  const size_t widest = widest_linear(c);
   return 2 * static_cast<size_t>(l.max_rows) * widest * sizeof(Fp16) + 2 * kAlignBytes;
 }
 
@@ -217,7 +251,7 @@ size_t StageRunner::host_linear_pinned_bytes(const ModelConfig& c, const StageRu
 }
 
 void StageRunner::set_host_linears(HostLinearPlan plan, DevicePool& pool, PinnedArena& pinned) {
-  const size_t widest = static_cast<size_t>(std::max(config_.hidden_size, config_.ffn_dim));
+  const size_t widest = widest_linear(config_);
   const size_t part = static_cast<size_t>(limits_.max_rows) * widest;
   const size_t aligned = (part * sizeof(Fp16) + kAlignBytes - 1) / kAlignBytes * kAlignBytes;
   host_device_ = pool.allocate(2 * aligned);
@@ -262,46 +296,59 @@ void StageRunner::project_qkv(const StageLayout& layout, const Fp16* weights, co
   check_decoder(layout);
   STRATA_CHECK(layout.kind != StageKind::kMlp, "an MLP stage has no attention");
   const ModelConfig& c = config_;
+  const LayerNames n = c.layer_names();
   const std::string p = "layers." + std::to_string(layout.layer) + ".";
-  const int64_t h = c.hidden_size;
+  const int64_t h = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim();
   const Fp16* attn_in = hidden;
   if (c.pre_layer_norm) {
-    norm(layout, weights, p + "self_attn_layer_norm", hidden, x_, stream);
+    norm(layout, weights, p + n.attn_norm, hidden, x_, stream);
     attn_in = x_;
   }
-  lin(layout, weights, p + "self_attn.q_proj", attn_in, q_, h, h, Activation::kNone, stream);
-  scale_inplace(q_, rows_ * h, 1.0f / std::sqrt(static_cast<float>(c.head_dim())), stream);
-  lin(layout, weights, p + "self_attn.k_proj", attn_in, k_, h, h, Activation::kNone, stream);
-  lin(layout, weights, p + "self_attn.v_proj", attn_in, v_, h, h, Activation::kNone, stream);
+  lin(layout, weights, p + n.q, attn_in, q_, qd, h, Activation::kNone, stream);
+  lin(layout, weights, p + n.k, attn_in, k_, kvd, h, Activation::kNone, stream);
+  lin(layout, weights, p + n.v, attn_in, v_, kvd, h, Activation::kNone, stream);
+  if (c.rotary) {
+    const MetaLayout m = meta_layout(limits_);
+    rotary(q_, qd, rows_, meta(m.positions), c.n_heads, c.head_dim(), inv_freq_, stream);
+    rotary(k_, kvd, rows_, meta(m.positions), c.kv_heads(), c.head_dim(), inv_freq_, stream);
+  }
+  scale_inplace(q_, rows_ * qd, 1.0f / std::sqrt(static_cast<float>(c.head_dim())), stream);
 }
 
 void StageRunner::finish_decoder(const StageLayout& layout, const Fp16* weights, Fp16* hidden,
                                  const Stream& stream) {
   check_decoder(layout);
   const ModelConfig& c = config_;
+  const LayerNames n = c.layer_names();
   const std::string p = "layers." + std::to_string(layout.layer) + ".";
   const int64_t h = c.hidden_size;
-  lin(layout, weights, p + "self_attn.out_proj", attn_, x_, h, h, Activation::kNone, stream);
+  lin(layout, weights, p + n.o, attn_, x_, h, c.q_dim(), Activation::kNone, stream);
   add_inplace(hidden, x_, rows_ * h, stream);
-  if (!c.pre_layer_norm) norm(layout, weights, p + "self_attn_layer_norm", hidden, hidden, stream);
+  if (!c.pre_layer_norm) norm(layout, weights, p + n.attn_norm, hidden, hidden, stream);
   if (layout.kind == StageKind::kDecoder) mlp(layout, weights, hidden, stream);
 }
 
 void StageRunner::mlp(const StageLayout& layout, const Fp16* weights, Fp16* hidden,
                       const Stream& stream) {
   const ModelConfig& c = config_;
+  const LayerNames n = c.layer_names();
   const std::string p = "layers." + std::to_string(layout.layer) + ".";
-  const int64_t h = c.hidden_size;
+  const int64_t h = c.hidden_size, f = c.ffn_dim;
   const Fp16* ffn_in = hidden;
   if (c.pre_layer_norm) {
-    norm(layout, weights, p + "final_layer_norm", hidden, x_, stream);
+    norm(layout, weights, p + n.mlp_norm, hidden, x_, stream);
     ffn_in = x_;
   }
-  lin(layout, weights, p + "fc1", ffn_in, mid_, c.ffn_dim, h, device_activation(c.activation),
-      stream);
-  lin(layout, weights, p + "fc2", mid_, x_, h, c.ffn_dim, Activation::kNone, stream);
+  Fp16* act = mid_;
+  lin(layout, weights, p + n.up, ffn_in, mid_, f, h, device_activation(c), stream);
+  if (c.gated_mlp) {
+    act = mid_ + rows_ * f;
+    lin(layout, weights, p + n.gate, ffn_in, act, f, h, Activation::kNone, stream);
+    silu_mul(act, mid_, rows_ * f, stream);
+  }
+  lin(layout, weights, p + n.down, act, x_, h, f, Activation::kNone, stream);
   add_inplace(hidden, x_, rows_ * h, stream);
-  if (!c.pre_layer_norm) norm(layout, weights, p + "final_layer_norm", hidden, hidden, stream);
+  if (!c.pre_layer_norm) norm(layout, weights, p + n.mlp_norm, hidden, hidden, stream);
 }
 
 void StageRunner::decoder(const StageLayout& layout, const Fp16* weights, const DeviceKvBlock& kv,
@@ -313,23 +360,23 @@ void StageRunner::decoder(const StageLayout& layout, const Fp16* weights, const 
   }
   const MetaLayout m = meta_layout(limits_);
   const ModelConfig& c = config_;
-  const int64_t h = c.hidden_size;
-  STRATA_CHECK(kv.base && kv.hidden == h && kv.capacity >= max_len_,
+  const int64_t qd = c.q_dim(), kvd = c.kv_dim();
+  STRATA_CHECK(kv.base && kv.hidden == kvd && kv.capacity >= max_len_,
                "KV block too small for the step");
   project_qkv(layout, weights, hidden, stream);
-  kv_append(k_, v_, meta(m.row_offsets), meta(m.starts), meta(m.slots), n_seqs_, rows_, h, kv.base,
-            kv.capacity, stream);
+  kv_append(k_, v_, meta(m.row_offsets), meta(m.starts), meta(m.slots), n_seqs_, rows_, kvd,
+            kv.base, kv.capacity, stream);
   const Fp16* keys = kv.base;
-  const Fp16* values = kv.base + kv.capacity * h;
-  const int64_t slot_stride = 2 * kv.capacity * h;
+  const Fp16* values = kv.base + kv.capacity * kvd;
+  const int64_t slot_stride = 2 * kv.capacity * kvd;
   if (decode_only_) {
-    attention_decode(q_, h, keys, values, h, slot_stride, meta(m.slots), meta(m.lengths), nullptr,
-                     max_len_, attn_, h, n_seqs_, c.n_heads, c.head_dim(), decode_workspace_,
-                     decode_workspace_bytes_, stream);
+    attention_decode(q_, qd, keys, values, kvd, slot_stride, meta(m.slots), meta(m.lengths),
+                     nullptr, max_len_, attn_, qd, n_seqs_, c.n_heads, c.kv_heads(), c.head_dim(),
+                     decode_workspace_, decode_workspace_bytes_, stream);
   } else {
-    attention_prefill_packed(q_, h, meta(m.row_offsets), meta(m.starts), meta(m.slots), keys,
-                             values, h, slot_stride, attn_, n_seqs_, max_new_, c.n_heads,
-                             c.head_dim(), nullptr, stream);
+    attention_prefill_packed(q_, qd, meta(m.row_offsets), meta(m.starts), meta(m.slots), keys,
+                             values, kvd, slot_stride, attn_, n_seqs_, max_new_, c.n_heads,
+                             c.kv_heads(), c.head_dim(), nullptr, stream);
   }
   finish_decoder(layout, weights, hidden, stream);
 }
@@ -343,11 +390,7 @@ void StageRunner::head(const StageLayout& layout, const Fp16* weights, const Fp1
   const int64_t h = c.hidden_size, e = c.word_embed_proj_dim, n = n_seqs_;
   // Only each sequence's last row needs logits.
   gather_rows(hidden, meta(m.last_rows), n, h, last_, stream);
-  if (c.final_layer_norm) {
-    const Fp16* gamma = tensor(layout, weights, "final_layer_norm.weight", {h}, false);
-    const Fp16* beta = tensor(layout, weights, "final_layer_norm.bias", {h}, false);
-    layer_norm(last_, gamma, beta, last_, n, h, kLayerNormEps, stream);
-  }
+  if (c.final_layer_norm) norm_rows(layout, weights, c.final_norm_name(), last_, last_, n, stream);
   const Fp16* head_in = last_;
   if (c.has_projection()) {
     const Fp16* project_out = tensor(layout, weights, "project_out.weight", {e, h}, true);

@@ -78,7 +78,8 @@ class StageRunner {
   void decoder(const StageLayout& layout, const Fp16* weights, const DeviceKvBlock& kv,
                Fp16* hidden, const Stream& stream);
   // decoder() in two halves around an attention computed elsewhere (on the CPU, where the cache
-  // lives): project_qkv leaves q (scaled), k and v in q() / k() / v(), [rows, hidden] fp16; the
+  // lives): project_qkv leaves q (scaled), k and v in q() / k() / v() ([rows, q_dim], [rows,
+  // kv_dim] fp16); the
   // caller writes the attention output to attention_out(), then finish_decoder applies out_proj,
   // the residual, and the MLP when the stage has one.
   void project_qkv(const StageLayout& layout, const Fp16* weights, const Fp16* hidden,
@@ -106,6 +107,9 @@ class StageRunner {
   void check_decoder(const StageLayout& layout) const;
   void norm(const StageLayout& layout, const Fp16* weights, const std::string& name, const Fp16* in,
             Fp16* out, const Stream& stream);
+  // LayerNorm or RMSNorm (the config says) over `rows` rows.
+  void norm_rows(const StageLayout& layout, const Fp16* weights, const std::string& name,
+                 const Fp16* in, Fp16* out, int64_t rows, const Stream& stream);
   void lin(const StageLayout& layout, const Fp16* weights, const std::string& name, const Fp16* in,
            Fp16* out, int64_t n, int64_t k, Activation act, const Stream& stream);
   void mlp(const StageLayout& layout, const Fp16* weights, Fp16* hidden, const Stream& stream);
@@ -118,7 +122,11 @@ class StageRunner {
   Fp16 *attn_ = nullptr, *mid_ = nullptr, *last_ = nullptr, *projected_ = nullptr;
   void* decode_workspace_ = nullptr;
   size_t decode_workspace_bytes_ = 0;
-  int32_t* meta_ = nullptr;  // device: tokens, row offsets, starts, slots, lengths, last rows
+  int32_t* meta_ = nullptr;  // device: tokens, row offsets, starts, slots, lengths, last rows,
+                             // positions
+  float* inv_freq_ = nullptr;  // device: rotary frequencies (rotary models)
+  std::vector<float> host_inv_freq_;
+  bool inv_freq_uploaded_ = false;
   std::vector<int32_t> host_meta_;  // the same on the host, refilled each step
   int64_t rows_ = 0, n_seqs_ = 0, max_new_ = 0, max_len_ = 0;
   bool decode_only_ = false;

@@ -70,7 +70,7 @@ GpuFigures measure_cuda_gpu(int index, bool quick, bool links_only) {
     g.attention_gflops = gflops(
         flops, cuda::median_ms(s, reps, [&] {
           cuda::attention_prefill(q.as<Fp16>(), h, len * h, k.as<Fp16>(), v.as<Fp16>(), h, len * h,
-                                  out.as<Fp16>(), 0, len, seqs, heads, head_dim, nullptr, s);
+                                  out.as<Fp16>(), 0, len, seqs, heads, heads, head_dim, nullptr, s);
         }));
   }
   {
@@ -86,7 +86,7 @@ GpuFigures measure_cuda_gpu(int index, bool quick, bool links_only) {
         seqs * 4.0 * h * len, cuda::median_ms(s, reps, [&] {
           cuda::attention_decode(q.as<Fp16>(), h, k.as<Fp16>(), v.as<Fp16>(), h, len * h, nullptr,
                                  device_lengths.as<int32_t>(), nullptr, len, out.as<Fp16>(), h,
-                                 seqs, heads, head_dim, ws.data(), ws_bytes, s);
+                                 seqs, heads, heads, head_dim, ws.data(), ws_bytes, s);
         }));
   }
   return g;
