@@ -8,6 +8,7 @@
 #include "model/model_config.h"
 #include "planner/cost_model.h"
 #include "planner/planner.h"
+#include "runtime/cuda/cuda_layout.h"
 #include "runtime/cpu_engine.h"
 #include "runtime/stages.h"
 #include "test_util.h"
@@ -328,6 +329,42 @@ TEST(Planner, NeverExceedsATierOnTheCpuBackend) {
     }
   }
   EXPECT_GT(offloaded, 3);  // the small caps do force offloading
+}
+
+// On a GPU node the planner checks its plans with the CUDA engine's own memory plan (built
+// without CUDA too), so what it picks fits the caps as the engine will allocate it, for OPT and
+// for a GQA model alike.
+TEST(Planner, NeverExceedsATierOnAGpu) {
+  const uint64_t mib = 1ull << 20;
+  for (const char* arch : {"opt-1.3b", "qwen2.5-0.5b"}) {
+    const auto config = parse_model_config(builtin_config_json(arch), arch);
+    int offloaded = 0;
+    for (const uint64_t gpu_mib : {600, 1200, 2500, 6000}) {
+      for (const uint64_t cpu_mib : {1000, 8000}) {
+        PlanRequest r;
+        r.prompt_len = 128;
+        r.gen_len = 16;
+        r.caps = {gpu_mib * mib, cpu_mib * mib, 20000 * mib};
+        r.gpu_batch_size = 8;
+        Plan plan;
+        try {
+          plan = make_plan(gpu_profile(), config, r);
+        } catch (const Error&) {
+          continue;  // nothing fits
+        }
+        EngineOptions o;
+        o.policy = plan.policy;
+        o.max_prompt_len = r.prompt_len;
+        o.gen_len = r.gen_len;
+        const MemoryPlan engine = plan_cuda_memory(config, o);
+        SCOPED_TRACE(std::string(arch) + " " + std::to_string(gpu_mib) + " " +
+                     std::to_string(cpu_mib));
+        EXPECT_NO_THROW(check_caps(engine, r.caps));
+        offloaded += plan.policy.weights.gpu_percent < 100;
+      }
+    }
+    EXPECT_GT(offloaded, 2) << arch << ": the small caps do force offloading";
+  }
 }
 
 TEST(Planner, EverythingOnTheGpuTierWhenItFits) {

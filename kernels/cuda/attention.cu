@@ -126,13 +126,11 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 // ---- decode ----
-constexpr int kSplitKeys = 256;  // keys per block; more blocks for longer contexts
+constexpr int kSplitKeys = static_cast<int>(kDecodeSplitKeys);
 constexpr int kDecodeWarps = 4;
 constexpr int kUnroll = 4;  // keys in flight per warp, for memory-level parallelism
 
-struct Partial {  // one (sequence, head, split)'s softmax state, in the workspace
-  float m, l;
-};
+using Partial = DecodePartial;  // in the workspace
 
 // Merges the warps' softmax states (in shared memory, after a barrier) into the block's partial.
 __device__ void write_partial(const float* wm, const float* wl, const float (*wacc)[kMaxHeadDim],
@@ -347,9 +345,6 @@ __global__ void decode_combine_kernel(const Partial* partials, const float* part
   }
 }
 
-int64_t decode_splits(int64_t max_len) {
-  return std::max<int64_t>(1, (max_len + kSplitKeys - 1) / kSplitKeys);
-}
 
 int heads_per_kv(int64_t n_heads, int64_t n_kv_heads) {
   STRATA_CHECK(n_kv_heads >= 1 && n_heads % n_kv_heads == 0, "attention: ", n_kv_heads,
@@ -396,11 +391,6 @@ void attention_prefill_packed(const Fp16* q, int64_t ld_q, const int32_t* row_of
   STRATA_CUDA_CHECK_LAUNCH();
 }
 
-size_t attention_decode_workspace_bytes(int64_t n_seqs, int64_t n_heads, int64_t head_dim,
-                                        int64_t max_len) {
-  const int64_t slots = n_seqs * n_heads * decode_splits(max_len);
-  return static_cast<size_t>(slots) * (sizeof(Partial) + sizeof(float) * head_dim);
-}
 
 void attention_decode(const Fp16* q, int64_t ld_q, const Fp16* k_cache, const Fp16* v_cache,
                       int64_t ld_kv, int64_t seq_stride_kv, const int32_t* slots,

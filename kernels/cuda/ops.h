@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/cuda/attention_sizes.h"
 #include "kernels/cuda/runtime.h"
 
 namespace strata::cuda {
@@ -94,10 +95,8 @@ void attention_prefill_packed(const Fp16* q, int64_t ld_q, const int32_t* row_of
 // lengths[s]) of cache slot slots[s] (device arrays; slots and key_begin may be null: slot s, no
 // padding), max_len >= every length. q / out row s at s * ld_q / s * ld_out; cache row j of slot
 // c at c * seq_stride_kv + j * ld_kv (KvBlock: k = base, v = base + capacity * hidden, stride
-// 2 * capacity * hidden). Long contexts split over blocks and are combined; the workspace holds
-// the partial results.
-size_t attention_decode_workspace_bytes(int64_t n_seqs, int64_t n_heads, int64_t head_dim,
-                                        int64_t max_len);
+// 2 * capacity * hidden). Long contexts split over blocks and are combined; the workspace
+// (attention_decode_workspace_bytes, attention_sizes.h) holds the partial results.
 void attention_decode(const Fp16* q, int64_t ld_q, const Fp16* k_cache, const Fp16* v_cache,
                       int64_t ld_kv, int64_t seq_stride_kv, const int32_t* slots,
                       const int32_t* lengths, const int32_t* key_begin, int64_t max_len, Fp16* out,

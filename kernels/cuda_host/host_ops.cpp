@@ -236,10 +236,6 @@ void attention_prefill_packed(const Fp16* q, int64_t ld_q, const int32_t* row_of
   });
 }
 
-size_t attention_decode_workspace_bytes(int64_t, int64_t, int64_t, int64_t) {
-  return 256;
-}
-
 void attention_decode(const Fp16* q, int64_t ld_q, const Fp16* k_cache, const Fp16* v_cache,
                       int64_t ld_kv, int64_t seq_stride_kv, const int32_t* slots,
                       const int32_t* lengths, const int32_t* key_begin, int64_t, Fp16* out,

@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/units.h"
+#include "runtime/cuda/cuda_layout.h"
 #include "runtime/engine.h"
 #include "runtime/memory_plan.h"
 
@@ -164,22 +165,15 @@ Policy policy_of(const CostShape& shape, const Placement& x) {
 // estimate on a GPU node.
 std::array<double, kNumTiers> peak_of(const HardwareProfile& hw, const ModelConfig& config,
                                       const Policy& policy, int64_t prompt_len, int64_t gen_len) {
+  // The engine's own memory plan, CPU or CUDA: the bytes it will allocate.
+  EngineOptions o;
+  o.policy = policy;
+  o.max_prompt_len = prompt_len;
+  o.gen_len = gen_len;
+  const MemoryPlan plan = hw.has_gpu ? plan_cuda_memory(config, o) : plan_cpu_memory(config, o);
   std::array<double, kNumTiers> peak{};
-  const CostShape shape = CostShape::of(policy, prompt_len, gen_len);
-  if (!hw.has_gpu) {
-    EngineOptions o;
-    o.policy = policy;
-    o.max_prompt_len = prompt_len;
-    o.gen_len = gen_len;
-    const MemoryPlan plan = plan_memory(config, o);
-    for (int t = 0; t < kNumTiers; ++t)
-      peak[static_cast<size_t>(t)] = static_cast<double>(plan.total(static_cast<Tier>(t)));
-  } else {
-    const Residency r{policy.weights.gpu_percent >= 100, policy.cache.gpu_percent >= 100,
-                      policy.activations.gpu_percent >= 100};
-    const MemoryModel m = memory_model(hw, config, shape, r);
-    const Placement x = Placement::of(policy);
-    for (int t = 0; t < kNumTiers; ++t) peak[static_cast<size_t>(t)] = m.tier[t].at(x);
+  for (int t = 0; t < kNumTiers; ++t) {
+    peak[static_cast<size_t>(t)] = static_cast<double>(plan.total(static_cast<Tier>(t)));
   }
   return peak;
 }

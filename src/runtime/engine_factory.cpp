@@ -3,13 +3,13 @@
 #include "core/log.h"
 #include "runtime/cpu_engine.h"
 #include "runtime/engine.h"
+#include "runtime/cuda/cuda_layout.h"
 #include "runtime/memory_plan.h"
 #include "runtime/probes/gpu_probe.h"
 
 #if STRATA_HAVE_CUDA
 #include "kernels/cuda/device.h"
 #include "runtime/cuda/cuda_engine.h"
-#include "runtime/cuda/cuda_layout.h"
 #include "runtime/probes/gpu_probe_cuda.h"
 #endif
 
@@ -45,9 +45,7 @@ double measure_pinned_h2d_gbps(int index) {
 }
 
 MemoryPlan plan_memory(const ModelConfig& config, const EngineOptions& options) {
-#if STRATA_HAVE_CUDA
   if (resolved_device(config, options) == Device::kCuda) return plan_cuda_memory(config, options);
-#endif
   return plan_cpu_memory(config, options);
 }
 

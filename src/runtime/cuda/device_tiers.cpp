@@ -105,10 +105,6 @@ void DeviceTieredArray::load(void* dst, int64_t begin, int64_t end, const void* 
   }
 }
 
-uint64_t DeviceTieredArray::range_staging_bytes(int64_t units, uint64_t unit_bytes) {
-  return round_up(static_cast<uint64_t>(units) * unit_bytes) + 2 * kBlock;
-}
-
 void DeviceTieredArray::load_through(void* dst, int64_t begin, int64_t end, void* staging,
                                      const cuda::Stream& stream) {
   if (const UnitRange disk = split_.ranges(begin, end).disk) {

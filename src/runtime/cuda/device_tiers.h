@@ -57,7 +57,10 @@ class DeviceTieredArray {
   void load_through(void* dst, int64_t begin, int64_t end, void* staging,
                     const cuda::Stream& stream);
   // Pinned bytes one load_through / store of up to `units` units needs.
-  static uint64_t range_staging_bytes(int64_t units, uint64_t unit_bytes);
+  static uint64_t range_staging_bytes(int64_t units, uint64_t unit_bytes) {
+    constexpr uint64_t block = DiskStore::kAlignment;
+    return (static_cast<uint64_t>(units) * unit_bytes + block - 1) / block * block + 2 * block;
+  }
   // Where errors of the disk I/O run on the host land (checked after the stream synchronises).
   void set_error_slot(std::exception_ptr* slot) { error_ = slot; }
 

@@ -9,62 +9,10 @@
 #include <string>
 
 #include "core/error.h"
+#include "runtime/cuda/runner_layout.h"
 
 namespace strata::cuda {
 namespace {
-
-constexpr size_t kAlignBytes = 256;  // cuBLAS and the 16-byte vector loads want aligned rows
-
-// Offsets of the step metadata (int32 elements) within the device metadata array.
-struct MetaLayout {
-  int64_t tokens, row_offsets, starts, slots, lengths, last_rows, positions, total;
-};
-
-MetaLayout meta_layout(const StageRunnerLimits& l) {
-  MetaLayout m{};
-  m.tokens = 0;
-  m.row_offsets = l.max_rows;
-  m.starts = m.row_offsets + l.max_seqs + 1;
-  m.slots = m.starts + l.max_seqs;
-  m.lengths = m.slots + l.max_seqs;
-  m.last_rows = m.lengths + l.max_seqs;
-  m.positions = m.last_rows + l.max_seqs;  // each packed row's position (rotary)
-  m.total = m.positions + l.max_rows;
-  return m;
-}
-
-// Byte offsets of each scratch buffer within the runner's one block.
-struct ScratchLayout {
-  size_t words, x, q, k, v, attn, mid, last, projected, decode, decode_bytes, meta, inv_freq, total;
-};
-
-ScratchLayout scratch_layout(const ModelConfig& c, const StageRunnerLimits& l) {
-  size_t at = 0;
-  const auto take = [&at](size_t bytes) {
-    const size_t offset = at;
-    at += (bytes + kAlignBytes - 1) / kAlignBytes * kAlignBytes;
-    return offset;
-  };
-  const auto f16 = [](int64_t n) { return static_cast<size_t>(n) * sizeof(Fp16); };
-  const int64_t h = c.hidden_size, e = c.word_embed_proj_dim, rows = l.max_rows;
-  ScratchLayout s{};
-  s.words = take(c.has_projection() ? f16(rows * e) : 0);
-  s.x = take(f16(rows * h));
-  s.q = take(f16(rows * c.q_dim()));
-  s.k = take(f16(rows * c.kv_dim()));
-  s.v = take(f16(rows * c.kv_dim()));
-  s.attn = take(f16(rows * c.q_dim()));
-  s.mid = take(f16(rows * c.mlp_width()));
-  s.last = take(f16(l.max_seqs * h));
-  s.projected = take(f16(l.max_seqs * e));
-  s.decode_bytes =
-      attention_decode_workspace_bytes(l.max_seqs, c.n_heads, c.head_dim(), l.capacity);
-  s.decode = take(s.decode_bytes);
-  s.meta = take(static_cast<size_t>(meta_layout(l).total) * sizeof(int32_t));
-  s.inv_freq = take(c.rotary ? static_cast<size_t>(c.head_dim() / 2) * sizeof(float) : 0);
-  s.total = at;
-  return s;
-}
 
 // StageLayout::find's rule (a whole dotted suffix), kept here so strata_cuda needs nothing from
 // strata_core at link time.
@@ -97,10 +45,6 @@ cuda::Activation device_activation(const ModelConfig& c) {
 }
 
 }  // namespace
-
-size_t StageRunner::workspace_bytes(const ModelConfig& config, const StageRunnerLimits& limits) {
-  return scratch_layout(config, limits).total;
-}
 
 StageRunner::StageRunner(const ModelConfig& config, const StageRunnerLimits& limits, DevicePool& pool,
                          Blas& blas)
@@ -234,20 +178,6 @@ void StageRunner::norm_rows(const StageLayout& layout, const Fp16* weights,
   }
   const Fp16* beta = tensor(layout, weights, name + ".bias", {h}, false);
   layer_norm(in, gamma, beta, out, rows, h, eps, stream);
-}
-
-// The widest output or input of a split linear.
-static size_t widest_linear(const ModelConfig& c) {
-  return static_cast<size_t>(std::max({c.hidden_size, c.ffn_dim, c.q_dim()}));
-}
-
-size_t StageRunner::host_linear_device_bytes(const ModelConfig& c, const StageRunnerLimits& l) {
-  const size_t widest = widest_linear(c);
-  return 2 * static_cast<size_t>(l.max_rows) * widest * sizeof(Fp16) + 2 * kAlignBytes;
-}
-
-size_t StageRunner::host_linear_pinned_bytes(const ModelConfig& c, const StageRunnerLimits& l) {
-  return host_linear_device_bytes(c, l);
 }
 
 void StageRunner::set_host_linears(HostLinearPlan plan, DevicePool& pool, PinnedArena& pinned) {
