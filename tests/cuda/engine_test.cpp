@@ -397,6 +397,27 @@ TEST_P(CudaEngineTest, PipelineSlicesMatchTheWholeModel) {
 INSTANTIATE_TEST_SUITE_P(ReferenceModels, CudaEngineTest,
                          ::testing::ValuesIn(test::kReferenceModels));
 
+// stories260K, a real pretrained Llama-2-style model: fp16 compute on the device keeps
+// llama2.c's 200 greedy ids from BOS, resident and with everything on the disk tier.
+TEST(CudaEngine, Stories260KMatchesLlama2c) {
+  const std::string dir = test::model_dir("stories260K");
+  const auto src = open_weight_source(dir);
+  const auto golden = nlohmann::json::parse(test::read_text(dir + "/golden.json"));
+  Workload w;
+  w.prompts.push_back({golden["input_ids"].get<std::vector<int32_t>>(), 0});
+  const auto want = golden["output_ids"].get<std::vector<int32_t>>();
+  TempDir offload;
+  Policy on_disk = all_on_gpu(1, 1);
+  on_disk.weights = on_disk.cache = on_disk.activations = {0, 0};
+  for (const Policy& p : {all_on_gpu(1, 1), on_disk}) {
+    SCOPED_TRACE(p.to_json().dump());
+    EngineOptions o = options_for(p, Device::kCuda, offload.path().string());
+    o.max_prompt_len = 1;
+    o.gen_len = static_cast<int64_t>(want.size());
+    EXPECT_EQ(test::run_engine(*src, w, o).at(0).output_ids, want);
+  }
+}
+
 TEST(CudaEngine, GpuMemCapIsAnInputError) {
   const auto src = open_weight_source(test::model_dir("opt-pub-tiny"));
   EngineOptions o = options_for(all_on_gpu(4, 1), Device::kCuda, "");
