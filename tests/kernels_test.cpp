@@ -80,8 +80,8 @@ TEST(Kernels, AttentionMatchesReferenceForPrefillAndDecode) {
                                                          {7, 2, 8, 2, 24},
                                                          {3, 17, 6, 3, 10},
                                                          {40, 1, 4, 1, 32}}) {
-    SCOPED_TRACE(testing::Message() << start << "+" << n_new << " h" << heads << "/" << kv_heads
-                                    << " d" << head_dim);
+    SCOPED_TRACE(testing::Message()
+                 << start << "+" << n_new << " h" << heads << "/" << kv_heads << " d" << head_dim);
     const int64_t ld = heads * head_dim + 3;  // padded rows test the strides
     const int64_t ld_kv = kv_heads * head_dim + 5;
     const int64_t n_keys = start + n_new;

@@ -346,8 +346,12 @@ TEST_P(CompressionTest, CompressedWeightsEqualTheFakeQuantisedModel) {
 // The Llama-family references are smaller (hidden 32 to 64) with wider weights, so 4-bit
 // weights move them further: measured up to 1.55 (llama3-tiny), and with a 4-bit cache as well
 // every first token of mistral-tiny flips.
-bool is_family_model(const std::string& name) { return name.rfind("families/", 0) == 0; }
-double weight4_bound(const std::string& name) { return is_family_model(name) ? 2.2 : 1.5; }
+bool is_family_model(const std::string& name) {
+  return name.rfind("families/", 0) == 0;
+}
+double weight4_bound(const std::string& name) {
+  return is_family_model(name) ? 2.2 : 1.5;
+}
 
 TEST_P(CompressionTest, WeightLogprobsStayCloseToTheUncompressedRun) {
   auto source = open_weight_source(test::model_dir(GetParam()));
@@ -387,8 +391,8 @@ TEST_P(CompressionTest, CacheLogprobsStayCloseToTheUncompressedRun) {
       p.compress_bits = bits;
       int64_t compared = 0;
       runs[bits == 8] = run_engine(*source, w, p, "");
-      const double gap = mean_logprob_gap(base, runs[bits == 8], &compared,
-                                          bits == 4 ? &prefix4 : nullptr);
+      const double gap =
+          mean_logprob_gap(base, runs[bits == 8], &compared, bits == 4 ? &prefix4 : nullptr);
       std::printf("[ %s ] %d-bit %s: mean |dlogprob| %.4f over %lld tokens\n", GetParam().c_str(),
                   bits, weights_too ? "weights and cache" : "cache", gap,
                   static_cast<long long>(compared));

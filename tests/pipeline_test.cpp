@@ -43,7 +43,7 @@ std::vector<Generation> one_rank(const WeightSource& source, std::span<const Pro
   const size_t block = 4;
   for (size_t first = 0; first < prompts.size(); first += block) {
     auto part = engine->generate(prompts.subspan(first, std::min(block, prompts.size() - first)),
-                                gen, nullptr);
+                                 gen, nullptr);
     all.insert(all.end(), part.begin(), part.end());
   }
   return all;

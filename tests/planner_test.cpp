@@ -8,8 +8,8 @@
 #include "model/model_config.h"
 #include "planner/cost_model.h"
 #include "planner/planner.h"
-#include "runtime/cuda/cuda_layout.h"
 #include "runtime/cpu_engine.h"
+#include "runtime/cuda/cuda_layout.h"
 #include "runtime/stages.h"
 #include "test_util.h"
 

@@ -82,7 +82,8 @@ TEST(Stories260K, CompressedStaysCloseToTheReference) {
     size_t same = 0;
     while (same < got.output_ids.size() && got.output_ids[same] == want.output_ids[same]) ++same;
     double gap = 0;
-    for (size_t t = 0; t < same; ++t) gap += std::fabs(got.token_logprobs[t] - want.token_logprobs[t]);
+    for (size_t t = 0; t < same; ++t)
+      gap += std::fabs(got.token_logprobs[t] - want.token_logprobs[t]);
     std::printf("[ stories260K ] 8-bit weights%s: %zu of 200 tokens equal, mean |dlogprob| %.4f\n",
                 cache ? " and cache" : "", same, same ? gap / double(same) : 0.0);
     EXPECT_GE(same, 20u);

@@ -90,8 +90,7 @@ void layer_norm(const float* x, const float* gamma, const float* beta, float* y,
   }
 }
 
-void rms_norm(const float* x, const float* weight, float* y, int64_t rows, int64_t dim,
-              float eps) {
+void rms_norm(const float* x, const float* weight, float* y, int64_t rows, int64_t dim, float eps) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* in = x + r * dim;
     float* out = y + r * dim;

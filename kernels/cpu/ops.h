@@ -38,8 +38,7 @@ void layer_norm(const float* x, const float* gamma, const float* beta, float* y,
                 int64_t dim, float eps = kLayerNormEps);
 
 // Hugging Face's RMSNorm: x * rsqrt(mean(x^2) + eps) * weight, accumulated in double.
-void rms_norm(const float* x, const float* weight, float* y, int64_t rows, int64_t dim,
-              float eps);
+void rms_norm(const float* x, const float* weight, float* y, int64_t rows, int64_t dim, float eps);
 
 // Rotary positions in Hugging Face's rotate_half layout: in each head, element i < head_dim / 2
 // pairs with i + head_dim / 2, rotated by positions[r] * inv_freq[i]. Rows have stride ld.

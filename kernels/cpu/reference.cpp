@@ -36,13 +36,13 @@ void layer_norm(const float* x, const float* gamma, const float* beta, float* y,
   }
 }
 
-void rms_norm(const float* x, const float* weight, float* y, int64_t rows, int64_t dim,
-              float eps) {
+void rms_norm(const float* x, const float* weight, float* y, int64_t rows, int64_t dim, float eps) {
   for (int64_t r = 0; r < rows; ++r) {
     double sq = 0;
     for (int64_t i = 0; i < dim; ++i) sq += static_cast<double>(x[r * dim + i]) * x[r * dim + i];
     const double inv = 1.0 / std::sqrt(sq / static_cast<double>(dim) + eps);
-    for (int64_t i = 0; i < dim; ++i) y[r * dim + i] = static_cast<float>(x[r * dim + i] * inv * weight[i]);
+    for (int64_t i = 0; i < dim; ++i)
+      y[r * dim + i] = static_cast<float>(x[r * dim + i] * inv * weight[i]);
   }
 }
 
@@ -86,8 +86,7 @@ void attention(const float* q, int64_t ld_q, const float* k, const float* v, int
       for (int64_t j = 0; j < n_keys; ++j) {
         double s = 0;
         for (int64_t d = 0; d < head_dim; ++d) {
-          s +=
-              static_cast<double>(q[i * ld_q + h * head_dim + d]) * k[j * ld_kv + kv + d];
+          s += static_cast<double>(q[i * ld_q + h * head_dim + d]) * k[j * ld_kv + kv + d];
         }
         p[j] = s;
         max = std::max(max, s);

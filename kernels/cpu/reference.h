@@ -9,8 +9,7 @@ void linear(const float* x, const float* w, const float* bias, float* y, int64_t
             int64_t k);
 void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows,
                 int64_t dim, float eps);
-void rms_norm(const float* x, const float* weight, float* y, int64_t rows, int64_t dim,
-              float eps);
+void rms_norm(const float* x, const float* weight, float* y, int64_t rows, int64_t dim, float eps);
 void rotary(float* x, int64_t ld, int64_t rows, const int64_t* positions, int64_t n_heads,
             int64_t head_dim, const float* inv_freq);
 void gelu(float* x, int64_t n);

@@ -157,8 +157,8 @@ __device__ void write_partial(const float* wm, const float* wl, const float (*wa
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     decode_kernel(const Fp16* q, int64_t ld_q, const Fp16* k_cache, const Fp16* v_cache,
                   int64_t ld_kv, int64_t seq_stride_kv, const int32_t* lengths,
-                  const int32_t* key_begin, const int32_t* slots, int head_dim,
-                  int heads_per_kv, int n_splits, Partial* partials, float* partial_acc) {
+                  const int32_t* key_begin, const int32_t* slots, int head_dim, int heads_per_kv,
+                  int n_splits, Partial* partials, float* partial_acc) {
   __shared__ float wm[kDecodeWarps], wl[kDecodeWarps];
   __shared__ float wacc[kDecodeWarps][kMaxHeadDim];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -345,7 +345,6 @@ __global__ void decode_combine_kernel(const Partial* partials, const float* part
   }
 }
 
-
 int heads_per_kv(int64_t n_heads, int64_t n_kv_heads) {
   STRATA_CHECK(n_kv_heads >= 1 && n_heads % n_kv_heads == 0, "attention: ", n_kv_heads,
                " key / value heads for ", n_heads, " query heads");
@@ -375,9 +374,8 @@ void attention_prefill(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const 
 void attention_prefill_packed(const Fp16* q, int64_t ld_q, const int32_t* row_offsets,
                               const int32_t* starts, const int32_t* slots, const Fp16* k,
                               const Fp16* v, int64_t ld_kv, int64_t seq_stride_kv, Fp16* out,
-                              int64_t n_seqs, int64_t max_new, int64_t n_heads,
-                              int64_t n_kv_heads, int64_t head_dim, const int32_t* key_begin,
-                              const Stream& stream) {
+                              int64_t n_seqs, int64_t max_new, int64_t n_heads, int64_t n_kv_heads,
+                              int64_t head_dim, const int32_t* key_begin, const Stream& stream) {
   STRATA_CHECK(head_dim >= 1 && head_dim <= kMaxHeadDim, "attention head_dim ", head_dim,
                " (at most ", kMaxHeadDim, ")");
   STRATA_CHECK(n_heads <= 65535 && n_seqs <= 65535, "attention grid of ", n_seqs, " x ", n_heads);
@@ -390,7 +388,6 @@ void attention_prefill_packed(const Fp16* q, int64_t ld_q, const int32_t* row_of
       heads_per_kv(n_heads, n_kv_heads), key_begin, row_offsets, starts, slots);
   STRATA_CUDA_CHECK_LAUNCH();
 }
-
 
 void attention_decode(const Fp16* q, int64_t ld_q, const Fp16* k_cache, const Fp16* v_cache,
                       int64_t ld_kv, int64_t seq_stride_kv, const int32_t* slots,
@@ -433,8 +430,8 @@ void attention_decode(const Fp16* q, int64_t ld_q, const Fp16* k_cache, const Fp
                                                     partials, partial_acc);
   } else {
     decode_kernel<<<grid, kThreads, 0, s>>>(q, ld_q, k_cache, v_cache, ld_kv, seq_stride_kv,
-                                            lengths, key_begin, slots, dim, group, n_splits, partials,
-                                            partial_acc);
+                                            lengths, key_begin, slots, dim, group, n_splits,
+                                            partials, partial_acc);
   }
   STRATA_CUDA_CHECK_LAUNCH();
   decode_combine_kernel<<<dim3(static_cast<unsigned>(n_heads), static_cast<unsigned>(n_seqs)),

@@ -87,9 +87,8 @@ void attention_prefill(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const 
 void attention_prefill_packed(const Fp16* q, int64_t ld_q, const int32_t* row_offsets,
                               const int32_t* starts, const int32_t* slots, const Fp16* k,
                               const Fp16* v, int64_t ld_kv, int64_t seq_stride_kv, Fp16* out,
-                              int64_t n_seqs, int64_t max_new, int64_t n_heads,
-                              int64_t n_kv_heads, int64_t head_dim, const int32_t* key_begin,
-                              const Stream& stream);
+                              int64_t n_seqs, int64_t max_new, int64_t n_heads, int64_t n_kv_heads,
+                              int64_t head_dim, const int32_t* key_begin, const Stream& stream);
 
 // One query per sequence against its KV cache: sequence s attends to keys [key_begin[s],
 // lengths[s]) of cache slot slots[s] (device arrays; slots and key_begin may be null: slot s, no

@@ -65,8 +65,8 @@ void attend(const Fp16* q, int64_t ld_q, const Fp16* k, const Fp16* v, int64_t l
       vs[r * kv_width + c] = fp16_to_fp32(v[r * ld_kv + c]);
     }
   }
-  cpu::attention(qs.data(), width, ks.data(), vs.data(), kv_width, os.data(), start, n_new,
-                 heads.n, heads.n_kv, heads.dim);
+  cpu::attention(qs.data(), width, ks.data(), vs.data(), kv_width, os.data(), start, n_new, heads.n,
+                 heads.n_kv, heads.dim);
   for (int64_t r = 0; r < n_new; ++r) narrow(os.data() + r * width, out + r * ld_out, width);
 }
 

@@ -61,9 +61,9 @@ std::vector<int32_t> token_ids(const nlohmann::json& j, const std::string& field
   if (it == j.end() || it->is_null()) return fallback;
   std::vector<int32_t> ids;
   const auto one = [&](const nlohmann::json& v) {
-    STRATA_INPUT_CHECK(v.is_number_integer() && v.get<int64_t>() >= 0 &&
-                           v.get<int64_t>() < (int64_t{1} << 31),
-                       src, ": field '", field, "' must be a token id or a list of them");
+    STRATA_INPUT_CHECK(
+        v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() < (int64_t{1} << 31),
+        src, ": field '", field, "' must be a token id or a list of them");
     ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
   };
   if (it->is_array()) {
@@ -173,10 +173,14 @@ void parse_llama(const nlohmann::json& j, const std::string& src, ModelConfig& c
 
 const char* family_name(Family family) {
   switch (family) {
-    case Family::kOpt: return "opt";
-    case Family::kLlama: return "llama";
-    case Family::kMistral: return "mistral";
-    case Family::kQwen2: return "qwen2";
+    case Family::kOpt:
+      return "opt";
+    case Family::kLlama:
+      return "llama";
+    case Family::kMistral:
+      return "mistral";
+    case Family::kQwen2:
+      return "qwen2";
   }
   return "?";
 }
@@ -188,8 +192,8 @@ std::vector<float> rope_inv_freq(const ModelConfig& c) {
   const double low_wavelen = static_cast<double>(r.original_max_positions) / r.low_freq_factor;
   const double high_wavelen = static_cast<double>(r.original_max_positions) / r.high_freq_factor;
   for (int64_t i = 0; i < half; ++i) {
-    double f = 1.0 / std::pow(r.theta, 2.0 * static_cast<double>(i) /
-                                           static_cast<double>(c.head_dim()));
+    double f =
+        1.0 / std::pow(r.theta, 2.0 * static_cast<double>(i) / static_cast<double>(c.head_dim()));
     if (r.scaling == RopeScaling::kLinear) f /= r.factor;
     if (r.scaling == RopeScaling::kLlama3) {
       // Long wavelengths are slowed by factor, short ones kept, the band between blended.
@@ -214,13 +218,19 @@ bool ModelConfig::is_eos(int32_t token) const {
 
 LayerNames ModelConfig::layer_names() const {
   if (!rotary) {
-    return {"self_attn_layer_norm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-            "self_attn.out_proj",   "final_layer_norm", "",                 "fc1",
+    return {"self_attn_layer_norm",
+            "self_attn.q_proj",
+            "self_attn.k_proj",
+            "self_attn.v_proj",
+            "self_attn.out_proj",
+            "final_layer_norm",
+            "",
+            "fc1",
             "fc2"};
   }
-  return {"input_layernorm", "self_attn.q_proj",         "self_attn.k_proj",
-          "self_attn.v_proj", "self_attn.o_proj",        "post_attention_layernorm",
-          "mlp.gate_proj",    "mlp.up_proj",             "mlp.down_proj"};
+  return {"input_layernorm",  "self_attn.q_proj", "self_attn.k_proj",
+          "self_attn.v_proj", "self_attn.o_proj", "post_attention_layernorm",
+          "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
 }
 
 int64_t ModelConfig::n_params() const {

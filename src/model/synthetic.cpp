@@ -25,7 +25,8 @@ class SyntheticSource : public WeightSource {
  public:
   SyntheticSource(const ModelConfig& config, uint64_t seed, std::string description)
       : config_(config), seed_(seed), description_(std::move(description)) {
-    for (const auto& spec : model_tensor_specs(config_)) numel_[spec.name] = shape_numel(spec.shape);
+    for (const auto& spec : model_tensor_specs(config_))
+      numel_[spec.name] = shape_numel(spec.shape);
   }
 
   const ModelConfig& config() const override { return config_; }

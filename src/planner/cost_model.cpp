@@ -38,8 +38,8 @@ std::vector<StageKindInfo> stage_kinds(const ModelConfig& c, bool sep_layer) {
   const double f = static_cast<double>(c.ffn_dim);
   const double e = static_cast<double>(c.word_embed_proj_dim);
   // q and out are [q_dim, h]; k and v [kv_dim, h] (narrower under GQA); SwiGLU has 3 linears.
-  const double attn_gemm = 2 * h * (2 * static_cast<double>(c.q_dim()) +
-                                    2 * static_cast<double>(c.kv_dim()));
+  const double attn_gemm =
+      2 * h * (2 * static_cast<double>(c.q_dim()) + 2 * static_cast<double>(c.kv_dim()));
   const double mlp_gemm = 2 * h * f * (c.gated_mlp ? 3 : 2);
   std::map<StageKind, StageKindInfo> by_kind;
   for (const auto& layout : stage_layouts(c, sep_layer)) {
@@ -179,7 +179,7 @@ struct CostContext {
   Sizes z;
   Links links;
   double h, g, nb, prompt;
-  double cached;  // mean cached tokens a decode step attends over
+  double cached;         // mean cached tokens a decode step attends over
   double q_dim, kv_dim;  // attention widths: the cache holds kv_dim per token and layer
 };
 
@@ -388,8 +388,8 @@ Affine attention_seconds(const CostContext& x, const PhaseWork& w) {
   } else {
     attn.constant = flops / (hw.attention_decode_gflops() * kGB);
     if (hw.gpu_mem_gbps > 0) {  // the cache is read once per step
-      attn.constant = std::max(
-          attn.constant, x.nb * x.g * 2 * (x.cached + 1) * x.kv_dim * x.z.kv / (hw.gpu_mem_gbps * kGB));
+      attn.constant = std::max(attn.constant, x.nb * x.g * 2 * (x.cached + 1) * x.kv_dim * x.z.kv /
+                                                  (hw.gpu_mem_gbps * kGB));
     }
   }
   return attn;

@@ -117,8 +117,8 @@ struct Residency {
 struct MemoryModel {
   Affine tier[kNumTiers];
 };
-MemoryModel memory_model(const HardwareProfile& hw, const ModelConfig& config, const CostShape& shape,
-                         const Residency& residency);
+MemoryModel memory_model(const HardwareProfile& hw, const ModelConfig& config,
+                         const CostShape& shape, const Residency& residency);
 
 struct Prediction {
   double prefill_s = 0;

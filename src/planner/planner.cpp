@@ -403,8 +403,8 @@ std::optional<Policy> best_policy_for_shape(const HardwareProfile& hw, const Mod
   return best->policy;
 }
 
-Prediction predict_policy(const HardwareProfile& hw, const ModelConfig& config, const Policy& policy,
-                          int64_t prompt_len, int64_t gen_len) {
+Prediction predict_policy(const HardwareProfile& hw, const ModelConfig& config,
+                          const Policy& policy, int64_t prompt_len, int64_t gen_len) {
   const CostShape shape = CostShape::of(policy, prompt_len, gen_len);
   return predict(stage_costs(hw, config, shape), Placement::of(policy), shape);
 }

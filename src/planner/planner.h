@@ -66,7 +66,7 @@ std::optional<Policy> best_policy_for_shape(const HardwareProfile& hw, const Mod
                                             uint64_t host_bytes, bool allow_disk);
 
 // The cost model's figures for a given policy.
-Prediction predict_policy(const HardwareProfile& hw, const ModelConfig& config, const Policy& policy,
-                          int64_t prompt_len, int64_t gen_len);
+Prediction predict_policy(const HardwareProfile& hw, const ModelConfig& config,
+                          const Policy& policy, int64_t prompt_len, int64_t gen_len);
 
 }  // namespace strata

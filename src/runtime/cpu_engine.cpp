@@ -317,32 +317,29 @@ CpuBackend::CpuBackend(const WeightSource& source, const EngineOptions& engine_o
       read_stage(source, layout, config.dtype, stored.data());
     }
     weights.push_back(std::make_unique<TieredArray>(n, weight_format(config, p), p.weights,
-                                                      disk.get(), counters));
+                                                    disk.get(), counters));
     weights.back()->fill_stored(stored.data());
   }
   stored = {};
   stage_f32 = {};
   if (max_packed > 0) packed_scratch = working_buffer(max_packed);
   for (int64_t i = 0; i < slice_layer_count(config, options) * total_batches; ++i) {
-    cache.push_back(std::make_unique<TieredArray>(shapes.kv_numel, cache_format(config, p),
-                                                    p.cache, disk.get(), counters));
+    cache.push_back(std::make_unique<TieredArray>(shapes.kv_numel, cache_format(config, p), p.cache,
+                                                  disk.get(), counters));
   }
   for (int64_t k = 0; k < total_batches; ++k) {
-    acts.push_back(std::make_unique<TieredArray>(shapes.act_numel,
-                                                   StoredFormat::plain(DType::kF32), p.activations,
-                                                   disk.get(), counters));
+    acts.push_back(std::make_unique<TieredArray>(shapes.act_numel, StoredFormat::plain(DType::kF32),
+                                                 p.activations, disk.get(), counters));
   }
   if (!weights_resident(p)) {
     for (auto& b : weight_buffers)
       b = working_buffer(static_cast<uint64_t>(shapes.max_stage_numel) * 4);
   }
   if (!cache_resident(p)) {
-    for (auto& b : cache_buffers)
-      b = working_buffer(static_cast<uint64_t>(shapes.kv_numel) * 4);
+    for (auto& b : cache_buffers) b = working_buffer(static_cast<uint64_t>(shapes.kv_numel) * 4);
   }
   if (p.activations.gpu_percent < 100) {
-    for (auto& b : act_buffers)
-      b = working_buffer(static_cast<uint64_t>(shapes.act_numel) * 4);
+    for (auto& b : act_buffers) b = working_buffer(static_cast<uint64_t>(shapes.act_numel) * 4);
   }
   uint64_t io_bytes = 0, weight_bytes = 0;
   for (const auto& a : weights) weight_bytes = std::max(weight_bytes, a->staging_bytes());
@@ -359,12 +356,11 @@ CpuBackend::CpuBackend(const WeightSource& source, const EngineOptions& engine_o
     counters.add_allocation(Tier::kCpu, 2 * io_bytes);
   }
   logits.assign(static_cast<size_t>(p.num_gpu_batches),
-                  std::vector<float>(static_cast<size_t>(p.gpu_batch_size * config.vocab_size)));
+                std::vector<float>(static_cast<size_t>(p.gpu_batch_size * config.vocab_size)));
   // Workspace and logits grow on first use; count them now so peaks include them.
   counters.add_allocation(
       Tier::kGpu,
-      static_cast<uint64_t>(shapes.workspace_numel + p.effective_batch() * config.vocab_size) *
-          4);
+      static_cast<uint64_t>(shapes.workspace_numel + p.effective_batch() * config.vocab_size) * 4);
   marks = std::make_unique<MarkTable<EventPtr>>(total_batches);
   schedule = std::make_unique<BlockSchedule>(*this, layouts);
   counters.clear_traffic();

@@ -52,10 +52,9 @@ Shapes shapes_of(const ModelConfig& c, const EngineOptions& o,
   s.max_stage_numel = 0;
   for (const auto& l : layouts) s.max_stage_numel = std::max(s.max_stage_numel, l.numel);
   // Workspace: x, q, k, v, attn, mid and words per row; last and projected per sequence.
-  s.workspace_numel =
-      s.act_rows * (c.hidden_size + 2 * c.q_dim() + 2 * c.kv_dim() + c.mlp_width() +
-                    c.word_embed_proj_dim) +
-      gbs * (c.hidden_size + c.word_embed_proj_dim);
+  s.workspace_numel = s.act_rows * (c.hidden_size + 2 * c.q_dim() + 2 * c.kv_dim() + c.mlp_width() +
+                                    c.word_embed_proj_dim) +
+                      gbs * (c.hidden_size + c.word_embed_proj_dim);
   return s;
 }
 

@@ -19,7 +19,8 @@ ResidentModel::ResidentModel(const WeightSource& source)
   }
 }
 
-void ResidentModel::forward(std::span<const SequenceStep> steps, KvCache& cache, float* logits) const {
+void ResidentModel::forward(std::span<const SequenceStep> steps, KvCache& cache,
+                            float* logits) const {
   const int64_t rows =
       pack_rows(config_, steps, cache.lengths(), cache.capacity(), ws_.row_offsets);
   if (hidden_.size() < static_cast<size_t>(rows * config_.hidden_size)) {

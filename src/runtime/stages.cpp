@@ -47,8 +47,7 @@ void norm(const ModelConfig& c, const StageView& w, const std::string& name, con
     STRATA_CHECK(weight != nullptr, "stage has no ", name);
     cpu::rms_norm(x, weight, y, rows, c.hidden_size, eps);
   } else {
-    cpu::layer_norm(x, w.get(name + ".weight"), w.get(name + ".bias"), y, rows, c.hidden_size,
-                    eps);
+    cpu::layer_norm(x, w.get(name + ".weight"), w.get(name + ".bias"), y, rows, c.hidden_size, eps);
   }
 }
 

@@ -31,7 +31,6 @@ constexpr size_t kMaxCachedPieceBytes = 256;
 // The cache is emptied when it grows past this many pieces, which bounds its memory.
 constexpr size_t kMaxCacheEntries = size_t{1} << 18;
 
-
 }  // namespace
 
 char32_t byte_to_unicode(uint8_t byte) {

@@ -104,7 +104,7 @@ class BytePairEncoder {
   }
 
   std::unordered_map<uint64_t, PairMerge> ranks_;  // priority -rank: the lowest rank first
-  std::vector<MergeSymbol> symbols_;                // scratch, reused between pieces
+  std::vector<MergeSymbol> symbols_;               // scratch, reused between pieces
 };
 
 // Pieces already encoded, by their bytes. Long pieces are not kept, and the cache is emptied when

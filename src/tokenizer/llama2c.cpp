@@ -18,7 +18,6 @@ bool read_value(std::istream& in, T& value) {
   return static_cast<bool>(in.read(reinterpret_cast<char*>(&value), sizeof value));
 }
 
-
 }  // namespace
 
 TokenizerSpec read_llama2c_spec(const std::string& path) {

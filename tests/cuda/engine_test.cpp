@@ -15,11 +15,11 @@
 #include "kernels/cpu/ops.h"
 #include "model/weight_source.h"
 #include "parallel/pipeline.h"
-#include "runtime/cuda/cuda_layout.h"
-#include "runtime/engine_layout.h"
 #include "parallel/transport.h"
 #include "runtime/cpu_engine.h"
+#include "runtime/cuda/cuda_layout.h"
 #include "runtime/engine.h"
+#include "runtime/engine_layout.h"
 #include "tests/test_util.h"
 
 namespace strata {
@@ -75,7 +75,9 @@ class CudaEngineTest : public ::testing::TestWithParam<std::string> {
 // with the golden logprob, and generation goes on from the golden token.
 // The Llama-family references' logits reach 17 in magnitude (OPT's a few units), where fp16's
 // step is 0.016: their bound is 6e-2 (measured up to 0.043).
-bool is_family_model(const std::string& label) { return label.rfind("families/", 0) == 0; }
+bool is_family_model(const std::string& label) {
+  return label.rfind("families/", 0) == 0;
+}
 
 void expect_golden(const WeightSource& source, const Workload& w, const Policy& policy,
                    const std::string& label) {
@@ -356,7 +358,8 @@ TEST_P(CudaEngineTest, HeteGenMovesOnlyTheDeviceRows) {
   // Every 2-D weight of a layer keeps split_column(alpha, rows) of its rows on the host.
   int64_t per_layer = 0;
   for (const auto& spec : layer_tensor_specs(c, 0)) {
-    if (spec.shape.size() == 2) per_layer += cpu::split_column(alpha, spec.shape[0]) * spec.shape[1];
+    if (spec.shape.size() == 2)
+      per_layer += cpu::split_column(alpha, spec.shape[0]) * spec.shape[1];
   }
   const uint64_t steps = 20 * ((w.prompts.size() + 31) / 32);
   const uint64_t saved = static_cast<uint64_t>(per_layer * c.n_layers) * 2 * steps;

@@ -98,8 +98,8 @@ nlohmann::json prefill_attention(const Stream& stream) {
     DeviceBuffer out(bytes);
     const double ms = time_ms(stream, 10, [&] {
       attention_prefill(q.as<Fp16>(), width, s.n * width, k.as<Fp16>(), v.as<Fp16>(), width,
-                        s.n * width, out.as<Fp16>(), 0, s.n, s.seqs, s.heads, s.heads, s.dim, nullptr,
-                        stream);
+                        s.n * width, out.as<Fp16>(), 0, s.n, s.seqs, s.heads, s.heads, s.dim,
+                        nullptr, stream);
     });
     // QK^T and PV over the causal half: 2 GEMMs x 2 flops x n(n+1)/2 x dim per head.
     const double flops = 4.0 * s.seqs * s.heads * s.dim * (s.n * (s.n + 1) / 2.0);

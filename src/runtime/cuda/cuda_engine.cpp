@@ -247,8 +247,7 @@ nlohmann::json CudaBackend::trace() const {
                        {store_log.name(), store_log.spans()}});
 }
 
-std::unique_ptr<Engine> make_cuda_engine(const WeightSource& source,
-                                         const EngineOptions& options) {
+std::unique_ptr<Engine> make_cuda_engine(const WeightSource& source, const EngineOptions& options) {
   return std::make_unique<ScheduledEngine<CudaBackend>>(source, options);
 }
 

@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <exception>
 #include <map>
-#include <nlohmann/json_fwd.hpp>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 

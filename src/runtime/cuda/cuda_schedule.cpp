@@ -1,5 +1,5 @@
-// The CUDA backend's block schedule: weight and cache loads on the load stream, the stage runner on the
-// compute stream, stores on the store stream, and the work done on the host in stream order
+// The CUDA backend's block schedule: weight and cache loads on the load stream, the stage runner on
+// the compute stream, stores on the store stream, and the work done on the host in stream order
 // (CPU attention, HeteGen's CPU columns).
 #include <cblas.h>
 
@@ -41,8 +41,7 @@ void unpack_on_device(const PackedStage& packed, const uint8_t* src, Fp16* dst,
 // gets [n, q_dim]. Sequences are shared out over as many threads as OpenBLAS uses: reading the
 // cache is the cost.
 void attend_on_host(const ModelConfig& c, int64_t capacity, const std::vector<int64_t>& slots,
-                    const std::vector<int64_t>& lengths, const Fp16* rows, Fp16* cache,
-                    Fp16* out) {
+                    const std::vector<int64_t>& lengths, const Fp16* rows, Fp16* cache, Fp16* out) {
   const int64_t qd = c.q_dim(), kvd = c.kv_dim(), n = static_cast<int64_t>(slots.size());
   const Fp16* new_keys = rows + n * qd;
   const Fp16* new_values = new_keys + n * kvd;
@@ -82,7 +81,7 @@ int64_t batch_rows(const std::vector<SequenceStep>& batch) {
 }  // namespace
 
 void CudaBackend::begin_step(const std::vector<std::vector<SequenceStep>>& st,
-                                  const std::vector<std::vector<int64_t>>& lens) {
+                             const std::vector<std::vector<int64_t>>& lens) {
   steps = &st;
   lengths = &lens;
   origin.record(compute_stream);
@@ -235,8 +234,7 @@ void CudaBackend::compute_stage(const BatchWork& w) {
           kv = w.cache_slot >= 0 ? cache_buffers[w.cache_slot].as<Fp16>()
                                  : static_cast<Fp16*>(cache_array(w).resident());
         }
-        runner->decoder(layout, wt, {kv, shapes.capacity, config.kv_dim()}, hidden,
-                        compute_stream);
+        runner->decoder(layout, wt, {kv, shapes.capacity, config.kv_dim()}, hidden, compute_stream);
       }
       break;
     case StageKind::kHead: {
@@ -272,7 +270,7 @@ void CudaBackend::store_hidden(const BatchWork& w) {
 // Cache elements [begin, end) (whole rows) of a (layer, batch) block into cache ring buffer
 // `slot`: copied, or copied packed and decoded when the cache is compressed.
 void CudaBackend::load_cache_rows(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
-                                       const cuda::Stream& stream) {
+                                  const cuda::Stream& stream) {
   Fp16* rows = cache_buffers[slot].as<Fp16>();
   if (!policy().compress_cache) {
     a.load_through(rows, begin, end, io_staging[0], stream);
@@ -286,7 +284,7 @@ void CudaBackend::load_cache_rows(DeviceTieredArray& a, int slot, int64_t begin,
 }
 
 void CudaBackend::store_cache_rows(DeviceTieredArray& a, int slot, int64_t begin, int64_t end,
-                                        const cuda::Stream& stream) {
+                                   const cuda::Stream& stream) {
   const Fp16* rows = cache_buffers[slot].as<Fp16>();
   if (!policy().compress_cache) {
     a.store(rows, begin, end, io_staging[1], stream);
@@ -329,9 +327,8 @@ cuda::HostLinear CudaBackend::host_linear(const StageLayout& layout, const std::
 // cross to pinned memory, the host appends k and v to the cache and attends, the output crosses
 // back, and the stage finishes on the device.
 void CudaBackend::attention_on_host(const StageLayout& layout, const Fp16* w, Fp16* hidden,
-                                         const std::vector<SequenceStep>& batch,
-                                         const std::vector<int64_t>& lens,
-                                         DeviceTieredArray& kv_array) {
+                                    const std::vector<SequenceStep>& batch,
+                                    const std::vector<int64_t>& lens, DeviceTieredArray& kv_array) {
   const int64_t qd = config.q_dim(), kvd = config.kv_dim(), n = static_cast<int64_t>(batch.size());
   const size_t q_bytes = static_cast<size_t>(n * qd) * sizeof(Fp16);
   const size_t kv_bytes = static_cast<size_t>(n * kvd) * sizeof(Fp16);

@@ -46,8 +46,8 @@ cuda::Activation device_activation(const ModelConfig& c) {
 
 }  // namespace
 
-StageRunner::StageRunner(const ModelConfig& config, const StageRunnerLimits& limits, DevicePool& pool,
-                         Blas& blas)
+StageRunner::StageRunner(const ModelConfig& config, const StageRunnerLimits& limits,
+                         DevicePool& pool, Blas& blas)
     : config_(config), limits_(limits), blas_(&blas) {
   STRATA_CHECK(limits.max_rows > 0 && limits.max_seqs > 0 && limits.capacity > 0,
                "stage runner limits must be positive");
@@ -107,7 +107,8 @@ int64_t StageRunner::begin_step(std::span<const SequenceStep> steps,
     meta[m.slots + s] = static_cast<int32_t>(step.slot);
     meta[m.lengths + s] = static_cast<int32_t>(start + n);
     meta[m.last_rows + s] = static_cast<int32_t>(rows - 1);
-    for (int64_t i = 0; i < n; ++i) meta[m.positions + rows - n + i] = static_cast<int32_t>(start + i);
+    for (int64_t i = 0; i < n; ++i)
+      meta[m.positions + rows - n + i] = static_cast<int32_t>(start + i);
     max_new = std::max(max_new, n);
     max_len = std::max(max_len, start + n);
     decode_only = decode_only && n == 1;
@@ -166,9 +167,8 @@ void StageRunner::norm(const StageLayout& layout, const Fp16* weights, const std
   norm_rows(layout, weights, name, in, out, rows_, stream);
 }
 
-void StageRunner::norm_rows(const StageLayout& layout, const Fp16* weights,
-                            const std::string& name, const Fp16* in, Fp16* out, int64_t rows,
-                            const Stream& stream) {
+void StageRunner::norm_rows(const StageLayout& layout, const Fp16* weights, const std::string& name,
+                            const Fp16* in, Fp16* out, int64_t rows, const Stream& stream) {
   const int64_t h = config_.hidden_size;
   const float eps = static_cast<float>(config_.norm_eps);
   const Fp16* gamma = tensor(layout, weights, name + ".weight", {h}, config_.rms_norm);

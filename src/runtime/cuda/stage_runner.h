@@ -92,8 +92,10 @@ class StageRunner {
                       const Stream& stream);
 
   // Device and pinned bytes split linears need (set_host_linears takes them).
-  static size_t host_linear_device_bytes(const ModelConfig& config, const StageRunnerLimits& limits);
-  static size_t host_linear_pinned_bytes(const ModelConfig& config, const StageRunnerLimits& limits);
+  static size_t host_linear_device_bytes(const ModelConfig& config,
+                                         const StageRunnerLimits& limits);
+  static size_t host_linear_pinned_bytes(const ModelConfig& config,
+                                         const StageRunnerLimits& limits);
   // From now on the linears `plan` splits run on both sides: the host part on a side stream (x
   // down, compute, y up) while the device computes its columns from weight rows [split, n).
   void set_host_linears(HostLinearPlan plan, DevicePool& pool, PinnedArena& pinned);
@@ -122,8 +124,8 @@ class StageRunner {
   Fp16 *attn_ = nullptr, *mid_ = nullptr, *last_ = nullptr, *projected_ = nullptr;
   void* decode_workspace_ = nullptr;
   size_t decode_workspace_bytes_ = 0;
-  int32_t* meta_ = nullptr;  // device: tokens, row offsets, starts, slots, lengths, last rows,
-                             // positions
+  int32_t* meta_ = nullptr;    // device: tokens, row offsets, starts, slots, lengths, last rows,
+                               // positions
   float* inv_freq_ = nullptr;  // device: rotary frequencies (rotary models)
   std::vector<float> host_inv_freq_;
   bool inv_freq_uploaded_ = false;

@@ -90,8 +90,7 @@ double measure_decode_attention_gflops(int64_t hidden, int64_t n_heads, int64_t 
     for (int64_t s = 0; s < sequences; ++s) {
       const float* k = kv.data() + s * 2 * keys * hidden;
       cpu::attention(q.data() + s * hidden, hidden, k, k + keys * hidden, hidden,
-                     out.data() + s * hidden, context, 1, n_heads, n_heads,
-                     hidden / n_heads);
+                     out.data() + s * hidden, context, 1, n_heads, n_heads, hidden / n_heads);
     }
   });
   return 4.0 * static_cast<double>(hidden) * static_cast<double>(keys) * sequences / best / 1e9;
