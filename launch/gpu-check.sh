@@ -12,6 +12,18 @@ run="$bundle/run"
 # The bundle's copy of tests/data, for tests that compare against the reference models.
 [ -d "$bundle/data" ] && export STRATA_TEST_DATA="${STRATA_TEST_DATA:-$bundle/data}"
 [ -x "$run" ] || { echo "gpu-check: no bundle at $bundle (make one with launch/gpu-bundle.sh)" >&2; exit 1; }
+# Offload dirs on a real file system: O_DIRECT fails on tmpfs before Linux 6.6.
+export STRATA_TEST_TMPDIR="${STRATA_TEST_TMPDIR:-$out/tmp}"
+mkdir -p "$STRATA_TEST_TMPDIR"
+# CUDA 13's runtime needs an R580 driver or newer: say so before any test reads it as "no GPU".
+min_driver=580
+if command -v nvidia-smi > /dev/null; then
+  driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1)
+  if [ -n "$driver" ] && [ "${driver%%.*}" -lt "$min_driver" ]; then
+    echo "gpu-check: driver $driver is older than the R$min_driver this bundle's CUDA 13 runtime needs" >&2
+    exit 1
+  fi
+fi
 
 {
   echo "== host: $(hostname), $(date -u +%Y-%m-%dT%H:%M:%SZ)"

@@ -97,7 +97,12 @@ HardwareProfile gpu_profile() {
 
 TempDir::TempDir() {
   std::random_device rd;
-  path_ = std::filesystem::temp_directory_path() / ("strata-test-" + std::to_string(rd()));
+  // STRATA_TEST_TMPDIR moves the tests' offload dirs off a tmpfs /tmp (O_DIRECT needs a real
+  // file system before Linux 6.6).
+  const char* env = std::getenv("STRATA_TEST_TMPDIR");
+  const std::filesystem::path base =
+      env && *env ? std::filesystem::path(env) : std::filesystem::temp_directory_path();
+  path_ = base / ("strata-test-" + std::to_string(rd()));
   std::filesystem::create_directories(path_);
 }
 

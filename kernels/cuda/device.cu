@@ -16,11 +16,18 @@ __global__ void fp16_to_fp32_kernel(const __half* src, float* dst, size_t n) {
 
 int device_count() {
   int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no driver" error
-    return 0;
-  }
-  return count;
+  const cudaError_t error = cudaGetDeviceCount(&count);
+  if (error == cudaSuccess) return count;
+  cudaGetLastError();  // clear the sticky error
+  int driver = 0, runtime = 0;
+  cudaDriverGetVersion(&driver);  // 0 when no driver is installed
+  cudaRuntimeGetVersion(&runtime);
+  if (error == cudaErrorNoDevice || driver == 0) return 0;
+  // A driver older than the runtime, or a broken install: a failure, not "no GPU".
+  STRATA_CHECK(false, "CUDA: ", cudaGetErrorString(error), " (driver supports CUDA ", driver / 1000,
+               ".", driver % 1000 / 10, ", this build's runtime is ", runtime / 1000, ".",
+               runtime % 1000 / 10, ")");
+  return 0;
 }
 
 std::string device_name(int device) {

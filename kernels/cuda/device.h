@@ -7,7 +7,8 @@
 
 namespace strata::cuda {
 
-// Number of usable GPUs; 0 when there is no driver or device.
+// Number of usable GPUs; 0 when there is no driver or device. Any other CUDA error (a driver
+// older than the runtime needs) is a failure naming it and both versions.
 int device_count();
 std::string device_name(int device);
 

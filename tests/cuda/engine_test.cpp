@@ -355,11 +355,11 @@ TEST_P(CudaEngineTest, HeteGenMovesOnlyTheDeviceRows) {
   p.hetegen_alpha = HeteGenAlpha::all(alpha);
   EngineStats stats;
   run(*src, w, p, Device::kCuda, "", &stats);
-  // Every 2-D weight of a layer keeps split_column(alpha, rows) of its rows on the host.
+  // Every 2-D weight of a layer keeps host_split_rows(alpha, rows) of its rows on the host.
   int64_t per_layer = 0;
   for (const auto& spec : layer_tensor_specs(c, 0)) {
     if (spec.shape.size() == 2)
-      per_layer += cpu::split_column(alpha, spec.shape[0]) * spec.shape[1];
+      per_layer += host_split_rows(p, alpha, spec.shape[0]) * spec.shape[1];
   }
   const uint64_t steps = 20 * ((w.prompts.size() + 31) / 32);
   const uint64_t saved = static_cast<uint64_t>(per_layer * c.n_layers) * 2 * steps;

@@ -44,8 +44,10 @@ uint64_t pool_bytes(uint64_t bytes) {
 }
 
 int64_t host_split_rows(const Policy& p, double alpha, int64_t n) {
-  const int64_t split = cpu::split_column(alpha, n);
-  return p.compress_weight ? split / kQuantGroup * kQuantGroup : split;
+  // Packed weights split at whole groups; fp16 ones at multiples of 8, so the device's part
+  // (leading dimension n - split) stays eligible for cuBLAS's tensor-core kernels.
+  const int64_t unit = p.compress_weight ? kQuantGroup : 8;
+  return cpu::split_column(alpha, n) / unit * unit;
 }
 
 int linear_kind(const std::string& tensor, std::string& short_name) {

@@ -35,7 +35,8 @@ struct CudaLayout {
 
 // A pool or arena block of `bytes`, as the range allocator rounds it.
 uint64_t pool_bytes(uint64_t bytes);
-// HeteGen: rows of a linear's n computed on the host at `alpha` (whole groups when packed).
+// HeteGen: rows of a linear's n computed on the host at `alpha`: whole groups when packed,
+// multiples of 8 otherwise.
 int64_t host_split_rows(const Policy& p, double alpha, int64_t n);
 // The name the stage runner gives a decoder linear ("layers.3.fc1") and its kind (0 attention
 // projections, 1 fc1, 2 fc2), or -1 for none.
