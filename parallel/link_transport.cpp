@@ -20,11 +20,29 @@ struct LinkOp {
   std::shared_ptr<RequestState> state;
 };
 
-// One direction to one peer: a thread that opens the link on first use, then runs ops in order.
+// Opens one direction's link with `peer`: the sender makes the id and sends it over the base.
+std::unique_ptr<Link> open_link(Transport& base, const LinkFactory& factory, int peer,
+                                bool sender) {
+  std::string id;
+  if (sender) {
+    id = factory.make_id();
+    const uint64_t length = id.size();
+    base.send(peer, kSetupTag, &length, sizeof(length));
+    base.send(peer, kSetupTag, id.data(), id.size());
+  } else {
+    uint64_t length = 0;
+    base.recv(peer, kSetupTag, &length, sizeof(length));
+    STRATA_CHECK(length < (1u << 20), "link id of ", length, " bytes from rank ", peer);
+    id.resize(length);
+    base.recv(peer, kSetupTag, id.data(), id.size());
+  }
+  return factory.open(id, peer, sender, base.timeout_s());
+}
+
+// One direction to one peer over an open link: a thread that runs ops in order.
 class LinkWorker {
  public:
-  LinkWorker(Transport& base, const LinkFactory& factory, int peer, bool sender)
-      : base_(base), factory_(factory), peer_(peer), sender_(sender) {
+  explicit LinkWorker(std::unique_ptr<Link> link) : link_(std::move(link)) {
     thread_ = std::thread([this] { loop(); });
   }
 
@@ -32,7 +50,7 @@ class LinkWorker {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       stop_ = true;
-      if (link_) link_->abort();
+      link_->abort();
     }
     cv_.notify_all();
     thread_.join();
@@ -47,26 +65,6 @@ class LinkWorker {
   }
 
  private:
-  void open() {
-    std::string id;
-    if (sender_) {
-      id = factory_.make_id();
-      const uint64_t length = id.size();
-      base_.send(peer_, kSetupTag, &length, sizeof(length));
-      base_.send(peer_, kSetupTag, id.data(), id.size());
-    } else {
-      uint64_t length = 0;
-      base_.recv(peer_, kSetupTag, &length, sizeof(length));
-      STRATA_CHECK(length < (1u << 20), "link id of ", length, " bytes from rank ", peer_);
-      id.resize(length);
-      base_.recv(peer_, kSetupTag, id.data(), id.size());
-    }
-    auto link = factory_.open(id, peer_, sender_);
-    std::lock_guard<std::mutex> lock(mutex_);
-    link_ = std::move(link);
-    if (stop_) link_->abort();
-  }
-
   void loop() {
     for (;;) {
       LinkOp op;
@@ -85,7 +83,6 @@ class LinkWorker {
         continue;
       }
       try {
-        if (!link_) open();
         if (op.send)
           link_->send(op.data, op.bytes);
         else
@@ -97,10 +94,6 @@ class LinkWorker {
     }
   }
 
-  Transport& base_;
-  const LinkFactory& factory_;
-  const int peer_;
-  const bool sender_;
   std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<LinkOp> queue_;
@@ -120,6 +113,7 @@ class LinkTransport final : public Transport {
     STRATA_CHECK(static_cast<int>(peers_.size()) == base_->size(), "link peers: ", peers_.size(),
                  " flags for ", base_->size(), " ranks");
     set_timeout_s(base_->timeout_s());
+    open_all();
   }
 
   ~LinkTransport() override { workers_.clear(); }
@@ -141,16 +135,27 @@ class LinkTransport final : public Transport {
   }
 
  private:
+  // Every link up front, then one barrier: no communicator is created while another one's
+  // transfer runs, and a peer that never joins ends the job here, named. Each rank opens its
+  // pairs (lo, hi) in increasing order, the lo -> hi direction first, so every rank waits only
+  // on pairs all of whose earlier pairs are done.
+  void open_all() {
+    const int me = base_->rank();
+    for (int peer = 0; peer < base_->size(); ++peer) {
+      if (!peers_[static_cast<size_t>(peer)] || peer == me) continue;
+      for (bool send : {me<peer, me> peer}) {
+        workers_[{peer, send}] =
+            std::make_unique<LinkWorker>(open_link(*base_, factory_, peer, send));
+      }
+    }
+    base_->barrier();
+  }
+
   Request enqueue(bool send, int peer, void* data, size_t bytes, std::string what) {
     auto state = std::make_shared<RequestState>(std::move(what), timeout_s());
-    LinkWorker* worker;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      auto& slot = workers_[{peer, send}];
-      if (!slot) slot = std::make_unique<LinkWorker>(*base_, factory_, peer, send);
-      worker = slot.get();
-    }
-    worker->push({send, static_cast<char*>(data), bytes, state});
+    const auto it = workers_.find({peer, send});
+    STRATA_CHECK(it != workers_.end(), "no link ", send ? "to" : "from", " rank ", peer);
+    it->second->push({send, static_cast<char*>(data), bytes, state});
     return Request(std::move(state));
   }
 
@@ -158,8 +163,7 @@ class LinkTransport final : public Transport {
   const LinkFactory factory_;
   const std::vector<bool> peers_;
   const char* name_;
-  std::mutex mutex_;
-  std::map<std::pair<int, bool>, std::unique_ptr<LinkWorker>> workers_;
+  std::map<std::pair<int, bool>, std::unique_ptr<LinkWorker>> workers_;  // fixed once open
 };
 
 }  // namespace

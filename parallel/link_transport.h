@@ -29,12 +29,16 @@ class Link {
 struct LinkFactory {
   // On the sending side: a fresh rendezvous id (an ncclUniqueId's bytes).
   std::function<std::string()> make_id;
-  // Both ends call it with the same id; it returns once both have joined.
-  std::function<std::unique_ptr<Link>(const std::string& id, int peer, bool sender)> open;
+  // Both ends call it with the same id; it returns once both have joined, or throws after
+  // timeout_s naming the peer.
+  std::function<std::unique_ptr<Link>(const std::string& id, int peer, bool sender,
+                                      double timeout_s)>
+      open;
 };
 
-// link_peers[p]: traffic with rank p goes over links. The base sends each link's id from the
-// sender to the receiver on first use ("the unique id broadcast over MPI", per pair).
+// link_peers[p]: traffic with rank p goes over links. Every rank calls it at the same point: it
+// opens all of its links there (the base carries each link's id from the sender to the
+// receiver), then meets the others at a barrier.
 std::unique_ptr<Transport> make_link_transport(std::unique_ptr<Transport> base, LinkFactory factory,
                                                std::vector<bool> link_peers, const char* name);
 

@@ -31,7 +31,8 @@ bool owns_gpu(const std::vector<RankDevice>& ranks, int r) {
 #if STRATA_HAVE_NCCL
 class NcclLinkAdapter final : public Link {
  public:
-  NcclLinkAdapter(int gpu, const std::string& id, bool sender) : link_(gpu, id, sender) {}
+  NcclLinkAdapter(int gpu, const std::string& id, bool sender, int peer, double timeout_s)
+      : link_(gpu, id, sender, peer, timeout_s) {}
   void send(const void* data, size_t bytes) override { link_.send(data, bytes); }
   void recv(void* data, size_t bytes) override { link_.recv(data, bytes); }
   void abort() override { link_.abort(); }
@@ -42,8 +43,9 @@ class NcclLinkAdapter final : public Link {
 
 LinkFactory nccl_link_factory(int gpu) {
   return {[] { return nccl_unique_id(); },
-          [gpu](const std::string& id, int, bool sender) -> std::unique_ptr<Link> {
-            return std::make_unique<NcclLinkAdapter>(gpu, id, sender);
+          [gpu](const std::string& id, int peer, bool sender,
+                double timeout_s) -> std::unique_ptr<Link> {
+            return std::make_unique<NcclLinkAdapter>(gpu, id, sender, peer, timeout_s);
           }};
 }
 #endif

@@ -221,7 +221,7 @@ struct FakeLinks {
 
   LinkFactory factory() {
     return {[this] { return "id-" + std::to_string(next_id++); },
-            [this](const std::string& id, int, bool) -> std::unique_ptr<Link> {
+            [this](const std::string& id, int, bool, double) -> std::unique_ptr<Link> {
               std::lock_guard<std::mutex> lock(mutex);
               auto& pipe = pipes[id];
               if (!pipe) pipe = std::make_shared<Pipe>();
@@ -242,10 +242,18 @@ TEST(LinkTransport, RoutesPerPeerAndKeepsOrder) {
   const std::vector<RankDevice> devices = {{"a", 0}, {"a", 1}, {"b", 0}, {"b", -1}};
   auto bases = make_in_process_transports(kRanks);
   FakeLinks links;
-  std::vector<std::unique_ptr<Transport>> ends;
-  for (int r = 0; r < kRanks; ++r)
-    ends.push_back(make_link_transport(std::move(bases[r]), links.factory(),
-                                       nccl_peers("auto", devices, r, true), "fake"));
+  // Every rank opens its links at construction, meeting its peers there: in parallel.
+  std::vector<std::unique_ptr<Transport>> ends(kRanks);
+  {
+    std::vector<std::thread> opening;
+    for (int r = 0; r < kRanks; ++r) {
+      opening.emplace_back([&, r] {
+        ends[r] = make_link_transport(std::move(bases[r]), links.factory(),
+                                      nccl_peers("auto", devices, r, true), "fake");
+      });
+    }
+    for (auto& th : opening) th.join();
+  }
   std::vector<std::thread> threads;
   for (int r = 0; r < kRanks; ++r) {
     threads.emplace_back([&, r] {
@@ -264,7 +272,8 @@ TEST(LinkTransport, RoutesPerPeerAndKeepsOrder) {
     });
   }
   for (auto& th : threads) th.join();
-  EXPECT_EQ(links.opened.load(), 4);  // 0->1 and 1->2, each end opens
+  // Up front, both directions between every two of the GPU ranks 0, 1, 2: 3 pairs x 2 x 2 ends.
+  EXPECT_EQ(links.opened.load(), 12);
   EXPECT_EQ(links.sent.load(), 2 * kBlocks);
   ends.clear();
 }
