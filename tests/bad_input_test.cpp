@@ -279,6 +279,114 @@ TEST(BadFlags, UnknownAndMissing) {
   expect_cli_error("nonsense", {"nonsense"});
 }
 
+// Numbers that do not parse, or fall outside their flag's range, are named with their value,
+// whatever the command.
+TEST(BadFlags, NumbersThatDoNotParseNameTheFlagAndValue) {
+  const std::string gen = "generate --model " + test::model_dir("opt-pub-tiny") + " --prompt hi ";
+  expect_cli_error(gen + "--gen-len abc", {"--gen-len 'abc'", "not a whole number"});
+  expect_cli_error(gen + "--gen-len 2.5", {"--gen-len '2.5'", "not a whole number"});
+  expect_cli_error(gen + "--gen-len 0", {"--gen-len '0'", ">= 1"});
+  expect_cli_error(gen + "--seed -1", {"--seed '-1'", "not a whole number"});
+  expect_cli_error(gen + "--seed 1e20", {"--seed '1e20'", "not a whole number"});
+  expect_cli_error(gen + "--seed 18446744073709551616", {"--seed '18446744073709551616'"});
+  expect_cli_error(gen + "--temperature nan", {"--temperature 'nan'", "not a finite number"});
+  expect_cli_error(gen + "--top-p 1.5", {"--top-p '1.5'", "(0, 1]"});
+  expect_cli_error(gen + "--threads 2x", {"--threads '2x'"});
+  expect_cli_error(gen + "--percent nan", {"--percent 'nan'", "not a finite number"});
+  expect_cli_error(gen + "--percent -10 110 100 0 100 0", {"--percent '-10'", "[0, 100]"});
+  expect_cli_error(gen + "--percent 10 110 100 0 100 0", {"--percent '110'", "[0, 100]"});
+  expect_cli_error(gen + "--gpu-batch-size 1.5", {"--gpu-batch-size '1.5'"});
+  expect_cli_error(gen + "--num-gpu-batches -3", {"--num-gpu-batches '-3'", ">= 1"});
+  expect_cli_error(gen + "--alpha inf", {"--alpha 'inf'", "not a finite number"});
+  expect_cli_error(gen + "--compress-weight --compress-bits four", {"--compress-bits 'four'"});
+  expect_cli_error("bench --model synthetic:opt-125m --no-bounds --prompt-len 1e3",
+                   {"--prompt-len '1e3'"});
+  expect_cli_error("bench --model synthetic:opt-125m --no-bounds --num-prompts x",
+                   {"--num-prompts 'x'"});
+  const std::string hw = test::kDataDir + "/../../configs/hardware/dev-2core.json";
+  expect_cli_error("plan --model opt-125m --hardware " + hw + " --prompt-len 8 --gen-len 0x10",
+                   {"--gen-len '0x10'"});
+  TempDir dir;
+  expect_cli_error("synth --arch opt-125m --layers 1.5 --out " + dir.file("m"), {"--layers '1.5'"});
+  // Negative control: the same flags with good values run.
+  test::write_text(dir.file("in.jsonl"), "{\"id\": 1, \"input_ids\": [2, 5]}\n");
+  const auto r = run_strata(generate_args(dir.file("in.jsonl"),
+                                          "--gen-len 2 --seed 18446744073709551615 --top-p 0.9 "
+                                          "--percent 0 100 100 0 100 0"));
+  EXPECT_EQ(r.exit_status, 0) << r.err;
+}
+
+// A cap of zero would read as "no cap": it is refused, naming the flag.
+TEST(BadFlags, ZeroCapsAreRefused) {
+  const std::string gen = "generate --model " + test::model_dir("opt-pub-tiny") + " --prompt hi ";
+  expect_cli_error(gen + "--gpu-mem 0", {"--gpu-mem '0'", "above 0"});
+  expect_cli_error(gen + "--cpu-mem 0GiB", {"--cpu-mem '0GiB'", "above 0"});
+  expect_cli_error(gen + "--disk-mem 0", {"--disk-mem '0'", "above 0"});
+  expect_cli_error(gen + "--gpu-mem 1e30TB", {"--gpu-mem", "too large"});
+  const std::string hw = test::kDataDir + "/../../configs/hardware/dev-2core.json";
+  expect_cli_error("plan --model opt-125m --hardware " + hw +
+                       " --prompt-len 8 --gen-len 8 "
+                       "--gpu-mem 0",
+                   {"--gpu-mem '0'"});
+  TempDir dir;
+  test::write_text(dir.file("in.jsonl"), "{\"id\": 1, \"input_ids\": [2, 5]}\n");
+  const auto r = run_strata(generate_args(dir.file("in.jsonl"), "--gen-len 2 --gpu-mem 1GiB"));
+  EXPECT_EQ(r.exit_status, 0) << r.err;
+}
+
+// --no-bounds measures no bound, so no ratio to one is printed or written (no inf, no null).
+TEST(Cli, BenchWithoutBoundsPrintsNoInfOrNull) {
+  TempDir dir;
+  const auto r = run_strata("bench --model " + test::model_dir("opt-pub-tiny") +
+                            " --prompt-len 8 --gen-len 2 --gpu-batch-size 2 --no-bounds --json " +
+                            dir.file("b.json"));
+  ASSERT_EQ(r.exit_status, 0) << r.err;
+  const std::string json = test::read_text(dir.file("b.json"));
+  for (const std::string& text : {r.out, json}) {
+    EXPECT_EQ(text.find("inf"), std::string::npos) << text;
+    EXPECT_EQ(text.find("nan"), std::string::npos) << text;
+    EXPECT_EQ(text.find("null"), std::string::npos) << text;
+  }
+  const auto j = nlohmann::json::parse(json);
+  EXPECT_FALSE(j.contains("compute_bound_fraction"));
+  EXPECT_FALSE(j.contains("sgemm_peak_gflops"));
+  EXPECT_GT(j["generation_tokens_per_s"].get<double>(), 0);
+}
+
+// Outputs that cannot be written fail before the run, not after it.
+TEST(BadFlags, UnwritableOutputsFailBeforeTheWork) {
+  TempDir dir;
+  const std::string missing = dir.file("no-such-dir") + "/out.json";
+  const std::string bench = "bench --model " + test::model_dir("opt-pub-tiny") + " --no-bounds ";
+  expect_cli_error(bench + "--json " + missing, {"--json", missing, "cannot write"});
+  expect_cli_error(bench + "--trace " + dir.path().string(), {"--trace", "is a directory"});
+  expect_cli_error("profile --quick --out " + missing, {"--out", missing, "cannot write"});
+  EXPECT_TRUE(fs::is_empty(dir.path())) << "a probe left a file behind";
+}
+
+// An internal error names no source file unless --verbose; every error line is valid UTF-8.
+TEST(BadFlags, ErrorLinesAreCleanUtf8) {
+  // The shell's printf writes the bytes 0xff 0xfe into the path.
+  const auto r = run_strata("generate --model \"$(printf '/tmp/no\\377\\376-model')\" --prompt hi");
+  EXPECT_EQ(r.exit_status, 2) << r.err;
+  EXPECT_NE(r.err.find("no\\xff\\xfe-model"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find('\xff'), std::string::npos) << r.err;
+  EXPECT_EQ(printable_line("caf\xc3\xa9 \xe2\x82 \xed\xa0\x80 \xf4\x90\x80\x80 \xc0\xaf a\nb"),
+            "caf\xc3\xa9 \\xe2\\x82 \\xed\\xa0\\x80 \\xf4\\x90\\x80\\x80 \\xc0\\xaf a\\x0ab");
+  EXPECT_EQ(printable_line("\xf0\x9f\x98\x80 ok"), "\xf0\x9f\x98\x80 ok");
+}
+
+TEST(Errors, InternalErrorsSayWhereOnlyWhenAsked) {
+  try {
+    STRATA_CHECK(1 + 1 == 3, "arithmetic failed");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "arithmetic failed");
+    EXPECT_EQ(e.exit_status(), kExitInternal);
+    EXPECT_NE(e.where().find("bad_input_test.cpp:"), std::string::npos) << e.where();
+  }
+}
+
 TEST(Cli, GenerateWritesResultsInInputOrder) {
   TempDir dir;
   const auto cases = test::load_cases("opt-pub-tiny");

@@ -32,6 +32,21 @@ void usage(FILE* out) {
     std::fprintf(out, "  %-10s %s\n", name.c_str(), entry.second);
 }
 
+// One line on stderr, valid UTF-8 whatever the message quotes; returns the exit status.
+int report(const std::string& command, const std::string& what, int status,
+           const std::string& where, bool verbose) {
+  std::string message = strata::printable_line(what);
+  const bool internal = status != strata::kExitBadInput;
+  if (internal && !where.empty()) {
+    message += verbose ? " [" + strata::printable_line(where) + "]" : " (--verbose says where)";
+  }
+  // Under mpirun a failing rank ends the whole job, naming itself.
+  strata::parallel::abort_job_if_parallel(status, command + ": " + message);
+  std::fprintf(stderr, "strata %s: %s: %s\n", command.c_str(),
+               status == strata::kExitBadInput ? "error" : "internal error", message.c_str());
+  return status;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -47,19 +62,16 @@ int main(int argc, char** argv) {
                  names.c_str());
     return strata::kExitBadInput;
   }
+  // --verbose: an internal error also says where in the source it was raised (parse_flags
+  // accepts the flag on every command).
+  bool verbose = false;
+  for (int i = 2; i < argc; ++i) verbose = verbose || std::strcmp(argv[i], "--verbose") == 0;
+  const std::string command = argv[1];
   try {
     return it->second.first(argc - 1, argv + 1);
   } catch (const strata::Error& e) {
-    // Under mpirun a failing rank ends the whole job, naming itself.
-    strata::parallel::abort_job_if_parallel(e.exit_status(),
-                                            std::string(argv[1]) + ": " + e.what());
-    std::fprintf(stderr, "strata %s: error: %s\n", argv[1], e.what());
-    return e.exit_status();
+    return report(command, e.what(), e.exit_status(), e.where(), verbose);
   } catch (const std::exception& e) {
-    strata::parallel::abort_job_if_parallel(strata::kExitInternal,
-                                            std::string(argv[1]) + ": " + e.what());
-    std::fprintf(stderr, "strata %s: internal error: %s [%s]\n", argv[1], e.what(),
-                 strata::process_location().c_str());
-    return strata::kExitInternal;
+    return report(command, e.what(), strata::kExitInternal, strata::process_location(), verbose);
   }
 }

@@ -2,6 +2,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/flag_values.h"
 #include "core/error.h"
 #include "core/units.h"
 #include "model/weight_source.h"
@@ -14,8 +15,8 @@ int run_synth(int argc, char** argv) {
   cxxopts::Options options("strata synth",
                            "Write a Hugging Face OPT directory with random weights.");
   options.add_options()("arch", "family member: " + archs, cxxopts::value<std::string>())(
-      "layers", "override num_hidden_layers", cxxopts::value<int64_t>())(
-      "seed", "random seed", cxxopts::value<uint64_t>()->default_value("0"))(
+      "layers", "override num_hidden_layers", number_value())("seed", "random seed",
+                                                              number_value("0"))(
       "max-shard-size", "largest safetensors shard",
       cxxopts::value<std::string>()->default_value("5GB"))("out", "output directory",
                                                            cxxopts::value<std::string>());
@@ -25,14 +26,13 @@ int run_synth(int argc, char** argv) {
   const std::string arch = flags["arch"].as<std::string>();
   nlohmann::json config_json = builtin_config_json(arch);
   if (flags.count("layers")) {
-    const int64_t layers = flags["layers"].as<int64_t>();
-    STRATA_INPUT_CHECK(layers >= 1, "--layers must be >= 1");
+    const int64_t layers = int_flag(flags, "layers", 1, 4096);
     config_json["num_hidden_layers"] = layers;
   }
   const uint64_t shard = parse_bytes(flags["max-shard-size"].as<std::string>(), "--max-shard-size");
   STRATA_INPUT_CHECK(shard > 0, "--max-shard-size must be > 0");
   const ModelConfig config = parse_model_config(config_json, arch);
-  auto source = make_synthetic_source(config, flags["seed"].as<uint64_t>(), "synthetic:" + arch);
+  auto source = make_synthetic_source(config, uint64_flag(flags, "seed"), "synthetic:" + arch);
   const std::string out = flags["out"].as<std::string>();
   write_checkpoint(*source, config_json, out, shard);
   std::fprintf(stderr, "strata synth: wrote %s (%s, %lld layers, %.3g B parameters)\n", out.c_str(),
