@@ -32,12 +32,15 @@ inline const std::string kDataDir = [] {
 inline const std::string kBinary = STRATA_BINARY;
 // OPT with Hugging Face transformers' outputs; Llama-family models with an independent numpy
 // reference's (tests/data/families), itself checked against llama2.c on stories260K.
-inline const std::vector<std::string> kOptReferenceModels = {
-    "opt-pub-tiny", "opt-pub-350m-style", "opt-pub-gelu-nobias"};
-inline const std::vector<std::string> kReferenceModels = {
-    "opt-pub-tiny",          "opt-pub-350m-style",       "opt-pub-gelu-nobias",
-    "families/llama3-tiny",  "families/qwen2-tiny",      "families/mistral-tiny",
-    "families/llama2-linear-tiny"};
+inline const std::vector<std::string> kOptReferenceModels = {"opt-pub-tiny", "opt-pub-350m-style",
+                                                             "opt-pub-gelu-nobias"};
+inline const std::vector<std::string> kReferenceModels = {"opt-pub-tiny",
+                                                          "opt-pub-350m-style",
+                                                          "opt-pub-gelu-nobias",
+                                                          "families/llama3-tiny",
+                                                          "families/qwen2-tiny",
+                                                          "families/mistral-tiny",
+                                                          "families/llama2-linear-tiny"};
 
 inline std::string model_dir(const std::string& name) {
   return kDataDir + "/" + name;
@@ -111,7 +114,8 @@ struct RunResult {
   std::string out;
   std::string err;
 };
-// Runs `strata ARGS` (a shell-quoted string) and captures both streams.
-RunResult run_strata(const std::string& args);
+// Runs `strata ARGS` (a shell-quoted string) and captures both streams; `shell_prefix`, when
+// given, runs first in the same shell (e.g. "ulimit -v 4000000;").
+RunResult run_strata(const std::string& args, const std::string& shell_prefix = "");
 
 }  // namespace strata::test

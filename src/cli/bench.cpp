@@ -13,6 +13,7 @@
 #include "parallel/pipeline.h"
 #include "runtime/disk_store.h"
 #include "runtime/engine.h"
+#include "runtime/machine_fit.h"
 #include "runtime/memory_plan.h"
 #include "runtime/probes/cpu_probe.h"
 #include "runtime/probes/disk_probe.h"
@@ -351,6 +352,11 @@ int run_bench(int argc, char** argv) {
   }
   const auto predicted = plan_from_flags(flags, config, engine_options);  // --policy auto
   const int64_t block = policy.effective_batch();
+  // The engine checks again as it is built; here it comes before the prompts are made, which
+  // for a batch that cannot fit would take all memory themselves.
+  const MemoryPlan plan = plan_memory(config, engine_options);
+  check_caps(plan, engine_options.caps);
+  check_fits_machine(config, engine_options, plan, resolved_device(config, engine_options));
   const auto prompts = prompts_from_flags(flags, config, block, prompt_len);
   const Bounds bounds = measure_bounds(flags, config, engine_options);
 

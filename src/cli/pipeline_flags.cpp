@@ -10,6 +10,7 @@
 #include "parallel/pipeline.h"
 #include "planner/cluster.h"
 #include "planner/cluster_planner.h"
+#include "runtime/machine_fit.h"
 
 namespace strata::cli {
 
@@ -126,7 +127,9 @@ std::optional<PipelineRank> pipeline_rank_from_flags(const cxxopts::ParseResult&
   rank.layers_per_rank = split;
   // Ranks sharing a node write their own files in the offload dir (the store names its file).
   // The slice and this rank's caps, checked before any weight is read.
-  check_caps(plan_memory(config, rank.options), rank.options.caps);
+  const MemoryPlan plan = plan_memory(config, rank.options);
+  check_caps(plan, rank.options.caps);
+  check_fits_machine(config, rank.options, plan, resolved_device(config, rank.options));
   return rank;
 }
 
