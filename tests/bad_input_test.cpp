@@ -513,6 +513,40 @@ TEST(MachineFitCli, AddressSpaceLimitCountsAndRunsThatFitStillRun) {
   EXPECT_EQ(ok.exit_status, 0) << ok.err;
 }
 
+// synth writes next to the target and renames into place: an existing model dir is refused, or
+// replaced whole with --replace, never mixed; nothing is left behind on failure.
+TEST(Synth, ExistingDirIsRefusedOrReplacedNeverMixed) {
+  TempDir dir;
+  const std::string out = dir.file("m");
+  fs::create_directory(out);
+  test::write_text(out + "/stale.safetensors", "old");
+  const std::string synth = "synth --arch opt-125m --layers 1 --out " + out;
+  expect_cli_error(synth, {"--out", out, "not empty", "--replace"});
+  EXPECT_EQ(test::read_text(out + "/stale.safetensors"), "old");
+  const auto r = run_strata(synth + " --replace");
+  ASSERT_EQ(r.exit_status, 0) << r.err;
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(out)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"config.json", "generation_config.json",
+                                             "model.safetensors"}));
+  std::vector<std::string> siblings;
+  for (const auto& e : fs::directory_iterator(dir.path())) siblings.push_back(e.path().string());
+  EXPECT_EQ(siblings, std::vector<std::string>{out}) << "a staging dir was left behind";
+  EXPECT_NO_THROW(open_weight_source(out));
+  // A file in the way is refused too.
+  test::write_text(dir.file("f"), "x");
+  expect_cli_error("synth --arch opt-125m --layers 1 --out " + dir.file("f"), {"not a directory"});
+}
+
+TEST(Synth, CheckpointPastFreeSpaceIsRefusedUpFront) {
+  TempDir dir;
+  // 4096 layers of OPT-175B: about 14 TiB.
+  expect_cli_error("synth --arch opt-175b --layers 4096 --out " + dir.file("big"),
+                   {"--out", "needs about", "free"});
+  EXPECT_TRUE(fs::is_empty(dir.path()));
+}
+
 TEST(Cli, GenerateWritesResultsInInputOrder) {
   TempDir dir;
   const auto cases = test::load_cases("opt-pub-tiny");
