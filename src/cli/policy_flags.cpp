@@ -46,8 +46,9 @@ void add_policy_flags(cxxopts::Options& options, const std::string& default_gpu_
 }
 
 double parse_alpha_flag(const cxxopts::ParseResult& flags) {
-  const double a = real_flag(flags, "alpha", 0, 1);
-  STRATA_INPUT_CHECK(a >= 0 && a < 1, "--alpha ", a,
+  const double inf = std::numeric_limits<double>::infinity();
+  const double a = real_flag(flags, "alpha", -inf, inf);  // finite; the range is said below
+  STRATA_INPUT_CHECK(a >= 0 && a < 1, "--alpha ", flags["alpha"].as<std::string>(),
                      " must be in [0, 1) (the CPU's share of each linear layer's output columns)");
   return a;
 }
