@@ -5,6 +5,7 @@
 #include "model/weight_source.h"
 #include "runtime/engine.h"
 #include "runtime/machine_fit.h"
+#include "runtime/sampler.h"
 #include "test_util.h"
 
 namespace strata {
@@ -137,6 +138,57 @@ TEST(Checkpoint, TensorDtypeComesFromTheHeader) {
     const auto got = open_weight_source(m.write());
     got->read("layers.0.self_attn.q_proj.weight", DType::kF32, b.data());
     EXPECT_EQ(a, b) << dtype;
+  }
+}
+
+// A NaN in a layer norm (fp16 0x7e00) or an Inf in a projection is found as the weights load,
+// naming the file and tensor, rather than coming out as null logprobs.
+TEST(BadModel, NonFiniteWeightsAreFoundAtLoad) {
+  const char* norm = "model.decoder.layers.1.self_attn_layer_norm.weight";
+  for (const uint16_t bits : {uint16_t{0x7e00}, uint16_t{0xfc00}}) {
+    BrokenModel m;
+    const uint64_t at = m.header()[norm]["data_offsets"][0].get<uint64_t>() + 2 * 5;
+    std::memcpy(m.data().data() + at, &bits, 2);
+    const std::string dir = m.write();
+    const auto source = open_weight_source(dir);
+    std::vector<float> buffer(48);
+    try {
+      source->read("layers.1.self_attn_layer_norm.weight", DType::kF32, buffer.data());
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.exit_status(), kExitBadInput);
+      const std::string message = e.what();
+      for (const char* part :
+           {"model.safetensors", "self_attn_layer_norm.weight", "non-finite", "element 5 of 48"}) {
+        EXPECT_NE(message.find(part), std::string::npos) << message;
+      }
+    }
+    // The other tensors still read (the negative control), and a run fails in one line.
+    EXPECT_NO_THROW(
+        source->read("layers.0.self_attn_layer_norm.weight", DType::kF32, buffer.data()));
+    TempDir in;
+    test::write_text(in.file("in.jsonl"), "{\"id\": 1, \"input_ids\": [2, 5]}\n");
+    const auto r = run_strata("generate --model " + dir + " --input " + in.file("in.jsonl"));
+    EXPECT_EQ(r.exit_status, 2) << r.err;
+    EXPECT_NE(r.err.find("non-finite"), std::string::npos) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+}
+
+TEST(BadModel, NonFiniteLogitsAreAnErrorNotAToken) {
+  std::vector<float> logits = {0.5f, 2.0f, -1.0f, 0.0f}, scratch(4);
+  RandomStream stream(1, 0);
+  const SamplingParams greedy;
+  EXPECT_EQ(sample_token(logits, greedy, stream, scratch).token, 1);
+  for (const float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    logits[2] = bad;
+    try {
+      sample_token(logits, greedy, stream, scratch);
+      ADD_FAILURE() << "no error for " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("not finite"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("token id 2"), std::string::npos) << e.what();
+    }
   }
 }
 
