@@ -1,8 +1,14 @@
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <map>
 #include <string>
+#include <thread>
+#include <utility>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -32,6 +38,21 @@ void usage(FILE* out) {
     std::fprintf(out, "  %-10s %s\n", name.c_str(), entry.second);
 }
 
+// Under a launcher (mpirun, srun) before the ranks have met: this rank and the job's size from
+// the launcher's environment, or {-1, 1}.
+std::pair<int, int> launched_rank() {
+  const std::pair<const char*, const char*> kVars[] = {
+      {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
+      {"PMI_RANK", "PMI_SIZE"},
+      {"SLURM_PROCID", "SLURM_NTASKS"}};
+  for (const auto& [rank, size] : kVars) {
+    const char* r = std::getenv(rank);
+    const char* n = std::getenv(size);
+    if (r && n) return {std::atoi(r), std::atoi(n)};
+  }
+  return {-1, 1};
+}
+
 // One line on stderr, valid UTF-8 whatever the message quotes; returns the exit status.
 int report(const std::string& command, const std::string& what, int status,
            const std::string& where, bool verbose) {
@@ -42,6 +63,18 @@ int report(const std::string& command, const std::string& what, int status,
   }
   // Under mpirun a failing rank ends the whole job, naming itself.
   strata::parallel::abort_job_if_parallel(status, command + ": " + message);
+  if (const auto [rank, size] = launched_rank(); size > 1) {
+    // The ranks have not met yet, so each read the same flags and files and met the same error:
+    // rank 0 says it once, naming itself; the others end quietly with the same status.
+    if (rank != 0) {
+      // mpirun ends the job when a rank exits non-zero: wait so that rank 0's line gets out.
+      std::this_thread::sleep_for(std::chrono::seconds(2));
+      return status;
+    }
+    char host[256] = {};
+    if (gethostname(host, sizeof(host) - 1) != 0) host[0] = '?';
+    message += " (rank 0 of " + std::to_string(size) + " on " + host + ")";
+  }
   std::fprintf(stderr, "strata %s: %s: %s\n", command.c_str(),
                status == strata::kExitBadInput ? "error" : "internal error", message.c_str());
   return status;
