@@ -32,15 +32,12 @@ inline const std::string kDataDir = [] {
 inline const std::string kBinary = STRATA_BINARY;
 // OPT with Hugging Face transformers' outputs; Llama-family models with an independent numpy
 // reference's (tests/data/families), itself checked against llama2.c on stories260K.
-inline const std::vector<std::string> kOptReferenceModels = {"opt-pub-tiny", "opt-pub-350m-style",
-                                                             "opt-pub-gelu-nobias"};
-inline const std::vector<std::string> kReferenceModels = {"opt-pub-tiny",
-                                                          "opt-pub-350m-style",
-                                                          "opt-pub-gelu-nobias",
-                                                          "families/llama3-tiny",
-                                                          "families/qwen2-tiny",
-                                                          "families/mistral-tiny",
-                                                          "families/llama2-linear-tiny"};
+inline const std::vector<std::string> kOptReferenceModels = {
+    "opt-pub-tiny", "opt-pub-350m-style", "opt-pub-gelu-nobias"};
+inline const std::vector<std::string> kReferenceModels = {
+    "opt-pub-tiny",          "opt-pub-350m-style",       "opt-pub-gelu-nobias",
+    "families/llama3-tiny",  "families/qwen2-tiny",      "families/mistral-tiny",
+    "families/llama2-linear-tiny"};
 
 inline std::string model_dir(const std::string& name) {
   return kDataDir + "/" + name;
