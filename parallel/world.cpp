@@ -8,9 +8,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "core/error.h"
 
@@ -128,6 +130,9 @@ void abort_job(int code, const std::string& message) {
   if (!printed.exchange(true)) {
     const int size = g_world_size.load();
     const World* w = size > 0 ? &world() : nullptr;
+    // An error every rank meets (most input errors) is said once, by rank 0, whose MPI_Abort
+    // ends the others during this grace; an error only this rank met is said after it.
+    if (w && w->rank != 0 && size > 1) std::this_thread::sleep_for(std::chrono::seconds(1));
     std::fprintf(stderr, "strata: rank %d on %s: %s\n", w ? w->rank : 0,
                  w ? w->host.c_str() : host_name().c_str(), message.c_str());
     std::fflush(stderr);

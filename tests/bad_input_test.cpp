@@ -4,6 +4,8 @@
 #include "core/error.h"
 #include "model/weight_source.h"
 #include "runtime/engine.h"
+#include "runtime/machine_fit.h"
+#include "runtime/sampler.h"
 #include "test_util.h"
 
 namespace strata {
@@ -136,6 +138,57 @@ TEST(Checkpoint, TensorDtypeComesFromTheHeader) {
     const auto got = open_weight_source(m.write());
     got->read("layers.0.self_attn.q_proj.weight", DType::kF32, b.data());
     EXPECT_EQ(a, b) << dtype;
+  }
+}
+
+// A NaN in a layer norm (fp16 0x7e00) or an Inf in a projection is found as the weights load,
+// naming the file and tensor, rather than coming out as null logprobs.
+TEST(BadModel, NonFiniteWeightsAreFoundAtLoad) {
+  const char* norm = "model.decoder.layers.1.self_attn_layer_norm.weight";
+  for (const uint16_t bits : {uint16_t{0x7e00}, uint16_t{0xfc00}}) {
+    BrokenModel m;
+    const uint64_t at = m.header()[norm]["data_offsets"][0].get<uint64_t>() + 2 * 5;
+    std::memcpy(m.data().data() + at, &bits, 2);
+    const std::string dir = m.write();
+    const auto source = open_weight_source(dir);
+    std::vector<float> buffer(48);
+    try {
+      source->read("layers.1.self_attn_layer_norm.weight", DType::kF32, buffer.data());
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.exit_status(), kExitBadInput);
+      const std::string message = e.what();
+      for (const char* part :
+           {"model.safetensors", "self_attn_layer_norm.weight", "non-finite", "element 5 of 48"}) {
+        EXPECT_NE(message.find(part), std::string::npos) << message;
+      }
+    }
+    // The other tensors still read (the negative control), and a run fails in one line.
+    EXPECT_NO_THROW(
+        source->read("layers.0.self_attn_layer_norm.weight", DType::kF32, buffer.data()));
+    TempDir in;
+    test::write_text(in.file("in.jsonl"), "{\"id\": 1, \"input_ids\": [2, 5]}\n");
+    const auto r = run_strata("generate --model " + dir + " --input " + in.file("in.jsonl"));
+    EXPECT_EQ(r.exit_status, 2) << r.err;
+    EXPECT_NE(r.err.find("non-finite"), std::string::npos) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+}
+
+TEST(BadModel, NonFiniteLogitsAreAnErrorNotAToken) {
+  std::vector<float> logits = {0.5f, 2.0f, -1.0f, 0.0f}, scratch(4);
+  RandomStream stream(1, 0);
+  const SamplingParams greedy;
+  EXPECT_EQ(sample_token(logits, greedy, stream, scratch).token, 1);
+  for (const float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    logits[2] = bad;
+    try {
+      sample_token(logits, greedy, stream, scratch);
+      ADD_FAILURE() << "no error for " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("not finite"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("token id 2"), std::string::npos) << e.what();
+    }
   }
 }
 
@@ -277,6 +330,273 @@ TEST(BadFlags, UnknownAndMissing) {
   expect_cli_error("generate --model synthetic:opt-7b --input /dev/null", {"opt-7b", "opt-6.7b"});
   expect_cli_error("synth --arch opt-125m", {"--out"});
   expect_cli_error("nonsense", {"nonsense"});
+}
+
+// Numbers that do not parse, or fall outside their flag's range, are named with their value,
+// whatever the command.
+TEST(BadFlags, NumbersThatDoNotParseNameTheFlagAndValue) {
+  const std::string gen = "generate --model " + test::model_dir("opt-pub-tiny") + " --prompt hi ";
+  expect_cli_error(gen + "--gen-len abc", {"--gen-len 'abc'", "not a whole number"});
+  expect_cli_error(gen + "--gen-len 2.5", {"--gen-len '2.5'", "not a whole number"});
+  expect_cli_error(gen + "--gen-len 0", {"--gen-len '0'", ">= 1"});
+  expect_cli_error(gen + "--seed -1", {"--seed '-1'", "not a whole number"});
+  expect_cli_error(gen + "--seed 1e20", {"--seed '1e20'", "not a whole number"});
+  expect_cli_error(gen + "--seed 18446744073709551616", {"--seed '18446744073709551616'"});
+  expect_cli_error(gen + "--temperature nan", {"--temperature 'nan'", "not a finite number"});
+  expect_cli_error(gen + "--top-p 1.5", {"--top-p '1.5'", "(0, 1]"});
+  expect_cli_error(gen + "--threads 2x", {"--threads '2x'"});
+  expect_cli_error(gen + "--percent nan", {"--percent 'nan'", "not a finite number"});
+  expect_cli_error(gen + "--percent -10 110 100 0 100 0", {"--percent '-10'", "[0, 100]"});
+  expect_cli_error(gen + "--percent 10 110 100 0 100 0", {"--percent '110'", "[0, 100]"});
+  expect_cli_error(gen + "--gpu-batch-size 1.5", {"--gpu-batch-size '1.5'"});
+  expect_cli_error(gen + "--num-gpu-batches -3", {"--num-gpu-batches '-3'", ">= 1"});
+  expect_cli_error(gen + "--alpha inf", {"--alpha 'inf'", "not a finite number"});
+  expect_cli_error(gen + "--compress-weight --compress-bits four", {"--compress-bits 'four'"});
+  expect_cli_error("bench --model synthetic:opt-125m --no-bounds --prompt-len 1e3",
+                   {"--prompt-len '1e3'"});
+  expect_cli_error("bench --model synthetic:opt-125m --no-bounds --num-prompts x",
+                   {"--num-prompts 'x'"});
+  const std::string hw = test::kDataDir + "/../../configs/hardware/dev-2core.json";
+  expect_cli_error("plan --model opt-125m --hardware " + hw + " --prompt-len 8 --gen-len 0x10",
+                   {"--gen-len '0x10'"});
+  TempDir dir;
+  expect_cli_error("synth --arch opt-125m --layers 1.5 --out " + dir.file("m"), {"--layers '1.5'"});
+  // Negative control: the same flags with good values run.
+  test::write_text(dir.file("in.jsonl"), "{\"id\": 1, \"input_ids\": [2, 5]}\n");
+  const auto r = run_strata(generate_args(dir.file("in.jsonl"),
+                                          "--gen-len 2 --seed 18446744073709551615 --top-p 0.9 "
+                                          "--percent 0 100 100 0 100 0"));
+  EXPECT_EQ(r.exit_status, 0) << r.err;
+}
+
+// A cap of zero would read as "no cap": it is refused, naming the flag.
+TEST(BadFlags, ZeroCapsAreRefused) {
+  const std::string gen = "generate --model " + test::model_dir("opt-pub-tiny") + " --prompt hi ";
+  expect_cli_error(gen + "--gpu-mem 0", {"--gpu-mem '0'", "above 0"});
+  expect_cli_error(gen + "--cpu-mem 0GiB", {"--cpu-mem '0GiB'", "above 0"});
+  expect_cli_error(gen + "--disk-mem 0", {"--disk-mem '0'", "above 0"});
+  expect_cli_error(gen + "--gpu-mem 1e30TB", {"--gpu-mem", "too large"});
+  const std::string hw = test::kDataDir + "/../../configs/hardware/dev-2core.json";
+  expect_cli_error("plan --model opt-125m --hardware " + hw +
+                       " --prompt-len 8 --gen-len 8 "
+                       "--gpu-mem 0",
+                   {"--gpu-mem '0'"});
+  TempDir dir;
+  test::write_text(dir.file("in.jsonl"), "{\"id\": 1, \"input_ids\": [2, 5]}\n");
+  const auto r = run_strata(generate_args(dir.file("in.jsonl"), "--gen-len 2 --gpu-mem 1GiB"));
+  EXPECT_EQ(r.exit_status, 0) << r.err;
+}
+
+// --no-bounds measures no bound, so no ratio to one is printed or written (no inf, no null).
+TEST(Cli, BenchWithoutBoundsPrintsNoInfOrNull) {
+  TempDir dir;
+  const auto r = run_strata("bench --model " + test::model_dir("opt-pub-tiny") +
+                            " --prompt-len 8 --gen-len 2 --gpu-batch-size 2 --no-bounds --json " +
+                            dir.file("b.json"));
+  ASSERT_EQ(r.exit_status, 0) << r.err;
+  const std::string json = test::read_text(dir.file("b.json"));
+  for (const std::string& text : {r.out, json}) {
+    EXPECT_EQ(text.find("inf"), std::string::npos) << text;
+    EXPECT_EQ(text.find("nan"), std::string::npos) << text;
+    EXPECT_EQ(text.find("null"), std::string::npos) << text;
+  }
+  const auto j = nlohmann::json::parse(json);
+  EXPECT_FALSE(j.contains("compute_bound_fraction"));
+  EXPECT_FALSE(j.contains("sgemm_peak_gflops"));
+  EXPECT_GT(j["generation_tokens_per_s"].get<double>(), 0);
+}
+
+// Outputs that cannot be written fail before the run, not after it.
+TEST(BadFlags, UnwritableOutputsFailBeforeTheWork) {
+  TempDir dir;
+  const std::string missing = dir.file("no-such-dir") + "/out.json";
+  const std::string bench = "bench --model " + test::model_dir("opt-pub-tiny") + " --no-bounds ";
+  expect_cli_error(bench + "--json " + missing, {"--json", missing, "cannot write"});
+  expect_cli_error(bench + "--trace " + dir.path().string(), {"--trace", "is a directory"});
+  expect_cli_error("profile --quick --out " + missing, {"--out", missing, "cannot write"});
+  EXPECT_TRUE(fs::is_empty(dir.path())) << "a probe left a file behind";
+}
+
+// An internal error names no source file unless --verbose; every error line is valid UTF-8.
+TEST(BadFlags, ErrorLinesAreCleanUtf8) {
+  // The shell's printf writes the bytes 0xff 0xfe into the path.
+  const auto r = run_strata("generate --model \"$(printf '/tmp/no\\377\\376-model')\" --prompt hi");
+  EXPECT_EQ(r.exit_status, 2) << r.err;
+  EXPECT_NE(r.err.find("no\\xff\\xfe-model"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find('\xff'), std::string::npos) << r.err;
+  EXPECT_EQ(printable_line("caf\xc3\xa9 \xe2\x82 \xed\xa0\x80 \xf4\x90\x80\x80 \xc0\xaf a\nb"),
+            "caf\xc3\xa9 \\xe2\\x82 \\xed\\xa0\\x80 \\xf4\\x90\\x80\\x80 \\xc0\\xaf a\\x0ab");
+  EXPECT_EQ(printable_line("\xf0\x9f\x98\x80 ok"), "\xf0\x9f\x98\x80 ok");
+}
+
+TEST(Errors, InternalErrorsSayWhereOnlyWhenAsked) {
+  try {
+    STRATA_CHECK(1 + 1 == 3, "arithmetic failed");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "arithmetic failed");
+    EXPECT_EQ(e.exit_status(), kExitInternal);
+    EXPECT_NE(e.where().find("bad_input_test.cpp:"), std::string::npos) << e.where();
+  }
+}
+
+// A plan that does not fit the machine is refused before anything is allocated, in one line
+// with what it needs, what there is and flags that fit (each checked by planning it).
+class MachineFit : public ::testing::Test {
+ protected:
+  MachineFit() : config(parse_model_config(builtin_config_json("opt-125m"), "opt-125m")) {
+    options.max_prompt_len = 64;
+    options.gen_len = 16;
+    options.policy.gpu_batch_size = 64;
+  }
+  uint64_t host_need(const EngineOptions& o) const {
+    return host_bytes_needed(plan_memory(config, o), Device::kCpu);
+  }
+  // The message check_fits gives for `room`, or "" when the plan fits.
+  std::string refusal(const EngineOptions& o, const MachineRoom& room) const {
+    try {
+      check_fits(config, o, plan_memory(config, o), Device::kCpu, room);
+      return "";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.exit_status(), kExitBadInput);
+      return e.what();
+    }
+  }
+  ModelConfig config;
+  EngineOptions options;
+};
+
+TEST_F(MachineFit, ExactlyEnoughFitsOneByteLessDoesNot) {
+  MachineRoom room;
+  room.host_bytes = host_need(options);
+  room.host_limit = "test";
+  EXPECT_EQ(refusal(options, room), "");
+  room.host_bytes -= 1;
+  const std::string m = refusal(options, room);
+  EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  for (const char* part :
+       {"needs", "of host memory", "KV cache", "but this machine has", "(test)", "--policy auto"}) {
+    EXPECT_NE(m.find(part), std::string::npos) << part << ": " << m;
+  }
+}
+
+TEST_F(MachineFit, SuggestsTheLargestBatchThatFits) {
+  EngineOptions eight = options;
+  eight.policy.gpu_batch_size = 8;
+  MachineRoom room;
+  room.host_bytes = host_need(eight);
+  const std::string m = refusal(options, room);
+  EXPECT_NE(m.find("--gpu-batch-size 8 or less"), std::string::npos) << m;
+  EXPECT_EQ(m.find("--compress-weight"), std::string::npos) << "the cache, not weights: " << m;
+}
+
+TEST_F(MachineFit, SuggestsCompressionAndDiskForWeights) {
+  // OPT-1.3B's 5 GiB of fp32 weights are most of what it needs; moving some to disk costs the
+  // rings and staging that stream them.
+  config = parse_model_config(builtin_config_json("opt-1.3b"), "opt-1.3b");
+  options.policy.gpu_batch_size = 1;
+  MachineRoom room;
+  room.host_bytes = host_need(options) - (uint64_t{2} << 30);
+  const std::string m = refusal(options, room);
+  EXPECT_NE(m.find("--compress-weight"), std::string::npos) << m;
+  EXPECT_NE(m.find("--offload-dir DIR --percent 0 "), std::string::npos) << m;
+  // The suggested split fits, one percent more on the CPU tier does not.
+  const size_t at = m.find("--percent 0 ") + 12;
+  const int cpu = std::stoi(m.substr(at));
+  EngineOptions split = options;
+  split.policy.weights = {0, static_cast<double>(cpu)};
+  EXPECT_LE(host_need(split), room.host_bytes);
+  split.policy.weights = {0, static_cast<double>(cpu + 1)};
+  EXPECT_GT(host_need(split), room.host_bytes);
+}
+
+TEST_F(MachineFit, DiskTierBeyondFreeSpace) {
+  options.policy.weights = {0, 0};
+  options.offload_dir = "/some/dir";
+  MachineRoom room;
+  room.disk_bytes = plan_memory(config, options).total(Tier::kDisk) - 1;
+  const std::string m = refusal(options, room);
+  for (const char* part : {"on disk", "--offload-dir /some/dir has", "free"}) {
+    EXPECT_NE(m.find(part), std::string::npos) << part << ": " << m;
+  }
+  room.disk_bytes += 1;
+  EXPECT_EQ(refusal(options, room), "");
+}
+
+TEST_F(MachineFit, BatchesPastAnyMachineAreInputErrorsNotOverflows) {
+  options.policy.gpu_batch_size = int64_t{1} << 31;
+  options.policy.num_gpu_batches = int64_t{1} << 31;
+  try {
+    plan_memory(config, options);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.exit_status(), kExitBadInput);
+    EXPECT_NE(std::string(e.what()).find("--gpu-batch-size"), std::string::npos) << e.what();
+  }
+}
+
+// The cases on the CLI: a batch or a model this machine cannot hold (no machine holds
+// 110 TiB or 650 GiB of fp32 weights) ends in the line and exit 2, not bad_alloc or the OOM killer.
+TEST(MachineFitCli, TooLargeRunsAreRefusedUpFront) {
+  expect_cli_error(
+      "bench --model synthetic:opt-125m --no-bounds --gen-len 2 --prompt-len 8 "
+      "--gpu-batch-size 100000000",
+      {"the policy needs", "of host memory", "--gpu-batch-size", "--policy auto"});
+  expect_cli_error("bench --model synthetic:opt-175b --no-bounds --gen-len 2 --prompt-len 8",
+                   {"the policy needs", "of host memory", "but this machine has"});
+  TempDir dir;
+  test::write_text(dir.file("in.jsonl"), "{\"id\": 1, \"input_ids\": [2, 5]}\n");
+  expect_cli_error(generate_args(dir.file("in.jsonl"), "--gpu-batch-size 100000000"),
+                   {"the policy needs", "--gpu-batch-size"});
+}
+
+TEST(MachineFitCli, AddressSpaceLimitCountsAndRunsThatFitStillRun) {
+  const std::string limit = "ulimit -v 4000000;";  // 3.8 GiB of address space
+  const auto r = run_strata(
+      "bench --model synthetic:opt-6.7b --no-bounds --gen-len 2 "
+      "--prompt-len 8",
+      limit);
+  EXPECT_EQ(r.exit_status, 2) << r.err;
+  EXPECT_NE(r.err.find("RLIMIT_AS"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
+  TempDir dir;
+  test::write_text(dir.file("in.jsonl"), "{\"id\": 1, \"input_ids\": [2, 5]}\n");
+  const auto ok = run_strata(generate_args(dir.file("in.jsonl"), "--gen-len 2"), limit);
+  EXPECT_EQ(ok.exit_status, 0) << ok.err;
+}
+
+// synth writes next to the target and renames into place: an existing model dir is refused, or
+// replaced whole with --replace, never mixed; nothing is left behind on failure.
+TEST(Synth, ExistingDirIsRefusedOrReplacedNeverMixed) {
+  TempDir dir;
+  const std::string out = dir.file("m");
+  fs::create_directory(out);
+  test::write_text(out + "/stale.safetensors", "old");
+  const std::string synth = "synth --arch opt-125m --layers 1 --out " + out;
+  expect_cli_error(synth, {"--out", out, "not empty", "--replace"});
+  EXPECT_EQ(test::read_text(out + "/stale.safetensors"), "old");
+  const auto r = run_strata(synth + " --replace");
+  ASSERT_EQ(r.exit_status, 0) << r.err;
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(out)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"config.json", "generation_config.json",
+                                             "model.safetensors"}));
+  std::vector<std::string> siblings;
+  for (const auto& e : fs::directory_iterator(dir.path())) siblings.push_back(e.path().string());
+  EXPECT_EQ(siblings, std::vector<std::string>{out}) << "a staging dir was left behind";
+  EXPECT_NO_THROW(open_weight_source(out));
+  // A file in the way is refused too.
+  test::write_text(dir.file("f"), "x");
+  expect_cli_error("synth --arch opt-125m --layers 1 --out " + dir.file("f"), {"not a directory"});
+}
+
+TEST(Synth, CheckpointPastFreeSpaceIsRefusedUpFront) {
+  TempDir dir;
+  // 4096 layers of OPT-175B: about 14 TiB.
+  expect_cli_error("synth --arch opt-175b --layers 4096 --out " + dir.file("big"),
+                   {"--out", "needs about", "free"});
+  EXPECT_TRUE(fs::is_empty(dir.path()));
 }
 
 TEST(Cli, GenerateWritesResultsInInputOrder) {

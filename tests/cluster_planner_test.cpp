@@ -369,9 +369,13 @@ TEST(ClusterFile, BadFilesNameTheFileAndField) {
   expect_input_error(
       load("{\"nodes\": [{\"device\": \"cpu\", \"count\": 0, \"hardware\": " + hw + "}]}"),
       {"c.json", "nodes[0].count"});
-  // A GPU profile on a cpu device needs the CPU backend's fields.
-  expect_input_error(load("{\"nodes\": [{\"device\": \"cpu\", \"hardware\": \"" + kConfigs +
-                          "/hardware/gcp-t4-flexgen.json\"}]}"),
+  // A GPU profile on a cpu device needs the CPU backend's fields (the shipped ones have them).
+  auto gpu_only =
+      nlohmann::json::parse(test::read_text(kConfigs + "/hardware/gcp-t4-flexgen.json"));
+  gpu_only.erase("host_copy_gbps");
+  test::write_text(dir.file("gpu-only.json"), gpu_only.dump());
+  expect_input_error(load("{\"nodes\": [{\"device\": \"cpu\", \"hardware\": \"" +
+                          dir.file("gpu-only.json") + "\"}]}"),
                      {"c.json", "nodes[0].hardware", "cpu device", "host_copy_gbps"});
   // count repeats an entry.
   test::write_text(dir.file("ok.json"),

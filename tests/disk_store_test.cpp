@@ -1,5 +1,5 @@
 // The disk tier: data round trips through io_uring + O_DIRECT, the file's life (mode, removal on
-// exit and signals), and the input errors a user can meet.
+// exit and signals, kill -9 included), and the input errors a user can meet.
 #include "runtime/disk_store.h"
 #include "runtime/probes/disk_probe.h"
 
@@ -148,21 +148,38 @@ TEST(DiskStore, RoundTripsSeveralExtentsFromTwoThreads) {
   EXPECT_TRUE(same_bytes(sources[2], reread));
 }
 
-TEST(DiskStore, FileIsPrivateWhileAliveAndGoneAfter) {
+// The descriptor of this process that holds `path`, unlinked, as /proc/self/fd/N; "" if none.
+std::string unlinked_descriptor(const std::string& path) {
+  for (const auto& entry : fs::directory_iterator("/proc/self/fd")) {
+    std::error_code error;
+    const fs::path target = fs::read_symlink(entry.path(), error);
+    if (!error && target.string() == path + " (deleted)") return entry.path().string();
+  }
+  return "";
+}
+
+TEST(DiskStore, FileIsUnlinkedAtOnceAndHeldPrivatelyByItsDescriptor) {
   DirectDir dir;
-  std::string path;
   {
     DiskStore store(dir.str(), 10000);  // rounded up to whole pages
-    path = store.path();
-    EXPECT_EQ(fs::path(path).parent_path(), fs::path(dir.str()));
+    EXPECT_EQ(fs::path(store.path()).parent_path(), fs::path(dir.str()));
+    EXPECT_TRUE(dir.empty()) << "the store's file is still named in the offload dir";
+    const std::string held = unlinked_descriptor(store.path());
+    ASSERT_FALSE(held.empty()) << "no descriptor holds " << store.path();
     struct stat info {};
-    ASSERT_EQ(::stat(path.c_str(), &info), 0) << path;
+    ASSERT_EQ(::stat(held.c_str(), &info), 0) << held;
     EXPECT_EQ(info.st_mode & 0777, 0600u);
+    EXPECT_EQ(info.st_nlink, 0u);
     EXPECT_EQ(store.capacity_bytes(), 12288u);
     EXPECT_EQ(static_cast<uint64_t>(info.st_size), store.capacity_bytes());
     EXPECT_EQ(store.allocate(1).size_bytes, 4096u);
+    // It still reads and writes.
+    HostBuffer page = random_buffer(4096, 7), back(4096);
+    const DiskStore::Extent extent = store.allocate(4096);
+    store.write(extent, 0, page.data(), 4096);
+    store.read(extent, 0, back.data(), 4096);
+    EXPECT_TRUE(same_bytes(page, back));
   }
-  EXPECT_FALSE(fs::exists(path));
   EXPECT_TRUE(dir.empty());
 }
 
@@ -243,8 +260,9 @@ TEST(DiskStore, CapacityBeyondFreeSpaceLeavesNoFile) {
   }
 }
 
-// A child holds a store and gets `signal_number`: it dies by that signal and leaves no file.
-void expect_signal_removes_file(int signal_number) {
+// A child holds a store and gets `signal_number`: it dies by that signal and leaves no file,
+// SIGKILL included (nothing in the process runs then: the file was unlinked when opened).
+void expect_signal_leaves_no_file(int signal_number) {
   DirectDir dir;
   int pipe_fds[2];
   ASSERT_EQ(::pipe(pipe_fds), 0);
@@ -267,7 +285,7 @@ void expect_signal_removes_file(int signal_number) {
   char ready = 0;
   ASSERT_EQ(::read(pipe_fds[0], &ready, 1), 1) << "the child could not create its store";
   ::close(pipe_fds[0]);
-  EXPECT_FALSE(dir.empty()) << "the child's store file should exist";
+  EXPECT_TRUE(dir.empty()) << "the child's store file is named in the dir while it runs";
   ASSERT_EQ(::kill(child, signal_number), 0);
   int status = 0;
   ASSERT_EQ(::waitpid(child, &status, 0), child);
@@ -275,11 +293,14 @@ void expect_signal_removes_file(int signal_number) {
   EXPECT_TRUE(dir.empty()) << "the store file outlived the signal";
 }
 
-TEST(DiskStore, SigtermRemovesFile) {
-  expect_signal_removes_file(SIGTERM);
+TEST(DiskStore, SigkillLeavesNoFile) {
+  expect_signal_leaves_no_file(SIGKILL);
 }
-TEST(DiskStore, SigintRemovesFile) {
-  expect_signal_removes_file(SIGINT);
+TEST(DiskStore, SigtermLeavesNoFile) {
+  expect_signal_leaves_no_file(SIGTERM);
+}
+TEST(DiskStore, SigintLeavesNoFile) {
+  expect_signal_leaves_no_file(SIGINT);
 }
 
 TEST(DiskStore, ExitWithLiveStoreRemovesFile) {
@@ -301,19 +322,17 @@ TEST(DiskStore, ExitWithLiveStoreRemovesFile) {
   EXPECT_TRUE(dir.empty());
 }
 
-TEST(DiskStore, HandlersArePutBackWhenTheLastStoreGoes) {
+// Nothing to clean up, so no signal handler is installed: the process's own stay.
+TEST(DiskStore, InstallsNoSignalHandlers) {
   DirectDir dir;
   struct sigaction before {
-  }, during{}, after{};
+  }, during{};
   ::sigaction(SIGTERM, nullptr, &before);
   {
-    DiskStore first(dir.str(), 4096);
-    DiskStore second(dir.str(), 4096);
+    DiskStore store(dir.str(), 4096);
     ::sigaction(SIGTERM, nullptr, &during);
   }
-  ::sigaction(SIGTERM, nullptr, &after);
-  EXPECT_NE(during.sa_handler, before.sa_handler);
-  EXPECT_EQ(after.sa_handler, before.sa_handler);
+  EXPECT_EQ(during.sa_handler, before.sa_handler);
 }
 
 TEST(DiskStore, ProbeMeasuresAndCleansUp) {

@@ -375,12 +375,15 @@ TEST(HeteGenErrors, FlagsExitTwoWithOneLine) {
   struct Case {
     std::string args, message;
   };
-  const std::string t4 = test::kDataDir + "/../../configs/hardware/gcp-t4-flexgen.json";
+  // A GPU profile without the CPU's GEMM rate cannot weigh a split.
+  hw.erase("cpu_gemm_gflops");
+  test::write_text(dir.file("no-cpu-gemm.json"), hw.dump());
   for (const Case& c : std::vector<Case>{
            {plan + " --alpha 1.5", "--alpha 1.5 must be in [0, 1)"},
            {plan + " --alpha -0.2", "--alpha -0.2 must be in [0, 1)"},
            {plan + " --hetegen --alpha 0.3", "drop --alpha"},
-           {"plan --model opt-1.3b --prompt-len 64 --gen-len 8 --hetegen --hardware " + t4,
+           {"plan --model opt-1.3b --prompt-len 64 --gen-len 8 --hetegen --hardware " +
+                dir.file("no-cpu-gemm.json"),
             "--hetegen needs cpu_gemm_gflops"},
            {"generate --model " + test::model_dir("opt-pub-tiny") +
                 " --prompt hi --gen-len 2 --alpha 1",

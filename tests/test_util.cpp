@@ -123,10 +123,11 @@ std::string read_text(const std::string& path) {
   return s.str();
 }
 
-RunResult run_strata(const std::string& args) {
+RunResult run_strata(const std::string& args, const std::string& shell_prefix) {
   TempDir dir;
   const std::string out = dir.file("out"), err = dir.file("err");
-  const std::string command = kBinary + " " + args + " >" + out + " 2>" + err + " </dev/null";
+  const std::string command =
+      shell_prefix + kBinary + " " + args + " >" + out + " 2>" + err + " </dev/null";
   const int status = std::system(command.c_str());
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_text(out), read_text(err)};
 }

@@ -114,7 +114,8 @@ struct RunResult {
   std::string out;
   std::string err;
 };
-// Runs `strata ARGS` (a shell-quoted string) and captures both streams.
-RunResult run_strata(const std::string& args);
+// Runs `strata ARGS` (a shell-quoted string) and captures both streams; `shell_prefix`, when
+// given, runs first in the same shell (e.g. "ulimit -v 4000000;").
+RunResult run_strata(const std::string& args, const std::string& shell_prefix = "");
 
 }  // namespace strata::test

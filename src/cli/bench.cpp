@@ -1,17 +1,20 @@
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/flag_values.h"
 #include "cli/pipeline_flags.h"
 #include "core/error.h"
 #include "core/units.h"
 #include "kernels/cpu/ops.h"
 #include "model/weight_source.h"
 #include "parallel/pipeline.h"
-#include "runtime/engine.h"
-#include "runtime/memory_plan.h"
 #include "runtime/disk_store.h"
+#include "runtime/engine.h"
+#include "runtime/machine_fit.h"
+#include "runtime/memory_plan.h"
 #include "runtime/probes/cpu_probe.h"
 #include "runtime/probes/disk_probe.h"
 #include "runtime/probes/gpu_probe.h"
@@ -44,29 +47,28 @@ nlohmann::json tier_json(const EngineStats& s, uint64_t TierStats::*field) {
 // --num-prompts random prompts (default `count`) of --seed.
 std::vector<Prompt> prompts_from_flags(const cxxopts::ParseResult& flags, const ModelConfig& config,
                                        int64_t count, int64_t prompt_len) {
-  const int64_t n_prompts = flags.count("num-prompts") ? flags["num-prompts"].as<int64_t>() : count;
-  STRATA_INPUT_CHECK(n_prompts >= 1, "--num-prompts must be >= 1");
-  return random_prompts(config, n_prompts, prompt_len, flags["seed"].as<uint64_t>());
+  const int64_t n_prompts =
+      flags.count("num-prompts") ? int_flag(flags, "num-prompts", 1, kMaxBatchFlag) : count;
+  return random_prompts(config, n_prompts, prompt_len, uint64_flag(flags, "seed"));
 }
 
 // The lines every bench prints; the rates come from the report `j`.
 void print_throughput(const GenerationStats& stats, const nlohmann::json& j) {
   std::printf("prefill %.2f s (%.1f tok/s), decode %.2f s (%.2f tok/s)\n", stats.prefill_s,
-              j["prefill_tokens_per_s"].get<double>(), stats.decode_s,
-              j["decode_tokens_per_s"].get<double>());
-  std::printf("generation throughput %.2f tok/s\n", j["generation_tokens_per_s"].get<double>());
+              j.value("prefill_tokens_per_s", 0.0), stats.decode_s,
+              j.value("decode_tokens_per_s", 0.0));
+  std::printf("generation throughput %.2f tok/s\n", j.value("generation_tokens_per_s", 0.0));
 }
 
 void add_bench_flags(cxxopts::Options& options) {
   options.add_options()("model", "model directory or synthetic:ARCH",
                         cxxopts::value<std::string>())(
-      "prompt-len", "tokens per prompt", cxxopts::value<int64_t>()->default_value("128"))(
-      "gen-len", "new tokens per prompt", cxxopts::value<int64_t>()->default_value("32"))(
-      "num-prompts", "prompts in all (default: one block, the effective batch)",
-      cxxopts::value<int64_t>())("threads", "compute threads (0: OpenBLAS default)",
-                                 cxxopts::value<int>()->default_value("0"))(
-      "seed", "prompt seed", cxxopts::value<uint64_t>()->default_value("1"))(
-      "json", "also write the figures to this JSON file", cxxopts::value<std::string>())(
+      "prompt-len", "tokens per prompt", number_value("128"))("gen-len", "new tokens per prompt",
+                                                              number_value("32"))(
+      "num-prompts", "prompts in all (default: one block, the effective batch)", number_value())(
+      "threads", "compute threads (0: OpenBLAS default)", number_value("0"))(
+      "seed", "prompt seed", number_value("1"))("json", "also write the figures to this JSON file",
+                                                cxxopts::value<std::string>())(
       "no-bounds", "skip measuring the sgemm and disk bounds (quick runs)");
   add_policy_flags(options, "32");
   add_pipeline_flags(options);
@@ -150,7 +152,7 @@ struct BenchSetup {
 nlohmann::json bench_json(const BenchSetup& setup, const BenchRun& r, const Bounds& b) {
   const GenerationStats& stats = r.stats;
   const EngineStats& es = r.es;
-  return {
+  nlohmann::json j = {
       {"model", setup.model},
       {"prompt_len", setup.prompt_len},
       {"gen_len", setup.gen_len},
@@ -175,16 +177,29 @@ nlohmann::json bench_json(const BenchSetup& setup, const BenchRun& r, const Boun
       {"bytes_read", tier_json(es, &TierStats::bytes_read)},
       {"bytes_written", tier_json(es, &TierStats::bytes_written)},
       {"total_gflop", stats.flops / 1e9},
-      {"sgemm_peak_gflops", b.sgemm_gflops},
-      {"compute_bound_fraction", r.bound_s / r.total_s},
       {"gemm_time_share", r.gemm_s / r.total_s},
       {"gemm_gflops", r.gemm_gflops},
       {"disk_read_gbps", r.disk_read_gbps},
-      {"disk_probe_read_gbps", b.disk_probe_gbps},
       {"device", device_name(b.cuda ? Device::kCuda : Device::kCpu)},
       {"h2d_achieved_gbps", r.h2d_gbps},
-      {"h2d_pinned_gbps", b.h2d_peak_gbps},
   };
+  // Bounds only when measured (--no-bounds skips them): a ratio to an unmeasured bound is no
+  // figure at all.
+  if (b.sgemm_gflops > 0) {
+    j["sgemm_peak_gflops"] = b.sgemm_gflops;
+    j["compute_bound_fraction"] = r.bound_s / r.total_s;
+  }
+  if (b.disk_probe_gbps > 0) j["disk_probe_read_gbps"] = b.disk_probe_gbps;
+  if (b.h2d_peak_gbps > 0) j["h2d_pinned_gbps"] = b.h2d_peak_gbps;
+  // A rate over no time (no GEMM ran, no decode step) is left out rather than written as null.
+  for (auto it = j.begin(); it != j.end();) {
+    if (it->is_number_float() && !std::isfinite(it->get<double>())) {
+      it = j.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return j;
 }
 
 void print_tiers(const EngineStats& es) {
@@ -215,13 +230,18 @@ void print_against_bounds(const BenchRun& r, const Bounds& b) {
         r.h2d_gbps, es.load_busy_s, b.h2d_peak_gbps, r.h2d_gbps / b.h2d_peak_gbps);
   } else if (b.cuda) {
     std::printf("h2d: %.2f GB/s while loading (%.2f s of loads)\n", r.h2d_gbps, es.load_busy_s);
-  } else {
+  } else if (b.sgemm_gflops > 0) {
     std::printf(
         "sgemm peak %.1f GFLOP/s (2048^3, same run); work %.1f GFLOP -> compute bound %.2f s; "
         "achieved %.2f of the bound\n",
         b.sgemm_gflops, r.stats.flops / 1e9, r.bound_s, r.bound_s / r.total_s);
-    std::printf("GEMM: %.2f s = %.1f%% of the time at %.1f GFLOP/s (%.2f of peak)\n", r.gemm_s,
-                100.0 * r.gemm_s / r.total_s, r.gemm_gflops, r.gemm_gflops / b.sgemm_gflops);
+    if (r.gemm_s > 0) {
+      std::printf("GEMM: %.2f s = %.1f%% of the time at %.1f GFLOP/s (%.2f of peak)\n", r.gemm_s,
+                  100.0 * r.gemm_s / r.total_s, r.gemm_gflops, r.gemm_gflops / b.sgemm_gflops);
+    }
+  } else if (r.gemm_s > 0) {  // --no-bounds: the GEMM figures without a peak to hold them to
+    std::printf("GEMM: %.2f s = %.1f%% of the time at %.1f GFLOP/s\n", r.gemm_s,
+                100.0 * r.gemm_s / r.total_s, r.gemm_gflops);
   }
 }
 
@@ -245,9 +265,9 @@ void print_report(const BenchSetup& setup, const BenchRun& r, const Bounds& b,
 
 // The cost model's prediction (--policy auto) beside the measured rates, printed and in `j`.
 void compare_prediction(const Prediction& predicted, nlohmann::json& j) {
-  const double measured[3] = {j["prefill_tokens_per_s"].get<double>(),
-                              j["decode_tokens_per_s"].get<double>(),
-                              j["generation_tokens_per_s"].get<double>()};
+  const double measured[3] = {j.value("prefill_tokens_per_s", 0.0),
+                              j.value("decode_tokens_per_s", 0.0),
+                              j.value("generation_tokens_per_s", 0.0)};
   const double model[3] = {predicted.prefill_tokens_per_s, predicted.decode_tokens_per_s,
                            predicted.generation_tokens_per_s};
   const char* names[3] = {"prefill", "decode", "generation"};
@@ -260,12 +280,6 @@ void compare_prediction(const Prediction& predicted, nlohmann::json& j) {
   j["predicted"]["decode_bound"] = predicted.decode_bound;
   std::printf("predicted bounds: prefill by %s, decode by %s\n", predicted.prefill_bound.c_str(),
               predicted.decode_bound.c_str());
-}
-
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream out(path);
-  out << text << "\n";
-  STRATA_INPUT_CHECK(out.good(), path, ": write failed");
 }
 
 }  // namespace
@@ -305,12 +319,7 @@ int bench_pipeline(const cxxopts::ParseResult& flags, const WeightSource& source
               static_cast<long long>(n_prompts), static_cast<long long>(prompt_len),
               static_cast<long long>(gen_len), static_cast<long long>(o.n_groups));
   print_throughput(stats, j);
-  if (flags.count("json")) {
-    const std::string path = flags["json"].as<std::string>();
-    std::ofstream f(path);
-    f << j.dump(2) << "\n";
-    STRATA_INPUT_CHECK(f.good(), path, ": cannot write");
-  }
+  if (flags.count("json")) write_output_file(flags["json"].as<std::string>(), j.dump(2), "--json");
   return 0;
 }
 
@@ -321,13 +330,15 @@ int run_bench(int argc, char** argv) {
   add_bench_flags(options);
   const auto flags = parse_flags(options, argc, argv);
   STRATA_INPUT_CHECK(flags.count("model"), "--model is required");
+  for (const char* name : {"json", "trace"}) {  // before the work, not after it
+    if (flags.count(name))
+      check_output_file(flags[name].as<std::string>(), std::string("--") + name);
+  }
   EngineOptions engine_options = engine_options_from_flags(flags);
   const Policy& policy = engine_options.policy;
-  const int64_t prompt_len = flags["prompt-len"].as<int64_t>();
-  const int64_t gen_len = flags["gen-len"].as<int64_t>();
-  STRATA_INPUT_CHECK(prompt_len >= 1, "--prompt-len must be >= 1");
-  STRATA_INPUT_CHECK(gen_len >= 1, "--gen-len must be >= 1");
-  set_threads(flags["threads"].as<int>());
+  const int64_t prompt_len = int_flag(flags, "prompt-len", 1, kMaxLengthFlag);
+  const int64_t gen_len = int_flag(flags, "gen-len", 1, kMaxLengthFlag);
+  set_threads(threads_flag(flags));
 
   auto source = open_weight_source(flags["model"].as<std::string>());
   const ModelConfig& config = source->config();
@@ -341,6 +352,11 @@ int run_bench(int argc, char** argv) {
   }
   const auto predicted = plan_from_flags(flags, config, engine_options);  // --policy auto
   const int64_t block = policy.effective_batch();
+  // The engine checks again as it is built; here it comes before the prompts are made, which
+  // for a batch that cannot fit would take all memory themselves.
+  const MemoryPlan plan = plan_memory(config, engine_options);
+  check_caps(plan, engine_options.caps);
+  check_fits_machine(config, engine_options, plan, resolved_device(config, engine_options));
   const auto prompts = prompts_from_flags(flags, config, block, prompt_len);
   const Bounds bounds = measure_bounds(flags, config, engine_options);
 
@@ -351,8 +367,10 @@ int run_bench(int argc, char** argv) {
   nlohmann::json j = bench_json(setup, run, bounds);
   print_report(setup, run, bounds, j);
   if (predicted) compare_prediction(*predicted, j);
-  if (flags.count("json")) write_file(flags["json"].as<std::string>(), j.dump(2));
-  if (flags.count("trace")) write_file(flags["trace"].as<std::string>(), engine->trace().dump());
+  if (flags.count("json")) write_output_file(flags["json"].as<std::string>(), j.dump(2), "--json");
+  if (flags.count("trace")) {
+    write_output_file(flags["trace"].as<std::string>(), engine->trace().dump(), "--trace");
+  }
   return 0;
 }
 

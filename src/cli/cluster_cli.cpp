@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "cli/flag_values.h"
 #include "core/error.h"
 #include "core/units.h"
 #include "model/weight_source.h"
@@ -31,15 +32,13 @@ ModelConfig model_config_for(const std::string& model) {
 
 ClusterPlanRequest cluster_request_from_flags(const cxxopts::ParseResult& flags) {
   ClusterPlanRequest r;
-  if (flags.count("prompt-len")) r.prompt_len = flags["prompt-len"].as<int64_t>();
-  if (flags.count("gen-len")) r.gen_len = flags["gen-len"].as<int64_t>();
+  if (flags.count("prompt-len")) r.prompt_len = int_flag(flags, "prompt-len", 1, kMaxLengthFlag);
+  if (flags.count("gen-len")) r.gen_len = int_flag(flags, "gen-len", 1, kMaxLengthFlag);
   if (flags.count("gpu-batch-size")) {
-    r.gpu_batch_size = flags["gpu-batch-size"].as<int64_t>();
-    STRATA_INPUT_CHECK(r.gpu_batch_size >= 1, "--gpu-batch-size must be >= 1");
+    r.gpu_batch_size = int_flag(flags, "gpu-batch-size", 1, kMaxBatchFlag);
   }
   if (flags.count("num-gpu-batches")) {
-    r.num_gpu_batches = flags["num-gpu-batches"].as<int64_t>();
-    STRATA_INPUT_CHECK(r.num_gpu_batches >= 1, "--num-gpu-batches must be >= 1");
+    r.num_gpu_batches = int_flag(flags, "num-gpu-batches", 1, kMaxBatchFlag);
   }
   r.compress_weight = flags.count("compress-weight") > 0;
   r.compress_cache = flags.count("compress-cache") > 0;

@@ -25,6 +25,12 @@ int run_simulate(int argc, char** argv);
 cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, char** argv);
 // Sets the OpenBLAS thread count when threads > 0.
 void set_threads(int threads);
+// An output file named by `flag` (--json, --trace, --out): checked before the work, so an
+// unwritable path fails at once (an input error naming the flag and path), and written after it.
+void check_output_file(const std::string& path, const std::string& flag);
+void write_output_file(const std::string& path, const std::string& text, const std::string& flag);
+// --threads N, in [0, 4096].
+int threads_flag(const cxxopts::ParseResult& flags);
 
 // The offloading policy flags, spelled as FlexGen's: --percent, --gpu-batch-size,
 // --num-gpu-batches, --offload-dir, --cpu-cache-compute, --policy FILE, --no-overlap,

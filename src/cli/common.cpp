@@ -1,26 +1,35 @@
 #include <cblas.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/flag_values.h"
 #include "core/error.h"
 
 namespace strata::cli {
 
 cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, char** argv) {
-  options.add_options()("h,help", "print this help");
+  options.add_options()("h,help", "print this help")(
+      "verbose", "on an internal error, also say where in the source it was raised");
   // FlexGen users write `--percent 20 80 0 100 100 0`; cxxopts reads a list as "20,80,...".
   std::vector<std::string> args(argv, argv + argc);
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] != "--percent") continue;
     size_t j = i + 1;
     std::string joined;
-    while (j < args.size() && j < i + 7 && !args[j].empty() &&
-           (std::isdigit(static_cast<unsigned char>(args[j][0])) || args[j][0] == '.')) {
+    // Anything that is not a flag is one of its values ("-10" too), for the number parser to
+    // judge, so a bad value is named rather than taken for a stray argument.
+    while (j < args.size() && j < i + 7 && !args[j].empty() && looks_like_value(args[j])) {
       joined += (joined.empty() ? "" : ",") + args[j++];
     }
     if (j > i + 2)
@@ -47,6 +56,28 @@ cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, char** arg
 void set_threads(int threads) {
   STRATA_INPUT_CHECK(threads >= 0, "--threads must be >= 0");
   if (threads > 0) openblas_set_num_threads(threads);
+}
+
+void check_output_file(const std::string& path, const std::string& flag) {
+  struct stat info {};
+  const bool existed = ::stat(path.c_str(), &info) == 0;
+  STRATA_INPUT_CHECK(!(existed && S_ISDIR(info.st_mode)), flag, " ", path, ": is a directory");
+  // Opened as the write will open it, without truncating; a file made only to ask is removed.
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  STRATA_INPUT_CHECK(fd >= 0, flag, " ", path, ": cannot write (", std::strerror(errno), ")");
+  ::close(fd);
+  if (!existed) ::unlink(path.c_str());
+}
+
+void write_output_file(const std::string& path, const std::string& text, const std::string& flag) {
+  std::ofstream out(path);
+  out << text << "\n";
+  out.flush();
+  STRATA_INPUT_CHECK(out.good(), flag, " ", path, ": write failed (", std::strerror(errno), ")");
+}
+
+int threads_flag(const cxxopts::ParseResult& flags) {
+  return static_cast<int>(int_flag(flags, "threads", 0, 4096));
 }
 
 }  // namespace strata::cli

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "cli/flag_values.h"
 #include "cli/pipeline_flags.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -27,11 +28,10 @@ SamplingParams sampling_from_flags(const cxxopts::ParseResult& flags) {
   STRATA_INPUT_CHECK(!(sampled && flags.count("greedy")),
                      "--greedy cannot be combined with --temperature or --top-p");
   s.greedy = !sampled;
-  s.temperature = flags["temperature"].as<float>();
-  s.top_p = flags["top-p"].as<float>();
-  s.seed = flags["seed"].as<uint64_t>();
-  STRATA_INPUT_CHECK(s.temperature > 0, "--temperature must be > 0 (use --greedy for argmax)");
-  STRATA_INPUT_CHECK(s.top_p > 0 && s.top_p <= 1, "--top-p must be in (0, 1]");
+  s.temperature = static_cast<float>(
+      real_flag(flags, "temperature", 0, std::numeric_limits<double>::infinity(), true));
+  s.top_p = static_cast<float>(real_flag(flags, "top-p", 0, 1, true));
+  s.seed = uint64_flag(flags, "seed");
   return s;
 }
 
@@ -85,14 +85,13 @@ void add_generate_flags(cxxopts::Options& options) {
       "tokenizer", "directory with the tokenizer files (default: the model directory)",
       cxxopts::value<std::string>())("output", "JSONL results (default: stdout)",
                                      cxxopts::value<std::string>())(
-      "gen-len", "new tokens per sequence", cxxopts::value<int64_t>()->default_value("32"))(
-      "greedy", "argmax decoding (the default)")("temperature", "sampling temperature",
-                                                 cxxopts::value<float>()->default_value("1.0"))(
-      "top-p", "nucleus sampling mass", cxxopts::value<float>()->default_value("1.0"))(
-      "seed", "sampling seed", cxxopts::value<uint64_t>()->default_value("0"))(
-      "ignore-eos", "do not stop at the end-of-sequence token")(
-      "threads", "compute threads (0: OpenBLAS default)",
-      cxxopts::value<int>()->default_value("0"));
+      "gen-len", "new tokens per sequence", number_value("32"))("greedy",
+                                                                "argmax decoding (the default)")(
+      "temperature", "sampling temperature", number_value("1.0"))("top-p", "nucleus sampling mass",
+                                                                  number_value("1.0"))(
+      "seed", "sampling seed", number_value("0"))("ignore-eos",
+                                                  "do not stop at the end-of-sequence token")(
+      "threads", "compute threads (0: OpenBLAS default)", number_value("0"));
   add_policy_flags(options, "16");
   add_pipeline_flags(options);
 }
@@ -249,10 +248,9 @@ int run_generate(int argc, char** argv) {
   STRATA_INPUT_CHECK(!(flags.count("input") && !prompts.empty()),
                      "give --input or --prompt, not both");
   for (const auto& stop : stops) STRATA_INPUT_CHECK(!stop.empty(), "--stop must not be empty");
-  const int64_t gen_len = flags["gen-len"].as<int64_t>();
-  STRATA_INPUT_CHECK(gen_len >= 1, "--gen-len must be >= 1");
+  const int64_t gen_len = int_flag(flags, "gen-len", 1, kMaxLengthFlag);
   EngineOptions engine_options = engine_options_from_flags(flags);
-  set_threads(flags["threads"].as<int>());
+  set_threads(threads_flag(flags));
   GenerateOptions gen;
   gen.gen_len = gen_len;
   gen.ignore_eos = flags.count("ignore-eos") > 0;

@@ -5,10 +5,12 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/flag_values.h"
 #include "core/error.h"
 #include "parallel/pipeline.h"
 #include "planner/cluster.h"
 #include "planner/cluster_planner.h"
+#include "runtime/machine_fit.h"
 
 namespace strata::cli {
 
@@ -59,11 +61,12 @@ void add_pipeline_flags(cxxopts::Options& options) {
       cxxopts::value<std::string>())("transport", "mpi, nccl or auto",
                                      cxxopts::value<std::string>()->default_value("auto"))(
       "pipeline-groups", "groups of GPU batches in flight (default: the number of ranks)",
-      cxxopts::value<int64_t>());
+      number_value());
 }
 
 std::optional<PipelineRank> pipeline_rank_from_flags(const cxxopts::ParseResult& flags,
-                                                     const ModelConfig& config, EngineOptions& base) {
+                                                     const ModelConfig& config,
+                                                     EngineOptions& base) {
   const parallel::World& w = parallel::world();
   const std::string choice = flags["transport"].as<std::string>();
   STRATA_INPUT_CHECK(choice == "mpi" || choice == "nccl" || choice == "auto",
@@ -83,8 +86,7 @@ std::optional<PipelineRank> pipeline_rank_from_flags(const cxxopts::ParseResult&
   }
   int64_t groups = w.size;
   if (flags.count("pipeline-groups")) {
-    groups = flags["pipeline-groups"].as<int64_t>();
-    STRATA_INPUT_CHECK(groups >= 1, "--pipeline-groups must be >= 1");
+    groups = int_flag(flags, "pipeline-groups", 1, kMaxBatchFlag);
   }
   if (w.size == 1) {
     // One rank is the single-node engine, under the cluster's caps and planned policy.
@@ -125,7 +127,9 @@ std::optional<PipelineRank> pipeline_rank_from_flags(const cxxopts::ParseResult&
   rank.layers_per_rank = split;
   // Ranks sharing a node write their own files in the offload dir (the store names its file).
   // The slice and this rank's caps, checked before any weight is read.
-  check_caps(plan_memory(config, rank.options), rank.options.caps);
+  const MemoryPlan plan = plan_memory(config, rank.options);
+  check_caps(plan, rank.options.caps);
+  check_fits_machine(config, rank.options, plan, resolved_device(config, rank.options));
   return rank;
 }
 

@@ -5,6 +5,7 @@
 
 #include "cli/cluster_cli.h"
 #include "cli/commands.h"
+#include "cli/flag_values.h"
 #include "core/error.h"
 #include "core/units.h"
 #include "planner/cluster_planner.h"
@@ -40,8 +41,7 @@ int run_plan_cluster(const cxxopts::ParseResult& flags) {
   const Cluster cluster = Cluster::load(flags["cluster"].as<std::string>());
   ClusterPlanRequest request = cluster_request_from_flags(flags);
   if (flags.count("ranks")) {
-    request.n_ranks = flags["ranks"].as<int64_t>();
-    STRATA_INPUT_CHECK(request.n_ranks >= 1, "--ranks must be >= 1");
+    request.n_ranks = int_flag(flags, "ranks", 1, 1 << 20);
   }
   const ModelConfig config = model_config_for(model);
   if (flags.count("layers-per-rank")) {
@@ -64,14 +64,13 @@ void add_plan_flags(cxxopts::Options& options) {
       "hardware",
       "hardware profile JSON (strata profile writes one; default: profile this "
       "node quickly)",
-      cxxopts::value<std::string>())("prompt-len", "tokens per prompt", cxxopts::value<int64_t>())(
-      "gen-len", "new tokens per prompt", cxxopts::value<int64_t>())(
+      cxxopts::value<std::string>())("prompt-len", "tokens per prompt", number_value())(
+      "gen-len", "new tokens per prompt", number_value())(
       "compress-weight", "plan for 4-bit weights")("compress-cache", "plan for a 4-bit KV cache")(
-      "gpu-batch-size", "fix the GPU batch size (default: enumerated)", cxxopts::value<int64_t>())(
-      "num-gpu-batches", "fix the number of GPU batches (default: enumerated)",
-      cxxopts::value<int64_t>())("gpu-mem", "cap on the GPU tier, e.g. 16GiB",
-                                 cxxopts::value<std::string>())("cpu-mem", "cap on the CPU tier",
-                                                                cxxopts::value<std::string>())(
+      "gpu-batch-size", "fix the GPU batch size (default: enumerated)", number_value())(
+      "num-gpu-batches", "fix the number of GPU batches (default: enumerated)", number_value())(
+      "gpu-mem", "cap on the GPU tier, e.g. 16GiB", cxxopts::value<std::string>())(
+      "cpu-mem", "cap on the CPU tier", cxxopts::value<std::string>())(
       "disk-mem", "cap on the disk tier", cxxopts::value<std::string>())(
       "offload-dir", "directory for the disk tier, when profiling this node",
       cxxopts::value<std::string>())("no-disk", "place nothing on disk")(
@@ -85,12 +84,12 @@ void add_plan_flags(cxxopts::Options& options) {
                                      "with --cluster: evaluate this split (e.g. 10,14) instead",
                                      cxxopts::value<std::string>())(
       "ranks", "with --cluster: the rank count the run will have (checked against the file)",
-      cxxopts::value<int64_t>())(
+      number_value())(
       "hetegen",
       "let the planner split linear layers with CPU-tier weights between CPU and GPU "
       "(HeteGen), choosing alpha per batch size")(
       "alpha", "force HeteGen's alpha (CPU share of each linear's output columns) to A in [0, 1)",
-      cxxopts::value<double>());
+      number_value());
 }
 
 // The one-node planner's flags: the cluster-only ones refused, the required ones present.
@@ -128,24 +127,19 @@ NamedHardware hardware_from_flags(const cxxopts::ParseResult& flags) {
 
 PlanRequest plan_request_from_flags(const cxxopts::ParseResult& flags) {
   PlanRequest request;
-  request.prompt_len = flags["prompt-len"].as<int64_t>();
-  request.gen_len = flags["gen-len"].as<int64_t>();
+  request.prompt_len = int_flag(flags, "prompt-len", 1, kMaxLengthFlag);
+  request.gen_len = int_flag(flags, "gen-len", 1, kMaxLengthFlag);
   request.compress_weight = flags.count("compress-weight") > 0;
   request.compress_cache = flags.count("compress-cache") > 0;
   if (flags.count("gpu-batch-size")) {
-    request.gpu_batch_size = flags["gpu-batch-size"].as<int64_t>();
-    STRATA_INPUT_CHECK(request.gpu_batch_size >= 1, "--gpu-batch-size must be >= 1");
+    request.gpu_batch_size = int_flag(flags, "gpu-batch-size", 1, kMaxBatchFlag);
   }
   if (flags.count("num-gpu-batches")) {
-    request.num_gpu_batches = flags["num-gpu-batches"].as<int64_t>();
-    STRATA_INPUT_CHECK(request.num_gpu_batches >= 1, "--num-gpu-batches must be >= 1");
+    request.num_gpu_batches = int_flag(flags, "num-gpu-batches", 1, kMaxBatchFlag);
   }
-  if (flags.count("gpu-mem"))
-    request.caps.gpu_bytes = parse_bytes(flags["gpu-mem"].as<std::string>(), "--gpu-mem");
-  if (flags.count("cpu-mem"))
-    request.caps.cpu_bytes = parse_bytes(flags["cpu-mem"].as<std::string>(), "--cpu-mem");
-  if (flags.count("disk-mem"))
-    request.caps.disk_bytes = parse_bytes(flags["disk-mem"].as<std::string>(), "--disk-mem");
+  if (flags.count("gpu-mem")) request.caps.gpu_bytes = cap_flag(flags, "gpu-mem");
+  if (flags.count("cpu-mem")) request.caps.cpu_bytes = cap_flag(flags, "cpu-mem");
+  if (flags.count("disk-mem")) request.caps.disk_bytes = cap_flag(flags, "disk-mem");
   request.allow_disk = !flags.count("no-disk");
   request.hetegen = flags.count("hetegen") > 0;
   if (flags.count("alpha")) request.alpha = parse_alpha_flag(flags);

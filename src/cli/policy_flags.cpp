@@ -2,6 +2,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/flag_values.h"
 #include "core/error.h"
 #include "core/units.h"
 #include "planner/planner.h"
@@ -21,20 +22,17 @@ void add_policy_flags(cxxopts::Options& options, const std::string& default_gpu_
       "percent",
       "WG WC CG CC HG HC: weight, cache and activation percent on GPU and CPU "
       "(the rest on disk)",
-      cxxopts::value<std::vector<double>>())(
-      "gpu-batch-size", "sequences computed together",
-      cxxopts::value<int64_t>()->default_value(default_gpu_batch_size))(
+      number_value())("gpu-batch-size", "sequences computed together",
+                      number_value(default_gpu_batch_size))(
       "num-gpu-batches", "GPU batches in one block (effective batch = both multiplied)",
-      cxxopts::value<int64_t>())("offload-dir", "directory for the disk tier",
-                                 cxxopts::value<std::string>())(
+      number_value())("offload-dir", "directory for the disk tier", cxxopts::value<std::string>())(
       "cpu-cache-compute", "decode attention on the CPU, where the cache lives")(
       "no-overlap", "run loads, compute and stores in plain order (for comparison)")(
       "compress-weight", "hold weights in 4-bit groups on every tier (FlexGen's compression)")(
       "compress-cache", "hold the KV cache in 4-bit groups")(
-      "compress-bits", "bits of --compress-weight / --compress-cache: 4 or 8",
-      cxxopts::value<int>())("gpu-mem", "cap on the GPU tier, e.g. 16GiB",
-                             cxxopts::value<std::string>())("cpu-mem", "cap on the CPU tier",
-                                                            cxxopts::value<std::string>())(
+      "compress-bits", "bits of --compress-weight / --compress-cache: 4 or 8", number_value())(
+      "gpu-mem", "cap on the GPU tier, e.g. 16GiB", cxxopts::value<std::string>())(
+      "cpu-mem", "cap on the CPU tier", cxxopts::value<std::string>())(
       "disk-mem", "cap on the disk tier", cxxopts::value<std::string>())(
       "trace", "write a Chrome trace (Perfetto) of every load, store and compute",
       cxxopts::value<std::string>())(
@@ -42,14 +40,15 @@ void add_policy_flags(cxxopts::Options& options, const std::string& default_gpu_
       "with --policy auto: split linear layers with CPU-tier weights between CPU and GPU "
       "(HeteGen), the planner choosing alpha")(
       "alpha", "HeteGen's alpha for every linear layer: the CPU's share of output columns, [0, 1)",
-      cxxopts::value<double>())(
-      "device", "cpu, cuda or auto (CUDA when a GPU is present and runs the policy)",
-      cxxopts::value<std::string>()->default_value("auto"));
+      number_value())("device",
+                      "cpu, cuda or auto (CUDA when a GPU is present and runs the policy)",
+                      cxxopts::value<std::string>()->default_value("auto"));
 }
 
 double parse_alpha_flag(const cxxopts::ParseResult& flags) {
-  const double a = flags["alpha"].as<double>();
-  STRATA_INPUT_CHECK(a >= 0 && a < 1, "--alpha ", a,
+  const double inf = std::numeric_limits<double>::infinity();
+  const double a = real_flag(flags, "alpha", -inf, inf);  // finite; the range is said below
+  STRATA_INPUT_CHECK(a >= 0 && a < 1, "--alpha ", flags["alpha"].as<std::string>(),
                      " must be in [0, 1) (the CPU's share of each linear layer's output columns)");
   return a;
 }
@@ -73,7 +72,7 @@ EngineOptions engine_options_from_flags(const cxxopts::ParseResult& flags) {
                      "drop --percent");
   if (flags.count("policy") && !automatic) p = Policy::load(flags["policy"].as<std::string>());
   if (flags.count("percent")) {
-    const auto v = flags["percent"].as<std::vector<double>>();
+    const auto v = real_list_flag(flags, "percent", 0, 100);
     STRATA_INPUT_CHECK(v.size() == 6, "--percent takes six numbers: WG WC CG CC HG HC (got ",
                        v.size(), ")");
     p.weights = {v[0], v[1]};
@@ -81,14 +80,16 @@ EngineOptions engine_options_from_flags(const cxxopts::ParseResult& flags) {
     p.activations = {v[4], v[5]};
   }
   if (flags.count("gpu-batch-size") || (!flags.count("policy") && !automatic)) {
-    p.gpu_batch_size = flags["gpu-batch-size"].as<int64_t>();
+    p.gpu_batch_size = int_flag(flags, "gpu-batch-size", 1, kMaxBatchFlag);
   }
-  if (flags.count("num-gpu-batches")) p.num_gpu_batches = flags["num-gpu-batches"].as<int64_t>();
+  if (flags.count("num-gpu-batches"))
+    p.num_gpu_batches = int_flag(flags, "num-gpu-batches", 1, kMaxBatchFlag);
   if (flags.count("cpu-cache-compute")) p.cpu_cache_compute = true;
   if (flags.count("no-overlap")) p.overlap = false;
   if (flags.count("compress-weight")) p.compress_weight = true;
   if (flags.count("compress-cache")) p.compress_cache = true;
-  if (flags.count("compress-bits")) p.compress_bits = flags["compress-bits"].as<int>();
+  if (flags.count("compress-bits"))
+    p.compress_bits = static_cast<int>(int_flag(flags, "compress-bits", 4, 8));
   STRATA_INPUT_CHECK(!flags.count("hetegen") || automatic,
                      "--hetegen lets the planner choose alpha: it needs --policy auto (or give "
                      "--alpha A)");
@@ -102,12 +103,9 @@ EngineOptions engine_options_from_flags(const cxxopts::ParseResult& flags) {
     STRATA_INPUT_CHECK(why.empty(), why);
   }
   if (flags.count("offload-dir")) o.offload_dir = flags["offload-dir"].as<std::string>();
-  if (flags.count("gpu-mem"))
-    o.caps.gpu_bytes = parse_bytes(flags["gpu-mem"].as<std::string>(), "--gpu-mem");
-  if (flags.count("cpu-mem"))
-    o.caps.cpu_bytes = parse_bytes(flags["cpu-mem"].as<std::string>(), "--cpu-mem");
-  if (flags.count("disk-mem"))
-    o.caps.disk_bytes = parse_bytes(flags["disk-mem"].as<std::string>(), "--disk-mem");
+  if (flags.count("gpu-mem")) o.caps.gpu_bytes = cap_flag(flags, "gpu-mem");
+  if (flags.count("cpu-mem")) o.caps.cpu_bytes = cap_flag(flags, "cpu-mem");
+  if (flags.count("disk-mem")) o.caps.disk_bytes = cap_flag(flags, "disk-mem");
   return o;
 }
 
@@ -138,9 +136,10 @@ std::optional<Prediction> plan_from_flags(const cxxopts::ParseResult& flags,
   request.gen_len = options.gen_len;
   request.caps = options.caps;
   // Fixed only when given: the flags' defaults are for hand-written policies.
-  if (flags.count("gpu-batch-size")) request.gpu_batch_size = flags["gpu-batch-size"].as<int64_t>();
+  if (flags.count("gpu-batch-size"))
+    request.gpu_batch_size = int_flag(flags, "gpu-batch-size", 1, kMaxBatchFlag);
   if (flags.count("num-gpu-batches"))
-    request.num_gpu_batches = flags["num-gpu-batches"].as<int64_t>();
+    request.num_gpu_batches = int_flag(flags, "num-gpu-batches", 1, kMaxBatchFlag);
   request.allow_disk = !options.offload_dir.empty();
   request.max_block = max_sequences;
   request.compress_weight = options.policy.compress_weight;

@@ -25,6 +25,7 @@ int run_profile(int argc, char** argv) {
       "quick", "smaller probes (about a second)")(
       "no-gpu", "profile the host alone, as the CPU backend sees it, where a GPU is present");
   const auto flags = parse_flags(options, argc, argv);
+  if (flags.count("out")) check_output_file(flags["out"].as<std::string>(), "--out");
   ProfileOptions po;
   po.offload_dir = flags["offload-dir"].as<std::string>();
   po.disk_probe_bytes = parse_bytes(flags["disk-probe"].as<std::string>(), "--disk-probe");
@@ -43,9 +44,7 @@ int run_profile(int argc, char** argv) {
     return 0;
   }
   const std::string path = flags["out"].as<std::string>();
-  std::ofstream out(path);
-  out << text << "\n";
-  STRATA_INPUT_CHECK(out.good(), path, ": write failed");
+  write_output_file(path, text, "--out");
   std::fprintf(
       stderr,
       "strata profile: %s: sgemm %.1f GFLOP/s, decode attention %.2f GFLOP/s, copy %.2f "

@@ -5,6 +5,7 @@
 
 #include "cli/cluster_cli.h"
 #include "cli/commands.h"
+#include "cli/flag_values.h"
 #include "core/error.h"
 
 namespace strata::cli {
@@ -50,12 +51,12 @@ int run_simulate(int argc, char** argv) {
       "model", "opt-30b, synthetic:ARCH or a model directory", cxxopts::value<std::string>())(
       "nodes", "node counts to project",
       cxxopts::value<std::string>()->default_value("1,2,4,8,16,32,64"))(
-      "prompt-len", "tokens per prompt (default 512)", cxxopts::value<int64_t>())(
-      "gen-len", "new tokens per prompt (default 32)", cxxopts::value<int64_t>())(
-      "gpu-batch-size", "fix the GPU batch size (default: enumerated)", cxxopts::value<int64_t>())(
+      "prompt-len", "tokens per prompt (default 512)", number_value())(
+      "gen-len", "new tokens per prompt (default 32)", number_value())(
+      "gpu-batch-size", "fix the GPU batch size (default: enumerated)", number_value())(
       "num-gpu-batches", "fix the number of GPU batches (default: enumerated, >= nodes)",
-      cxxopts::value<int64_t>())("compress-weight", "plan for 4-bit weights")(
-      "compress-cache", "plan for a 4-bit KV cache");
+      number_value())("compress-weight", "plan for 4-bit weights")("compress-cache",
+                                                                   "plan for a 4-bit KV cache");
   const auto flags = parse_flags(options, argc, argv);
   for (const char* name : {"cluster", "model"}) {
     STRATA_INPUT_CHECK(flags.count(name), "--", name, " is required");

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "cli/flag_values.h"
 #include "core/error.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
@@ -61,12 +62,11 @@ int run_tokenize(int argc, char** argv) {
       "jsonl", "each input line is a JSON string (so a text may hold newlines)")(
       "plain", "do not add the tokens the files put around a text (OPT's leading </s>)")(
       "bench", "encode FILE as one text and print MB/s instead", cxxopts::value<std::string>())(
-      "repeat", "passes over the --bench file", cxxopts::value<int>()->default_value("3"));
+      "repeat", "passes over the --bench file", number_value("3"));
   const auto flags = parse_flags(options, argc, argv);
   const Tokenizer tokenizer = load_tokenizer(flags);
   if (flags.count("bench")) {
-    const int repeat = flags["repeat"].as<int>();
-    STRATA_INPUT_CHECK(repeat >= 1, "--repeat must be >= 1");
+    const int repeat = static_cast<int>(int_flag(flags, "repeat", 1, 1 << 20));
     return bench(tokenizer, flags["bench"].as<std::string>(), repeat);
   }
   const bool jsonl = flags.count("jsonl") > 0;

@@ -125,6 +125,32 @@ bool has_f16c() {
 
 }  // namespace
 
+namespace {
+
+template <typename Bits>
+size_t first_with_exponent(const void* src, size_t n, Bits exponent) {
+  const auto* p = static_cast<const Bits*>(src);
+  for (size_t i = 0; i < n; ++i) {
+    if ((p[i] & exponent) == exponent) return i;
+  }
+  return n;
+}
+
+}  // namespace
+
+size_t first_non_finite(DType dtype, const void* src, size_t n) {
+  switch (dtype) {
+    case DType::kF32:
+      return first_with_exponent<uint32_t>(src, n, 0x7f800000u);
+    case DType::kF16:
+      return first_with_exponent<uint16_t>(src, n, 0x7c00);
+    case DType::kBF16:
+      return first_with_exponent<uint16_t>(src, n, 0x7f80);
+  }
+  STRATA_CHECK(false, "unknown dtype");
+  return n;
+}
+
 void convert_to_f32(DType dtype, const void* src, float* dst, size_t n) {
   switch (dtype) {
     case DType::kF32:

@@ -26,6 +26,10 @@ inline float bf16_to_fp32(uint16_t b) {
 }
 uint16_t fp32_to_bf16(float f);  // round to nearest even
 
+// Index of the first of n elements of src (in dtype) that is NaN or infinite, or n when all are
+// finite: one pass over the bits (exponent all ones), cheap beside reading them.
+size_t first_non_finite(DType dtype, const void* src, size_t n);
+
 // Converts n elements of src (in dtype) to fp32.
 void convert_to_f32(DType dtype, const void* src, float* dst, size_t n);
 // Converts n fp32 values to dtype.

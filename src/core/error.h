@@ -4,6 +4,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace strata {
 
@@ -11,16 +12,24 @@ namespace strata {
 inline constexpr int kExitBadInput = 2;
 inline constexpr int kExitInternal = 1;
 
-// An error carrying its exit status; the message is already one line for the user.
+// An error carrying its exit status; the message is already one line for the user. An internal
+// error also says where it was raised ("src/x.cpp:12 on host (rank 1)"), which the CLI prints
+// only under --verbose.
 class Error : public std::runtime_error {
  public:
-  Error(const std::string& message, int exit_status)
-      : std::runtime_error(message), exit_status_(exit_status) {}
+  Error(const std::string& message, int exit_status, std::string where = {})
+      : std::runtime_error(message), exit_status_(exit_status), where_(std::move(where)) {}
   int exit_status() const { return exit_status_; }
+  const std::string& where() const { return where_; }
 
  private:
   int exit_status_;
+  std::string where_;
 };
+
+// `text` as one line of valid UTF-8 for a terminal: bytes that are not part of a valid UTF-8
+// sequence, and control characters (newlines too), become \xHH.
+std::string printable_line(const std::string& text);
 
 // Where this process runs, for error messages: "host (rank N)".
 std::string process_location();

@@ -17,8 +17,10 @@ uint64_t parse_bytes(const std::string& text, const std::string& what) {
   } catch (const std::exception&) {
     pos = 0;
   }
-  STRATA_INPUT_CHECK(pos > 0 && std::isfinite(value) && value >= 0, what, ": '", text,
-                     "' is not a size (e.g. 16GiB)");
+  const bool starts_as_number =
+      !text.empty() && (std::isdigit(static_cast<unsigned char>(text[0])) || text[0] == '.');
+  STRATA_INPUT_CHECK(starts_as_number && pos > 0 && std::isfinite(value) && value >= 0, what, ": '",
+                     text, "' is not a size (e.g. 16GiB)");
   std::string unit = text.substr(pos);
   for (auto& ch : unit) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   static const std::pair<const char*, double> kUnits[] = {{"", 1},
@@ -36,7 +38,10 @@ uint64_t parse_bytes(const std::string& text, const std::string& what) {
                                                           {"g", 1073741824.0},
                                                           {"t", 1099511627776.0}};
   for (const auto& [name, scale] : kUnits) {
-    if (unit == name) return static_cast<uint64_t>(std::llround(value * scale));
+    if (unit != name) continue;
+    // 2^64 bytes is past any machine; the check keeps the conversion defined.
+    STRATA_INPUT_CHECK(value * scale < 1.8e19, what, ": '", text, "' is too large");
+    return static_cast<uint64_t>(std::llround(value * scale));
   }
   throw_input(what + ": '" + text + "' has an unknown unit (B, KB, MB, GB, KiB, MiB, GiB, TiB)");
 }

@@ -55,6 +55,12 @@ class CheckpointSource : public WeightSource {
         locate(name == "lm_head.weight" && !has_lm_head_ ? "embed_tokens.weight" : name);
     const size_t n = static_cast<size_t>(shape_numel(t.info->shape));
     const void* src = t.file->data(*t.info);
+    // A NaN or Inf in a weight poisons every logit downstream; found here, on bytes being read
+    // anyway, it is named rather than returned as null logprobs.
+    const size_t bad = first_non_finite(t.info->dtype, src, n);
+    STRATA_INPUT_CHECK(bad == n, t.file->path(), ": tensor '", name, "' holds a ",
+                       "non-finite value (NaN or Inf) at element ", bad, " of ", n,
+                       ": the checkpoint is corrupt or was saved after an overflow");
     if (t.info->dtype == dtype) {
       std::memcpy(dst, src, n * dtype_size(dtype));
     } else if (dtype == DType::kF32) {

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/units.h"
 #include "runtime/engine_layout.h"
+#include "runtime/machine_fit.h"
 #include "runtime/packed_stage.h"
 #include "runtime/schedule.h"
 #include "runtime/scheduled_engine.h"
@@ -296,6 +297,7 @@ CpuBackend::CpuBackend(const WeightSource& source, const EngineOptions& engine_o
   shapes = shapes_of(config, options, layouts);
   plan = plan_cpu_memory(config, options);
   check_caps(plan, options.caps);  // before anything is allocated
+  check_fits_machine(config, options, plan, Device::kCpu);
 
   disk = make_disk_tier(plan, options.offload_dir);
   // Weights are packed once, stage by stage, in their stored form; compressed ones stay

@@ -22,7 +22,6 @@
 #include <vector>
 
 #include "core/error.h"
-#include "runtime/disk_cleanup.h"
 
 namespace strata {
 namespace {
@@ -60,27 +59,32 @@ uint64_t free_bytes(const std::string& dir) {
   return uint64_t{info.f_bavail} * info.f_frsize;
 }
 
-// The store's file: closed and removed when this goes.
+// The store's file, already unlinked: the descriptor alone keeps it, so closing it (or the
+// process ending in any way) frees its blocks.
 class OwnedFile {
  public:
-  OwnedFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
-  ~OwnedFile() {
-    ::close(fd_);
-    ::unlink(path_.c_str());
-  }
+  explicit OwnedFile(int fd) : fd_(fd) {}
+  ~OwnedFile() { ::close(fd_); }
   OwnedFile(const OwnedFile&) = delete;
   OwnedFile& operator=(const OwnedFile&) = delete;
   int fd() const { return fd_; }
 
  private:
-  std::string path_;
   int fd_;
 };
 
-// Creates a new file `path` for direct I/O, or throws an input error naming `dir`.
+// Creates a new file `path` for direct I/O and unlinks it at once, or throws an input error
+// naming `dir`.
 int create_direct_file(const std::string& dir, const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_DIRECT | O_CLOEXEC, 0600);
-  if (fd >= 0) return fd;
+  if (fd >= 0) {
+    // From here nothing but the descriptor names the file: a kill -9 leaves nothing behind.
+    const int unlinked = ::unlink(path.c_str());
+    const int error = errno;
+    if (unlinked != 0) ::close(fd);
+    STRATA_CHECK(unlinked == 0, "unlink ", path, ": ", describe_errno(error));
+    return fd;
+  }
   const int error = errno;
   if (error == EINVAL) {
     // Linux creates the file before it finds the filesystem refuses O_DIRECT.
@@ -165,8 +169,7 @@ struct DiskStore::State {
 
   const std::string dir;
   const uint64_t capacity_bytes;
-  const std::string path;
-  CleanupRegistration registration;
+  const std::string path;  // the file's name while it was created; unlinked since
   std::unique_ptr<OwnedFile> file;
   std::unique_ptr<Ring> ring;
 
@@ -188,15 +191,12 @@ struct DiskStore::State {
 };
 
 DiskStore::State::State(const std::string& dir_in, uint64_t capacity_in)
-    : dir(dir_in),
-      capacity_bytes(round_up(capacity_in, kAlignment)),
-      path(make_path()),
-      registration(path) {
+    : dir(dir_in), capacity_bytes(round_up(capacity_in, kAlignment)), path(make_path()) {
   check_offload_dir(dir);
   // Checked first so a too-large policy fails at once instead of filling the disk to the brim.
   STRATA_INPUT_CHECK(capacity_bytes <= free_bytes(dir), room_message(dir, capacity_bytes));
   const int fd = create_direct_file(dir, path);
-  file = std::make_unique<OwnedFile>(path, fd);
+  file = std::make_unique<OwnedFile>(fd);
   STRATA_CHECK(::fchmod(fd, 0600) == 0, "fchmod ", path, ": ", describe_errno(errno));
   if (capacity_bytes > 0) {
     // Reserve now so the run cannot fail later for lack of space.

@@ -3,12 +3,9 @@
 // disk's sequential bandwidth (FlexGen's memmap through the page cache does not).
 //
 // One store is one file, named uniquely, mode 0600, reserved up front with fallocate so the run
-// cannot fail half way for lack of space. The file is removed when the store is destroyed, at
-// exit, and on SIGINT / SIGTERM / SIGHUP: while any store lives, the process keeps a registry of
-// live store paths and a handler for those signals that unlinks them (async-signal-safe), puts
-// back the handler that was there before and re-raises the signal. The last store to go puts the
-// previous handlers back. A signal whose previous disposition was "ignore" stays ignored. SIGKILL
-// cannot be caught: a killed run leaves its file behind (named strata-offload-PID-*.bin).
+// cannot fail half way for lack of space. The file is unlinked as soon as it is opened: only the
+// store's descriptor keeps it, so however the process ends (exit, a signal, kill -9, a crash) the
+// kernel frees its blocks and the offload dir holds nothing of it; no handler or registry needed.
 //
 // I/O: every buffer, offset and size is a multiple of kAlignment. A request is split into
 // kChunkBytes chunks kept kQueueDepth deep in flight; a completion thread reaps them, resubmits
@@ -40,12 +37,13 @@ class DiskStore {
   // kAlignment); nothing is left behind then.
   DiskStore(const std::string& dir, uint64_t capacity_bytes);
   // Waits for outstanding I/O (so the buffers of tickets not waited for must outlive the store),
-  // then closes and removes the file.
+  // then closes the (already unlinked) file.
   ~DiskStore();
   DiskStore(const DiskStore&) = delete;
   DiskStore& operator=(const DiskStore&) = delete;
 
   const std::string& dir() const;
+  // The name the file was created under (it is unlinked at once), for messages.
   const std::string& path() const;
   uint64_t capacity_bytes() const;
   uint64_t allocated_bytes() const;

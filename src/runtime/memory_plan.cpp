@@ -17,6 +17,27 @@ void add_split(uint64_t (&out)[kNumTiers], int64_t numel, const StoredFormat& fo
     out[t] += format.tier_bytes(numel, split, static_cast<Tier>(t));
 }
 
+// The largest sets, estimated in floating point before the element counts are formed in
+// int64, so a batch no machine could hold is an input error rather than an overflow.
+void check_plan_magnitude(const ModelConfig& c, const EngineOptions& o) {
+  const Policy& p = o.policy;
+  const double batch = static_cast<double>(p.gpu_batch_size);
+  const double sequences = batch * static_cast<double>(p.num_gpu_batches * o.n_groups);
+  const double tokens = static_cast<double>(o.max_prompt_len + o.gen_len);
+  const double cache = sequences * tokens * 2.0 * static_cast<double>(c.kv_dim() * c.n_layers);
+  const double rows = batch * static_cast<double>(o.max_prompt_len);
+  const double workspace =
+      rows * static_cast<double>(c.hidden_size + 2 * c.q_dim() + 2 * c.kv_dim() + c.mlp_width() +
+                                 c.word_embed_proj_dim);
+  const double logits = sequences * static_cast<double>(c.vocab_size);
+  const double bytes = 4.0 * (cache + workspace + logits +
+                              sequences * static_cast<double>(o.max_prompt_len * c.hidden_size));
+  STRATA_INPUT_CHECK(bytes < 1e18, "the policy (gpu batch ", p.gpu_batch_size, " x ",
+                     p.num_gpu_batches, " batches, ", o.max_prompt_len + o.gen_len,
+                     " tokens) needs about ", format_bytes(bytes),
+                     ", past any machine: give a smaller --gpu-batch-size or --num-gpu-batches");
+}
+
 }  // namespace
 
 uint64_t MemoryPlan::total(Tier tier) const {
@@ -25,6 +46,7 @@ uint64_t MemoryPlan::total(Tier tier) const {
 }
 
 MemoryPlan plan_data(const ModelConfig& c, const EngineOptions& o, Device device) {
+  check_plan_magnitude(c, o);
   const auto layouts = slice_layouts(c, o);
   const Shapes s = shapes_of(c, o, layouts);
   const Policy& p = o.policy;

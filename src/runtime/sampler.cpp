@@ -5,6 +5,7 @@
 #include <numeric>
 #include <vector>
 
+#include "core/error.h"
 #include "core/random.h"
 #include "kernels/cpu/ops.h"
 
@@ -21,6 +22,12 @@ double RandomStream::uniform() {
 Sampled sample_token(std::span<const float> logits, const SamplingParams& params,
                      RandomStream& stream, std::span<float> scratch) {
   const int64_t n = static_cast<int64_t>(logits.size());
+  // Non-finite logits (a NaN or an overflow in the forward pass) would give a token chosen by
+  // accident and a null logprob: an error, never a result.
+  const auto bad =
+      std::find_if(logits.begin(), logits.end(), [](float v) { return !std::isfinite(v); });
+  STRATA_CHECK(bad == logits.end(), "the logits are not finite (", *bad, " at token id ",
+               bad - logits.begin(), " of ", n, "): the forward pass overflowed or read a NaN");
   cpu::log_softmax(logits.data(), scratch.data(), n);
   if (params.greedy) {
     // First maximum, as torch.argmax.

@@ -2,6 +2,7 @@
 # `strata generate` as a pipeline under mpirun against the one-rank run of the same input.
 #   pipeline_cli.sh MPIEXEC STRATA DATA_DIR CASE
 # same: 2 and 3 ranks (hand and even splits, offloading on the ranks) write byte-identical output.
+# one-line: an error all ranks meet (a bad flag; more ranks than layers) is one line, rank 0's.
 # too-many-ranks: more ranks than layers fails before loading, naming the counts.
 # killed: a rank killed mid-run ends the job with a non-zero status (30 s: a hang guard).
 # families: stories260K on 2 ranks gives llama2.c's 200 golden ids; the tiny Llama-3, Qwen2
@@ -40,6 +41,24 @@ case $case in
     cmp "$work/one.jsonl" "$work/three.jsonl"
     [ "$(wc -l <"$work/one.jsonl")" = 8 ]
     echo "pipeline_cli: 2 and 3 ranks match one rank"
+    ;;
+  one-line)
+    # An error every rank meets is said once, by rank 0 with its host; the status is non-zero.
+    # --quiet as launch/strata-mpirun passes it: mpirun's own boxes stay out of stderr.
+    for ranks_and_flag in "3 --gen-len=abc" "4 --gen-len=2"; do
+      set -- $ranks_and_flag
+      set +e
+      run --quiet -np "$1" "$strata" generate --model "$model" --input "$work/in.jsonl" "$2" \
+        2>"$work/err"
+      status=$?
+      set -e
+      cat "$work/err"
+      [ "$status" = 2 ] || { echo "status $status, not 2"; exit 1; }
+      [ "$(wc -l <"$work/err")" = 1 ] || { echo "not one line"; exit 1; }
+      grep -q "rank 0" "$work/err"
+      grep -q "on $(hostname)" "$work/err"
+    done
+    grep -q "ranks but the model has only 3 layers" "$work/err"
     ;;
   too-many-ranks)
     set +e

@@ -20,6 +20,7 @@
 #include "runtime/cuda/device_tiers.h"
 #include "runtime/cuda/stage_runner.h"
 #include "runtime/engine_layout.h"
+#include "runtime/machine_fit.h"
 #include "runtime/packed_stage.h"
 #include "runtime/scheduled_engine.h"
 #include "runtime/stream.h"
@@ -50,6 +51,7 @@ CudaBackend::CudaBackend(const WeightSource& source, const EngineOptions& engine
   cache_stored = l.cache_stored;
   plan = plan_cuda_memory(c, options);
   check_caps(plan, options.caps);
+  check_fits_machine(c, options, plan, Device::kCuda);  // pinned host memory and the disk tier
   const uint64_t free_bytes = cuda::device_free_bytes();
   STRATA_INPUT_CHECK(l.device_bytes <= free_bytes, "the policy needs ",
                      format_bytes(static_cast<double>(l.device_bytes)), " of GPU memory but GPU ",
