@@ -352,9 +352,10 @@ int run_generate(int argc, char** argv) {
   gen.ignore_eos = flags.count("ignore-eos") > 0;
   gen.sampling = sampling_from_flags(flags);
 
+  // The model's config and headers (no weights yet), then the requests checked against it.
+  auto source = open_weight_source(flags["model"].as<std::string>());
   Inputs in = read_inputs(flags, prompts, stops);
   const size_t n_requests = in.requests.size();
-  auto source = open_weight_source(flags["model"].as<std::string>());
   check_requests(in, source->config(), gen);
   const nlohmann::json job = job_of(flags, in, gen, engine_options.policy);
   // The engine is sized for every request that runs, done or not, so a resumed run computes as
