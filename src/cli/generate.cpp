@@ -66,9 +66,21 @@ class Progress {
     done_ += tokens;
     requests_done_ = requests_done;
     const auto now = std::chrono::steady_clock::now();
-    const double s = std::chrono::duration<double>(now - begin_).count();
     if (!tty_ && std::chrono::duration<double>(now - last_).count() < interval_s_) return;
     last_ = now;
+    draw();
+  }
+  // The last line: on a terminal the line ends; elsewhere the final counts are written.
+  void finish(int64_t requests_done) {
+    requests_done_ = requests_done;
+    if (!tty_ && interval_s_ > 0 && requests_ > 0) draw();
+    if (tty_ && drawn_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  void draw() {
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - begin_).count();
     const double rate = s > 0 ? done_ / s : 0;
     // Sequences that stop early make the total an upper bound, so the ETA is too.
     const double eta = rate > 0 ? (total_ - done_) / rate : 0;
@@ -80,11 +92,7 @@ class Progress {
                  static_cast<long long>(total_), rate, eta, tty_ ? "   " : "\n");
     drawn_ = true;
   }
-  void finish() {
-    if (tty_ && drawn_) std::fprintf(stderr, "\n");
-  }
 
- private:
   int64_t requests_, total_;
   double interval_s_;
   bool tty_;
@@ -427,7 +435,8 @@ int run_generate(int argc, char** argv) {
   Progress progress(static_cast<int64_t>(n_needed), total_tokens, progress_s);
   if (writer) {
     gen.on_step = [&](int64_t n) {
-      if (progress.enabled()) progress.add(n, results.written());
+      if (progress.enabled())
+        progress.add(n, results.written() - static_cast<int64_t>(unrun.size()));
       results.tick();
     };
   }
@@ -447,7 +456,7 @@ int run_generate(int argc, char** argv) {
   }
   if (!writer) return 0;
   results.tick(true);
-  progress.finish();
+  progress.finish(results.written() - static_cast<int64_t>(unrun.size()));
   print_summary(run, results.written(), pipeline ? pipeline->transport->size() : 1);
   return 0;
 }

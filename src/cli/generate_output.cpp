@@ -6,6 +6,15 @@
 #include "core/error.h"
 
 namespace strata::cli {
+namespace {
+
+// Invalid UTF-8 (a token that is part of a character) becomes U+FFFD rather than an error.
+template <typename Json>
+std::string line_text(const Json& line) {
+  return line.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+}  // namespace
 
 const std::vector<std::string>& stops_of(const Inputs& in, const Request& r) {
   return r.params.stop ? *r.params.stop : in.stops;
@@ -58,8 +67,8 @@ void ResultWriter::finish(size_t p, const Generation& g) {
     text = TextStream::text_of(*in_.tokenizer, ids, continues(r));
   }
   emit(in_.format == RequestFormat::kOpenAiBatch
-           ? batch_line(request, &prompt, g, ids, logprobs, text)
-           : native_line(r, prompt, g, ids, logprobs, text));
+           ? line_text(batch_line(request, &prompt, g, ids, logprobs, text))
+           : line_text(native_line(r, prompt, g, ids, logprobs, text)));
   watchers_[p].reset();
 }
 
@@ -67,22 +76,22 @@ void ResultWriter::write_without_run(size_t request) {
   const Request& r = in_.requests[request];
   if (in_.format == RequestFormat::kOpenAiBatch) {
     if (r.error) {
-      nlohmann::json line = batch_envelope(request);
+      nlohmann::ordered_json line = batch_envelope(request);
       line["response"] = nullptr;
       line["error"] = {{"code", r.error->code}, {"message", r.where + ": " + r.error->message}};
-      emit(line);
+      emit(line_text(line));
       return;
     }
     const Generation empty;
-    emit(batch_line(request, nullptr, empty, {}, {},
-                    in_.tokenizer ? std::optional<std::string>("") : std::nullopt));
+    emit(line_text(batch_line(request, nullptr, empty, {}, {},
+                              in_.tokenizer ? std::optional<std::string>("") : std::nullopt)));
     return;
   }
   STRATA_CHECK(!r.error, "a request of strata's own format with an error");
   Prompt p;
   p.ids = r.input_ids;
-  emit(native_line(r, p, Generation{}, {}, {},
-                   in_.tokenizer ? std::optional<std::string>("") : std::nullopt));
+  emit(line_text(native_line(r, p, Generation{}, {}, {},
+                             in_.tokenizer ? std::optional<std::string>("") : std::nullopt)));
 }
 
 nlohmann::json ResultWriter::native_line(const Request& r, const Prompt& p, const Generation& g,
@@ -105,36 +114,38 @@ nlohmann::json ResultWriter::native_line(const Request& r, const Prompt& p, cons
   return j;
 }
 
-nlohmann::json ResultWriter::batch_envelope(size_t request) const {
+nlohmann::ordered_json ResultWriter::batch_envelope(size_t request) const {
   const std::string n = in_.job_hash + "-" + std::to_string(request);
   return {{"id", "batch_req_" + n}, {"custom_id", in_.requests[request].id}};
 }
 
-nlohmann::json ResultWriter::batch_line(size_t request, const Prompt* p, const Generation& g,
-                                        std::span<const int32_t> ids,
-                                        std::span<const float> logprobs,
-                                        const std::optional<std::string>& text) const {
+nlohmann::ordered_json ResultWriter::batch_line(size_t request, const Prompt* p,
+                                                const Generation& g, std::span<const int32_t> ids,
+                                                std::span<const float> logprobs,
+                                                const std::optional<std::string>& text) const {
   const Request& r = in_.requests[request];
   const std::string n = in_.job_hash + "-" + std::to_string(request);
   const bool echo = r.params.echo;
   std::string prompt_text;
   if (echo && in_.tokenizer)
     prompt_text = r.prompt ? *r.prompt : in_.tokenizer->decode(r.input_ids);
-  nlohmann::json choice = {
+  nlohmann::ordered_json choice = {
       {"index", 0},
-      {"text", text ? nlohmann::json(echo ? prompt_text + *text : *text) : nlohmann::json(nullptr)},
+      {"text", text ? nlohmann::ordered_json(echo ? prompt_text + *text : *text)
+                    : nlohmann::ordered_json(nullptr)},
       {"finish_reason", finish_reason_name(g.finish)},
       {"logprobs", nullptr}};
   if (!in_.tokenizer) choice["token_ids"] = std::vector<int32_t>(ids.begin(), ids.end());
   if (r.params.logprobs) {
-    nlohmann::json tokens = nlohmann::json::array(), lps = nlohmann::json::array(),
-                   offsets = nlohmann::json::array();
+    nlohmann::ordered_json tokens = nlohmann::ordered_json::array(),
+                           lps = nlohmann::ordered_json::array(),
+                           offsets = nlohmann::ordered_json::array();
     size_t offset = echo ? 0 : prompt_text.size();
     if (!echo && in_.tokenizer)
       offset = (r.prompt ? *r.prompt : in_.tokenizer->decode(r.input_ids)).size();
-    auto add = [&](int32_t id, nlohmann::json lp) {
+    auto add = [&](int32_t id, nlohmann::ordered_json lp) {
       const std::string piece = in_.tokenizer
-                                    ? in_.tokenizer->decode(std::span<const int32_t>(&id, 1))
+                                    ? in_.tokenizer->decode(std::span<const int32_t>(&id, 1), true)
                                     : std::to_string(id);
       tokens.push_back(piece);
       lps.push_back(std::move(lp));
@@ -144,8 +155,8 @@ nlohmann::json ResultWriter::batch_line(size_t request, const Prompt* p, const G
     if (echo) {
       for (size_t i = 0; i < r.input_ids.size(); ++i) {
         const bool scored = i > 0 && p && p->echo;
-        add(r.input_ids[i],
-            scored ? nlohmann::json(g.token_logprobs[i - 1]) : nlohmann::json(nullptr));
+        add(r.input_ids[i], scored ? nlohmann::ordered_json(g.token_logprobs[i - 1])
+                                   : nlohmann::ordered_json(nullptr));
       }
     }
     for (size_t i = 0; i < ids.size(); ++i) add(ids[i], logprobs[i]);
@@ -156,23 +167,23 @@ nlohmann::json ResultWriter::batch_line(size_t request, const Prompt* p, const G
   }
   const auto prompt_tokens = static_cast<int64_t>(r.input_ids.size());
   const auto completion_tokens = static_cast<int64_t>(ids.size());
-  nlohmann::json body = {{"id", "cmpl-" + n},
-                         {"object", "text_completion"},
-                         {"created", static_cast<int64_t>(std::time(nullptr))},
-                         {"model", r.model.empty() ? in_.model : r.model},
-                         {"choices", nlohmann::json::array({choice})},
-                         {"usage",
-                          {{"prompt_tokens", prompt_tokens},
-                           {"completion_tokens", completion_tokens},
-                           {"total_tokens", prompt_tokens + completion_tokens}}}};
-  nlohmann::json line = batch_envelope(request);
+  nlohmann::ordered_json body = {{"id", "cmpl-" + n},
+                                 {"object", "text_completion"},
+                                 {"created", static_cast<int64_t>(std::time(nullptr))},
+                                 {"model", r.model.empty() ? in_.model : r.model},
+                                 {"choices", nlohmann::ordered_json::array({choice})},
+                                 {"usage",
+                                  {{"prompt_tokens", prompt_tokens},
+                                   {"completion_tokens", completion_tokens},
+                                   {"total_tokens", prompt_tokens + completion_tokens}}}};
+  nlohmann::ordered_json line = batch_envelope(request);
   line["response"] = {{"status_code", 200}, {"request_id", "req_" + n}, {"body", body}};
   line["error"] = nullptr;
   return line;
 }
 
-void ResultWriter::emit(const nlohmann::json& line) {
-  std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+void ResultWriter::emit(const std::string& line) {
+  std::string text = line;
   ++written_;
   if (file_) {
     file_->append(std::move(text));

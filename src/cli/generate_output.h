@@ -54,15 +54,15 @@ class ResultWriter {
 
  private:
   void finish(size_t prompt, const Generation& g);
-  void emit(const nlohmann::json& line);
+  void emit(const std::string& line);
   bool continues(const Request& r) const;
   nlohmann::json native_line(const Request& r, const Prompt& p, const Generation& g,
                              std::span<const int32_t> ids, std::span<const float> logprobs,
                              const std::optional<std::string>& text) const;
-  nlohmann::json batch_line(size_t request, const Prompt* p, const Generation& g,
-                            std::span<const int32_t> ids, std::span<const float> logprobs,
-                            const std::optional<std::string>& text) const;
-  nlohmann::json batch_envelope(size_t request) const;
+  nlohmann::ordered_json batch_line(size_t request, const Prompt* p, const Generation& g,
+                                    std::span<const int32_t> ids, std::span<const float> logprobs,
+                                    const std::optional<std::string>& text) const;
+  nlohmann::ordered_json batch_envelope(size_t request) const;
 
   const Inputs& in_;
   const std::vector<Prompt>& prompts_;
