@@ -83,4 +83,18 @@ assert len(ids) == len(set(ids)) == 2000, f"{len(ids)} lines, {len(set(ids))} id
 assert sorted(got) == sorted(want), "the resumed output differs from the uninterrupted run"
 PY
 [ "$killed" -ge 1 ] || { echo "no run was killed before it finished"; exit 1; }
+if [ "$ranks" = 1 ]; then
+  # SIGTERM: one line with the results safe in the output (all of its lines) and how to resume.
+  : >"$work/err"
+  gen "$work/term.jsonl"
+  for _ in $(seq 600); do [ -s "$work/term.jsonl" ] && break; sleep 0.05; done
+  kill -TERM "$job"
+  wait "$job" || true
+  safe=$(sed -n 's/.*interrupted; \([0-9]*\) results are safe in.*/\1/p' "$work/err")
+  # The count follows each append, so a signal between the two may make it one short.
+  lines=$(wc -l <"$work/term.jsonl")
+  [ -n "$safe" ] && [ "$safe" -le "$lines" ] && [ "$safe" -ge $((lines - 1)) ] &&
+    grep -q "resume with" "$work/err" ||
+    { echo "SIGTERM: no or a wrong notice"; cat "$work/err"; exit 1; }
+fi
 echo "generate_kill: $killed kills on $ranks rank(s); the resumed output equals the uninterrupted run"

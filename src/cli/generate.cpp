@@ -246,6 +246,17 @@ std::vector<bool> done_requests(const std::string& output, const Inputs& in,
   return done;
 }
 
+// `text` as one shell word.
+std::string shell_quoted(const std::string& text) {
+  if (!text.empty() && text.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                              "0123456789-_./:=,+@%") == std::string::npos) {
+    return text;
+  }
+  std::string out = "'";
+  for (char c : text) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
 void check_output_path(const cxxopts::ParseResult& flags) {
   if (!flags.count("output")) return;
   const std::string out = flags["output"].as<std::string>();
@@ -421,6 +432,14 @@ int run_generate(int argc, char** argv) {
   for (size_t i = 0; i < needed.size(); ++i) written[i] = !needed[i];
   ResultWriter results(in, runnable, request_of, written);
   results.hook(gen);
+  std::optional<InterruptNotice> notice;
+  if (writer && !output.empty()) {
+    std::string command = "strata";
+    for (int i = 0; i < argc; ++i) command += " " + shell_quoted(argv[i]);
+    notice.emplace(output, command);
+    notice->set(static_cast<int64_t>(existing.ids.size()), -1);
+    results.notify(&*notice, static_cast<int64_t>(existing.ids.size()));
+  }
   // Only once the engine is built does the output change: a run that fails at start leaves it.
   auto open_output = [&] {
     if (!writer) return;

@@ -187,6 +187,7 @@ void ResultWriter::emit(const std::string& line) {
   ++written_;
   if (file_) {
     file_->append(std::move(text));
+    if (notice_) notice_->set(kept_ + written_, file_->fd());
     return;
   }
   std::cout << text << "\n" << std::flush;

@@ -39,6 +39,11 @@ class ResultWriter {
 
   // Where lines go: a durable file, or stdout when none is given.
   void open(std::unique_ptr<DurableOutput> file) { file_ = std::move(file); }
+  // Keeps `notice` told how many results the output holds: `kept` from before, and each new one.
+  void notify(InterruptNotice* notice, int64_t kept) {
+    notice_ = notice;
+    kept_ = kept;
+  }
   bool opened() const { return file_ != nullptr; }
 
   // gen.stop_check and gen.on_finish, for a call of the generator over prompts[call[0]],
@@ -72,6 +77,8 @@ class ResultWriter {
   std::vector<bool> written_already_;
   std::vector<size_t> call_;
   int64_t written_ = 0;
+  InterruptNotice* notice_ = nullptr;
+  int64_t kept_ = 0;
 };
 
 // The stop strings of a request: its own, else the flags'.

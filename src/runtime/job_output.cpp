@@ -1,9 +1,11 @@
 #include "runtime/job_output.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -162,6 +164,90 @@ void DurableOutput::sync(bool force) {
   check_sys(::fdatasync(fd_) == 0, path_, "fsync");
   dirty_ = false;
   last_sync_ = now;
+}
+
+}  // namespace strata
+
+namespace strata {
+namespace {
+
+constexpr int kNoticeSignals[] = {SIGINT, SIGTERM, SIGHUP};
+constexpr int kNumNoticeSignals = 3;
+// The handler reads only these: fixed buffers written before it is installed, and atomics.
+char g_notice_head[4096];  // "strata generate: interrupted; "
+char g_notice_tail[8192];  // " results are safe in OUT; resume with: COMMAND\n"
+std::atomic<int64_t> g_notice_results{0};
+std::atomic<int> g_notice_fd{-1};
+struct sigaction g_notice_previous[kNumNoticeSignals];
+bool g_notice_installed[kNumNoticeSignals] = {};
+static_assert(std::atomic<int64_t>::is_always_lock_free && std::atomic<int>::is_always_lock_free);
+
+void write_all(const char* text) {
+  size_t n = std::strlen(text);
+  while (n > 0) {
+    const ssize_t w = ::write(STDERR_FILENO, text, n);
+    if (w <= 0) return;
+    text += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+void on_notice_signal(int signal_number) {
+  const int saved_errno = errno;
+  const int fd = g_notice_fd.load();
+  if (fd >= 0) ::fsync(fd);
+  char number[24];
+  int64_t v = g_notice_results.load();
+  int at = sizeof(number) - 1;
+  number[at] = '\0';
+  do {
+    number[--at] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v > 0 && at > 0);
+  write_all(g_notice_head);
+  write_all(number + at);
+  write_all(g_notice_tail);
+  for (int i = 0; i < kNumNoticeSignals; ++i) {
+    if (kNoticeSignals[i] == signal_number)
+      ::sigaction(signal_number, &g_notice_previous[i], nullptr);
+  }
+  errno = saved_errno;
+  ::raise(signal_number);
+}
+
+}  // namespace
+
+InterruptNotice::InterruptNotice(const std::string& output, const std::string& resume_command) {
+  // On a terminal, after the progress line redrawn in place.
+  std::snprintf(g_notice_head, sizeof(g_notice_head), "%sstrata generate: interrupted; ",
+                isatty(STDERR_FILENO) ? "\n" : "");
+  std::snprintf(g_notice_tail, sizeof(g_notice_tail),
+                " results are safe in %s; resume with the same command: %s\n", output.c_str(),
+                resume_command.c_str());
+  for (int i = 0; i < kNumNoticeSignals; ++i) {
+    struct sigaction previous {};
+    if (::sigaction(kNoticeSignals[i], nullptr, &previous) != 0) continue;
+    if (!(previous.sa_flags & SA_SIGINFO) && previous.sa_handler == SIG_IGN) continue;
+    g_notice_previous[i] = previous;
+    struct sigaction action {};
+    action.sa_handler = on_notice_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    g_notice_installed[i] = ::sigaction(kNoticeSignals[i], &action, nullptr) == 0;
+  }
+}
+
+InterruptNotice::~InterruptNotice() {
+  g_notice_fd.store(-1);
+  for (int i = 0; i < kNumNoticeSignals; ++i) {
+    if (g_notice_installed[i]) ::sigaction(kNoticeSignals[i], &g_notice_previous[i], nullptr);
+    g_notice_installed[i] = false;
+  }
+}
+
+void InterruptNotice::set(int64_t results, int fd) {
+  g_notice_results.store(results);
+  g_notice_fd.store(fd);
 }
 
 }  // namespace strata

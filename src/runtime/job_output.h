@@ -48,6 +48,7 @@ class DurableOutput {
   // fsync when something is unsynced and the interval has passed (or `force`).
   void sync(bool force = false);
   int64_t lines_written() const { return lines_; }
+  int fd() const { return fd_; }
 
  private:
   std::string path_;
@@ -56,6 +57,21 @@ class DurableOutput {
   bool dirty_ = false;
   int64_t lines_ = 0;
   std::chrono::steady_clock::time_point last_sync_;
+};
+
+// While alive, SIGINT / SIGTERM / SIGHUP end the process with one line on stderr saying how many
+// results are safe in the output and how to resume, after syncing the output; then the signal
+// goes on to the handler that was there before (by default: the process ends by it).
+class InterruptNotice {
+ public:
+  // `resume_command`: the command line to run again.
+  InterruptNotice(const std::string& output, const std::string& resume_command);
+  ~InterruptNotice();
+  InterruptNotice(const InterruptNotice&) = delete;
+  InterruptNotice& operator=(const InterruptNotice&) = delete;
+
+  // Results in the output now (kept from before plus appended); `fd` is synced on a signal.
+  void set(int64_t results, int fd);
 };
 
 }  // namespace strata
