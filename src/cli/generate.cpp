@@ -477,6 +477,11 @@ int run_generate(int argc, char** argv) {
   results.tick(true);
   progress.finish(results.written() - static_cast<int64_t>(unrun.size()));
   print_summary(run, results.written(), pipeline ? pipeline->transport->size() : 1);
+  if (const DurableOutput* file = results.file()) {
+    std::fprintf(stderr, "strata generate: %s: %lld lines appended, %lld syncs (%.3f s)\n",
+                 output.c_str(), static_cast<long long>(file->lines_written()),
+                 static_cast<long long>(file->syncs()), file->sync_seconds());
+  }
   return 0;
 }
 

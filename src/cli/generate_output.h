@@ -45,6 +45,7 @@ class ResultWriter {
     kept_ = kept;
   }
   bool opened() const { return file_ != nullptr; }
+  const DurableOutput* file() const { return file_.get(); }
 
   // gen.stop_check and gen.on_finish, for a call of the generator over prompts[call[0]],
   // prompts[call[1]], ...

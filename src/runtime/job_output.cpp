@@ -163,7 +163,9 @@ void DurableOutput::sync(bool force) {
   if (!force && std::chrono::duration<double>(now - last_sync_).count() < interval_s_) return;
   check_sys(::fdatasync(fd_) == 0, path_, "fsync");
   dirty_ = false;
-  last_sync_ = now;
+  last_sync_ = std::chrono::steady_clock::now();
+  sync_s_ += std::chrono::duration<double>(last_sync_ - now).count();
+  ++syncs_;
 }
 
 }  // namespace strata

@@ -49,6 +49,8 @@ class DurableOutput {
   void sync(bool force = false);
   int64_t lines_written() const { return lines_; }
   int fd() const { return fd_; }
+  int64_t syncs() const { return syncs_; }
+  double sync_seconds() const { return sync_s_; }
 
  private:
   std::string path_;
@@ -56,6 +58,8 @@ class DurableOutput {
   double interval_s_;
   bool dirty_ = false;
   int64_t lines_ = 0;
+  int64_t syncs_ = 0;
+  double sync_s_ = 0;
   std::chrono::steady_clock::time_point last_sync_;
 };
 
