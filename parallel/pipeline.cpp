@@ -249,7 +249,8 @@ std::string scatter_text(Transport& transport, const std::vector<std::string>& t
 std::vector<Generation> pipeline_generate(const WeightSource& source, const EngineOptions& options,
                                           Transport& transport, std::span<const Prompt> prompts,
                                           const GenerateOptions& gen, GenerationStats* stats,
-                                          const std::function<void()>& on_engine_ready) {
+                                          const std::function<void()>& on_engine_ready,
+                                          nlohmann::json* trace) {
   const int rank = transport.rank(), size = transport.size();
   const auto engine_ptr = make_engine(source, options);
   if (on_engine_ready) on_engine_ready();
@@ -299,6 +300,7 @@ std::vector<Generation> pipeline_generate(const WeightSource& source, const Engi
   }
   outbox.drain();
   if (stats) stats->add(r.local);
+  if (trace) *trace = engine.trace();
   return results;
 }
 

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <span>
 #include <string>
 #include <vector>
@@ -26,11 +27,13 @@ std::vector<int64_t> even_split(int64_t n_layers, int n_ranks);
 // options holds this rank's slice and policy; every rank must use the same batch shape and
 // group count. Rank 0 returns one Generation per prompt; the other ranks return nothing.
 // gen.stop_check and gen.on_finish get the index into `prompts`. `on_engine_ready`, when given,
-// is called once this rank's engine is built, before the first step.
+// is called once this rank's engine is built, before the first step; `trace`, when given, gets
+// this rank's engine trace (Engine::trace) at the end.
 std::vector<Generation> pipeline_generate(const WeightSource& source, const EngineOptions& options,
                                           Transport& transport, std::span<const Prompt> prompts,
                                           const GenerateOptions& gen, GenerationStats* stats,
-                                          const std::function<void()>& on_engine_ready = {});
+                                          const std::function<void()>& on_engine_ready = {},
+                                          nlohmann::json* trace = nullptr);
 
 // Rank 0 sends each rank its text (a rank's plan as JSON) so all ranks run one decision; the
 // others receive theirs. Rank 0 gets texts[0].

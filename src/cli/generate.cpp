@@ -276,6 +276,12 @@ struct GenerateRun {
   double load_s = 0;  // loading the weights (one rank)
 };
 
+void write_trace(const std::string& path, const nlohmann::json& trace) {
+  std::ofstream out(path);
+  out << trace.dump();
+  STRATA_INPUT_CHECK(out.good(), path, ": cannot write the trace");
+}
+
 // One rank: a block of sequences at a time; each result is written as its sequence finishes.
 // Blocks are cut from every runnable request, so a resumed run computes each block it runs
 // with the same sequences as the first run (results do not change with the batch's rounding);
@@ -303,12 +309,7 @@ GenerateRun generate_blocks(const cxxopts::ParseResult& flags, const WeightSourc
     results.set_call(std::move(call));
     engine->generate(std::span(prompts).subspan(first, last - first), gen, &run.stats);
   }
-  if (flags.count("trace")) {
-    const std::string path = flags["trace"].as<std::string>();
-    std::ofstream trace(path);
-    trace << engine->trace().dump();
-    STRATA_INPUT_CHECK(trace.good(), path, ": cannot write the trace");
-  }
+  if (flags.count("trace")) write_trace(flags["trace"].as<std::string>(), engine->trace());
   return run;
 }
 
@@ -467,8 +468,14 @@ int run_generate(int argc, char** argv) {
     std::vector<Prompt> wave_prompts;
     for (size_t i : call) wave_prompts.push_back(runnable[i]);
     results.set_call(std::move(call));
+    nlohmann::json trace;
     parallel::pipeline_generate(*source, pipeline->options, *pipeline->transport, wave_prompts, gen,
-                                &run.stats, open_output);
+                                &run.stats, open_output, flags.count("trace") ? &trace : nullptr);
+    if (flags.count("trace")) {  // one file per rank: FILE on rank 0, FILE.rankN on rank N
+      const int rank = pipeline->transport->rank();
+      write_trace(flags["trace"].as<std::string>() + (rank ? ".rank" + std::to_string(rank) : ""),
+                  trace);
+    }
   } else {
     run = generate_blocks(flags, *source, engine_options, gen, runnable, needed, results,
                           open_output);
