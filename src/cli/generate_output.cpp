@@ -140,25 +140,29 @@ nlohmann::ordered_json ResultWriter::batch_line(size_t request, const Prompt* p,
     nlohmann::ordered_json tokens = nlohmann::ordered_json::array(),
                            lps = nlohmann::ordered_json::array(),
                            offsets = nlohmann::ordered_json::array();
-    size_t offset = echo ? 0 : prompt_text.size();
-    if (!echo && in_.tokenizer)
-      offset = (r.prompt ? *r.prompt : in_.tokenizer->decode(r.input_ids)).size();
+    // Each token's offset in the choice's text is the text its stream has given before it (the
+    // completion's after the prompt's, as OpenAI counts them).
+    const std::string whole_prompt =
+        in_.tokenizer ? (r.prompt ? *r.prompt : in_.tokenizer->decode(r.input_ids)) : "";
+    size_t offset = 0;
+    std::optional<TextStream> stream;
     auto add = [&](int32_t id, nlohmann::ordered_json lp) {
-      const std::string piece = in_.tokenizer
-                                    ? in_.tokenizer->decode(std::span<const int32_t>(&id, 1), true)
-                                    : std::to_string(id);
-      tokens.push_back(piece);
+      tokens.push_back(in_.tokenizer ? in_.tokenizer->decode(std::span<const int32_t>(&id, 1), true)
+                                     : std::to_string(id));
       lps.push_back(std::move(lp));
       offsets.push_back(offset);
-      offset += piece.size();
+      if (stream) offset += stream->push(id).size();
     };
     if (echo) {
+      if (in_.tokenizer) stream.emplace(*in_.tokenizer);
       for (size_t i = 0; i < r.input_ids.size(); ++i) {
         const bool scored = i > 0 && p && p->echo;
         add(r.input_ids[i], scored ? nlohmann::ordered_json(g.token_logprobs[i - 1])
                                    : nlohmann::ordered_json(nullptr));
       }
     }
+    offset = whole_prompt.size();
+    if (in_.tokenizer) stream.emplace(*in_.tokenizer, true, continues(r));
     for (size_t i = 0; i < ids.size(); ++i) add(ids[i], logprobs[i]);
     choice["logprobs"] = {{"tokens", tokens},
                           {"token_logprobs", lps},
