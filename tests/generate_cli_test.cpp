@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "runtime/engine.h"
 #include "runtime/job_output.h"
 #include "test_util.h"
@@ -349,6 +350,71 @@ TEST(GenerateBatchFormat, EchoScoresThePromptAsTeacherForcing) {
     for (size_t k = 0; k < 8; ++k)
       EXPECT_NEAR(lps[p + k].get<double>(), w.golden_logprobs[i][k], 1e-3);
   }
+}
+
+// strata's own format: per-line max_tokens, and echo's prompt_logprobs as the batch format's.
+TEST(GenerateRequests, NativeLinesTakeTheirOwnLengthAndEcho) {
+  TempDir dir;
+  const auto w = test::workload("opt-pub-tiny");
+  write_text(dir.file("in.jsonl"), native_requests([](size_t i) {
+               return nlohmann::json{{"max_tokens", i % 4}, {"echo", i % 2 == 1}};
+             }));
+  const auto r = run_strata(generate(dir, "--ignore-eos"));
+  ASSERT_EQ(r.exit_status, 0) << r.err;
+  const auto lines = lines_of(r.out);
+  ASSERT_EQ(lines.size(), w.prompts.size());
+  for (const auto& line : lines) {
+    const auto j = nlohmann::json::parse(line);
+    const size_t i = std::stoul(j["id"].get<std::string>().substr(1));
+    SCOPED_TRACE(i);
+    const auto ids = j["output_ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(ids, std::vector<int32_t>(w.golden_ids[i].begin(), w.golden_ids[i].begin() + i % 4));
+    EXPECT_EQ(j.contains("prompt_logprobs"), i % 2 == 1);
+    if (i % 2 == 0) continue;
+    const auto& scored = j["prompt_logprobs"];
+    ASSERT_EQ(scored.size(), w.prompts[i].ids.size());
+    EXPECT_TRUE(scored[0].is_null());
+    const auto want = forced_logprobs("opt-pub-tiny", w.prompts[i].ids);
+    for (size_t t = 1; t < scored.size(); ++t) {
+      ASSERT_TRUE(scored[t].is_number());
+      EXPECT_NEAR(scored[t].get<double>(), want[t - 1], 1e-4);
+    }
+  }
+}
+
+TEST(JobOutput, ReadsCompleteLinesAndRefusesAnotherJob) {
+  TempDir dir;
+  const std::string out = dir.file("out.jsonl");
+  const nlohmann::json job = {{"model", "m"}, {"gen_len", 4}};
+  EXPECT_TRUE(read_existing_output(out, job, "id", false).ids.empty());  // missing
+  {
+    DurableOutput file(out, job, 0, 0);
+    file.append(R"({"id": "a"})");
+    file.append(R"({"id": 2})");
+  }
+  std::string text = read_text(out);
+  write_text(out, text + R"({"id": "c", "out)");
+  const auto existing = read_existing_output(out, job, "id", false);
+  EXPECT_EQ(existing.complete_bytes, text.size());
+  EXPECT_TRUE(existing.torn);
+  EXPECT_EQ(existing.ids, (std::vector<nlohmann::json>{"a", 2}));
+  EXPECT_TRUE(read_existing_output(out, job, "id", true).ids.empty());  // --restart
+  // Appending after the kept bytes drops the torn line.
+  {
+    DurableOutput file(out, job, existing.complete_bytes, 0);
+    file.append(R"({"id": "c"})");
+  }
+  EXPECT_EQ(read_text(out), text + "{\"id\": \"c\"}\n");
+  nlohmann::json other = job;
+  other["gen_len"] = 5;
+  try {
+    read_existing_output(out, other, "id", false);
+    ADD_FAILURE() << "a different job was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("gen_len"), std::string::npos) << e.what();
+  }
+  EXPECT_NE(content_hash("a"), content_hash("b"));
+  EXPECT_EQ(content_hash(""), "cbf29ce484222325");  // FNV-1a's offset basis
 }
 
 TEST(GenerateLogs, ProgressLinesWhenStderrIsNotATerminal) {
