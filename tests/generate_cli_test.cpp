@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -415,6 +417,36 @@ TEST(JobOutput, ReadsCompleteLinesAndRefusesAnotherJob) {
   }
   EXPECT_NE(content_hash("a"), content_hash("b"));
   EXPECT_EQ(content_hash(""), "cbf29ce484222325");  // FNV-1a's offset basis
+}
+
+// --model ORG/NAME from the local Hugging Face cache (a snapshot at refs/main), as its directory.
+TEST(GenerateModels, ARepositoryNameResolvesFromTheLocalCache) {
+  TempDir dir;
+  write_text(dir.file("in.jsonl"), native_requests());
+  const std::string repo = dir.file("hub/models--org--tiny");
+  std::filesystem::create_directories(repo + "/refs");
+  std::filesystem::create_directories(repo + "/snapshots");
+  write_text(repo + "/refs/main", "0123abcd\n");
+  std::filesystem::create_directory_symlink(test::model_dir("opt-pub-tiny"),
+                                            repo + "/snapshots/0123abcd");
+  const char* before = std::getenv("HF_HUB_CACHE");
+  const std::string saved = before ? before : "";
+  ::setenv("HF_HUB_CACHE", dir.file("hub").c_str(), 1);
+  const std::string args = " --input " + dir.file("in.jsonl") + " --threads 1 --gen-len 5";
+  const auto by_name = run_strata("generate --model org/tiny" + args);
+  const auto missing = run_strata("generate --model org/other" + args);
+  const auto bare = run_strata("generate --model opt-125m" + args);
+  if (before) {
+    ::setenv("HF_HUB_CACHE", saved.c_str(), 1);
+  } else {
+    ::unsetenv("HF_HUB_CACHE");
+  }
+  const auto by_dir = run_strata("generate --model " + test::model_dir("opt-pub-tiny") + args);
+  ASSERT_EQ(by_name.exit_status, 0) << by_name.err;
+  ASSERT_EQ(by_dir.exit_status, 0) << by_dir.err;
+  EXPECT_EQ(by_name.out, by_dir.out);
+  expect_one_line_error(missing, {"org/other", "models--org--other", "synthetic:"});
+  expect_one_line_error(bare, {"opt-125m", "synthetic:opt-125m"});
 }
 
 TEST(GenerateLogs, ProgressLinesWhenStderrIsNotATerminal) {

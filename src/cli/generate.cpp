@@ -16,6 +16,7 @@
 #include "cli/pipeline_flags.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "model/model_dir.h"
 #include "model/weight_source.h"
 #include "parallel/pipeline.h"
 #include "runtime/engine.h"
@@ -157,7 +158,7 @@ Inputs read_inputs(const cxxopts::ParseResult& flags, const std::vector<std::str
   const bool synthetic = model.rfind("synthetic:", 0) == 0;
   const std::string tokenizer_dir = flags.count("tokenizer") ? flags["tokenizer"].as<std::string>()
                                     : synthetic              ? ""
-                                                             : model;
+                                                             : resolve_model_dir(model);
   if (!tokenizer_dir.empty()) in.tokenizer = Tokenizer::load(tokenizer_dir);
   STRATA_INPUT_CHECK(!flags.count("tokenizer") || in.tokenizer, tokenizer_dir,
                      ": no tokenizer (tokenizer.json or vocab.json + merges.txt)");
