@@ -120,7 +120,8 @@ void accept_tokens(RankContext& r, Group& grp) {
   for (int64_t e = 0; e < tokens.count(); ++e) {
     const TokenEntry t = tokens.at(e);
     const size_t i = grp.begin + static_cast<size_t>(t.pos);
-    const bool goes_on = accept_token({t.token, t.logprob}, r.gen, eos, i, (*r.results)[i]);
+    const bool goes_on =
+        accept_token({t.token, t.logprob}, r.prompts[i], r.gen, eos, i, (*r.results)[i]);
     grp.steps->accept(t.pos, t.token, goes_on);
   }
   r.local.generated_tokens += tokens.count();
@@ -179,8 +180,9 @@ void move_hidden(RankContext& r, int64_t g, const StepBuilder& steps, bool into_
   if (!into_engine) r.outbox.send(r.rank + 1, kTagHidden, r.rows);
 }
 
-// The last rank: a token per sequence of the step, in step order, back to rank 0.
-void sample_tokens(RankContext& r, Group& grp) {
+// The last rank: a token per sequence of step t, in step order, back to rank 0. Every sequence
+// of a group starts together, so one running at step t has t tokens already.
+void sample_tokens(RankContext& r, Group& grp, int64_t t) {
   Tokens tokens(r.block);
   const size_t vocab = static_cast<size_t>(r.engine.config().vocab_size);
   const auto& steps = grp.steps->steps();
@@ -190,7 +192,8 @@ void sample_tokens(RankContext& r, Group& grp) {
       std::span<const float> row(r.engine.logits(static_cast<int64_t>(k)).data() + j * vocab,
                                  vocab);
       const Sampled s =
-          sample_token(row, r.gen.sampling, grp.streams[static_cast<size_t>(pos)], r.scratch);
+          next_token(row, r.prompts[grp.begin + static_cast<size_t>(pos)], r.gen,
+                     static_cast<size_t>(t), grp.streams[static_cast<size_t>(pos)], r.scratch);
       tokens.push({pos, s.token, s.logprob});
     }
   }
@@ -212,7 +215,7 @@ void run_group_step(RankContext& r, Group& grp, int64_t g, int64_t t) {
     grp.steps->advance();
     if (!r.last) move_hidden(r, g, *grp.steps, false);
   }
-  if (r.last) sample_tokens(r, grp);
+  if (r.last) sample_tokens(r, grp, t);
 }
 
 }  // namespace
@@ -245,9 +248,12 @@ std::string scatter_text(Transport& transport, const std::vector<std::string>& t
 
 std::vector<Generation> pipeline_generate(const WeightSource& source, const EngineOptions& options,
                                           Transport& transport, std::span<const Prompt> prompts,
-                                          const GenerateOptions& gen, GenerationStats* stats) {
+                                          const GenerateOptions& gen, GenerationStats* stats,
+                                          const std::function<void()>& on_engine_ready,
+                                          nlohmann::json* trace) {
   const int rank = transport.rank(), size = transport.size();
   const auto engine_ptr = make_engine(source, options);
+  if (on_engine_ready) on_engine_ready();
   Engine& engine = *engine_ptr;
   STRATA_CHECK(engine.has_embed() == (rank == 0) && engine.has_head() == (rank == size - 1),
                "rank ", rank, "'s slice does not match its place in the pipeline");
@@ -272,7 +278,8 @@ std::vector<Generation> pipeline_generate(const WeightSource& source, const Engi
                         static_cast<int64_t>(grp.count), p.gpu_batch_size);
       if (r.last) {
         for (size_t i = 0; i < grp.count; ++i) {
-          grp.streams.emplace_back(gen.sampling.seed, prompts[grp.begin + i].index);
+          const Prompt& pr = prompts[grp.begin + i];
+          grp.streams.emplace_back(pr.sampling_of(gen).seed, pr.index);
         }
       }
     }
@@ -293,6 +300,7 @@ std::vector<Generation> pipeline_generate(const WeightSource& source, const Engi
   }
   outbox.drain();
   if (stats) stats->add(r.local);
+  if (trace) *trace = engine.trace();
   return results;
 }
 

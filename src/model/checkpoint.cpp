@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/json_file.h"
+#include "model/model_dir.h"
 #include "model/weight_source.h"
 
 namespace strata {
@@ -149,7 +150,7 @@ std::unique_ptr<WeightSource> open_weight_source(const std::string& spec) {
     const auto json = builtin_config_json(arch);
     return make_synthetic_source(parse_model_config(json, arch), 0, spec);
   }
-  return std::make_unique<CheckpointSource>(spec);
+  return std::make_unique<CheckpointSource>(resolve_model_dir(spec));
 }
 
 }  // namespace strata

@@ -42,9 +42,8 @@ Device parse_device(const std::string& text, const std::string& flag) {
 
 Device resolved_device(const ModelConfig& config, const EngineOptions& options) {
   if (options.device != Device::kAuto) return options.device;
-  return cuda_device_count() > 0 && cuda_unsupported(config, options.policy).empty()
-             ? Device::kCuda
-             : Device::kCpu;
+  return cuda_device_count() > 0 && cuda_unsupported(config, options.policy).empty() ? Device::kCuda
+                                                                                     : Device::kCpu;
 }
 
 std::string cuda_unsupported(const ModelConfig& config, const Policy& p) {
@@ -131,11 +130,13 @@ std::vector<Generation> Engine::generate(std::span<const Prompt> prompts,
   for (const auto& pr : prompts) {
     STRATA_CHECK(!pr.ids.empty() && static_cast<int64_t>(pr.ids.size()) <= sized.max_prompt_len,
                  "prompt length outside what the engine was sized for");
+    STRATA_CHECK(pr.steps(options) >= 1 && pr.steps(options) <= options.gen_len,
+                 "a prompt needs from 1 to gen_len steps");
   }
   std::vector<Generation> results(n);
   StepBuilder builder(prompts, static_cast<int64_t>(n), static_cast<int64_t>(gbs));
   std::vector<RandomStream> streams;
-  for (const auto& pr : prompts) streams.emplace_back(options.sampling.seed, pr.index);
+  for (const auto& pr : prompts) streams.emplace_back(pr.sampling_of(options).seed, pr.index);
   const size_t vocab = static_cast<size_t>(config().vocab_size);
   std::vector<float> scratch(vocab);
   if (prefill_logits) prefill_logits->assign(n, {});
@@ -156,8 +157,8 @@ std::vector<Generation> Engine::generate(std::span<const Prompt> prompts,
         std::span<const float> row = batch_logits.subspan(j * vocab, vocab);
         if (t == 0 && prefill_logits) (*prefill_logits)[i].assign(row.begin(), row.end());
         Generation& g = results[i];
-        const bool goes_on =
-            accept_next_token(row, options, config().eos_token_ids, i, streams[i], scratch, g);
+        const bool goes_on = accept_next_token(row, prompts[i], options, config().eos_token_ids, i,
+                                               streams[i], scratch, g);
         builder.accept(static_cast<int64_t>(i), g.output_ids.back(), goes_on);
       }
     }

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "kernels/cpu/ops.h"
 #include "runtime/stages.h"
 #include "runtime/step_builder.h"
 
@@ -30,24 +31,46 @@ void GenerationStats::add(const GenerationStats& o) {
   flops += o.flops;
 }
 
-bool accept_next_token(std::span<const float> logits, const GenerateOptions& options,
-                       std::span<const int32_t> eos_ids, size_t seq, RandomStream& stream,
-                       std::span<float> scratch, Generation& g) {
-  return accept_token(sample_token(logits, options.sampling, stream, scratch), options, eos_ids,
-                      seq, g);
+Sampled next_token(std::span<const float> logits, const Prompt& prompt,
+                   const GenerateOptions& options, size_t n_done, RandomStream& stream,
+                   std::span<float> scratch) {
+  if (static_cast<int64_t>(n_done) < prompt.forced_tokens()) {
+    const int32_t token = prompt.ids[n_done + 1];
+    cpu::log_softmax(logits.data(), scratch.data(), static_cast<int64_t>(logits.size()));
+    return {token, scratch[static_cast<size_t>(token)]};
+  }
+  return sample_token(logits, prompt.sampling_of(options), stream, scratch);
 }
 
-bool accept_token(const Sampled& s, const GenerateOptions& options,
+bool accept_next_token(std::span<const float> logits, const Prompt& prompt,
+                       const GenerateOptions& options, std::span<const int32_t> eos_ids, size_t seq,
+                       RandomStream& stream, std::span<float> scratch, Generation& g) {
+  return accept_token(next_token(logits, prompt, options, g.output_ids.size(), stream, scratch),
+                      prompt, options, eos_ids, seq, g);
+}
+
+bool accept_token(const Sampled& s, const Prompt& prompt, const GenerateOptions& options,
                   std::span<const int32_t> eos_ids, size_t seq, Generation& g) {
   g.output_ids.push_back(s.token);
   g.token_logprobs.push_back(s.logprob);
-  const bool eos = !options.ignore_eos &&
-                   std::find(eos_ids.begin(), eos_ids.end(), s.token) != eos_ids.end();
-  if (eos || (options.stop_check && options.stop_check(seq, g.output_ids))) {
-    g.finish = FinishReason::kStop;
-    return false;
+  const auto n = static_cast<int64_t>(g.output_ids.size());
+  bool goes_on = n < prompt.steps(options);
+  if (n > prompt.forced_tokens()) {
+    const bool eos =
+        !options.ignore_eos && std::find(eos_ids.begin(), eos_ids.end(), s.token) != eos_ids.end();
+    if (eos || (options.stop_check && options.stop_check(seq, g.output_ids))) {
+      g.finish = FinishReason::kStop;
+      goes_on = false;
+    }
   }
-  return true;
+  if (!goes_on && options.on_finish) options.on_finish(seq, g);
+  return goes_on;
+}
+
+int64_t max_steps(std::span<const Prompt> prompts, const GenerateOptions& options) {
+  int64_t most = 0;
+  for (const auto& p : prompts) most = std::max(most, p.steps(options));
+  return most;
 }
 
 std::vector<Generation> generate_batch(const ResidentModel& model, std::span<const Prompt> prompts,
@@ -60,12 +83,13 @@ std::vector<Generation> generate_batch(const ResidentModel& model, std::span<con
   if (n == 0 || options.gen_len == 0) return results;
   int64_t longest = 0;
   for (const auto& p : prompts) {
-    STRATA_CHECK(!p.ids.empty(), "empty prompt");
+    STRATA_CHECK(!p.ids.empty() && p.steps(options) >= 1 && p.steps(options) <= options.gen_len,
+                 "a prompt needs tokens and from 1 to gen_len steps");
     longest = std::max<int64_t>(longest, static_cast<int64_t>(p.ids.size()));
   }
   KvCache cache(c, static_cast<int64_t>(n), longest + options.gen_len);
   std::vector<RandomStream> streams;
-  for (const auto& p : prompts) streams.emplace_back(options.sampling.seed, p.index);
+  for (const auto& p : prompts) streams.emplace_back(p.sampling_of(options).seed, p.index);
   const size_t vocab = static_cast<size_t>(c.vocab_size);
   std::vector<float> logits(n * vocab), scratch(vocab);
   // One batch of every sequence: slot i is sequence i, as the cache holds them.
@@ -87,7 +111,7 @@ std::vector<Generation> generate_batch(const ResidentModel& model, std::span<con
       std::span<const float> row(logits.data() + j * vocab, vocab);
       Generation& g = results[i];
       const bool goes_on =
-          accept_next_token(row, options, c.eos_token_ids, i, streams[i], scratch, g);
+          accept_next_token(row, prompts[i], options, c.eos_token_ids, i, streams[i], scratch, g);
       builder.accept(steps[j].slot, g.output_ids.back(), goes_on);
     }
     if (options.on_step) options.on_step(static_cast<int64_t>(steps.size()));

@@ -3,15 +3,161 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <map>
 
 #include "core/error.h"
 
 namespace strata {
+namespace {
 
-std::vector<Request> read_requests(const std::string& path) {
+// Token ids of a JSON array, as an input error naming `where` and `field` otherwise.
+std::vector<int32_t> token_ids(const nlohmann::json& ids, const std::string& where,
+                               const std::string& field) {
+  STRATA_INPUT_CHECK(ids.is_array(), where, ": field '", field, "' is not an array");
+  std::vector<int32_t> out;
+  for (const auto& id : ids) {
+    STRATA_INPUT_CHECK(id.is_number_integer(), where, ": field '", field,
+                       "' holds a value that is not an integer");
+    const int64_t value = id.get<int64_t>();
+    STRATA_INPUT_CHECK(value >= INT32_MIN && value <= INT32_MAX, where, ": token id ", value,
+                       " is outside the vocabulary");
+    out.push_back(static_cast<int32_t>(value));
+  }
+  return out;
+}
+
+// max_tokens, temperature, top_p, seed, stop, echo, logprobs of `j` (a native line or a batch
+// body), checked.
+RequestParams read_params(const nlohmann::json& j, const std::string& where) {
+  RequestParams p;
+  auto number = [&](const char* name) -> const nlohmann::json* {
+    if (!j.contains(name) || j[name].is_null()) return nullptr;
+    STRATA_INPUT_CHECK(j[name].is_number(), where, ": field '", name, "' is not a number");
+    return &j[name];
+  };
+  if (const auto* v = number("max_tokens")) {
+    STRATA_INPUT_CHECK(v->is_number_integer() && v->get<int64_t>() >= 0, where,
+                       ": field 'max_tokens' must be an integer >= 0");
+    p.max_tokens = v->get<int64_t>();
+  }
+  if (const auto* v = number("temperature")) {
+    const double t = v->get<double>();
+    STRATA_INPUT_CHECK(t >= 0 && t <= 100, where, ": field 'temperature' must be in [0, 100]");
+    p.temperature = static_cast<float>(t);
+  }
+  if (const auto* v = number("top_p")) {
+    const double t = v->get<double>();
+    STRATA_INPUT_CHECK(t > 0 && t <= 1, where, ": field 'top_p' must be in (0, 1]");
+    p.top_p = static_cast<float>(t);
+  }
+  if (const auto* v = number("seed")) {
+    STRATA_INPUT_CHECK(v->is_number_integer(), where, ": field 'seed' is not an integer");
+    p.seed =
+        v->is_number_unsigned() ? v->get<uint64_t>() : static_cast<uint64_t>(v->get<int64_t>());
+  }
+  if (j.contains("stop") && !j["stop"].is_null()) {
+    const auto& s = j["stop"];
+    std::vector<std::string> stops;
+    if (s.is_string()) {
+      stops.push_back(s.get<std::string>());
+    } else {
+      STRATA_INPUT_CHECK(s.is_array(), where, ": field 'stop' is not a string or an array");
+      for (const auto& x : s) {
+        STRATA_INPUT_CHECK(x.is_string(), where,
+                           ": field 'stop' holds a value that is not a string");
+        stops.push_back(x.get<std::string>());
+      }
+    }
+    for (const auto& x : stops) STRATA_INPUT_CHECK(!x.empty(), where, ": an empty 'stop' string");
+    if (!stops.empty()) p.stop = std::move(stops);
+  }
+  if (j.contains("echo") && !j["echo"].is_null()) {
+    STRATA_INPUT_CHECK(j["echo"].is_boolean(), where, ": field 'echo' is not true or false");
+    p.echo = j["echo"].get<bool>();
+  }
+  if (const auto* v = number("logprobs")) {
+    STRATA_INPUT_CHECK(v->is_number_integer() && v->get<int64_t>() >= 0 && v->get<int64_t>() <= 5,
+                       where, ": field 'logprobs' must be an integer from 0 to 5");
+    p.logprobs = v->get<int>();
+  }
+  return p;
+}
+
+Request native_request(const nlohmann::json& j, const std::string& where) {
+  STRATA_INPUT_CHECK(j.contains("id"), where, ": missing field 'id'");
+  Request r;
+  r.id = j["id"];
+  r.where = where;
+  if (j.contains("input_ids")) {
+    r.input_ids = token_ids(j["input_ids"], where, "input_ids");
+  } else if (j.contains("prompt")) {
+    STRATA_INPUT_CHECK(j["prompt"].is_string(), where, ": field 'prompt' is not a string");
+    r.prompt = j["prompt"].get<std::string>();
+  } else {
+    throw_input(where + ": needs 'input_ids' or 'prompt'");
+  }
+  r.params = read_params(j, where);
+  return r;
+}
+
+Request batch_request(const nlohmann::json& j, const std::string& where) {
+  STRATA_INPUT_CHECK(j.contains("custom_id"), where,
+                     ": missing field 'custom_id' (an OpenAI batch file: every line needs one)");
+  STRATA_INPUT_CHECK(j["custom_id"].is_string(), where, ": field 'custom_id' is not a string");
+  STRATA_INPUT_CHECK(j.value("method", "") == "POST", where, ": field 'method' must be \"POST\"");
+  STRATA_INPUT_CHECK(j.contains("url") && j["url"].is_string(), where, ": missing field 'url'");
+  const std::string url = j["url"].get<std::string>();
+  STRATA_INPUT_CHECK(url != "/v1/chat/completions", where,
+                     ": /v1/chat/completions is not supported yet (no chat templates); use "
+                     "/v1/completions with a prompt");
+  STRATA_INPUT_CHECK(url == "/v1/completions", where, ": url ", url,
+                     " is not supported; use /v1/completions");
+  STRATA_INPUT_CHECK(j.contains("body") && j["body"].is_object(), where,
+                     ": missing object field 'body'");
+  const auto& body = j["body"];
+  Request r;
+  r.id = j["custom_id"];
+  r.where = where;
+  if (body.contains("model")) {
+    STRATA_INPUT_CHECK(body["model"].is_string(), where, ": field 'body.model' is not a string");
+    r.model = body["model"].get<std::string>();
+  }
+  STRATA_INPUT_CHECK(body.contains("prompt"), where, ": missing field 'body.prompt'");
+  const auto& prompt = body["prompt"];
+  if (prompt.is_string()) {
+    r.prompt = prompt.get<std::string>();
+  } else {
+    STRATA_INPUT_CHECK(prompt.is_array() && (prompt.empty() || !prompt[0].is_array()) &&
+                           (prompt.empty() || !prompt[0].is_string()),
+                       where,
+                       ": field 'body.prompt' must be a string or an array of token ids (one "
+                       "prompt per line)");
+    r.input_ids = token_ids(prompt, where, "body.prompt");
+  }
+  for (const char* name : {"n", "best_of"}) {
+    STRATA_INPUT_CHECK(!body.contains(name) || body[name].is_null() || body[name] == 1, where,
+                       ": field 'body.", name, "' other than 1 is not supported");
+  }
+  for (const char* name : {"presence_penalty", "frequency_penalty"}) {
+    STRATA_INPUT_CHECK(!body.contains(name) || body[name].is_null() || body[name] == 0, where,
+                       ": field 'body.", name, "' other than 0 is not supported");
+  }
+  STRATA_INPUT_CHECK(
+      !body.contains("logit_bias") || body["logit_bias"].is_null() || body["logit_bias"].empty(),
+      where, ": field 'body.logit_bias' is not supported");
+  STRATA_INPUT_CHECK(!body.contains("stream") || body["stream"] != true, where,
+                     ": field 'body.stream' is not supported in a batch");
+  r.params = read_params(body, where);
+  return r;
+}
+
+}  // namespace
+
+RequestFile read_request_file(const std::string& path) {
   std::ifstream in(path);
   STRATA_INPUT_CHECK(in.good(), path, ": cannot open: ", std::strerror(errno));
-  std::vector<Request> requests;
+  RequestFile file;
+  std::map<std::string, int64_t> line_of_id;
   std::string line;
   for (int64_t number = 1; std::getline(in, line); ++number) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
@@ -23,31 +169,22 @@ std::vector<Request> read_requests(const std::string& path) {
       throw_input(where + ": not JSON (" + e.what() + ")");
     }
     STRATA_INPUT_CHECK(j.is_object(), where, ": not a JSON object");
-    STRATA_INPUT_CHECK(j.contains("id"), where, ": missing field 'id'");
-    Request r;
-    r.id = j["id"];
-    r.where = where;
-    if (j.contains("input_ids")) {
-      const auto& ids = j["input_ids"];
-      STRATA_INPUT_CHECK(ids.is_array(), where, ": field 'input_ids' is not an array");
-      for (const auto& id : ids) {
-        STRATA_INPUT_CHECK(id.is_number_integer(), where,
-                           ": field 'input_ids' holds a value that is not an integer");
-        const int64_t value = id.get<int64_t>();
-        STRATA_INPUT_CHECK(value >= INT32_MIN && value <= INT32_MAX, where, ": token id ", value,
-                           " is outside the vocabulary");
-        r.input_ids.push_back(static_cast<int32_t>(value));
-      }
-    } else if (j.contains("prompt")) {
-      STRATA_INPUT_CHECK(j["prompt"].is_string(), where, ": field 'prompt' is not a string");
-      r.prompt = j["prompt"].get<std::string>();
-    } else {
-      throw_input(where + ": needs 'input_ids' or 'prompt'");
-    }
-    requests.push_back(std::move(r));
+    if (file.requests.empty() && j.contains("custom_id")) file.format = RequestFormat::kOpenAiBatch;
+    Request r = file.format == RequestFormat::kOpenAiBatch ? batch_request(j, where)
+                                                           : native_request(j, where);
+    const auto [at, fresh] = line_of_id.emplace(r.id.dump(), number);
+    STRATA_INPUT_CHECK(fresh, where, ": duplicate id ", r.id.dump(), " (also on line ", at->second,
+                       ")");
+    file.requests.push_back(std::move(r));
   }
   STRATA_INPUT_CHECK(!in.bad(), path, ": read failed");
-  return requests;
+  STRATA_INPUT_CHECK(!file.requests.empty(), path,
+                     ": no requests (the file is empty or holds only blank lines)");
+  return file;
+}
+
+std::vector<Request> read_requests(const std::string& path) {
+  return read_request_file(path).requests;
 }
 
 std::vector<Request> prompt_requests(const std::vector<std::string>& prompts) {
@@ -63,9 +200,15 @@ std::vector<Request> prompt_requests(const std::vector<std::string>& prompts) {
 }
 
 void tokenize_prompts(std::vector<Request>& requests, const Tokenizer* tokenizer,
-                      const std::string& tokenizer_source) {
+                      const std::string& tokenizer_source, bool errors_in_output) {
   for (auto& r : requests) {
     if (!r.prompt) continue;
+    if (!tokenizer && errors_in_output) {
+      r.error =
+          RequestError{"tokenizer_missing", "a text prompt needs a tokenizer and " +
+                                                tokenizer_source + " has none; give token ids"};
+      continue;
+    }
     STRATA_INPUT_CHECK(tokenizer, r.where, ": a text prompt needs a tokenizer and ",
                        tokenizer_source, " has none (tokenizer.json or vocab.json + merges.txt); ",
                        "give 'input_ids' or --tokenizer DIR");
@@ -73,16 +216,45 @@ void tokenize_prompts(std::vector<Request>& requests, const Tokenizer* tokenizer
   }
 }
 
-void validate_request(const Request& r, const ModelConfig& config, int64_t gen_len) {
-  STRATA_INPUT_CHECK(!r.input_ids.empty(), r.where, ": the prompt has no tokens");
+std::optional<RequestError> request_problem(const Request& r, const ModelConfig& config,
+                                            int64_t gen_len) {
+  if (r.input_ids.empty()) return RequestError{"invalid_prompt", "the prompt has no tokens"};
   for (int32_t id : r.input_ids) {
-    STRATA_INPUT_CHECK(id >= 0 && id < config.vocab_size, r.where, ": token id ", id,
-                       " is outside the vocabulary (0..", config.vocab_size - 1, ")");
+    if (id < 0 || id >= config.vocab_size) {
+      return RequestError{"invalid_prompt", "token id " + std::to_string(id) +
+                                                " is outside the vocabulary (0.." +
+                                                std::to_string(config.vocab_size - 1) + ")"};
+    }
   }
   const int64_t total = static_cast<int64_t>(r.input_ids.size()) + gen_len;
-  STRATA_INPUT_CHECK(total <= config.max_positions, r.where, ": prompt of ", r.input_ids.size(),
-                     " tokens plus --gen-len ", gen_len, " is ", total,
-                     ", longer than max_position_embeddings ", config.max_positions);
+  if (total > config.max_positions) {
+    return RequestError{"context_length_exceeded",
+                        "prompt of " + std::to_string(r.input_ids.size()) + " tokens plus " +
+                            (r.params.max_tokens ? "max_tokens " : "--gen-len ") +
+                            std::to_string(gen_len) + " is " + std::to_string(total) +
+                            ", longer than max_position_embeddings " +
+                            std::to_string(config.max_positions)};
+  }
+  return std::nullopt;
+}
+
+void validate_request(const Request& r, const ModelConfig& config, int64_t gen_len) {
+  const auto problem = request_problem(r, config, gen_len);
+  STRATA_INPUT_CHECK(!problem, r.where, ": ", problem ? problem->message : "");
+}
+
+SamplingParams request_sampling(const RequestParams& p, const SamplingParams& base) {
+  SamplingParams s = base;
+  if (p.top_p) {
+    s.top_p = *p.top_p;
+    s.greedy = false;
+  }
+  if (p.temperature) {
+    s.greedy = *p.temperature == 0;
+    if (!s.greedy) s.temperature = *p.temperature;
+  }
+  if (p.seed) s.seed = *p.seed;
+  return s;
 }
 
 nlohmann::json result_json(const Request& r, const Generation& g,

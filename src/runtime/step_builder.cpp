@@ -39,8 +39,8 @@ bool StepBuilder::next_step() {
   clear();
   for (size_t pos = 0; pos < active_.size(); ++pos) {
     if (!active_[pos]) continue;
-    add(static_cast<int64_t>(pos), step_ == 1 ? std::span<const int32_t>(prompts_[pos].ids)
-                                              : std::span<const int32_t>(&next_[pos], 1));
+    add(static_cast<int64_t>(pos),
+        step_ == 1 ? prompts_[pos].prefill_ids() : std::span<const int32_t>(&next_[pos], 1));
   }
   return !n_new_.empty();
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `strata generate` as a pipeline under mpirun against the one-rank run of the same input.
 #   pipeline_cli.sh MPIEXEC STRATA DATA_DIR CASE
-# same: 2 and 3 ranks (hand and even splits, offloading on the ranks) write byte-identical output.
+# same: 2 and 3 ranks (hand and even splits, offloading on the ranks) write byte-identical output
+#   (sequences of equal length finish in input order); --trace writes one file per rank.
 # one-line: an error all ranks meet (a bad flag; more ranks than layers) is one line, rank 0's.
 # too-many-ranks: more ranks than layers fails before loading, naming the counts.
 # killed: a rank killed mid-run ends the job with a non-zero status (30 s: a hang guard).
@@ -32,8 +33,13 @@ case $case in
   same)
     "$strata" generate --model "$model" --input "$work/in.jsonl" --output "$work/one.jsonl" "${common[@]}"
     run -np 2 "$strata" generate --model "$model" --input "$work/in.jsonl" \
-      --output "$work/two.jsonl" "${common[@]}" --layers-per-rank 2,1 --transport mpi
+      --output "$work/two.jsonl" "${common[@]}" --layers-per-rank 2,1 --transport mpi \
+      --trace "$work/trace.json"
     cmp "$work/one.jsonl" "$work/two.jsonl"
+    # A Chrome trace per rank.
+    for f in "$work/trace.json" "$work/trace.json.rank1"; do
+      python3 -c 'import json, sys; assert json.load(open(sys.argv[1]))["traceEvents"]' "$f"
+    done
     mkdir -p "$work/off"
     run -np 3 "$strata" generate --model "$model" --input "$work/in.jsonl" \
       --output "$work/three.jsonl" "${common[@]}" --percent 0 50 0 50 100 0 \
