@@ -11,7 +11,7 @@ cmake --build "$build_dir" -j "${JOBS:-$(nproc)}" --target strata
 # On the build's own disk: O_DIRECT needs a real file system (tmpfs refuses it on older kernels).
 offload=$(mktemp -d "$build_dir/quickstart-offload.XXXXXX")
 out=$(mktemp)
-trap 'rm -rf "$offload" "$out" "$out.log"' EXIT
+trap 'rm -rf "$offload" "$out" "$out.log" "$out.job.json"' EXIT
 prompts=("Once upon a time" "Lily and Ben went to the park." "")
 args=()
 for p in "${prompts[@]}"; do args+=(--prompt "$p"); done

@@ -118,11 +118,11 @@ void add_generate_flags(cxxopts::Options& options) {
       cxxopts::value<std::string>())(
       "output", "JSONL results, appended as they finish; a re-run resumes (default: stdout)",
       cxxopts::value<std::string>())("gen-len", "new tokens per sequence", number_value("32"))(
-      "greedy", "argmax decoding (the default)")("temperature", "sampling temperature",
-                                                 number_value("1.0"))(
-      "top-p", "nucleus sampling mass", number_value("1.0"))("seed", "sampling seed",
-                                                             number_value("0"))(
-      "ignore-eos", "do not stop at the end-of-sequence token")(
+      "greedy", "argmax decoding (the default)")(
+      "temperature", "sampling temperature", number_value("1.0"))("top-p", "nucleus sampling mass",
+                                                                  number_value("1.0"))(
+      "seed", "sampling seed", number_value("0"))("ignore-eos",
+                                                  "do not stop at the end-of-sequence token")(
       "restart", "start --output over instead of resuming it")(
       "fsync-interval", "seconds between syncs of --output (0: after every line)",
       number_value("2"))(

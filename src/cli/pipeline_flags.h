@@ -27,6 +27,7 @@ struct PipelineRank {
 // --cluster (on rank 0, then sent to every rank), or as even as it goes. A one-rank run with
 // --cluster gets the plan's policy and caps in `base`.
 std::optional<PipelineRank> pipeline_rank_from_flags(const cxxopts::ParseResult& flags,
-                                                     const ModelConfig& config, EngineOptions& base);
+                                                     const ModelConfig& config,
+                                                     EngineOptions& base);
 
 }  // namespace strata::cli

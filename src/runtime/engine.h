@@ -12,8 +12,8 @@
 
 #include "model/weight_source.h"
 #include "runtime/generator.h"
-#include "runtime/stages.h"
 #include "runtime/policy.h"
+#include "runtime/stages.h"
 
 namespace strata {
 

@@ -2,8 +2,8 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "runtime/cpu_engine.h"
-#include "runtime/engine.h"
 #include "runtime/cuda/cuda_layout.h"
+#include "runtime/engine.h"
 #include "runtime/memory_plan.h"
 #include "runtime/probes/gpu_probe.h"
 
