@@ -646,7 +646,7 @@ TEST(DeviceFlag, BadValuesAreInputErrors) {
   // auto runs on the CPU where there is no GPU.
   EngineOptions automatic;
   automatic.device = Device::kAuto;
-  EXPECT_EQ(resolved_device(ModelConfig{}, automatic), Device::kCpu);
+  EXPECT_EQ(resolved_device(automatic), Device::kCpu);
 }
 
 }  // namespace

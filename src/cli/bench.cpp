@@ -87,7 +87,7 @@ Bounds measure_bounds(const cxxopts::ParseResult& flags, const ModelConfig& conf
                       const EngineOptions& options) {
   const bool measure = !flags.count("no-bounds");
   Bounds b;
-  b.cuda = resolved_device(config, options) == Device::kCuda;
+  b.cuda = resolved_device(options) == Device::kCuda;
   b.sgemm_gflops = measure && !b.cuda ? measure_sgemm_gflops() : 0.0;
   b.h2d_peak_gbps = measure && b.cuda ? measure_pinned_h2d_gbps(options.gpu_index) : 0.0;
   const MemoryPlan plan = plan_memory(config, options);
@@ -356,7 +356,7 @@ int run_bench(int argc, char** argv) {
   // for a batch that cannot fit would take all memory themselves.
   const MemoryPlan plan = plan_memory(config, engine_options);
   check_caps(plan, engine_options.caps);
-  check_fits_machine(config, engine_options, plan, resolved_device(config, engine_options));
+  check_fits_machine(config, engine_options, plan, resolved_device(engine_options));
   const auto prompts = prompts_from_flags(flags, config, block, prompt_len);
   const Bounds bounds = measure_bounds(flags, config, engine_options);
 

@@ -129,7 +129,7 @@ std::optional<PipelineRank> pipeline_rank_from_flags(const cxxopts::ParseResult&
   // The slice and this rank's caps, checked before any weight is read.
   const MemoryPlan plan = plan_memory(config, rank.options);
   check_caps(plan, rank.options.caps);
-  check_fits_machine(config, rank.options, plan, resolved_device(config, rank.options));
+  check_fits_machine(config, rank.options, plan, resolved_device(rank.options));
   return rank;
 }
 

@@ -99,7 +99,7 @@ EngineOptions engine_options_from_flags(const cxxopts::ParseResult& flags) {
   p.validate();
   o.device = parse_device(flags["device"].as<std::string>(), "--device");
   if (o.device == Device::kCuda) {
-    const std::string why = cuda_policy_unsupported(p);
+    const std::string why = cuda_unsupported(p);
     STRATA_INPUT_CHECK(why.empty(), why);
   }
   if (flags.count("offload-dir")) o.offload_dir = flags["offload-dir"].as<std::string>();

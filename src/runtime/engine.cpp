@@ -40,18 +40,13 @@ Device parse_device(const std::string& text, const std::string& flag) {
   return Device::kCuda;
 }
 
-Device resolved_device(const ModelConfig& config, const EngineOptions& options) {
+Device resolved_device(const EngineOptions& options) {
   if (options.device != Device::kAuto) return options.device;
-  return cuda_device_count() > 0 && cuda_unsupported(config, options.policy).empty() ? Device::kCuda
-                                                                                     : Device::kCpu;
+  return cuda_device_count() > 0 && cuda_unsupported(options.policy).empty() ? Device::kCuda
+                                                                             : Device::kCpu;
 }
 
-std::string cuda_unsupported(const ModelConfig& config, const Policy& p) {
-  (void)config;  // every family runs on both engines
-  return cuda_policy_unsupported(p);
-}
-
-std::string cuda_policy_unsupported(const Policy& p) {
+std::string cuda_unsupported(const Policy& p) {
   if (p.compress_cache && p.cpu_cache_compute) {
     return "policy: compress_cache with cpu_cache_compute is not supported on --device cuda "
            "(the CPU attends over an fp16 cache)";

@@ -49,13 +49,11 @@ struct EngineOptions {
   int gpu_index = 0;  // which GPU under kCuda (a rank's local rank on a multi-GPU node)
 };
 
-// Empty when the CUDA engine runs `policy` on this model, else why not (one line naming the
-// field or flag).
-std::string cuda_unsupported(const ModelConfig& config, const Policy& policy);
-// The policy's part of that, for flags read before the model.
-std::string cuda_policy_unsupported(const Policy& policy);
+// Empty when the CUDA engine runs `policy` (every model family does), else why not (one line
+// naming the field or flag).
+std::string cuda_unsupported(const Policy& policy);
 // kCpu or kCuda: what make_engine builds for these options.
-Device resolved_device(const ModelConfig& config, const EngineOptions& options);
+Device resolved_device(const EngineOptions& options);
 
 // What one tier held and moved.
 struct TierStats {

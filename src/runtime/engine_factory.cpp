@@ -45,7 +45,7 @@ double measure_pinned_h2d_gbps(int index) {
 }
 
 MemoryPlan plan_memory(const ModelConfig& config, const EngineOptions& options) {
-  if (resolved_device(config, options) == Device::kCuda) return plan_cuda_memory(config, options);
+  if (resolved_device(options) == Device::kCuda) return plan_cuda_memory(config, options);
   return plan_cpu_memory(config, options);
 }
 
@@ -56,14 +56,14 @@ std::unique_ptr<Engine> make_engine(const WeightSource& source, const EngineOpti
                      source.description(), ": config.json sliding_window ", config.sliding_window,
                      " is below this run's longest sequence (", longest,
                      " tokens); sliding-window attention is not implemented yet");
-  if (resolved_device(config, options) == Device::kCpu) {
+  if (resolved_device(options) == Device::kCpu) {
     if (options.device == Device::kAuto && cuda_device_count() > 0) {
       log_warn("--device auto: running on the CPU although a GPU is present: " +
-               cuda_unsupported(config, options.policy));
+               cuda_unsupported(options.policy));
     }
     return make_cpu_engine(source, options);
   }
-  const std::string why = cuda_unsupported(config, options.policy);
+  const std::string why = cuda_unsupported(options.policy);
   STRATA_INPUT_CHECK(why.empty(), why);
 #if STRATA_HAVE_CUDA
   return make_cuda_engine(source, options);

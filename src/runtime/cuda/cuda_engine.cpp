@@ -37,7 +37,7 @@ CudaBackend::CudaBackend(const WeightSource& source, const EngineOptions& engine
   options.device = Device::kCuda;
   const Policy& p = options.policy;
   p.validate();
-  const std::string why = cuda_unsupported(config, p);
+  const std::string why = cuda_unsupported(p);
   STRATA_INPUT_CHECK(why.empty(), why);
   STRATA_CHECK(options.max_prompt_len >= 1 && options.gen_len >= 1,
                "engine needs prompt and gen lengths");
