@@ -3,7 +3,7 @@
 set -euo pipefail
 packages=(
   build-essential cmake pkg-config git
-  libopenblas-dev libglpk-dev libopenmpi-dev openmpi-bin
+  libopenblas-dev libdnnl-dev libglpk-dev libopenmpi-dev openmpi-bin
   libcxxopts-dev nlohmann-json3-dev liburing-dev libicu-dev
   libgtest-dev libgmock-dev
   # launching: Slurm (the slurm ctest runs real daemons), plots for the scaling study

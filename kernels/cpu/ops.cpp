@@ -1,13 +1,12 @@
 #include "kernels/cpu/ops.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/cpu/gemm.h"
 
 namespace strata::cpu {
 
@@ -18,14 +17,20 @@ GemmCounters& gemm_counters() {
 
 namespace {
 
+// Elementwise work below this many values is not worth waking a second thread for.
+constexpr int64_t kParallelMinValues = int64_t{1} << 15;
+
+// The team for `values` of elementwise work: 1 when small.
+int team(int64_t values) {
+  return values < kParallelMinValues ? 1 : compute_threads();
+}
+
 // y[:, 0:cols] (rows of stride ldy) = x * w[0:cols]^T, counted in gemm_counters().
 void gemm_columns(const float* x, const float* w, float* y, int64_t m, int64_t cols, int64_t k,
                   int64_t ldy) {
   if (cols == 0) return;
   const auto begin = std::chrono::steady_clock::now();
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(m),
-              static_cast<blasint>(cols), static_cast<blasint>(k), 1.0f, x, static_cast<blasint>(k),
-              w, static_cast<blasint>(k), 0.0f, y, static_cast<blasint>(ldy));
+  gemm_nt(x, k, w, k, y, ldy, m, cols, k);
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
       std::chrono::steady_clock::now() - begin);
   gemm_counters().nanoseconds += static_cast<uint64_t>(ns.count());
@@ -33,6 +38,7 @@ void gemm_columns(const float* x, const float* w, float* y, int64_t m, int64_t c
 }
 
 void add_bias(float* y, const float* bias, int64_t m, int64_t n) {
+#pragma omp parallel for num_threads(team(m* n))
   for (int64_t i = 0; i < m; ++i) {
     float* row = y + i * n;
 #pragma omp simd
@@ -68,6 +74,7 @@ void linear_split(const float* x, const float* w, const float* bias, float* y, i
 
 void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows,
                 int64_t dim, float eps) {
+#pragma omp parallel for num_threads(team(rows* dim))
   for (int64_t r = 0; r < rows; ++r) {
     const float* in = x + r * dim;
     float* out = y + r * dim;
@@ -91,6 +98,7 @@ void layer_norm(const float* x, const float* gamma, const float* beta, float* y,
 }
 
 void rms_norm(const float* x, const float* weight, float* y, int64_t rows, int64_t dim, float eps) {
+#pragma omp parallel for num_threads(team(rows* dim))
   for (int64_t r = 0; r < rows; ++r) {
     const float* in = x + r * dim;
     float* out = y + r * dim;
@@ -128,26 +136,28 @@ void rotary(float* x, int64_t ld, int64_t rows, const int64_t* positions, int64_
 }
 
 void silu_mul(float* gate, const float* up, int64_t n) {
+#pragma omp parallel for num_threads(team(n))
   for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
 void relu(float* x, int64_t n) {
-#pragma omp simd
+#pragma omp parallel for simd num_threads(team(n))
   for (int64_t i = 0; i < n; ++i) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
 void gelu(float* x, int64_t n) {
   constexpr float kInvSqrt2 = 0.70710678118654752f;
+#pragma omp parallel for num_threads(team(n))
   for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * kInvSqrt2));
 }
 
 void add_inplace(float* y, const float* x, int64_t n) {
-#pragma omp simd
+#pragma omp parallel for simd num_threads(team(n))
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
 void scale_inplace(float* y, float s, int64_t n) {
-#pragma omp simd
+#pragma omp parallel for simd num_threads(team(n))
   for (int64_t i = 0; i < n; ++i) y[i] *= s;
 }
 
@@ -171,49 +181,42 @@ void causal_softmax_row(float* row, int64_t n_valid, int64_t n_total) {
   std::fill(row + n_valid, row + n_total, 0.0f);
 }
 
-void attention_gemm(const float* q, int64_t ld_q, const float* k, const float* v, int64_t ld_kv,
-                    float* out, int64_t start, int64_t n_new, int64_t n_heads, int64_t group,
-                    int64_t head_dim) {
+// One head h of causal attention (query columns col, key / value columns kv_col). scores holds
+// n_new x (start + n_new) floats.
+void attention_head_gemm(const float* q, int64_t ld_q, const float* k, const float* v,
+                         int64_t ld_kv, float* out, int64_t start, int64_t n_new, int64_t col,
+                         int64_t kv_col, int64_t head_dim, float* scores) {
   const int64_t n_keys = start + n_new;
-  std::vector<float> scores(static_cast<size_t>(n_new * n_keys));
-  for (int64_t h = 0; h < n_heads; ++h) {
-    const int64_t col = h * head_dim, kv_col = h / group * head_dim;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n_new, n_keys, head_dim, 1.0f, q + col,
-                ld_q, k + kv_col, ld_kv, 0.0f, scores.data(), n_keys);
-    for (int64_t i = 0; i < n_new; ++i) {
-      causal_softmax_row(scores.data() + i * n_keys, start + i + 1, n_keys);
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n_new, head_dim, n_keys, 1.0f,
-                scores.data(), n_keys, v + kv_col, ld_kv, 0.0f, out + col, ld_q);
-  }
+  gemm_nt(q + col, ld_q, k + kv_col, ld_kv, scores, n_keys, n_new, n_keys, head_dim);
+  for (int64_t i = 0; i < n_new; ++i)
+    causal_softmax_row(scores + i * n_keys, start + i + 1, n_keys);
+  gemm_nn(scores, n_keys, v + kv_col, ld_kv, out + col, ld_q, n_new, head_dim, n_keys);
 }
 
-void attention_loops(const float* q, int64_t ld_q, const float* k, const float* v, int64_t ld_kv,
-                     float* out, int64_t start, int64_t n_new, int64_t n_heads, int64_t group,
-                     int64_t head_dim) {
-  std::vector<float> p(static_cast<size_t>(start + n_new));
-  std::vector<float> acc(static_cast<size_t>(head_dim));
+// The same with a few queries: dot products beat a GEMM call. p holds start + n_new floats,
+// acc head_dim.
+void attention_head_loops(const float* q, int64_t ld_q, const float* k, const float* v,
+                          int64_t ld_kv, float* out, int64_t start, int64_t n_new, int64_t col,
+                          int64_t kv_col, int64_t head_dim, float* p, float* acc) {
   for (int64_t i = 0; i < n_new; ++i) {
     const int64_t n_keys = start + i + 1;
-    for (int64_t h = 0; h < n_heads; ++h) {
-      const float* qh = q + i * ld_q + h * head_dim;
-      for (int64_t j = 0; j < n_keys; ++j) {
-        const float* kj = k + j * ld_kv + h / group * head_dim;
-        float s = 0;
+    const float* qh = q + i * ld_q + col;
+    for (int64_t j = 0; j < n_keys; ++j) {
+      const float* kj = k + j * ld_kv + kv_col;
+      float s = 0;
 #pragma omp simd reduction(+ : s)
-        for (int64_t d = 0; d < head_dim; ++d) s += qh[d] * kj[d];
-        p[j] = s;
-      }
-      causal_softmax_row(p.data(), n_keys, n_keys);
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t j = 0; j < n_keys; ++j) {
-        const float* vj = v + j * ld_kv + h / group * head_dim;
-        const float pj = p[j];
-#pragma omp simd
-        for (int64_t d = 0; d < head_dim; ++d) acc[d] += pj * vj[d];
-      }
-      std::copy(acc.begin(), acc.end(), out + i * ld_q + h * head_dim);
+      for (int64_t d = 0; d < head_dim; ++d) s += qh[d] * kj[d];
+      p[j] = s;
     }
+    causal_softmax_row(p, n_keys, n_keys);
+    std::fill(acc, acc + head_dim, 0.0f);
+    for (int64_t j = 0; j < n_keys; ++j) {
+      const float* vj = v + j * ld_kv + kv_col;
+      const float pj = p[j];
+#pragma omp simd
+      for (int64_t d = 0; d < head_dim; ++d) acc[d] += pj * vj[d];
+    }
+    std::copy(acc, acc + head_dim, out + i * ld_q + col);
   }
 }
 
@@ -225,10 +228,25 @@ void attention(const float* q, int64_t ld_q, const float* k, const float* v, int
   STRATA_CHECK(n_kv_heads > 0 && n_heads % n_kv_heads == 0, "attention: ", n_kv_heads,
                " key / value heads for ", n_heads, " query heads");
   const int64_t group = n_heads / n_kv_heads;
-  if (n_new >= kGemmAttentionMinQueries) {
-    attention_gemm(q, ld_q, k, v, ld_kv, out, start, n_new, n_heads, group, head_dim);
-  } else {
-    attention_loops(q, ld_q, k, v, ld_kv, out, start, n_new, n_heads, group, head_dim);
+  const int64_t n_keys = start + n_new;
+  const bool use_gemm = n_new >= kGemmAttentionMinQueries;
+  // Heads split over the threads; each head's GEMMs then run on one (gemm_nests()), so every
+  // head's result is the same whatever the thread count.
+  const int threads = gemm_nests() ? team(n_heads * (n_new + 1) * n_keys * head_dim) : 1;
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> scratch(static_cast<size_t>(use_gemm ? n_new * n_keys : n_keys + head_dim));
+#pragma omp for schedule(static)
+    for (int64_t h = 0; h < n_heads; ++h) {
+      const int64_t col = h * head_dim, kv_col = h / group * head_dim;
+      if (use_gemm) {
+        attention_head_gemm(q, ld_q, k, v, ld_kv, out, start, n_new, col, kv_col, head_dim,
+                            scratch.data());
+      } else {
+        attention_head_loops(q, ld_q, k, v, ld_kv, out, start, n_new, col, kv_col, head_dim,
+                             scratch.data(), scratch.data() + n_keys);
+      }
+    }
   }
 }
 

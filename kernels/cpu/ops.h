@@ -22,7 +22,7 @@ GemmCounters& gemm_counters();
 
 inline constexpr float kLayerNormEps = 1e-5f;
 
-// y[m, n] = x[m, k] * w[n, k]^T + bias[n] (bias may be null). Through OpenBLAS sgemm.
+// y[m, n] = x[m, k] * w[n, k]^T + bias[n] (bias may be null). Through gemm_nt (gemm.h).
 void linear(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
             int64_t k);
 

@@ -1,4 +1,3 @@
-#include <cblas.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,6 +14,7 @@
 #include "cli/commands.h"
 #include "cli/flag_values.h"
 #include "core/error.h"
+#include "kernels/cpu/gemm.h"
 
 namespace strata::cli {
 
@@ -55,7 +55,7 @@ cxxopts::ParseResult parse_flags(cxxopts::Options& options, int argc, char** arg
 
 void set_threads(int threads) {
   STRATA_INPUT_CHECK(threads >= 0, "--threads must be >= 0");
-  if (threads > 0) openblas_set_num_threads(threads);
+  cpu::set_compute_threads(threads);
 }
 
 void check_output_file(const std::string& path, const std::string& flag) {

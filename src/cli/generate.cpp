@@ -127,7 +127,7 @@ void add_generate_flags(cxxopts::Options& options) {
       "fsync-interval", "seconds between syncs of --output (0: after every line)",
       number_value("2"))(
       "progress-interval", "seconds between progress lines when stderr is not a terminal (0: none)",
-      number_value("30"))("threads", "compute threads (0: OpenBLAS default)", number_value("0"));
+      number_value("30"))("threads", "compute threads (0: one per core)", number_value("0"));
   add_policy_flags(options, "16");
   add_pipeline_flags(options);
 }

@@ -5,7 +5,8 @@
 
 namespace strata {
 
-// OpenBLAS sgemm rate on n x n x n, best of a few repetitions, in GFLOP/s.
+// fp32 GEMM rate on n x n x n, the faster of OpenBLAS and the engine's GEMM (gemm.h), best of a few
+// repetitions, in GFLOP/s.
 double measure_sgemm_gflops(int n = 2048, int repetitions = 3);
 
 // sgemm rate with `rows` activation rows over a decoder layer's weight shapes (hidden h, MLP
