@@ -33,7 +33,8 @@ std::string generate(const TempDir& dir, const std::string& extra = "") {
 // Hugging Face's logits at each prompt's last position as log-softmax, in workload order.
 std::vector<std::vector<double>> golden_first_rows() {
   std::vector<std::vector<double>> rows;
-  for (const auto& c : test::load_cases(kModel)["cases"]) {
+  const auto cases = test::load_cases(kModel);
+  for (const auto& c : cases["cases"]) {
     for (const auto& logits : c["prefill_last_logits"]) {
       const auto v = logits.get<std::vector<double>>();
       const double mx = *std::max_element(v.begin(), v.end());
