@@ -5,6 +5,7 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <type_traits>
 
 #include "core/error.h"
 #include "runtime/step_builder.h"
@@ -51,10 +52,9 @@ struct HeaderEntry {  // a sequence of the step, in position order
   int64_t pos;
   int64_t n_tokens;
 };
-struct TokenEntry {  // a sampled token, back to rank 0
+struct TokenEntry {  // a sampled token, back to rank 0, with its alternatives when asked
   int64_t pos;
-  int32_t token;
-  float logprob;
+  Sampled sampled;
 };
 template <typename E>
 struct StepMessage {
@@ -82,6 +82,7 @@ struct StepMessage {
 };
 using Header = StepMessage<HeaderEntry>;
 using Tokens = StepMessage<TokenEntry>;
+static_assert(std::is_trivially_copyable_v<TokenEntry>, "token entries travel as bytes");
 
 // One group's sequences within a wave.
 struct Group {
@@ -120,9 +121,8 @@ void accept_tokens(RankContext& r, Group& grp) {
   for (int64_t e = 0; e < tokens.count(); ++e) {
     const TokenEntry t = tokens.at(e);
     const size_t i = grp.begin + static_cast<size_t>(t.pos);
-    const bool goes_on =
-        accept_token({t.token, t.logprob}, r.prompts[i], r.gen, eos, i, (*r.results)[i]);
-    grp.steps->accept(t.pos, t.token, goes_on);
+    const bool goes_on = accept_token(t.sampled, r.prompts[i], r.gen, eos, i, (*r.results)[i]);
+    grp.steps->accept(t.pos, t.sampled.token, goes_on);
   }
   r.local.generated_tokens += tokens.count();
   if (r.gen.on_step && tokens.count() > 0) r.gen.on_step(tokens.count());
@@ -194,7 +194,7 @@ void sample_tokens(RankContext& r, Group& grp, int64_t t) {
       const Sampled s =
           next_token(row, r.prompts[grp.begin + static_cast<size_t>(pos)], r.gen,
                      static_cast<size_t>(t), grp.streams[static_cast<size_t>(pos)], r.scratch);
-      tokens.push({pos, s.token, s.logprob});
+      tokens.push({pos, s});
     }
   }
   if (r.size > 1) {

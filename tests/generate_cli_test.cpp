@@ -20,17 +20,13 @@
 namespace strata {
 namespace {
 
+using test::batch_line;
+using test::forced_logprobs;
+using test::lines_of;
 using test::read_text;
 using test::run_strata;
 using test::TempDir;
 using test::write_text;
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> lines;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  return lines;
-}
 
 std::vector<std::string> sorted_lines(const std::string& text) {
   auto lines = lines_of(text);
@@ -205,13 +201,6 @@ TEST(GenerateRequests, PerRequestSamplingEqualsTheFlags) {
   EXPECT_GT(differ, 0) << "negative control: sampling should change some line";
 }
 
-std::string batch_line(const std::string& id, const nlohmann::json& body) {
-  return nlohmann::json{
-             {"custom_id", id}, {"method", "POST"}, {"url", "/v1/completions"}, {"body", body}}
-             .dump() +
-         "\n";
-}
-
 TEST(GenerateBatchFormat, LengthsPerLineAndAnErrorLineForAnOverlongRequest) {
   TempDir dir;
   const auto w = test::workload("opt-pub-tiny");
@@ -283,35 +272,6 @@ TEST(GenerateBatchFormat, MalformedLinesAreRefusedNamingTheLine) {
     const auto j = nlohmann::json::parse(line);
     EXPECT_EQ(j["custom_id"] == "t", !j["error"].is_null()) << line;
   }
-}
-
-// Teacher-forced logprobs of ids[1..] from the engine's own forward: each prefix prefilled, the
-// next id's log-softmax read off the last position's logits.
-std::vector<double> forced_logprobs(const std::string& model, const std::vector<int32_t>& ids) {
-  auto source = open_weight_source(test::model_dir(model));
-  std::vector<Prompt> prompts;
-  for (size_t t = 1; t < ids.size(); ++t) {
-    prompts.push_back({std::vector<int32_t>(ids.begin(), ids.begin() + t), t});
-  }
-  EngineOptions options;
-  options.policy.gpu_batch_size = static_cast<int64_t>(prompts.size());
-  options.max_prompt_len = static_cast<int64_t>(ids.size());
-  options.gen_len = 1;
-  const auto engine = make_engine(*source, options);
-  GenerateOptions gen;
-  gen.gen_len = 1;
-  gen.ignore_eos = true;
-  std::vector<std::vector<float>> logits;
-  engine->generate(prompts, gen, nullptr, &logits);
-  std::vector<double> out;
-  for (size_t t = 1; t < ids.size(); ++t) {
-    const auto& row = logits[t - 1];
-    const float mx = *std::max_element(row.begin(), row.end());
-    double sum = 0;
-    for (float v : row) sum += std::exp(static_cast<double>(v - mx));
-    out.push_back(row[static_cast<size_t>(ids[t])] - mx - std::log(sum));
-  }
-  return out;
 }
 
 // echo + logprobs with max_tokens 0 scores the prompt: each token's logprob (the first has none)

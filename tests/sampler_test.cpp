@@ -1,6 +1,8 @@
 // Sampling: greedy is argmax, top-p keeps the right set, draws follow the distribution and are
 // reproducible per sequence whatever the batch.
 #include <cmath>
+#include <numeric>
+#include <random>
 
 #include "model/weight_source.h"
 #include "runtime/generator.h"
@@ -17,6 +19,35 @@ TEST(Sampler, GreedyIsFirstArgmaxWithItsLogprob) {
   EXPECT_EQ(s.token, 1);
   const double lse = std::log(std::exp(0.5) + 2 * std::exp(2.0) + std::exp(-1.0));
   EXPECT_NEAR(s.logprob, 2.0 - lse, 1e-6);
+}
+
+// The alternatives are the n largest logits (ties: the lower id first, as argmax) with their
+// log-softmax, against a full stable sort; greedy's token is the first.
+TEST(Sampler, TopLogprobsAreTheLargestBySortingEverything) {
+  auto gen = test::rng();
+  std::uniform_int_distribution<int> level(-6, 6);  // few distinct values: many ties
+  for (int trial = 0; trial < 200; ++trial) {
+    const size_t vocab = 1 + static_cast<size_t>(trial % 37);
+    std::vector<float> logits(vocab), scratch(vocab);
+    for (auto& v : logits) v = 0.5f * static_cast<float>(level(gen));
+    std::vector<int32_t> order(vocab);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+    double sum = 0;
+    for (float v : logits) sum += std::exp(static_cast<double>(v));
+    for (int n = 0; n <= kMaxTopLogprobs; ++n) {
+      RandomStream stream(0, 0);
+      Sampled s = sample_token(logits, SamplingParams{}, stream, scratch);
+      add_top_logprobs(logits, scratch, n, s);
+      ASSERT_EQ(s.n_top, std::min<int>(n, static_cast<int>(vocab)));
+      for (int k = 0; k < s.n_top; ++k) {
+        EXPECT_EQ(s.top[k].token, order[k]) << "trial " << trial << " n " << n << " k " << k;
+        EXPECT_NEAR(s.top[k].logprob, logits[order[k]] - std::log(sum), 1e-5);
+      }
+      if (n > 0) EXPECT_EQ(s.top[0].token, s.token);
+    }
+  }
 }
 
 // Probabilities 0.5, 0.3, 0.2 at temperature 1: frequencies over many draws, and top-p 0.7

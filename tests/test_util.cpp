@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -29,6 +30,56 @@ Workload workload(const std::string& model) {
     }
   }
   return w;
+}
+
+std::vector<std::vector<double>> forced_rows(const std::string& model,
+                                             const std::vector<int32_t>& ids) {
+  auto source = open_weight_source(model_dir(model));
+  std::vector<Prompt> prompts;
+  for (size_t t = 1; t < ids.size(); ++t) {
+    prompts.push_back({std::vector<int32_t>(ids.begin(), ids.begin() + t), t});
+  }
+  EngineOptions options;
+  options.policy.gpu_batch_size = static_cast<int64_t>(prompts.size());
+  options.max_prompt_len = static_cast<int64_t>(ids.size());
+  options.gen_len = 1;
+  const auto engine = make_engine(*source, options);
+  GenerateOptions gen;
+  gen.gen_len = 1;
+  gen.ignore_eos = true;
+  std::vector<std::vector<float>> logits;
+  engine->generate(prompts, gen, nullptr, &logits);
+  std::vector<std::vector<double>> rows;
+  for (const auto& row : logits) {
+    const float mx = *std::max_element(row.begin(), row.end());
+    double sum = 0;
+    for (float v : row) sum += std::exp(static_cast<double>(v - mx));
+    std::vector<double> out;
+    for (float v : row) out.push_back(static_cast<double>(v - mx) - std::log(sum));
+    rows.push_back(std::move(out));
+  }
+  return rows;
+}
+
+std::vector<double> forced_logprobs(const std::string& model, const std::vector<int32_t>& ids) {
+  const auto rows = forced_rows(model, ids);
+  std::vector<double> out;
+  for (size_t t = 1; t < ids.size(); ++t) out.push_back(rows[t - 1][static_cast<size_t>(ids[t])]);
+  return out;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+std::string batch_line(const std::string& id, const nlohmann::json& body) {
+  return nlohmann::json{
+             {"custom_id", id}, {"method", "POST"}, {"url", "/v1/completions"}, {"body", body}}
+             .dump() +
+         "\n";
 }
 
 std::vector<Generation> run_engine(const WeightSource& source, const Workload& w,

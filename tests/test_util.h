@@ -62,6 +62,18 @@ std::vector<Generation> run_engine(const WeightSource& source, const Workload& w
 std::vector<Generation> run_engine(const WeightSource& source, const Workload& w,
                                    const Policy& policy, const std::string& offload_dir = "");
 
+// Teacher-forced log-softmax rows from the engine's own forward, one per id of ids[1..]: each
+// prefix prefilled, row t - 1 the distribution that predicts ids[t] (in double, from the logits).
+std::vector<std::vector<double>> forced_rows(const std::string& model,
+                                             const std::vector<int32_t>& ids);
+// Row t - 1's entry for ids[t].
+std::vector<double> forced_logprobs(const std::string& model, const std::vector<int32_t>& ids);
+
+// The lines of `text`, without their newlines.
+std::vector<std::string> lines_of(const std::string& text);
+// One OpenAI batch input line for /v1/completions, newline included.
+std::string batch_line(const std::string& id, const nlohmann::json& body);
+
 // Where tests/fetch_fixtures.sh put the npm fixtures: $STRATA_FIXTURES, else
 // ~/.cache/strata-fixtures.
 inline std::string fixtures_root() {

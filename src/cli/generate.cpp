@@ -17,6 +17,7 @@
 #include "cli/pipeline_flags.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/units.h"
 #include "model/model_dir.h"
 #include "model/weight_source.h"
 #include "parallel/pipeline.h"
@@ -190,6 +191,8 @@ Prompt prompt_of(const Inputs& in, size_t i, const GenerateOptions& gen) {
   const RequestParams& q = r.params;
   if (q.temperature || q.top_p || q.seed) p.sampling = request_sampling(q, gen.sampling);
   p.echo = scores_prompt(in, r);
+  p.top_logprobs =
+      (in.format == RequestFormat::kOpenAiBatch ? q.logprobs : q.top_logprobs).value_or(0);
   return p;
 }
 
@@ -272,6 +275,15 @@ void check_output_path(const cxxopts::ParseResult& flags) {
 struct GenerateRun {
   GenerationStats stats;
   double load_s = 0;  // loading the weights (one rank)
+  // This rank's KV cache over every tier, and the tokens it holds per sequence.
+  uint64_t cache_bytes = 0;
+  int64_t cache_tokens = 0;
+  void size_cache(const ModelConfig& config, const EngineOptions& options) {
+    const MemoryPlan plan = plan_memory(config, options);
+    cache_bytes = 0;
+    for (uint64_t b : plan.cache) cache_bytes += b;
+    cache_tokens = options.max_prompt_len + options.gen_len;
+  }
 };
 
 void write_trace(const std::string& path, const nlohmann::json& trace) {
@@ -295,6 +307,7 @@ GenerateRun generate_blocks(const cxxopts::ParseResult& flags, const WeightSourc
   const auto block = static_cast<size_t>(options.policy.effective_batch());
   const auto load_begin = std::chrono::steady_clock::now();
   const auto engine = make_engine(source, options);
+  run.size_cache(source.config(), options);
   run.load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_begin).count();
   on_engine_ready();
   for (size_t first = 0; first < n; first += block) {
@@ -331,14 +344,19 @@ void print_summary(const GenerateRun& run, size_t n_requests, int n_ranks) {
   // Every sequence's first token comes from the prefill; the rest are decode tokens.
   const double decode_tokens =
       static_cast<double>(stats.generated_tokens) - static_cast<double>(n_requests);
+  const std::string cache =
+      run.cache_tokens == 0 ? ""
+                            : "; KV cache " + format_bytes(static_cast<double>(run.cache_bytes)) +
+                                  (n_ranks > 1 ? " on rank 0" : "") + " (" +
+                                  std::to_string(run.cache_tokens) + " tokens per sequence)";
   std::fprintf(stderr,
                "strata generate: %zu sequences on %d rank(s), %lld prompt + %lld generated "
                "tokens; load %.2f s, prefill %.2f s, decode %.2f s (%.2f tokens/s); %.2f "
-               "generated tokens/s\n",
+               "generated tokens/s%s\n",
                n_requests, n_ranks, static_cast<long long>(stats.prompt_tokens),
                static_cast<long long>(stats.generated_tokens), run.load_s, stats.prefill_s,
                stats.decode_s, stats.decode_s > 0 ? decode_tokens / stats.decode_s : 0.0,
-               total_s > 0 ? stats.generated_tokens / total_s : 0.0);
+               total_s > 0 ? stats.generated_tokens / total_s : 0.0, cache.c_str());
 }
 
 }  // namespace
@@ -375,17 +393,20 @@ int run_generate(int argc, char** argv) {
   check_requests(in, source->config(), gen);
   const nlohmann::json job = job_of(flags, in, gen, engine_options.policy);
   // The engine is sized for every request that runs, done or not, so a resumed run computes as
-  // the first did.
+  // the first did: activations for the longest prefill (an echoed prompt's is one token), the
+  // KV cache for the longest sequence (its prompt and new tokens), not the longest prompt plus
+  // the most steps, which a mixed job takes from different requests.
   std::vector<Prompt> all;
   for (size_t i = 0; i < n_requests; ++i) all.push_back(prompt_of(in, i, gen));
-  int64_t most_steps = 1;
+  int64_t prefill = 1, longest = 2;
   for (size_t i = 0; i < n_requests; ++i) {
     if (in.requests[i].error) continue;
-    most_steps = std::max(most_steps, all[i].steps(gen));
-    engine_options.max_prompt_len =
-        std::max<int64_t>(engine_options.max_prompt_len, static_cast<int64_t>(all[i].ids.size()));
+    prefill = std::max<int64_t>(prefill, static_cast<int64_t>(all[i].prefill_ids().size()));
+    longest = std::max<int64_t>(longest,
+                                static_cast<int64_t>(all[i].ids.size()) + all[i].new_tokens(gen));
   }
-  engine_options.gen_len = most_steps;
+  engine_options.max_prompt_len = prefill;
+  engine_options.gen_len = std::max<int64_t>(1, longest - prefill);
   // Several ranks: this rank's slice, checked before any weight is read.
   auto pipeline = pipeline_rank_from_flags(flags, source->config(), engine_options);
   const bool writer = !pipeline || pipeline->transport->rank() == 0;
@@ -403,15 +424,24 @@ int run_generate(int argc, char** argv) {
         std::vector<std::string>(static_cast<size_t>(pipeline->transport->size()), text));
     for (size_t i = 0; i < n_requests; ++i) done[i] = text[i] == '1';
   }
-  // The runnable requests, in input order, and which of them are still needed.
-  std::vector<Prompt> runnable;
-  std::vector<size_t> request_of, unrun;
-  std::vector<bool> needed;
+  // The runnable requests and which of them are still needed, the most steps first (input order
+  // among equals): a block runs as many steps as its longest sequence, so blocks of like
+  // lengths stay full. The order is a function of the input and flags alone, so a resumed run
+  // cuts the blocks the first run did.
+  std::vector<size_t> order, unrun;
   for (size_t i = 0; i < n_requests; ++i) {
     if (in.requests[i].error || all[i].steps(gen) == 0) {
       if (!done[i]) unrun.push_back(i);
       continue;
     }
+    order.push_back(i);
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return all[a].steps(gen) > all[b].steps(gen); });
+  std::vector<Prompt> runnable;
+  std::vector<size_t> request_of;
+  std::vector<bool> needed;
+  for (size_t i : order) {
     runnable.push_back(all[i]);
     request_of.push_back(i);
     needed.push_back(!done[i]);
@@ -465,6 +495,7 @@ int run_generate(int argc, char** argv) {
     for (size_t i : call) wave_prompts.push_back(runnable[i]);
     results.set_call(std::move(call));
     nlohmann::json trace;
+    run.size_cache(source->config(), pipeline->options);
     parallel::pipeline_generate(*source, pipeline->options, *pipeline->transport, wave_prompts, gen,
                                 &run.stats, open_output, flags.count("trace") ? &trace : nullptr);
     if (flags.count("trace")) {  // one file per rank: FILE on rank 0, FILE.rankN on rank N

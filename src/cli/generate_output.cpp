@@ -55,20 +55,23 @@ void ResultWriter::finish(size_t p, const Generation& g) {
   const auto forced = static_cast<size_t>(prompt.forced_tokens());
   std::span<const int32_t> ids(g.output_ids);
   std::span<const float> logprobs(g.token_logprobs);
+  Alternatives top(g.top_logprobs);
   ids = ids.subspan(forced);
   logprobs = logprobs.subspan(forced);
+  if (!top.empty()) top = top.subspan(forced);
   std::optional<std::string> text;
   const auto& w = watchers_[p];
   if (w && w->stopped()) {
     ids = ids.first(w->kept_ids());
     logprobs = logprobs.first(w->kept_ids());
+    if (!top.empty()) top = top.first(w->kept_ids());
     text = w->text();
   } else if (in_.tokenizer) {
     text = TextStream::text_of(*in_.tokenizer, ids, continues(r));
   }
   emit(in_.format == RequestFormat::kOpenAiBatch
-           ? line_text(batch_line(request, &prompt, g, ids, logprobs, text))
-           : line_text(native_line(r, prompt, g, ids, logprobs, text)));
+           ? line_text(batch_line(request, &prompt, g, {ids, logprobs, top}, text))
+           : line_text(native_line(r, prompt, g, {ids, logprobs, top}, text)));
   watchers_[p].reset();
 }
 
@@ -83,32 +86,47 @@ void ResultWriter::write_without_run(size_t request) {
       return;
     }
     const Generation empty;
-    emit(line_text(batch_line(request, nullptr, empty, {}, {},
+    emit(line_text(batch_line(request, nullptr, empty, {},
                               in_.tokenizer ? std::optional<std::string>("") : std::nullopt)));
     return;
   }
   STRATA_CHECK(!r.error, "a request of strata's own format with an error");
   Prompt p;
   p.ids = r.input_ids;
-  emit(line_text(native_line(r, p, Generation{}, {}, {},
+  emit(line_text(native_line(r, p, Generation{}, {},
                              in_.tokenizer ? std::optional<std::string>("") : std::nullopt)));
 }
 
 nlohmann::json ResultWriter::native_line(const Request& r, const Prompt& p, const Generation& g,
-                                         std::span<const int32_t> ids,
-                                         std::span<const float> logprobs,
+                                         const Completion& c,
                                          const std::optional<std::string>& text) const {
+  // [{"id", "logprob"}, ...], most likely first.
+  auto listed = [](const std::vector<TokenLogprob>& alternatives) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& a : alternatives) out.push_back({{"id", a.token}, {"logprob", a.logprob}});
+    return out;
+  };
   nlohmann::json j;
   j["id"] = r.id;
   j["input_ids"] = r.input_ids;
   if (text) j["text"] = *text;
-  j["output_ids"] = std::vector<int32_t>(ids.begin(), ids.end());
-  j["token_logprobs"] = std::vector<float>(logprobs.begin(), logprobs.end());
+  j["output_ids"] = std::vector<int32_t>(c.ids.begin(), c.ids.end());
+  j["token_logprobs"] = std::vector<float>(c.logprobs.begin(), c.logprobs.end());
+  if (p.top_logprobs > 0) {
+    nlohmann::json top = nlohmann::json::array();
+    for (const auto& a : c.top) top.push_back(listed(a));
+    j["top_logprobs"] = top;
+  }
   if (p.echo) {
     // The first prompt token has no logprob: nothing comes before it.
     nlohmann::json scored = nlohmann::json::array({nullptr});
     for (int64_t i = 0; i < p.forced_tokens(); ++i) scored.push_back(g.token_logprobs[i]);
     j["prompt_logprobs"] = scored;
+    if (p.top_logprobs > 0) {
+      nlohmann::json top = nlohmann::json::array({nullptr});
+      for (int64_t i = 0; i < p.forced_tokens(); ++i) top.push_back(listed(g.top_logprobs[i]));
+      j["prompt_top_logprobs"] = top;
+    }
   }
   j["finish_reason"] = finish_reason_name(g.finish);
   return j;
@@ -120,9 +138,9 @@ nlohmann::ordered_json ResultWriter::batch_envelope(size_t request) const {
 }
 
 nlohmann::ordered_json ResultWriter::batch_line(size_t request, const Prompt* p,
-                                                const Generation& g, std::span<const int32_t> ids,
-                                                std::span<const float> logprobs,
+                                                const Generation& g, const Completion& c,
                                                 const std::optional<std::string>& text) const {
+  const std::span<const int32_t> ids = c.ids;
   const Request& r = in_.requests[request];
   const std::string n = in_.job_hash + "-" + std::to_string(request);
   const bool echo = r.params.echo;
@@ -139,34 +157,55 @@ nlohmann::ordered_json ResultWriter::batch_line(size_t request, const Prompt* p,
   if (r.params.logprobs) {
     nlohmann::ordered_json tokens = nlohmann::ordered_json::array(),
                            lps = nlohmann::ordered_json::array(),
-                           offsets = nlohmann::ordered_json::array();
+                           offsets = nlohmann::ordered_json::array(),
+                           tops = nlohmann::ordered_json::array();
+    const bool with_top = *r.params.logprobs > 0;
+    auto token_text = [&](int32_t id) {
+      return in_.tokenizer ? in_.tokenizer->decode(std::span<const int32_t>(&id, 1), true)
+                           : std::to_string(id);
+    };
+    // OpenAI's {token text: logprob}: the most likely first, then the chosen token when it is
+    // not among them (so up to logprobs + 1 entries); a text two ids share keeps the likelier.
+    auto top_of = [&](int32_t id, float lp, const std::vector<TokenLogprob>* alternatives) {
+      if (!alternatives) return nlohmann::ordered_json(nullptr);
+      nlohmann::ordered_json top = nlohmann::ordered_json::object();
+      for (const auto& a : *alternatives) {
+        const std::string key = token_text(a.token);
+        if (!top.contains(key)) top[key] = a.logprob;
+      }
+      const std::string key = token_text(id);
+      if (!top.contains(key)) top[key] = lp;
+      return top;
+    };
     // Each token's offset in the choice's text is the text its stream has given before it (the
     // completion's after the prompt's, as OpenAI counts them).
     const std::string whole_prompt =
         in_.tokenizer ? (r.prompt ? *r.prompt : in_.tokenizer->decode(r.input_ids)) : "";
     size_t offset = 0;
     std::optional<TextStream> stream;
-    auto add = [&](int32_t id, nlohmann::ordered_json lp) {
-      tokens.push_back(in_.tokenizer ? in_.tokenizer->decode(std::span<const int32_t>(&id, 1), true)
-                                     : std::to_string(id));
-      lps.push_back(std::move(lp));
+    // A token without a logprob (the first of an echoed prompt) has no alternatives either.
+    auto add = [&](int32_t id, const float* lp, const std::vector<TokenLogprob>* alternatives) {
+      tokens.push_back(token_text(id));
+      lps.push_back(lp ? nlohmann::ordered_json(*lp) : nlohmann::ordered_json(nullptr));
+      if (with_top) tops.push_back(top_of(id, lp ? *lp : 0, lp ? alternatives : nullptr));
       offsets.push_back(offset);
       if (stream) offset += stream->push(id).size();
     };
+    const bool scored = p && p->echo;
     if (echo) {
       if (in_.tokenizer) stream.emplace(*in_.tokenizer);
       for (size_t i = 0; i < r.input_ids.size(); ++i) {
-        const bool scored = i > 0 && p && p->echo;
-        add(r.input_ids[i], scored ? nlohmann::ordered_json(g.token_logprobs[i - 1])
-                                   : nlohmann::ordered_json(nullptr));
+        add(r.input_ids[i], i > 0 && scored ? &g.token_logprobs[i - 1] : nullptr,
+            i > 0 && scored && with_top ? &g.top_logprobs[i - 1] : nullptr);
       }
     }
     offset = whole_prompt.size();
     if (in_.tokenizer) stream.emplace(*in_.tokenizer, true, continues(r));
-    for (size_t i = 0; i < ids.size(); ++i) add(ids[i], logprobs[i]);
+    for (size_t i = 0; i < ids.size(); ++i)
+      add(ids[i], &c.logprobs[i], with_top ? &c.top[i] : nullptr);
     choice["logprobs"] = {{"tokens", tokens},
                           {"token_logprobs", lps},
-                          {"top_logprobs", nullptr},
+                          {"top_logprobs", with_top ? tops : nlohmann::ordered_json(nullptr)},
                           {"text_offset", offsets}};
   }
   const auto prompt_tokens = static_cast<int64_t>(r.input_ids.size());

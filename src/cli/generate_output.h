@@ -28,6 +28,17 @@ struct Inputs {
   std::string job_hash;            // names the batch output's ids
 };
 
+// Per token, its alternatives (runtime/generator.h).
+using Alternatives = std::span<const std::vector<TokenLogprob>>;
+
+// The part of a Generation a result line shows: the new tokens, cut at a stop string. `top` is
+// empty when no alternatives were asked for.
+struct Completion {
+  std::span<const int32_t> ids;
+  std::span<const float> logprobs;
+  Alternatives top;
+};
+
 class ResultWriter {
  public:
   // `prompts[i]` runs request `request_of[i]`; those whose `written` is set are already in the
@@ -63,10 +74,9 @@ class ResultWriter {
   void emit(const std::string& line);
   bool continues(const Request& r) const;
   nlohmann::json native_line(const Request& r, const Prompt& p, const Generation& g,
-                             std::span<const int32_t> ids, std::span<const float> logprobs,
-                             const std::optional<std::string>& text) const;
+                             const Completion& c, const std::optional<std::string>& text) const;
   nlohmann::ordered_json batch_line(size_t request, const Prompt* p, const Generation& g,
-                                    std::span<const int32_t> ids, std::span<const float> logprobs,
+                                    const Completion& c,
                                     const std::optional<std::string>& text) const;
   nlohmann::ordered_json batch_envelope(size_t request) const;
 

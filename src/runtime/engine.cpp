@@ -121,12 +121,15 @@ std::vector<Generation> Engine::generate(std::span<const Prompt> prompts,
   const size_t gbs = static_cast<size_t>(p.gpu_batch_size);
   const size_t n = prompts.size();
   STRATA_CHECK(n <= gbs * static_cast<size_t>(p.num_gpu_batches), "block larger than the policy's");
-  STRATA_CHECK(options.gen_len <= sized.gen_len, "gen_len past what the engine was sized for");
   for (const auto& pr : prompts) {
-    STRATA_CHECK(!pr.ids.empty() && static_cast<int64_t>(pr.ids.size()) <= sized.max_prompt_len,
+    const auto prefill = static_cast<int64_t>(pr.prefill_ids().size());
+    STRATA_CHECK(prefill >= 1 && prefill <= sized.max_prompt_len,
                  "prompt length outside what the engine was sized for");
     STRATA_CHECK(pr.steps(options) >= 1 && pr.steps(options) <= options.gen_len,
                  "a prompt needs from 1 to gen_len steps");
+    // The cache holds the prefill and each step's token but the last.
+    STRATA_CHECK(prefill + pr.steps(options) - 1 <= sized.max_prompt_len + sized.gen_len,
+                 "a sequence longer than the engine's KV cache");
   }
   std::vector<Generation> results(n);
   StepBuilder builder(prompts, static_cast<int64_t>(n), static_cast<int64_t>(gbs));

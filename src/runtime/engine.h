@@ -35,8 +35,10 @@ int cuda_device_count();
 struct EngineOptions {
   Policy policy;
   TierCaps caps;
-  std::string offload_dir;     // needed when anything is placed on disk
-  int64_t max_prompt_len = 0;  // sizes the KV cache and activations
+  std::string offload_dir;  // needed when anything is placed on disk
+  // The longest prefill (sizes the activations); the KV cache holds max_prompt_len + gen_len
+  // tokens per sequence.
+  int64_t max_prompt_len = 0;
   int64_t gen_len = 0;
   // A pipeline rank's slice: decoder layers [first_layer, first_layer + n_layers) (-1: all),
   // with the embedding when it starts at 0 and the head when it reaches the last layer.

@@ -34,12 +34,17 @@ void GenerationStats::add(const GenerationStats& o) {
 Sampled next_token(std::span<const float> logits, const Prompt& prompt,
                    const GenerateOptions& options, size_t n_done, RandomStream& stream,
                    std::span<float> scratch) {
+  Sampled s;
   if (static_cast<int64_t>(n_done) < prompt.forced_tokens()) {
     const int32_t token = prompt.ids[n_done + 1];
     cpu::log_softmax(logits.data(), scratch.data(), static_cast<int64_t>(logits.size()));
-    return {token, scratch[static_cast<size_t>(token)]};
+    s = {token, scratch[static_cast<size_t>(token)]};
+  } else {
+    s = sample_token(logits, prompt.sampling_of(options), stream, scratch);
   }
-  return sample_token(logits, prompt.sampling_of(options), stream, scratch);
+  // scratch holds the row's log-softmax either way.
+  if (prompt.top_logprobs > 0) add_top_logprobs(logits, scratch, prompt.top_logprobs, s);
+  return s;
 }
 
 bool accept_next_token(std::span<const float> logits, const Prompt& prompt,
@@ -53,6 +58,7 @@ bool accept_token(const Sampled& s, const Prompt& prompt, const GenerateOptions&
                   std::span<const int32_t> eos_ids, size_t seq, Generation& g) {
   g.output_ids.push_back(s.token);
   g.token_logprobs.push_back(s.logprob);
+  if (prompt.top_logprobs > 0) g.top_logprobs.emplace_back(s.top.begin(), s.top.begin() + s.n_top);
   const auto n = static_cast<int64_t>(g.output_ids.size());
   bool goes_on = n < prompt.steps(options);
   if (n > prompt.forced_tokens()) {

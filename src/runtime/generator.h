@@ -19,6 +19,8 @@ const char* finish_reason_name(FinishReason reason);
 struct Generation {
   std::vector<int32_t> output_ids;
   std::vector<float> token_logprobs;
+  // Per token, its prompt's top_logprobs most likely alternatives (empty when none are asked).
+  std::vector<std::vector<TokenLogprob>> top_logprobs;
   FinishReason finish = FinishReason::kLength;
 };
 
@@ -48,6 +50,9 @@ struct Prompt {
   // step's token, its log-softmax recorded as if generated (output_ids begin with ids[1..]);
   // gen_len new tokens follow. No eos or stop check applies to those forced tokens.
   bool echo = false;
+  // Alternatives recorded per token, forced ones included: the most likely top_logprobs tokens of
+  // the distribution it was drawn from (0..kMaxTopLogprobs; 0: none, and no cost).
+  int top_logprobs = 0;
 
   int64_t new_tokens(const GenerateOptions& o) const { return gen_len >= 0 ? gen_len : o.gen_len; }
   int64_t forced_tokens() const { return echo ? static_cast<int64_t>(ids.size()) - 1 : 0; }
@@ -82,7 +87,8 @@ bool accept_token(const Sampled& s, const Prompt& prompt, const GenerateOptions&
                   std::span<const int32_t> eos_ids, size_t seq, Generation& g);
 
 // The next token of a sequence that has `n_done` tokens in its Generation: the prompt's own next
-// id while it is forced (echo), else one sampled with its sampling parameters.
+// id while it is forced (echo), else one sampled with its sampling parameters; with the prompt's
+// top_logprobs alternatives.
 Sampled next_token(std::span<const float> logits, const Prompt& prompt,
                    const GenerateOptions& options, size_t n_done, RandomStream& stream,
                    std::span<float> scratch);

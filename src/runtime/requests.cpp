@@ -26,6 +26,17 @@ std::vector<int32_t> token_ids(const nlohmann::json& ids, const std::string& whe
   return out;
 }
 
+// An integer field from 0 to kMaxTopLogprobs: how many alternatives per token to return.
+std::optional<int> alternatives(const nlohmann::json& j, const char* name,
+                                const std::string& where) {
+  if (!j.contains(name) || j[name].is_null()) return std::nullopt;
+  const auto& v = j[name];
+  STRATA_INPUT_CHECK(
+      v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= kMaxTopLogprobs, where,
+      ": field '", name, "' must be an integer from 0 to ", kMaxTopLogprobs);
+  return v.get<int>();
+}
+
 // max_tokens, temperature, top_p, seed, stop, echo, logprobs of `j` (a native line or a batch
 // body), checked.
 RequestParams read_params(const nlohmann::json& j, const std::string& where) {
@@ -75,11 +86,7 @@ RequestParams read_params(const nlohmann::json& j, const std::string& where) {
     STRATA_INPUT_CHECK(j["echo"].is_boolean(), where, ": field 'echo' is not true or false");
     p.echo = j["echo"].get<bool>();
   }
-  if (const auto* v = number("logprobs")) {
-    STRATA_INPUT_CHECK(v->is_number_integer() && v->get<int64_t>() >= 0 && v->get<int64_t>() <= 5,
-                       where, ": field 'logprobs' must be an integer from 0 to 5");
-    p.logprobs = v->get<int>();
-  }
+  p.logprobs = alternatives(j, "logprobs", where);
   return p;
 }
 
@@ -97,6 +104,7 @@ Request native_request(const nlohmann::json& j, const std::string& where) {
     throw_input(where + ": needs 'input_ids' or 'prompt'");
   }
   r.params = read_params(j, where);
+  r.params.top_logprobs = alternatives(j, "top_logprobs", where);
   return r;
 }
 

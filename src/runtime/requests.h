@@ -24,8 +24,10 @@ struct RequestParams {
   std::optional<float> top_p;
   std::optional<uint64_t> seed;
   std::optional<std::vector<std::string>> stop;
-  bool echo = false;            // also score the prompt's own tokens
-  std::optional<int> logprobs;  // OpenAI: a logprobs object in the choice when set
+  bool echo = false;                // also score the prompt's own tokens
+  std::optional<int> logprobs;      // OpenAI: a logprobs object in the choice when set, with this
+                                    // many alternatives per token
+  std::optional<int> top_logprobs;  // strata's format: alternatives per token
 };
 
 // Why a request cannot run; it gets an output line saying so and the job goes on (OpenAI

@@ -65,4 +65,27 @@ Sampled sample_token(std::span<const float> logits, const SamplingParams& params
   return {token, scratch[static_cast<size_t>(token)]};
 }
 
+void add_top_logprobs(std::span<const float> logits, std::span<const float> logprobs, int n,
+                      Sampled& s) {
+  STRATA_CHECK(n >= 0 && n <= kMaxTopLogprobs && logits.size() == logprobs.size(),
+               "top logprobs: ", n, " alternatives asked for, at most ", kMaxTopLogprobs);
+  n = std::min<int>(n, static_cast<int>(logits.size()));
+  // The best n so far, in order; a later id enters only when strictly larger, so ties keep the
+  // lower id first.
+  std::array<int32_t, kMaxTopLogprobs> best{};
+  int kept = 0;
+  for (int32_t id = 0; id < static_cast<int32_t>(logits.size()); ++id) {
+    const float v = logits[static_cast<size_t>(id)];
+    if (kept == n && (n == 0 || !(v > logits[static_cast<size_t>(best[n - 1])]))) continue;
+    int at = kept < n ? kept++ : n - 1;
+    while (at > 0 && v > logits[static_cast<size_t>(best[at - 1])]) {
+      best[at] = best[at - 1];
+      --at;
+    }
+    best[at] = id;
+  }
+  s.n_top = kept;
+  for (int i = 0; i < kept; ++i) s.top[i] = {best[i], logprobs[static_cast<size_t>(best[i])]};
+}
+
 }  // namespace strata

@@ -6,6 +6,7 @@
 # one-line: an error all ranks meet (a bad flag; more ranks than layers) is one line, rank 0's.
 # too-many-ranks: more ranks than layers fails before loading, naming the counts.
 # killed: a rank killed mid-run ends the job with a non-zero status (30 s: a hang guard).
+# logprobs: top_logprobs (generated and echoed, both formats) on 2 ranks equal one rank's.
 # families: stories260K on 2 ranks gives llama2.c's 200 golden ids; the tiny Llama-3, Qwen2
 #   and Mistral models on 2 ranks write what one rank writes.
 set -euo pipefail
@@ -104,6 +105,46 @@ case $case in
     tail -3 "$work/err"
     echo "pipeline_cli: status $status, ended ${elapsed}s after the kill"
     [ "$status" != 0 ] && [ "$elapsed" -le 30 ]
+    ;;
+  logprobs)
+    # top_logprobs cross ranks with the sampled token: requests asking 0..5 alternatives, some
+    # echoed, in shared batches; both formats (the batch output less its "created" time).
+    python3 - "$work/in.jsonl" "$work/lp.jsonl" "$work/lp-batch.jsonl" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+with open(sys.argv[2], "w") as native, open(sys.argv[3], "w") as batch:
+    for i, r in enumerate(lines):
+        echo = i % 2 == 1
+        native.write(json.dumps({**r, "top_logprobs": i % 6, "echo": echo, "max_tokens": 3 + i % 4}) + "\n")
+        body = {"prompt": r["input_ids"], "logprobs": (i + 3) % 6, "echo": echo,
+                "max_tokens": 0 if echo else 4}
+        batch.write(json.dumps({"custom_id": r["id"], "method": "POST",
+                                "url": "/v1/completions", "body": body}) + "\n")
+PY
+    for f in lp lp-batch; do
+      "$strata" generate --model "$model" --input "$work/$f.jsonl" --output "$work/$f-one.jsonl" \
+        "${common[@]}"
+      run -np 2 "$strata" generate --model "$model" --input "$work/$f.jsonl" \
+        --output "$work/$f-two.jsonl" "${common[@]}" --layers-per-rank 2,1 --transport mpi
+    done
+    # Lines of different lengths may finish in another order on 2 ranks.
+    cmp <(sort "$work/lp-one.jsonl") <(sort "$work/lp-two.jsonl")
+    grep -q '"top_logprobs":\[\[{"id"' "$work/lp-one.jsonl"
+    python3 - "$work/lp-batch-one.jsonl" "$work/lp-batch-two.jsonl" <<'PY'
+import json, sys
+def lines(path):
+    out = []
+    for l in open(path):
+        j = json.loads(l)
+        j["response"]["body"].pop("created")
+        out.append(j)
+    return sorted(out, key=lambda j: j["custom_id"])
+one, two = lines(sys.argv[1]), lines(sys.argv[2])
+assert one == two, "2 ranks' batch output differs from one rank's"
+tops = [j["response"]["body"]["choices"][0]["logprobs"]["top_logprobs"] for j in one]
+assert any(t and len(t) > 1 and t[1] for t in tops), "no alternatives in the output"
+PY
+    echo "pipeline_cli: top_logprobs on 2 ranks match one rank"
     ;;
   families)
     echo '{"id": "bos", "input_ids": [1]}' >"$work/bos.jsonl"
