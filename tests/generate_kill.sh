@@ -49,9 +49,10 @@ for k in $(seq "$kills"); do
   left=$((2000 - $( [ -e "$out" ] && complete "$out" | wc -l || echo 0)))
   [ "$left" = 0 ] && break
   gen "$out"
-  # A moment within the time the rest would take (start-up included).
+  # A moment within the time the rest would take (start-up included), at most 0.8 of it so that a
+  # run faster than the uninterrupted one is still killed before it finishes.
   sleep "$(awk -v r=$RANDOM -v ms="$full_ms" -v left="$left" \
-    'BEGIN { printf "%.3f", r / 32768 * (0.3 + 0.7 * left / 2000) * ms / 1000 }')"
+    'BEGIN { printf "%.3f", 0.8 * r / 32768 * (0.3 + 0.7 * left / 2000) * ms / 1000 }')"
   if [ "$ranks" = 1 ]; then
     kill -9 "$job" 2>/dev/null || true
   else
