@@ -30,6 +30,14 @@ std::string generate(const TempDir& dir, const std::string& extra = "") {
          " --threads 1 --gpu-batch-size 3 --ignore-eos " + extra;
 }
 
+// Writes `in` as the input, runs generate, and gives its output lines (empty if it failed).
+std::vector<std::string> generated_lines(const TempDir& dir, const std::string& in) {
+  write_text(dir.file("in.jsonl"), in);
+  const auto r = run_strata(generate(dir));
+  EXPECT_EQ(r.exit_status, 0) << r.err;
+  return r.exit_status == 0 ? lines_of(r.out) : std::vector<std::string>{};
+}
+
 // Hugging Face's logits at each prompt's last position as log-softmax, in workload order.
 std::vector<std::vector<double>> golden_first_rows() {
   std::vector<std::vector<double>> rows;
@@ -123,10 +131,7 @@ TEST(TopLogprobs, GeneratedTokensCarryTheirAlternatives) {
     in += batch_line("c" + std::to_string(i),
                      {{"prompt", w.prompts[i].ids}, {"max_tokens", kNew}, {"logprobs", i % 6}});
   }
-  write_text(dir.file("in.jsonl"), in);
-  const auto r = run_strata(generate(dir));
-  ASSERT_EQ(r.exit_status, 0) << r.err;
-  const auto lines = lines_of(r.out);
+  const auto lines = generated_lines(dir, in);
   ASSERT_EQ(lines.size(), w.prompts.size());
   for (const auto& line : lines) {
     const auto j = nlohmann::json::parse(line);
@@ -218,10 +223,7 @@ TEST(TopLogprobs, NativeLinesTakeTheirOwnCount) {
               .dump() +
           "\n";
   }
-  write_text(dir.file("in.jsonl"), in);
-  const auto r = run_strata(generate(dir));
-  ASSERT_EQ(r.exit_status, 0) << r.err;
-  const auto lines = lines_of(r.out);
+  const auto lines = generated_lines(dir, in);
   ASSERT_EQ(lines.size(), w.prompts.size());
   for (const auto& line : lines) {
     const auto j = nlohmann::json::parse(line);
