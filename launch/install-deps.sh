@@ -3,7 +3,8 @@
 set -euo pipefail
 packages=(
   build-essential cmake pkg-config git
-  libopenblas-dev libdnnl-dev libglpk-dev libopenmpi-dev openmpi-bin
+  # oneDNN's CMake config looks for OpenCL (a Recommends, which --no-install-recommends skips)
+  libopenblas-dev libdnnl-dev ocl-icd-opencl-dev libglpk-dev libopenmpi-dev openmpi-bin
   libcxxopts-dev nlohmann-json3-dev liburing-dev libicu-dev
   libgtest-dev libgmock-dev
   # launching: Slurm (the slurm ctest runs real daemons), plots for the scaling study
