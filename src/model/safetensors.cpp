@@ -69,6 +69,51 @@ TensorInfo parse_entry(const std::string& path, const std::string& name,
 
 }  // namespace
 
+std::map<std::string, TensorInfo> parse_safetensors_header(const uint8_t* bytes, size_t size,
+                                                           const std::string& path,
+                                                           size_t* data_offset) {
+  STRATA_INPUT_CHECK(size >= 8, path, ": truncated safetensors file (", size, " bytes, no header)");
+  std::map<std::string, TensorInfo> tensors;
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, bytes, 8);  // little endian, as is every host we run on
+  STRATA_INPUT_CHECK(header_len <= kMaxHeaderBytes && header_len <= size - 8, path,
+                     ": header length ", header_len, " is past the end of the file (", size,
+                     " bytes)");
+  *data_offset = 8 + header_len;
+  const uint64_t data_size = size - *data_offset;
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(bytes + 8, bytes + 8 + header_len);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw_input(path + ": header is not JSON (" + e.what() + ")");
+  }
+  STRATA_INPUT_CHECK(header.is_object(), path, ": header is not a JSON object");
+  std::vector<std::pair<const std::string*, const TensorInfo*>> by_offset;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") continue;
+    tensors.emplace(name, parse_entry(path, name, entry));
+  }
+  for (const auto& [name, info] : tensors) {
+    if (info.end > data_size) {
+      throw_input(path + ": tensor '" + name + "': data_offsets [" + std::to_string(info.begin) +
+                  ", " + std::to_string(info.end) + "] past the end of the data (" +
+                  std::to_string(data_size) + " bytes; file truncated?)");
+    }
+    by_offset.emplace_back(&name, &info);
+  }
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const auto& a, const auto& b) { return a.second->begin < b.second->begin; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const auto& [prev_name, prev] = by_offset[i - 1];
+    const auto& [name, info] = by_offset[i];
+    if (info->begin < prev->end && info->end > info->begin) {
+      throw_input(path + ": tensors '" + *prev_name + "' and '" + *name +
+                  "' overlap in the data section");
+    }
+  }
+  return tensors;
+}
+
 SafetensorsFile::SafetensorsFile(std::string path) : path_(std::move(path)) {
   const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
   STRATA_INPUT_CHECK(fd >= 0, path_, ": cannot open: ", std::strerror(errno));
@@ -87,43 +132,7 @@ SafetensorsFile::SafetensorsFile(std::string path) : path_(std::move(path)) {
   base_ = static_cast<const uint8_t*>(map);
 
   try {
-    uint64_t header_len = 0;
-    std::memcpy(&header_len, base_, 8);  // little endian, as is every host we run on
-    STRATA_INPUT_CHECK(header_len <= kMaxHeaderBytes && header_len <= file_size_ - 8, path_,
-                       ": header length ", header_len, " is past the end of the file (", file_size_,
-                       " bytes)");
-    data_offset_ = 8 + header_len;
-    const uint64_t data_size = file_size_ - data_offset_;
-    nlohmann::json header;
-    try {
-      header = nlohmann::json::parse(base_ + 8, base_ + 8 + header_len);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw_input(path_ + ": header is not JSON (" + e.what() + ")");
-    }
-    STRATA_INPUT_CHECK(header.is_object(), path_, ": header is not a JSON object");
-    std::vector<std::pair<const std::string*, const TensorInfo*>> by_offset;
-    for (const auto& [name, entry] : header.items()) {
-      if (name == "__metadata__") continue;
-      tensors_.emplace(name, parse_entry(path_, name, entry));
-    }
-    for (const auto& [name, info] : tensors_) {
-      if (info.end > data_size) {
-        throw_input(path_ + ": tensor '" + name + "': data_offsets [" + std::to_string(info.begin) +
-                    ", " + std::to_string(info.end) + "] past the end of the data (" +
-                    std::to_string(data_size) + " bytes; file truncated?)");
-      }
-      by_offset.emplace_back(&name, &info);
-    }
-    std::sort(by_offset.begin(), by_offset.end(),
-              [](const auto& a, const auto& b) { return a.second->begin < b.second->begin; });
-    for (size_t i = 1; i < by_offset.size(); ++i) {
-      const auto& [prev_name, prev] = by_offset[i - 1];
-      const auto& [name, info] = by_offset[i];
-      if (info->begin < prev->end && info->end > info->begin) {
-        throw_input(path_ + ": tensors '" + *prev_name + "' and '" + *name +
-                    "' overlap in the data section");
-      }
-    }
+    tensors_ = parse_safetensors_header(base_, file_size_, path_, &data_offset_);
   } catch (...) {
     ::munmap(const_cast<uint8_t*>(base_), file_size_);
     throw;

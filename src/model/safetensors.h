@@ -23,6 +23,12 @@ struct TensorInfo {
   uint64_t end = 0;
 };
 
+// The tensors of a safetensors file held in `bytes` (what SafetensorsFile maps), validated as it
+// does; `data_offset` gets where the data section starts. `path` names the file in errors.
+std::map<std::string, TensorInfo> parse_safetensors_header(const uint8_t* bytes, size_t size,
+                                                           const std::string& path,
+                                                           size_t* data_offset);
+
 // A read-only mapping of one safetensors file, validated when opened: every bad header,
 // offset or size is an input error naming the file and tensor.
 class SafetensorsFile {

@@ -154,11 +154,16 @@ Policy Policy::from_json(const nlohmann::json& j, const std::string& source) {
   return p;
 }
 
-Policy Policy::load(const std::string& path) {
-  nlohmann::json j = read_json_file(path, "policy file");
+Policy Policy::from_file_json(const nlohmann::json& j, const std::string& source) {
   // `strata plan --json` wraps the policy in {"policy": ...}; accept both.
-  if (j.is_object() && j.contains("policy") && j["policy"].is_object()) j = j["policy"];
-  return from_json(j, path);
+  if (j.is_object() && j.contains("policy") && j["policy"].is_object()) {
+    return from_json(j["policy"], source);
+  }
+  return from_json(j, source);
+}
+
+Policy Policy::load(const std::string& path) {
+  return from_file_json(read_json_file(path, "policy file"), path);
 }
 
 }  // namespace strata

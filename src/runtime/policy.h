@@ -56,6 +56,8 @@ struct Policy {
   nlohmann::json to_json() const;
   // `source` names the file in error messages; fields not given keep their defaults.
   static Policy from_json(const nlohmann::json& json, const std::string& source);
+  // What a policy file holds: a policy, or `strata plan --json`'s {"policy": ...}.
+  static Policy from_file_json(const nlohmann::json& json, const std::string& source);
   static Policy load(const std::string& path);
 };
 

@@ -164,6 +164,10 @@ Request batch_request(const nlohmann::json& j, const std::string& where) {
 RequestFile read_request_file(const std::string& path) {
   std::ifstream in(path);
   STRATA_INPUT_CHECK(in.good(), path, ": cannot open: ", std::strerror(errno));
+  return read_request_file(in, path);
+}
+
+RequestFile read_request_file(std::istream& in, const std::string& path) {
   RequestFile file;
   std::map<std::string, int64_t> line_of_id;
   std::string line;

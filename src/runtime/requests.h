@@ -4,6 +4,7 @@
 // as OpenAI's batch output.
 #pragma once
 
+#include <istream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -55,6 +56,8 @@ struct RequestFile {
 // Parses every line (blank lines skipped); an input error names the file and line: a line that
 // is not a request of the file's format, a duplicate id (naming both lines), an empty file.
 RequestFile read_request_file(const std::string& path);
+// The same from `in` (the file's text), `path` naming it in errors.
+RequestFile read_request_file(std::istream& in, const std::string& path);
 std::vector<Request> read_requests(const std::string& path);
 
 // Requests from --prompt flags: ids 0, 1, 2, ... in order.

@@ -23,6 +23,10 @@ bool read_value(std::istream& in, T& value) {
 TokenizerSpec read_llama2c_spec(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   STRATA_INPUT_CHECK(in.good(), path, ": cannot open: ", std::strerror(errno));
+  return read_llama2c_spec(in, path);
+}
+
+TokenizerSpec read_llama2c_spec(std::istream& in, const std::string& path) {
   int32_t max_length = 0;
   STRATA_INPUT_CHECK(read_value(in, max_length) && max_length > 0, path,
                      ": no valid max_token_length at the start");

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <istream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,6 +18,8 @@ inline constexpr const char* kLlama2cTokenizerFile = "tokenizer-llama2c.bin";
 
 // The spec of a llama2.c tokenizer file; an input error naming `path` when it is malformed.
 TokenizerSpec read_llama2c_spec(const std::string& path);
+// The same from `in` (the file's bytes), `path` naming it in errors.
+TokenizerSpec read_llama2c_spec(std::istream& in, const std::string& path);
 
 // Encodes as run.c does: " " first (SentencePiece's dummy prefix), each UTF-8 character as its
 // piece or else its bytes (id byte + 3), then, while any adjacent pair's joined text is a piece,

@@ -25,10 +25,11 @@ std::string read_file(const fs::path& path) {
   return text.str();
 }
 
-std::optional<json> read_json_if_present(const fs::path& path) {
-  if (!fs::exists(path)) return std::nullopt;
+std::optional<json> parse_json_if_present(const std::optional<std::string>& text,
+                                          const fs::path& path) {
+  if (!text) return std::nullopt;
   try {
-    return json::parse(read_file(path));
+    return json::parse(*text);
   } catch (const json::parse_error& e) {
     throw_input(path.string() + ": not JSON (" + e.what() + ")");
   }
@@ -77,8 +78,8 @@ std::optional<std::string> token_content(const json& v) {
   return std::nullopt;
 }
 
-void read_merges_txt(const fs::path& path, TokenizerSpec& spec) {
-  std::istringstream in(read_file(path));
+void read_merges_txt(const std::string& text, const fs::path& path, TokenizerSpec& spec) {
+  std::istringstream in(text);
   std::string line;
   for (int64_t number = 1; std::getline(in, line); ++number) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
@@ -114,11 +115,9 @@ int32_t special_token_id(TokenizerSpec& spec, const std::string& content) {
 const char* const kSpecialKeys[] = {"bos_token", "eos_token", "unk_token", "sep_token",
                                     "pad_token", "cls_token", "mask_token"};
 
-void read_special_tokens(const fs::path& dir, const std::string& config_where,
-                         const std::optional<json>& config, TokenizerSpec& spec,
+void read_special_tokens(const std::string& config_where, const std::optional<json>& config,
+                         const std::optional<json>& map, TokenizerSpec& spec,
                          std::optional<int32_t>* bos, std::optional<int32_t>* eos) {
-  const fs::path map_path = dir / "special_tokens_map.json";
-  const auto map = read_json_if_present(map_path);
   if (config && config->contains("added_tokens_decoder")) {
     for (const auto& [id, t] : (*config)["added_tokens_decoder"].items()) {
       const auto content = token_content(t);
@@ -168,37 +167,31 @@ void affixes_from_config(const json& config, const std::string& where, std::opti
 
 }  // namespace
 
-std::optional<TokenizerSpec> read_tokenizer_spec(const std::string& dir_name) {
-  const fs::path dir(dir_name);
-  const fs::path tokenizer_json = dir / "tokenizer.json";
-  const fs::path vocab_json = dir / "vocab.json";
-  const fs::path merges_txt = dir / "merges.txt";
-  const bool fast = fs::exists(tokenizer_json);
-  if (!fast && !fs::exists(vocab_json)) {
-    const fs::path llama2c = dir / kLlama2cTokenizerFile;
-    if (fs::exists(llama2c)) return read_llama2c_spec(llama2c.string());
-    return std::nullopt;
-  }
+TokenizerSpec parse_tokenizer_texts(const TokenizerTexts& texts) {
+  const fs::path dir(texts.dir);
+  const bool fast = texts.tokenizer_json.has_value();
+  STRATA_CHECK(fast || (texts.vocab_json && texts.merges_txt), texts.dir,
+               ": neither tokenizer.json nor vocab.json + merges.txt");
   TokenizerSpec spec;
   PostProcessing post;
   std::string where;
   try {
     if (fast) {
-      where = tokenizer_json.string();
-      read_tokenizer_json(*read_json_if_present(tokenizer_json), where, spec, post);
+      where = (dir / "tokenizer.json").string();
+      read_tokenizer_json(*parse_json_if_present(texts.tokenizer_json, where), where, spec, post);
       spec.prefix_ids = post.prefix;
       spec.suffix_ids = post.suffix;
     } else {
-      STRATA_INPUT_CHECK(fs::exists(merges_txt), dir_name, ": has vocab.json but no merges.txt");
-      where = vocab_json.string();
-      read_vocab_object(*read_json_if_present(vocab_json), where, spec);
-      read_merges_txt(merges_txt, spec);
+      where = (dir / "vocab.json").string();
+      read_vocab_object(*parse_json_if_present(texts.vocab_json, where), where, spec);
+      read_merges_txt(*texts.merges_txt, dir / "merges.txt", spec);
     }
-    const fs::path config_path = dir / "tokenizer_config.json";
-    where = config_path.string();
-    const auto config = read_json_if_present(config_path);
+    where = (dir / "special_tokens_map.json").string();
+    const auto map = parse_json_if_present(texts.special_tokens_map, where);
+    where = (dir / "tokenizer_config.json").string();
+    const auto config = parse_json_if_present(texts.tokenizer_config, where);
     std::optional<int32_t> bos, eos;
-    read_special_tokens(dir, where, config, spec, &bos, &eos);
+    read_special_tokens(where, config, map, spec, &bos, &eos);
     if (config) {
       affixes_from_config(*config, where, bos, eos, spec);
       if (!fast) spec.add_prefix_space = flag(*config, "add_prefix_space");
@@ -207,6 +200,31 @@ std::optional<TokenizerSpec> read_tokenizer_spec(const std::string& dir_name) {
     throw_input(where + ": unexpected content (" + e.what() + ")");
   }
   return spec;
+}
+
+std::optional<TokenizerSpec> read_tokenizer_spec(const std::string& dir_name) {
+  const fs::path dir(dir_name);
+  const auto text_if_present = [&](const char* name) -> std::optional<std::string> {
+    const fs::path path = dir / name;
+    if (!fs::exists(path)) return std::nullopt;
+    return read_file(path);
+  };
+  TokenizerTexts texts;
+  texts.dir = dir_name;
+  texts.tokenizer_json = text_if_present("tokenizer.json");
+  if (!texts.tokenizer_json) {
+    texts.vocab_json = text_if_present("vocab.json");
+    if (!texts.vocab_json) {
+      const fs::path llama2c = dir / kLlama2cTokenizerFile;
+      if (fs::exists(llama2c)) return read_llama2c_spec(llama2c.string());
+      return std::nullopt;
+    }
+    texts.merges_txt = text_if_present("merges.txt");
+    STRATA_INPUT_CHECK(texts.merges_txt, dir_name, ": has vocab.json but no merges.txt");
+  }
+  texts.tokenizer_config = text_if_present("tokenizer_config.json");
+  texts.special_tokens_map = text_if_present("special_tokens_map.json");
+  return parse_tokenizer_texts(texts);
 }
 
 }  // namespace strata

@@ -11,7 +11,17 @@
 namespace strata {
 
 std::string read_file(const std::filesystem::path& path);
-std::optional<nlohmann::json> read_json_if_present(const std::filesystem::path& path);
+
+// The texts of a tokenizer's files as read_tokenizer_spec finds them in `dir`; absent where the
+// file is not there. tokenizer_json, or vocab_json with merges_txt, is given.
+struct TokenizerTexts {
+  std::string dir;  // names the files in errors
+  std::optional<std::string> tokenizer_json, vocab_json, merges_txt, tokenizer_config,
+      special_tokens_map;
+};
+
+// The spec those files give (read_tokenizer_spec without the file system).
+TokenizerSpec parse_tokenizer_texts(const TokenizerTexts& texts);
 
 // A boolean setting; absent or null means the default.
 bool flag(const nlohmann::json& j, const char* key, bool fallback = false);
