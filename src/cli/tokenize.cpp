@@ -27,7 +27,7 @@ Tokenizer load_tokenizer(const cxxopts::ParseResult& flags) {
 nlohmann::json parse_line(const std::string& line, int64_t number) {
   try {
     return nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error or out_of_range (1e999)
     throw_input("stdin:" + std::to_string(number) + ": not JSON (" + e.what() + ")");
   }
 }

@@ -19,7 +19,7 @@ nlohmann::json read_json_file(const std::string& path, const std::string& what) 
 nlohmann::json parse_json_text(std::string_view text, const std::string& path) {
   try {
     return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error or out_of_range (1e999)
     throw_input(path + ": not JSON (" + e.what() + ")");
   }
 }

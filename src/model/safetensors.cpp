@@ -46,9 +46,15 @@ TensorInfo parse_entry(const std::string& path, const std::string& name,
   info.dtype = *dtype;
   auto shape_it = entry.find("shape");
   if (shape_it == entry.end() || !shape_it->is_array()) fail("missing shape");
+  // The byte count is checked as it grows, so a huge shape cannot wrap round to the offsets.
+  uint64_t want = dtype_size(info.dtype);
   for (const auto& d : *shape_it) {
     if (!d.is_number_integer() || d.get<int64_t>() < 0) fail("shape has a non-integer dimension");
     info.shape.push_back(d.get<int64_t>());
+    if (__builtin_mul_overflow(want, static_cast<uint64_t>(info.shape.back()), &want) ||
+        want > (uint64_t{1} << 62)) {
+      fail("shape is too large (over 2^62 bytes)");
+    }
   }
   auto off_it = entry.find("data_offsets");
   if (off_it == entry.end() || !off_it->is_array() || off_it->size() != 2 ||
@@ -58,7 +64,6 @@ TensorInfo parse_entry(const std::string& path, const std::string& name,
   info.begin = (*off_it)[0].get<uint64_t>();
   info.end = (*off_it)[1].get<uint64_t>();
   if (info.end < info.begin) fail("data_offsets end before they begin");
-  const uint64_t want = static_cast<uint64_t>(shape_numel(info.shape)) * dtype_size(info.dtype);
   if (info.end - info.begin != want) {
     fail("holds " + std::to_string(info.end - info.begin) + " bytes but shape " +
          shape_string(info.shape) + " in " + std::string(dtype_name(info.dtype)) + " needs " +
@@ -84,7 +89,7 @@ std::map<std::string, TensorInfo> parse_safetensors_header(const uint8_t* bytes,
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(bytes + 8, bytes + 8 + header_len);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error or out_of_range (1e999)
     throw_input(path + ": header is not JSON (" + e.what() + ")");
   }
   STRATA_INPUT_CHECK(header.is_object(), path, ": header is not a JSON object");

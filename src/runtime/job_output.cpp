@@ -100,7 +100,7 @@ ExistingOutput read_existing_output(const std::string& output, const nlohmann::j
   nlohmann::json had;
   try {
     had = nlohmann::json::parse(read_all(job_path));
-  } catch (const nlohmann::json::parse_error&) {
+  } catch (const nlohmann::json::exception&) {  // parse_error or out_of_range (1e999)
     throw_input(job_path + ": not JSON" + resume);
   }
   const std::string diff = first_difference(had, job);

@@ -177,7 +177,7 @@ RequestFile read_request_file(std::istream& in, const std::string& path) {
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error or out_of_range (1e999)
       throw_input(where + ": not JSON (" + e.what() + ")");
     }
     STRATA_INPUT_CHECK(j.is_object(), where, ": not a JSON object");

@@ -30,7 +30,7 @@ std::optional<json> parse_json_if_present(const std::optional<std::string>& text
   if (!text) return std::nullopt;
   try {
     return json::parse(*text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error or out_of_range (1e999)
     throw_input(path.string() + ": not JSON (" + e.what() + ")");
   }
 }
