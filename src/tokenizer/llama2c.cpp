@@ -27,6 +27,12 @@ TokenizerSpec read_llama2c_spec(const std::string& path) {
 }
 
 TokenizerSpec read_llama2c_spec(std::istream& in, const std::string& path) {
+  // The bytes there are, so a length past them fails before its string is allocated.
+  const std::streampos start = in.tellg();
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg() - start;
+  in.seekg(start);
+  STRATA_INPUT_CHECK(start >= 0 && size >= 0 && in.good(), path, ": cannot seek in the file");
   int32_t max_length = 0;
   STRATA_INPUT_CHECK(read_value(in, max_length) && max_length > 0, path,
                      ": no valid max_token_length at the start");
@@ -38,6 +44,8 @@ TokenizerSpec read_llama2c_spec(std::istream& in, const std::string& path) {
                        " is cut short");
     STRATA_INPUT_CHECK(length >= 0 && length <= max_length, path, ": token ", id, " has length ",
                        length, ", outside 0..max_token_length ", max_length);
+    STRATA_INPUT_CHECK(length <= size - (in.tellg() - start), path, ": token ", id,
+                       " is cut short (its ", length, " bytes run past the end of the file)");
     std::string piece(static_cast<size_t>(length), '\0');
     STRATA_INPUT_CHECK(in.read(piece.data(), length), path, ": token ", id, " is cut short");
     spec.scored_pieces.push_back(std::move(piece));
