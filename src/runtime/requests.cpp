@@ -112,7 +112,8 @@ Request batch_request(const nlohmann::json& j, const std::string& where) {
   STRATA_INPUT_CHECK(j.contains("custom_id"), where,
                      ": missing field 'custom_id' (an OpenAI batch file: every line needs one)");
   STRATA_INPUT_CHECK(j["custom_id"].is_string(), where, ": field 'custom_id' is not a string");
-  STRATA_INPUT_CHECK(j.value("method", "") == "POST", where, ": field 'method' must be \"POST\"");
+  STRATA_INPUT_CHECK(j.contains("method") && j["method"] == "POST", where,
+                     ": field 'method' must be \"POST\"");
   STRATA_INPUT_CHECK(j.contains("url") && j["url"].is_string(), where, ": missing field 'url'");
   const std::string url = j["url"].get<std::string>();
   STRATA_INPUT_CHECK(url != "/v1/chat/completions", where,
@@ -238,12 +239,15 @@ std::optional<RequestError> request_problem(const Request& r, const ModelConfig&
                                                 std::to_string(config.vocab_size - 1) + ")"};
     }
   }
-  const int64_t total = static_cast<int64_t>(r.input_ids.size()) + gen_len;
-  if (total > config.max_positions) {
+  // Compared before adding: max_tokens may be as large as int64 holds.
+  const auto prompt = static_cast<int64_t>(r.input_ids.size());
+  if (gen_len > config.max_positions - prompt) {
+    const std::string total =
+        gen_len > INT64_MAX - prompt ? "past 2^63" : std::to_string(prompt + gen_len);
     return RequestError{"context_length_exceeded",
                         "prompt of " + std::to_string(r.input_ids.size()) + " tokens plus " +
                             (r.params.max_tokens ? "max_tokens " : "--gen-len ") +
-                            std::to_string(gen_len) + " is " + std::to_string(total) +
+                            std::to_string(gen_len) + " is " + total +
                             ", longer than max_position_embeddings " +
                             std::to_string(config.max_positions)};
   }
