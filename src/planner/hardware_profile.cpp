@@ -147,6 +147,9 @@ HardwareProfile HardwareProfile::from_json(const nlohmann::json& j, const std::s
     } else {
       STRATA_INPUT_CHECK(v.get<double>() >= 0, source, ": hardware field '", f.key,
                          "' must be > 0 (got ", v.get<double>(), ")");
+      // 2^64 bytes is past any machine; the check keeps the conversion defined.
+      STRATA_INPUT_CHECK(v.get<double>() < 1.8e19, source, ": hardware field '", f.key,
+                         "' is too large (", v.get<double>(), ")");
       p.*f.bytes = static_cast<uint64_t>(v.get<double>());
     }
   }
