@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/units.h"
 #include "runtime/stream.h"
 #include "runtime/tiered_array.h"
 #include "test_util.h"
@@ -15,6 +16,21 @@ namespace {
 // b's "after slow" waits for a's slow task, which is held until b has run a task of its own, so
 // b is running and would take "after slow" at once if it ignored the event. Checked by the order
 // of the work and of the spans on the shared trace clock, over many rounds (no sleeps).
+// Sizes between 2^63 and 2^64 bytes convert exactly (llround stopped at 2^63); 2^64 and past
+// are input errors.
+TEST(Units, ParseBytesUpTo2To64) {
+  EXPECT_EQ(parse_bytes("16GiB", "x"), uint64_t{16} << 30);
+  EXPECT_EQ(parse_bytes("10000000TB", "x"), uint64_t{10000000000000000000u});
+  try {
+    parse_bytes("20000000TB", "--cpu-mem");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.exit_status(), kExitBadInput);
+    EXPECT_NE(std::string(e.what()).find("--cpu-mem: '20000000TB' is too large"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(Stream, RunsInOrderAndWaitsForOtherStreams) {
   Stream a("a"), b("b");
   for (int round = 0; round < 200; ++round) {

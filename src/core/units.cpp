@@ -41,7 +41,7 @@ uint64_t parse_bytes(const std::string& text, const std::string& what) {
     if (unit != name) continue;
     // 2^64 bytes is past any machine; the check keeps the conversion defined.
     STRATA_INPUT_CHECK(value * scale < 1.8e19, what, ": '", text, "' is too large");
-    return static_cast<uint64_t>(std::llround(value * scale));
+    return static_cast<uint64_t>(std::round(value * scale));  // llround stops at 2^63
   }
   throw_input(what + ": '" + text + "' has an unknown unit (B, KB, MB, GB, KiB, MiB, GiB, TiB)");
 }
