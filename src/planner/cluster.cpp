@@ -18,18 +18,23 @@ constexpr int64_t kMaxCount = 4096;  // a typo guard, far above any cluster stra
 // configs/clusters/ can name "configs/hardware/X.json" (repository-relative) or "../hardware/X".
 std::string resolve_hardware(const std::string& path, const std::string& base_dir,
                              const std::string& field) {
+  // A name the system refuses (too long, say) is one that is not there.
+  const auto exists = [](const fs::path& p) {
+    std::error_code error;
+    return fs::exists(p, error);
+  };
   if (fs::path(path).is_absolute()) {
-    STRATA_INPUT_CHECK(fs::exists(path), field, ": hardware profile '", path, "' does not exist");
+    STRATA_INPUT_CHECK(exists(path), field, ": hardware profile '", path, "' does not exist");
     return path;
   }
   std::error_code ec;
   fs::path dir = fs::absolute(base_dir.empty() ? fs::path(".") : fs::path(base_dir), ec);
   while (!ec && !dir.empty()) {
-    if (fs::exists(dir / path)) return (dir / path).lexically_normal().string();
+    if (exists(dir / path)) return (dir / path).lexically_normal().string();
     if (dir == dir.parent_path()) break;
     dir = dir.parent_path();
   }
-  STRATA_INPUT_CHECK(fs::exists(path), field, ": hardware profile '", path,
+  STRATA_INPUT_CHECK(exists(path), field, ": hardware profile '", path,
                      "' not found beside the cluster file, above it or in the working directory");
   return path;
 }
