@@ -586,7 +586,7 @@ double bytes_at(const std::string& text, size_t pos) {
 // line with what the policy needs and what the limit leaves (less than the limit, more than
 // nothing, below the need), no output file; under the same limit a tiny run still runs.
 TEST(MachineFitCli, AddressSpaceBelowThePolicyRefusesGenerateAndBenchUpFront) {
-  constexpr double kLimitKiB = 1500000;  // about 1.4 GiB: opt-1.3b's weights alone are 2.4 GiB
+  constexpr double kLimitKiB = 1500000;  // about 1.4 GiB: opt-1.3b takes 5.3 GiB of weights
   const std::string limit =
       "ulimit -v " + std::to_string(static_cast<int64_t>(kLimitKiB)) + "; exec ";
   TempDir dir;
@@ -595,9 +595,9 @@ TEST(MachineFitCli, AddressSpaceBelowThePolicyRefusesGenerateAndBenchUpFront) {
   const std::vector<std::string> runs = {
       "generate --model synthetic:opt-1.3b --input " + dir.file("in.jsonl") + " --output " + out,
       "bench --model synthetic:opt-1.3b --no-bounds --gen-len 2 --prompt-len 8",
-      // A checkpoint on disk: refused before its weights are read; the cache of 20000 sequences
+      // A checkpoint on disk: refused before its weights are read; the cache of 100000 sequences
       // is what does not fit.
-      generate_args(dir.file("in.jsonl"), "--gpu-batch-size 20000 --output " + out)};
+      generate_args(dir.file("in.jsonl"), "--gpu-batch-size 100000 --output " + out)};
   for (const auto& args : runs) {
     SCOPED_TRACE(args);
     const auto r = run_strata(args, limit);

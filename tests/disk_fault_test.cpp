@@ -147,8 +147,8 @@ TEST(DiskFault, DiskFullOnAWriteNamesTheFileAndTheDisk) {
   expect_parts(e, {store.path(), "writing 4194304 bytes", "No space left on device", "full"});
 }
 
-// A file cut under the store: reads past the cut meet its end, reads before it and a write that
-// extends the file again are refused too (the rest would read back as zeros).
+// A file cut under the store: reads past the cut and before it, and a write that would extend the
+// file again, are refused (the cut part would read back as zeros).
 TEST(DiskFault, FileTruncatedUnderTheStoreFailsEveryLaterTransfer) {
   TempDir dir;
   const uint64_t size = 4 * kChunk;
@@ -159,7 +159,7 @@ TEST(DiskFault, FileTruncatedUnderTheStoreFailsEveryLaterTransfer) {
   store.write(extent, 0, src.data(), size);
   store.truncate_for_test(size / 2);
   const std::string past = error_of([&] { store.read(extent, size / 2, dst.data(), kChunk); });
-  expect_parts(past, {store.path(), "the file ends there"});
+  expect_parts(past, {store.path(), "truncated under the engine"});
   const std::string before = error_of([&] { store.read(extent, 0, dst.data(), kChunk); });
   expect_parts(before, {store.path(), "truncated under the engine", std::to_string(size / 2)});
   const std::string write =
@@ -302,7 +302,8 @@ TEST(DiskFaultCli, DiskFullWhileWritingTheWeights) {
 }
 
 TEST(DiskFaultCli, FileTruncatedMidRun) {
-  expect_fault_ends_run_and_resumes("read:1200:truncate", "the file ends there", true);
+  // The read it struck meets the end, or another transfer sees the file's size first.
+  expect_fault_ends_run_and_resumes("read:1200:truncate", "truncated under the engine", true);
 }
 
 TEST(DiskFaultCli, ShortReadAtTheEndMidRun) {
