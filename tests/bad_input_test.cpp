@@ -1,5 +1,10 @@
 // Every kind of bad input gets a one-line error naming what is wrong, and exit status 2.
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "model/weight_source.h"
@@ -563,6 +568,56 @@ TEST(MachineFitCli, AddressSpaceLimitCountsAndRunsThatFitStillRun) {
   test::write_text(dir.file("in.jsonl"), "{\"id\": 1, \"input_ids\": [2, 5]}\n");
   const auto ok = run_strata(generate_args(dir.file("in.jsonl"), "--gen-len 2"), limit);
   EXPECT_EQ(ok.exit_status, 0) << ok.err;
+}
+
+// Bytes from a format_bytes() text ("1.25 GiB") at `pos` in `text`; -1 when there is none.
+double bytes_at(const std::string& text, size_t pos) {
+  if (pos == std::string::npos) return -1;
+  std::istringstream in(text.substr(pos));
+  double value = 0;
+  std::string unit;
+  if (!(in >> value >> unit)) return -1;
+  const std::vector<std::string> units = {"B", "KiB", "MiB", "GiB", "TiB"};
+  const auto u = std::find(units.begin(), units.end(), unit);
+  return u == units.end() ? -1 : value * std::pow(1024.0, u - units.begin());
+}
+
+// Under `ulimit -v` below what the policy needs, generate and bench refuse before loading: one
+// line with what the policy needs and what the limit leaves (less than the limit, more than
+// nothing, below the need), no output file; under the same limit a tiny run still runs.
+TEST(MachineFitCli, AddressSpaceBelowThePolicyRefusesGenerateAndBenchUpFront) {
+  constexpr double kLimitKiB = 1500000;  // about 1.4 GiB: opt-1.3b takes 5.3 GiB of weights
+  const std::string limit =
+      "ulimit -v " + std::to_string(static_cast<int64_t>(kLimitKiB)) + "; exec ";
+  TempDir dir;
+  test::write_text(dir.file("in.jsonl"), "{\"id\": 1, \"input_ids\": [2, 5]}\n");
+  const std::string out = dir.file("out.jsonl");
+  const std::vector<std::string> runs = {
+      "generate --model synthetic:opt-1.3b --input " + dir.file("in.jsonl") + " --output " + out,
+      "bench --model synthetic:opt-1.3b --no-bounds --gen-len 2 --prompt-len 8",
+      // A checkpoint on disk: refused before its weights are read; the cache of 100000 sequences
+      // is what does not fit.
+      generate_args(dir.file("in.jsonl"), "--gpu-batch-size 100000 --output " + out)};
+  for (const auto& args : runs) {
+    SCOPED_TRACE(args);
+    const auto r = run_strata(args, limit);
+    EXPECT_EQ(r.exit_status, 2) << r.err;
+    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
+    for (const char* part : {"the policy needs", "of host memory", "but this machine has",
+                             "RLIMIT_AS (ulimit -v) less what is mapped"}) {
+      EXPECT_NE(r.err.find(part), std::string::npos) << r.err;
+    }
+    const double needs = bytes_at(r.err, r.err.find("needs ") + 6);
+    const double has = bytes_at(r.err, r.err.find("machine has ") + 12);
+    EXPECT_GT(has, 0) << r.err;
+    EXPECT_LT(has, kLimitKiB * 1024) << r.err;
+    EXPECT_GT(needs, has) << r.err;
+    EXPECT_FALSE(fs::exists(out)) << "the output was opened before the refusal";
+  }
+  const auto ok =
+      run_strata(generate_args(dir.file("in.jsonl"), "--gen-len 2 --output " + out), limit);
+  EXPECT_EQ(ok.exit_status, 0) << ok.err;
+  EXPECT_EQ(test::lines_of(test::read_text(out)).size(), 1u);
 }
 
 // synth writes next to the target and renames into place: an existing model dir is refused, or

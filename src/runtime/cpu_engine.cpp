@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <utility>
@@ -60,7 +61,10 @@ struct CpuBackend final : ScheduleBackend {
   std::vector<int64_t> rows;
 
   ~CpuBackend() override {
-    if (schedule) schedule->drain();  // reads still in flight write into the staging buffers
+    if (schedule) schedule->drain();
+    // After an error the lanes skip the waits of reads already submitted, which still write
+    // into the staging buffers freed before the store.
+    if (disk) disk->drain();
   }
 
   const Policy& policy() const { return options.policy; }
@@ -130,7 +134,17 @@ struct CpuBackend final : ScheduleBackend {
   }
   void end_step() override {
     for (auto& ln : lanes) ln.waits.clear();
-    for (auto& ln : lanes) ln.stream.synchronize();  // errors surface here
+    // Errors surface here, the first lane's first, once every lane is idle: the others' work
+    // still reads the step's sequences and buffers.
+    std::exception_ptr error;
+    for (auto& ln : lanes) {
+      try {
+        ln.stream.synchronize();
+      } catch (...) {
+        if (!error) error = std::current_exception();
+      }
+    }
+    if (error) std::rethrow_exception(error);
   }
   bool weights_loaded(int64_t s) const override {
     return !weights[static_cast<size_t>(s)]->resident();

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -130,6 +131,7 @@ struct Chunk {
   uint64_t file_offset = 0;
   uint64_t size_bytes = 0;
   uint64_t done_bytes = 0;
+  bool inject = false;  // the injected fault strikes this chunk's first completion
 };
 
 // A submitted transfer not yet cut into chunks.
@@ -146,14 +148,62 @@ struct Ticket {
   int error = 0;  // the first errno among its chunks
   bool is_write = false;
   uint64_t size_bytes = 0;
+  bool ended = false;         // that error: a read found the end of the file
+  uint64_t error_offset = 0;  // where in the file the failing chunk was
 };
+
+constexpr int kRetried = 1;  // inject(): the chunk was submitted again; not a completion
+
+// The errnos STRATA_DISK_FAULT can name.
+const std::map<std::string, int>& fault_errnos() {
+  static const std::map<std::string, int> table = {{"ENOSPC", ENOSPC}, {"EIO", EIO}};
+  return table;
+}
 
 std::atomic<uint64_t> g_file_sequence{0};
 
 }  // namespace
 
+DiskFault DiskFault::parse(const std::string& spec) {
+  const auto bad = [&spec](const std::string& why) {
+    throw_input(detail::concat("STRATA_DISK_FAULT=", spec, ": ", why,
+                               " (want <read|write>:<chunks before it>:<ENOSPC|EIO|short|eof|"
+                               "truncate>)"));
+  };
+  const size_t a = spec.find(':');
+  const size_t b = a == std::string::npos ? a : spec.find(':', a + 1);
+  if (b == std::string::npos) bad("not three fields");
+  DiskFault fault;
+  const std::string direction = spec.substr(0, a), count = spec.substr(a + 1, b - a - 1),
+                    kind = spec.substr(b + 1);
+  if (direction != "read" && direction != "write") bad("the direction is read or write");
+  fault.is_write = direction == "write";
+  if (count.empty() || count.size() > 18 ||
+      count.find_first_not_of("0123456789") != std::string::npos) {
+    bad("the chunk count is a whole number");
+  }
+  fault.after_chunks = std::stoull(count);
+  if (const auto it = fault_errnos().find(kind); it != fault_errnos().end()) {
+    fault.kind = Kind::kErrno;
+    fault.error = it->second;
+  } else if (kind == "short") {
+    fault.kind = Kind::kShort;
+  } else if (kind == "eof" || kind == "truncate") {
+    if (fault.is_write) bad(kind + " is a read's fault");
+    fault.kind = kind == "eof" ? Kind::kEof : Kind::kTruncate;
+  } else {
+    bad("unknown fault '" + kind + "'");
+  }
+  return fault;
+}
+
+DiskFault DiskFault::from_env() {
+  const char* spec = std::getenv("STRATA_DISK_FAULT");
+  return spec && *spec ? parse(spec) : DiskFault{};
+}
+
 struct DiskStore::State {
-  State(const std::string& dir, uint64_t capacity_bytes);
+  State(const std::string& dir, uint64_t capacity_bytes, const DiskFault& fault);
   std::string make_path();
 
   // All of these with `mutex` held. Errors come back as errno values: the completion thread
@@ -161,6 +211,10 @@ struct DiskStore::State {
   int fill_queue();
   int prepare(unsigned slot);
   void complete(unsigned slot, int result);
+  int inject(unsigned slot, int result);
+  // Throws once the file is shorter than the store: something cut it under the engine, and a
+  // write past the cut would grow it again with zeros where the data was.
+  void check_not_cut();
   void completion_loop();
   unsigned chunks_in_flight() const { return kQueueDepth - free_slots.size(); }
   void throw_io_error(const Ticket& ticket, int error) const;
@@ -172,6 +226,9 @@ struct DiskStore::State {
   const std::string path;  // the file's name while it was created; unlinked since
   std::unique_ptr<OwnedFile> file;
   std::unique_ptr<Ring> ring;
+  const DiskFault fault;
+  uint64_t fault_chunks = 0;       // chunks the fault could have struck so far
+  uint64_t cut_to = ~uint64_t{0};  // the file's size once it was seen cut
 
   std::mutex mutex;
   std::condition_variable completed;
@@ -190,8 +247,11 @@ struct DiskStore::State {
   std::thread completion_thread;
 };
 
-DiskStore::State::State(const std::string& dir_in, uint64_t capacity_in)
-    : dir(dir_in), capacity_bytes(round_up(capacity_in, kAlignment)), path(make_path()) {
+DiskStore::State::State(const std::string& dir_in, uint64_t capacity_in, const DiskFault& fault_in)
+    : dir(dir_in),
+      capacity_bytes(round_up(capacity_in, kAlignment)),
+      path(make_path()),
+      fault(fault_in) {
   check_offload_dir(dir);
   // Checked first so a too-large policy fails at once instead of filling the disk to the brim.
   STRATA_INPUT_CHECK(capacity_bytes <= free_bytes(dir), room_message(dir, capacity_bytes));
@@ -247,7 +307,12 @@ int DiskStore::State::fill_queue() {
     const unsigned slot = free_slots.back();
     free_slots.pop_back();
     const uint64_t size = std::min(next.size_bytes, kChunkBytes);
-    slots[slot] = Chunk{next.ticket, next.is_write, next.buffer, next.file_offset, size, 0};
+    // A short transfer needs a chunk of more than one block to be short of.
+    const bool can_strike = fault.kind != DiskFault::Kind::kNone &&
+                            fault.is_write == next.is_write &&
+                            (fault.kind != DiskFault::Kind::kShort || size > kAlignment);
+    const bool inject = can_strike && fault_chunks++ == fault.after_chunks;
+    slots[slot] = Chunk{next.ticket, next.is_write, next.buffer, next.file_offset, size, 0, inject};
     next.buffer += size;
     next.file_offset += size;
     next.size_bytes -= size;
@@ -266,9 +331,36 @@ int DiskStore::State::fill_queue() {
   return 0;
 }
 
+// The injected fault in place of the kernel's `result` for the chunk in `slot`.
+int DiskStore::State::inject(unsigned slot, int result) {
+  Chunk& chunk = slots[slot];
+  chunk.inject = false;
+  if (result <= 0) return result;  // a real error comes first
+  switch (fault.kind) {
+    case DiskFault::Kind::kErrno:
+      return -fault.error;
+    case DiskFault::Kind::kShort:
+      // Block-aligned, as O_DIRECT's short transfers are, so the rest can be asked for.
+      return static_cast<int>(std::min<uint64_t>(static_cast<uint64_t>(result),
+                                                 chunk.size_bytes / 2 / kAlignment * kAlignment));
+    case DiskFault::Kind::kEof:
+      return 0;
+    case DiskFault::Kind::kTruncate:
+      if (::ftruncate(file->fd(), 0) != 0) return -errno;
+      return prepare(slot) == 0 ? kRetried : -EBUSY;  // the retry meets the real end
+    case DiskFault::Kind::kNone:
+      break;
+  }
+  return result;
+}
+
 void DiskStore::State::complete(unsigned slot, int result) {
   Chunk& chunk = slots[slot];
   Ticket& ticket = tickets.at(chunk.ticket);
+  if (chunk.inject) {
+    result = inject(slot, result);
+    if (result == kRetried) return;
+  }
   if (result == -EAGAIN || result == -EINTR) {
     if (prepare(slot) == 0) return;
     result = -EBUSY;
@@ -283,7 +375,12 @@ void DiskStore::State::complete(unsigned slot, int result) {
       (chunk.is_write ? bytes_written : bytes_read) += chunk.size_bytes;
     }
   }
-  if (result <= 0 && ticket.error == 0) ticket.error = result == 0 ? EIO : -result;
+  if (result <= 0 && ticket.error == 0) {
+    // A read of 0 bytes inside the store: the file ends before it should.
+    ticket.error = result == 0 ? EIO : -result;
+    ticket.ended = result == 0;
+    ticket.error_offset = chunk.file_offset + chunk.done_bytes;
+  }
   --ticket.chunks_left;
   free_slots.push_back(slot);
 }
@@ -323,16 +420,31 @@ void DiskStore::State::completion_loop() {
   }
 }
 
+// Input errors: the disk under the offload dir failed, not the engine; one line naming the file.
 void DiskStore::State::throw_io_error(const Ticket& ticket, int error) const {
-  const char* what = ticket.is_write ? "writing" : "reading";
-  STRATA_INPUT_CHECK(error != ENOSPC && error != EDQUOT, "offload dir ", dir, ": disk full ", what,
-                     " ", ticket.size_bytes, " bytes of ", path);
-  STRATA_CHECK(false, "offload dir ", dir, ": I/O error ", what, " ", ticket.size_bytes,
-               " bytes of ", path, ": ", describe_errno(error));
+  const std::string what =
+      detail::concat(ticket.is_write ? "writing " : "reading ", ticket.size_bytes, " bytes of ",
+                     path, " (offload dir ", dir, ") at byte ", ticket.error_offset, ": ");
+  STRATA_INPUT_CHECK(!ticket.ended, "disk tier: ", what,
+                     "the file ends there (was it truncated under the engine?)");
+  STRATA_INPUT_CHECK(error != ENOSPC && error != EDQUOT, "disk tier: ", what, describe_errno(error),
+                     " (the offload dir's disk is full)");
+  throw_input(detail::concat("disk tier: ", what, describe_errno(error)));
 }
 
-DiskStore::DiskStore(const std::string& dir, uint64_t capacity_bytes)
-    : state_(std::make_unique<State>(dir, capacity_bytes)) {}
+void DiskStore::State::check_not_cut() {
+  struct stat info {};
+  if (cut_to == ~uint64_t{0} && ::fstat(file->fd(), &info) == 0 &&
+      static_cast<uint64_t>(info.st_size) < capacity_bytes) {
+    cut_to = static_cast<uint64_t>(info.st_size);
+  }
+  STRATA_INPUT_CHECK(cut_to == ~uint64_t{0}, "disk tier: ", path, " (offload dir ", dir, ") is ",
+                     cut_to, " bytes but the store reserved ", capacity_bytes,
+                     ": it was truncated under the engine");
+}
+
+DiskStore::DiskStore(const std::string& dir, uint64_t capacity_bytes, const DiskFault& fault)
+    : state_(std::make_unique<State>(dir, capacity_bytes, fault)) {}
 
 DiskStore::~DiskStore() {
   State& s = *state_;
@@ -393,6 +505,7 @@ uint64_t DiskStore::State::submit(bool is_write, const Extent& extent, uint64_t 
   std::lock_guard<std::mutex> lock(s.mutex);
   STRATA_CHECK(s.ring_error == 0, "offload dir ", s.dir,
                ": io_uring failed earlier: ", describe_errno(s.ring_error));
+  s.check_not_cut();
   const uint64_t ticket = s.next_ticket++;
   const uint64_t chunks = (size_bytes + DiskStore::kChunkBytes - 1) / DiskStore::kChunkBytes;
   s.tickets[ticket] = Ticket{chunks, 0, is_write, size_bytes};
@@ -427,6 +540,8 @@ void DiskStore::wait(uint64_t ticket_id) {
   STRATA_CHECK(ticket.chunks_left == 0, "offload dir ", s.dir,
                ": io_uring failed: ", describe_errno(s.ring_error));
   if (ticket.error != 0) s.throw_io_error(ticket, ticket.error);
+  // No transfer that ended after a cut passes for good data.
+  s.check_not_cut();
 }
 
 void DiskStore::read(const Extent& extent, uint64_t offset_in_extent, void* dst,
@@ -437,6 +552,18 @@ void DiskStore::read(const Extent& extent, uint64_t offset_in_extent, void* dst,
 void DiskStore::write(const Extent& extent, uint64_t offset_in_extent, const void* src,
                       uint64_t size_bytes) {
   wait(submit_write(extent, offset_in_extent, src, size_bytes));
+}
+
+void DiskStore::drain() {
+  State& s = *state_;
+  std::unique_lock<std::mutex> lock(s.mutex);
+  s.completed.wait(
+      lock, [&] { return s.ring_error != 0 || (s.pending.empty() && s.chunks_in_flight() == 0); });
+}
+
+void DiskStore::truncate_for_test(uint64_t size_bytes) {
+  STRATA_CHECK(::ftruncate(state_->file->fd(), static_cast<off_t>(size_bytes)) == 0, "ftruncate ",
+               state_->path, ": ", describe_errno(errno));
 }
 
 void DiskStore::sync() {

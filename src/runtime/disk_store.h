@@ -20,6 +20,24 @@
 
 namespace strata {
 
+// A fault the disk tier injects into one chunk's completion, for tests of the error paths:
+// STRATA_DISK_FAULT=<read|write>:<n>:<kind> fails the chunk after the first n of that direction.
+// Kinds: ENOSPC or EIO (the chunk fails with that errno), short (it transfers only part, which
+// the store must ask for again), eof (a read finds the end of the file) and truncate (the file is
+// cut to nothing under the engine, then the read is retried and meets the real end).
+struct DiskFault {
+  enum class Kind { kNone, kErrno, kShort, kEof, kTruncate };
+  Kind kind = Kind::kNone;
+  bool is_write = false;
+  uint64_t after_chunks = 0;
+  int error = 0;  // kErrno's errno
+
+  // An input error naming STRATA_DISK_FAULT when `spec` is malformed.
+  static DiskFault parse(const std::string& spec);
+  // STRATA_DISK_FAULT, or no fault when it is unset or empty.
+  static DiskFault from_env();
+};
+
 class DiskStore {
  public:
   static constexpr uint64_t kAlignment = 4096;      // O_DIRECT block and extent granularity
@@ -35,7 +53,7 @@ class DiskStore {
   // Input errors, naming `dir`, when it is missing, not a directory, not writable, on a
   // filesystem without O_DIRECT, or without room for `capacity_bytes` (rounded up to
   // kAlignment); nothing is left behind then.
-  DiskStore(const std::string& dir, uint64_t capacity_bytes);
+  DiskStore(const std::string& dir, uint64_t capacity_bytes, const DiskFault& fault = {});
   // Waits for outstanding I/O (so the buffers of tickets not waited for must outlive the store),
   // then closes the (already unlinked) file.
   ~DiskStore();
@@ -64,6 +82,12 @@ class DiskStore {
   void write(const Extent& extent, uint64_t offset_in_extent, const void* src, uint64_t size_bytes);
   // fdatasync: written data is on the device, not only in its queue.
   void sync();
+  // Waits until no chunk is queued or in flight, waited for or not: after an error, before the
+  // buffers of tickets nobody will wait for are freed.
+  void drain();
+  // Test hook: cuts the (unlinked) file to `size_bytes` under the store, as another process
+  // holding it could.
+  void truncate_for_test(uint64_t size_bytes);
 
   // Completed transfers, and the seconds during which at least one chunk was in flight.
   uint64_t bytes_read() const;

@@ -97,7 +97,8 @@ std::unique_ptr<DiskStore> make_disk_tier(const MemoryPlan& plan, const std::str
   if (need == 0) return nullptr;
   STRATA_INPUT_CHECK(!offload_dir.empty(), "the policy puts ",
                      format_bytes(static_cast<double>(need)), " on disk: give --offload-dir");
-  return std::make_unique<DiskStore>(offload_dir, need);
+  // STRATA_DISK_FAULT reaches the engine's store only: the probes measure a healthy disk.
+  return std::make_unique<DiskStore>(offload_dir, need, DiskFault::from_env());
 }
 
 void check_caps(const MemoryPlan& plan, const TierCaps& caps) {

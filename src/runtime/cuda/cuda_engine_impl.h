@@ -146,6 +146,7 @@ struct CudaBackend final : ScheduleBackend {
 
   ~CudaBackend() override {
     if (schedule) schedule->drain();  // reads still in flight write into pinned staging
+    if (disk) disk->drain();          // and those whose waits an error skipped
   }
 
   const Policy& policy() const { return options.policy; }
