@@ -364,7 +364,7 @@ CpuBackend::CpuBackend(const WeightSource& source, const EngineOptions& engine_o
       Tier::kGpu,
       static_cast<uint64_t>(shapes.workspace_numel + p.effective_batch() * config.vocab_size) * 4);
   marks = std::make_unique<MarkTable<EventPtr>>(total_batches);
-  schedule = std::make_unique<BlockSchedule>(*this, layouts);
+  schedule = std::make_unique<BlockSchedule>(*this, layouts, options.policy.overlap);
   counters.clear_traffic();
   for (auto& ln : lanes) ln.stream.clear_stats();
 }

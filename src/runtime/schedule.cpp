@@ -6,7 +6,7 @@ void BlockSchedule::drain() noexcept {
   try {
     b_.end_step();
     if (carried_) {
-      for (int64_t s = 0; s < kWeightSlots - 1; ++s) {
+      for (int64_t s = 0; s < read_ahead_; ++s) {
         if (b_.weights_loaded(s)) b_.finish_weight_read(s, &carried_tickets_[s]);
       }
       carried_ = false;
@@ -86,7 +86,7 @@ void BlockSchedule::run(const std::vector<std::vector<SequenceStep>>& steps,
   const auto n_stages = static_cast<int64_t>(layouts_.size());
   b_.begin_step(steps, lengths);
   tickets_.assign(static_cast<size_t>(n_stages), 0);
-  for (int64_t s = 0; s < kWeightSlots - 1 && s < n_stages; ++s) {
+  for (int64_t s = 0; s < read_ahead_ && s < n_stages; ++s) {
     if (carried_) {
       tickets_[static_cast<size_t>(s)] = carried_tickets_[s];
     } else {
@@ -108,15 +108,16 @@ void BlockSchedule::run(const std::vector<std::vector<SequenceStep>>& steps,
       run_batch(w);
     }
     b_.record(Lane::kCompute, {MarkKind::kStageDone, s % 2});
-    // Stage s + 2's disk read and stage s + 1's load are issued behind stage s's compute.
-    const int64_t ahead = s + kWeightSlots - 1;
+    // Stage s + 2's disk read (s + 1's without overlap) and stage s + 1's load are issued
+    // behind stage s's compute.
+    const int64_t ahead = s + read_ahead_;
     if (ahead < n_stages) submit(ahead, &tickets_[static_cast<size_t>(ahead)]);
     if (s + 1 < n_stages) load_weights(s + 1);
   }
   // The next step's first stages are read while this one finishes; each waits for the slot's
   // last user in this step.
-  if (n_stages >= kWeightSlots) {
-    for (int64_t s = 0; s < kWeightSlots - 1; ++s) {
+  if (read_ahead_ > 1 && n_stages >= kWeightSlots) {
+    for (int64_t s = 0; s < read_ahead_; ++s) {
       carried_tickets_[s] = 0;
       submit(s, &carried_tickets_[s]);
     }

@@ -125,8 +125,10 @@ class ScheduleBackend {
 
 class BlockSchedule {
  public:
-  BlockSchedule(ScheduleBackend& backend, const std::vector<StageLayout>& layouts)
-      : b_(backend), layouts_(layouts) {}
+  // overlap false (--no-overlap): each disk read is issued when its stage is next, so no read
+  // is in flight while anything computes.
+  BlockSchedule(ScheduleBackend& backend, const std::vector<StageLayout>& layouts, bool overlap)
+      : b_(backend), layouts_(layouts), read_ahead_(overlap ? kWeightSlots - 1 : 1) {}
   // Finishes reads still in flight (they write into staging the backend owns): call before the
   // backend's buffers go.
   void drain() noexcept;
@@ -142,6 +144,7 @@ class BlockSchedule {
 
   ScheduleBackend& b_;
   const std::vector<StageLayout>& layouts_;
+  const int64_t read_ahead_;  // stages whose reads are in flight as a stage's compute is issued
   std::vector<uint64_t> tickets_;
   int64_t cache_item_ = 0, act_item_ = 0;
   // Reads of the next step's first stages, submitted as this one ends so no step starts with an

@@ -70,7 +70,7 @@ CudaBackend::CudaBackend(const WeightSource& source, const EngineOptions& engine
   allocate_working(l);
   compute_stream.synchronize();
   marks = std::make_unique<MarkTable<cuda::Event>>(total_batches);
-  schedule = std::make_unique<BlockSchedule>(*this, layouts);
+  schedule = std::make_unique<BlockSchedule>(*this, layouts, options.policy.overlap);
   counters.clear_traffic();
 }
 
