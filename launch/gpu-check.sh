@@ -40,9 +40,16 @@ cat "$out/environment.txt"
 
 status=0
 echo "== CUDA tests"
+# The exact comparisons append each difference they find here (placement, sequence, step, values).
+export STRATA_TEST_REPORT="${STRATA_TEST_REPORT:-$out/test_report.txt}"
+rm -f "$STRATA_TEST_REPORT"
 "$run" strata_cuda_tests --gtest_output="json:$out/cuda_tests.json" 2>&1 | tee "$out/cuda_tests.log"
 tests_rc=${PIPESTATUS[0]}
 echo "strata_cuda_tests exit status $tests_rc (77: no GPU visible)"
+if [ -s "$STRATA_TEST_REPORT" ]; then
+  echo "== exact comparisons that differed ($STRATA_TEST_REPORT)"
+  cat "$STRATA_TEST_REPORT"
+fi
 [ "$tests_rc" = 0 ] || status=1
 
 echo "== kernel bench"

@@ -367,6 +367,40 @@ TEST(Planner, NeverExceedsATierOnAGpu) {
   }
 }
 
+// The CUDA plan's GPU tier is the pool (cuBLAS's workspace inside it) plus the reserve the
+// engine leaves outside it, so a --gpu-mem the plan fits leaves the device what loads later.
+TEST(Planner, CudaPlanCountsBlasWorkspaceAndReserve) {
+  for (const char* arch : {"opt-1.3b", "qwen2.5-0.5b", "opt-125m"}) {
+    SCOPED_TRACE(arch);
+    const auto config = parse_model_config(builtin_config_json(arch), arch);
+    for (const int64_t gbs : {1, 8}) {
+      EngineOptions o;
+      o.policy.gpu_batch_size = gbs;
+      o.policy.weights = {50, 50};
+      o.max_prompt_len = 128;
+      o.gen_len = 16;
+      const auto layouts = slice_layouts(config, o);
+      const CudaLayout l = cuda_layout(config, o, layouts, shapes_of(config, o, layouts));
+      const MemoryPlan plan = plan_cuda_memory(config, o);
+      EXPECT_EQ(l.reserve_bytes, kDeviceReserveBytes);
+      EXPECT_EQ(plan.total(Tier::kGpu), l.device_bytes + l.reserve_bytes);
+      // Twice the largest fp32 GEMM output, whole MiB, at most cuBLAS's Hopper default.
+      const uint64_t widest = std::max<uint64_t>(
+          {static_cast<uint64_t>(config.hidden_size), static_cast<uint64_t>(config.ffn_dim),
+           static_cast<uint64_t>(config.q_dim()), static_cast<uint64_t>(config.mlp_width())});
+      const uint64_t out = std::max(static_cast<uint64_t>(l.limits.max_rows) * widest,
+                                    static_cast<uint64_t>(gbs * config.vocab_size));
+      const uint64_t mib = 1ull << 20;
+      EXPECT_EQ(l.blas_workspace_bytes, std::min(32 * mib, (8 * out + mib - 1) / mib * mib));
+      // What the data and the runner take, plus the workspace, is the pool.
+      const uint64_t data = plan.weights[0] + plan.cache[0] + plan.activations[0];
+      EXPECT_GE(l.device_bytes,
+                data + pool_bytes(l.blas_workspace_bytes) +
+                    pool_bytes(cuda::StageRunner::workspace_bytes(config, l.limits)));
+    }
+  }
+}
+
 TEST(Planner, EverythingOnTheGpuTierWhenItFits) {
   const auto config = parse_model_config(builtin_config_json("opt-125m"), "opt-125m");
   PlanRequest r;

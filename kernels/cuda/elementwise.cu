@@ -181,6 +181,10 @@ Blas::Blas() {
   handle_ = h;
 }
 
+void Blas::set_workspace(void* workspace, size_t bytes) {
+  STRATA_CUBLAS_CHECK(cublasSetWorkspace(static_cast<cublasHandle_t>(handle_), workspace, bytes));
+}
+
 Blas::~Blas() {
   if (handle_) cublasDestroy(static_cast<cublasHandle_t>(handle_));
 }

@@ -24,6 +24,9 @@ class Blas {
   Blas(const Blas&) = delete;
   Blas& operator=(const Blas&) = delete;
   void* handle() const { return handle_; }
+  // GEMMs use `bytes` at `workspace` (device memory the caller keeps) instead of a workspace
+  // cuBLAS would cudaMalloc behind the engine's pool at the first GEMM.
+  void set_workspace(void* workspace, size_t bytes);
 
  private:
   void* handle_ = nullptr;

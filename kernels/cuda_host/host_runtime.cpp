@@ -327,5 +327,8 @@ void fp16_to_fp32_roundtrip(const uint16_t* host_src, float* host_dst, size_t n)
 
 Blas::Blas() : handle_(this) {}
 Blas::~Blas() = default;
+void Blas::set_workspace(void* workspace, size_t bytes) {
+  host::check_device(workspace, bytes, "cuBLAS workspace");
+}
 
 }  // namespace strata::cuda

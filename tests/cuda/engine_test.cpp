@@ -5,7 +5,12 @@
 // interleaved at random, so the schedule's events are tested in every build.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <numeric>
 #include <random>
 #include <string>
@@ -53,12 +58,59 @@ std::vector<Generation> run(const WeightSource& source, const Workload& w, const
   return test::run_engine(source, w, options_for(policy, device, offload_dir), stats);
 }
 
-void expect_same(const std::vector<Generation>& got, const std::vector<Generation>& want) {
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < got.size(); ++i) {
-    EXPECT_EQ(got[i].output_ids, want[i].output_ids) << "prompt " << i;
-    EXPECT_EQ(got[i].token_logprobs, want[i].token_logprobs) << "prompt " << i;
+// One line per prompt whose ids or logprobs differ: the placement, the test, the sequence, the
+// first differing step and both values (logprobs to the bit), so a GPU run that differs (cuBLAS
+// giving other bits on another stream) says where in one run. Also appended to the file
+// $STRATA_TEST_REPORT names, which launch/gpu-check.sh prints.
+std::vector<std::string> differences(const std::vector<Generation>& got,
+                                     const std::vector<Generation>& want,
+                                     const std::string& placement) {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  const std::string where = std::string(info ? info->test_suite_name() : "") + "." +
+                            (info ? info->name() : "") + " placement " + placement;
+  std::vector<std::string> lines;
+  if (got.size() != want.size()) {
+    lines.push_back(where + ": " + std::to_string(got.size()) + " sequences, want " +
+                    std::to_string(want.size()));
+    return lines;
   }
+  for (size_t i = 0; i < got.size(); ++i) {
+    const auto& a = got[i];
+    const auto& b = want[i];
+    const size_t n = std::max({a.output_ids.size(), b.output_ids.size(), a.token_logprobs.size(),
+                               b.token_logprobs.size()});
+    for (size_t t = 0; t < n; ++t) {
+      const auto id = [t](const Generation& g) {
+        return t < g.output_ids.size() ? std::to_string(g.output_ids[t]) : std::string("none");
+      };
+      const auto lp = [t](const Generation& g) {
+        if (t >= g.token_logprobs.size()) return std::string("none");
+        char text[32];
+        std::snprintf(text, sizeof text, "%.9g", g.token_logprobs[t]);
+        return std::string(text);
+      };
+      // Exact, and a NaN differs from everything.
+      const bool same_lp = t < a.token_logprobs.size() && t < b.token_logprobs.size()
+                               ? a.token_logprobs[t] == b.token_logprobs[t]
+                               : a.token_logprobs.size() == b.token_logprobs.size();
+      if (id(a) == id(b) && same_lp) continue;
+      lines.push_back(where + " sequence " + std::to_string(i) + " step " + std::to_string(t) +
+                      ": id " + id(a) + " vs " + id(b) + ", logprob " + lp(a) + " vs " + lp(b));
+      break;
+    }
+  }
+  return lines;
+}
+
+void expect_same(const std::vector<Generation>& got, const std::vector<Generation>& want,
+                 const std::string& placement = "resident") {
+  const auto lines = differences(got, want, placement);
+  const char* report = std::getenv("STRATA_TEST_REPORT");
+  if (!lines.empty() && report && *report) {
+    std::ofstream out(report, std::ios::app);
+    for (const auto& line : lines) out << line << "\n";
+  }
+  for (const auto& line : lines) ADD_FAILURE() << line;
 }
 
 class CudaEngineTest : public ::testing::TestWithParam<std::string> {
@@ -195,7 +247,7 @@ TEST_P(CudaEngineTest, EveryPolicyGivesTheAllOnGpuResult) {
     resident.compress_cache = p.compress_cache;  // the same packed cache, on the device
     resident.compress_bits = p.compress_bits;
     const auto want = run(*src, w, resident);
-    expect_same(run(*src, w, p, Device::kCuda, dir.path().string()), want);
+    expect_same(run(*src, w, p, Device::kCuda, dir.path().string()), want, p.to_json().dump());
     EXPECT_TRUE(std::filesystem::is_empty(dir.path())) << "the disk store left files behind";
   }
 }
@@ -214,7 +266,7 @@ TEST_P(CudaEngineTest, CompressedWeightsOnEveryTier) {
     p.weights = weights;
     p.cache = {0, 100};
     SCOPED_TRACE(p.to_json().dump());
-    expect_same(run(*src, w, p, Device::kCuda, dir.path().string()), want);
+    expect_same(run(*src, w, p, Device::kCuda, dir.path().string()), want, p.to_json().dump());
   }
   // A wrong group order or nibble order is far off; 4 bits on these tiny random models is not.
   double sum = 0;
@@ -394,7 +446,7 @@ TEST_P(CudaEngineTest, PipelineSlicesMatchTheWholeModel) {
     auto results = parallel::pipeline_generate(*src, o, t, w.prompts, gen, nullptr);
     if (t.rank() == 0) got = std::move(results);
   });
-  expect_same(got, want);
+  expect_same(got, want, "pipeline of 2 ranks");
 }
 
 INSTANTIATE_TEST_SUITE_P(ReferenceModels, CudaEngineTest,
@@ -419,6 +471,28 @@ TEST(CudaEngine, Stories260KMatchesLlama2c) {
     o.gen_len = static_cast<int64_t>(want.size());
     EXPECT_EQ(test::run_engine(*src, w, o).at(0).output_ids, want);
   }
+}
+
+// The cross-placement comparison names the first differing step of each differing sequence,
+// and appends those lines to $STRATA_TEST_REPORT.
+TEST(CudaEngine, DifferencesNameTheSequenceAndStep) {
+  Generation a{{5, 6, 7}, {-0.5f, -1.0f, -2.0f}, {}, FinishReason::kLength};
+  std::vector<Generation> want = {a, a, a};
+  std::vector<Generation> got = want;
+  got[1].token_logprobs[1] = std::nextafter(-1.0f, 0.0f);  // one ulp
+  got[2].output_ids[2] = 8;
+  got[2].token_logprobs[0] = std::nanf("");
+  const auto lines = differences(got, want, "P");
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_NE(lines[0].find("placement P sequence 1 step 1: id 6 vs 6, logprob -0.99999994 vs -1"),
+            std::string::npos)
+      << lines[0];
+  EXPECT_NE(lines[1].find("sequence 2 step 0: id 5 vs 5, logprob nan vs -0.5"), std::string::npos)
+      << lines[1];
+  EXPECT_NE(lines[0].find("DifferencesNameTheSequenceAndStep"), std::string::npos) << lines[0];
+  EXPECT_TRUE(differences(want, want, "P").empty());
+  got.pop_back();
+  EXPECT_EQ(differences(got, want, "P").size(), 1u);
 }
 
 TEST(CudaEngine, GpuMemCapIsAnInputError) {

@@ -52,11 +52,15 @@ CudaBackend::CudaBackend(const WeightSource& source, const EngineOptions& engine
   plan = plan_cuda_memory(c, options);
   check_caps(plan, options.caps);
   check_fits_machine(c, options, plan, Device::kCuda);  // pinned host memory and the disk tier
+  // The cuBLAS handle exists (a member), so its setup is already out of free memory; the
+  // reserve covers what loads later.
   const uint64_t free_bytes = cuda::device_free_bytes();
-  STRATA_INPUT_CHECK(l.device_bytes <= free_bytes, "the policy needs ",
-                     format_bytes(static_cast<double>(l.device_bytes)), " of GPU memory but GPU ",
-                     options.gpu_index, " has ", format_bytes(static_cast<double>(free_bytes)),
-                     " free");
+  const uint64_t need = l.device_bytes + l.reserve_bytes;
+  STRATA_INPUT_CHECK(need <= free_bytes, "the policy needs ",
+                     format_bytes(static_cast<double>(need)), " of GPU memory (",
+                     format_bytes(static_cast<double>(l.reserve_bytes)),
+                     " of it outside the pool) but GPU ", options.gpu_index, " has ",
+                     format_bytes(static_cast<double>(free_bytes)), " free");
 
   pool = std::make_unique<cuda::DevicePool>(l.device_bytes);
   pinned = std::make_unique<cuda::PinnedArena>(std::max<uint64_t>(l.pinned_bytes, kDiskAlign));
@@ -172,6 +176,8 @@ void CudaBackend::allocate_working(const CudaLayout& l) {
   if (!cache_resident(p)) {
     for (auto& b : cache_buffers) b = device_block(static_cast<uint64_t>(sh.kv_numel) * 2);
   }
+  blas_workspace = device_block(l.blas_workspace_bytes);
+  blas.set_workspace(blas_workspace.data(), l.blas_workspace_bytes);
   counters.add_allocation(Tier::kGpu, cuda::StageRunner::workspace_bytes(c, l.limits));
   runner = std::make_unique<cuda::StageRunner>(c, l.limits, *pool, blas);
   if (l.hetegen) {

@@ -122,6 +122,7 @@ struct CudaBackend final : ScheduleBackend {
   cuda::Block cache_groups[kRing];  // a compressed cache's packed rows, beside cache_buffers
   StoredFormat cache_stored;        // the cache's format on every tier
   cuda::Block logits_device, hidden_device;
+  cuda::Block blas_workspace;  // blas's; the pool, declared before blas, outlives it
   cuda::Block weight_staging[kWeightSlots], logits_host, hidden_host;
   cuda::Block attention_host;     // cpu_cache_compute: q, k, v, then the output, [gbs, h] each
   std::exception_ptr host_error;  // from work run in stream order on the host

@@ -7,6 +7,7 @@
 #include "kernels/cpu/quant.h"
 #include "kernels/quant_format.h"
 #include "runtime/cuda/device_tiers.h"
+#include "runtime/cuda/runner_layout.h"
 #include "runtime/packed_stage.h"
 
 namespace strata {
@@ -41,6 +42,15 @@ uint64_t host_rows_bytes(const StageLayout& layout, const Policy& p) {
 uint64_t pool_bytes(uint64_t bytes) {
   constexpr uint64_t a = cuda::RangeAllocator::kAlign;
   return (bytes + a - 1) / a * a;
+}
+
+uint64_t blas_workspace_bytes(const ModelConfig& c, const cuda::StageRunnerLimits& limits) {
+  constexpr uint64_t kMax = uint64_t{32} << 20, kMib = uint64_t{1} << 20;
+  const uint64_t widest = std::max<uint64_t>(cuda::widest_linear(c), c.mlp_width());
+  const uint64_t outputs =
+      std::max(static_cast<uint64_t>(limits.max_rows) * widest,
+               static_cast<uint64_t>(limits.max_seqs) * static_cast<uint64_t>(c.vocab_size));
+  return std::min(kMax, (2 * outputs * 4 + kMib - 1) / kMib * kMib);
 }
 
 int64_t host_split_rows(const Policy& p, double alpha, int64_t n) {
@@ -122,6 +132,9 @@ CudaLayout cuda_layout(const ModelConfig& c, const EngineOptions& o,
   if (!cache_resident(p)) device += kRing * pool_bytes(static_cast<uint64_t>(sh.kv_numel) * 2);
   l.limits = {sh.act_rows, p.gpu_batch_size, sh.capacity};
   device += pool_bytes(cuda::StageRunner::workspace_bytes(c, l.limits));
+  l.blas_workspace_bytes = blas_workspace_bytes(c, l.limits);
+  device += pool_bytes(l.blas_workspace_bytes);
+  l.reserve_bytes = kDeviceReserveBytes;
   l.logits_bytes = static_cast<uint64_t>(p.gpu_batch_size * c.vocab_size) * 4;
   device += pool_bytes(l.logits_bytes);
   pinned += pool_bytes(static_cast<uint64_t>(p.num_gpu_batches) * l.logits_bytes);
@@ -158,7 +171,8 @@ MemoryPlan plan_cuda_memory(const ModelConfig& c, const EngineOptions& o) {
   MemoryPlan plan = plan_data(c, o, Device::kCuda);
   // Working sets: whatever of the pool, and of the arena, the data does not take.
   const auto over = [](uint64_t total, uint64_t data) { return total > data ? total - data : 0; };
-  plan.working[0] = over(l.device_bytes, plan.weights[0] + plan.cache[0] + plan.activations[0]);
+  plan.working[0] =
+      over(l.device_bytes, plan.weights[0] + plan.cache[0] + plan.activations[0]) + l.reserve_bytes;
   const uint64_t pinned_data =
       (o.policy.pin_weight ? plan.weights[1] : 0) + plan.cache[1] + plan.activations[1];
   plan.working[1] = over(l.pinned_bytes, pinned_data) + l.host_rows_bytes;

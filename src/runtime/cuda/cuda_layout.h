@@ -29,9 +29,21 @@ struct CudaLayout {
   bool slice = false;              // a pipeline slice (no embedding or no head)
   bool hetegen = false;
   cuda::StageRunnerLimits limits;
-  uint64_t device_bytes = 0;  // the pool
-  uint64_t pinned_bytes = 0;  // the arena
+  uint64_t blas_workspace_bytes = 0;  // cuBLAS's workspace, a pool block
+  uint64_t reserve_bytes = 0;         // device memory outside the pool (kDeviceReserveBytes)
+  uint64_t device_bytes = 0;          // the pool
+  uint64_t pinned_bytes = 0;          // the arena
 };
+
+// Device memory the engine leaves outside its pool, counted in the GPU tier of the plan and
+// checked against free memory: kernel modules the CUDA runtime loads at their first launch
+// (cuBLAS's among them) and the local memory it grows for them.
+inline constexpr uint64_t kDeviceReserveBytes = uint64_t{8} << 20;
+// cuBLAS's workspace for GEMMs of these limits, handed to it from the pool (cuBLAS would
+// otherwise cudaMalloc its own at the first GEMM): 32 MiB, what it takes by default on Hopper,
+// or less where twice the largest GEMM output in fp32 (split-K partial sums) is smaller; a
+// smaller workspace only narrows cuBLAS's choice of algorithm.
+uint64_t blas_workspace_bytes(const ModelConfig& c, const cuda::StageRunnerLimits& limits);
 
 // A pool or arena block of `bytes`, as the range allocator rounds it.
 uint64_t pool_bytes(uint64_t bytes);
