@@ -268,6 +268,24 @@ TEST(BadFamilyModel, UnsupportedActivationAndHugeSizes) {
   expect_input_error(huge.write(), {"config.json", "num_hidden_layers", "largest supported"});
 }
 
+// Token ids are range-checked, not narrowed to int32 (2^32 would read as 0) or truncated (2.5).
+TEST(BadFamilyModel, TokenIdsOutsideTheirRange) {
+  const std::pair<const char*, nlohmann::json> cases[] = {
+      {"bos_token_id", int64_t{1} << 32}, {"bos_token_id", 2.5},
+      {"bos_token_id", 1 << 20},          {"bos_token_id", -1},
+      {"pad_token_id", int64_t{1} << 40}, {"pad_token_id", UINT64_MAX},
+      {"sliding_window", int64_t{-3}},    {"sliding_window", 16.5}};
+  for (const auto& [field, value] : cases) {
+    BrokenModel m("families/qwen2-tiny");
+    m.config()[field] = value;
+    m.config()["use_sliding_window"] = true;
+    expect_input_error(m.write(), {"config.json", std::string("'") + field + "'", "integer"});
+  }
+  BrokenModel fine("families/qwen2-tiny");
+  fine.config()["pad_token_id"] = -1;
+  EXPECT_NO_THROW(open_weight_source(fine.write()));
+}
+
 // The CLI turns each of these into one line on stderr and exit status 2.
 void expect_cli_error(const std::string& args, std::initializer_list<std::string> parts) {
   const auto r = run_strata(args);

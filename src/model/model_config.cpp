@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -45,6 +46,30 @@ T optional_field(const nlohmann::json& j, const std::string& field, T fallback,
   } catch (const nlohmann::json::exception&) {
     throw_input(src + ": field '" + field + "' has the wrong type");
   }
+}
+
+// An integer field within [lo, hi]: nlohmann's get<int32_t> would narrow 2^40 or 2.5 silently.
+int64_t optional_int(const nlohmann::json& j, const std::string& field, int64_t fallback,
+                     int64_t lo, int64_t hi, const std::string& src) {
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) return fallback;
+  const bool integer = it->is_number_integer() &&
+                       !(it->is_number_unsigned() && it->get<uint64_t>() > uint64_t{INT64_MAX});
+  const int64_t v = integer ? it->get<int64_t>() : 0;
+  STRATA_INPUT_CHECK(integer && v >= lo && v <= hi, src, ": field '", field,
+                     "' must be an integer from ", lo, " to ", hi);
+  return v;
+}
+
+// The token a prompt starts with, so it indexes the embedding.
+int32_t bos_token(const nlohmann::json& j, int32_t fallback, const ModelConfig& c,
+                  const std::string& src) {
+  return static_cast<int32_t>(optional_int(j, "bos_token_id", fallback, 0, c.vocab_size - 1, src));
+}
+
+// Padding is never embedded; any int32 (HF writes -1 or leaves it out for none).
+int32_t pad_token(const nlohmann::json& j, int32_t fallback, const std::string& src) {
+  return static_cast<int32_t>(optional_int(j, "pad_token_id", fallback, -1, INT32_MAX, src));
 }
 
 double positive_number(const nlohmann::json& j, const std::string& field, double fallback,
@@ -100,8 +125,8 @@ void parse_opt(const nlohmann::json& j, const std::string& src, ModelConfig& c) 
   STRATA_INPUT_CHECK(act == "relu" || act == "gelu", src, ": activation_function '", act,
                      "' is not supported (relu, gelu are)");
   c.activation = act == "relu" ? Activation::kRelu : Activation::kGelu;
-  c.pad_token_id = optional_field<int32_t>(j, "pad_token_id", 1, src);
-  c.bos_token_id = optional_field<int32_t>(j, "bos_token_id", 2, src);
+  c.pad_token_id = pad_token(j, 1, src);
+  c.bos_token_id = bos_token(j, std::min<int64_t>(2, c.vocab_size - 1), c, src);
   c.eos_token_ids = token_ids(j, "eos_token_id", {2}, src);
 }
 
@@ -161,11 +186,10 @@ void parse_llama(const nlohmann::json& j, const std::string& src, ModelConfig& c
   c.tie_word_embeddings = optional_field<bool>(j, "tie_word_embeddings", false, src);
   // Qwen2 applies its window only with use_sliding_window.
   if (!qwen2 || optional_field<bool>(j, "use_sliding_window", false, src)) {
-    c.sliding_window = optional_field<int64_t>(j, "sliding_window", 0, src);
-    STRATA_INPUT_CHECK(c.sliding_window >= 0, src, ": field 'sliding_window' is negative");
+    c.sliding_window = optional_int(j, "sliding_window", 0, 0, INT64_MAX, src);
   }
-  c.pad_token_id = optional_field<int32_t>(j, "pad_token_id", -1, src);
-  c.bos_token_id = optional_field<int32_t>(j, "bos_token_id", 1, src);
+  c.pad_token_id = pad_token(j, -1, src);
+  c.bos_token_id = bos_token(j, std::min<int64_t>(1, c.vocab_size - 1), c, src);
   c.eos_token_ids = token_ids(j, "eos_token_id", {2}, src);
 }
 
@@ -271,7 +295,7 @@ ModelConfig load_model_config(const std::string& path) {
 
 void apply_generation_config(const nlohmann::json& j, const std::string& src, ModelConfig& c) {
   STRATA_INPUT_CHECK(j.is_object(), src, ": not a JSON object");
-  c.bos_token_id = optional_field<int32_t>(j, "bos_token_id", c.bos_token_id, src);
+  c.bos_token_id = bos_token(j, c.bos_token_id, c, src);
   c.eos_token_ids = token_ids(j, "eos_token_id", c.eos_token_ids, src);
 }
 
