@@ -440,6 +440,23 @@ TEST(BadFlags, UnwritableOutputsFailBeforeTheWork) {
   EXPECT_TRUE(fs::is_empty(dir.path())) << "a probe left a file behind";
 }
 
+// A path the file system refuses (a name past NAME_MAX) is the user's error, said in one short
+// line, whichever flag it came through.
+TEST(BadFlags, PathsTheFileSystemRefusesAreInputErrors) {
+  const std::string tiny = test::model_dir("opt-pub-tiny");
+  const std::string long_path = "/tmp/" + std::string(5000, 'a');
+  for (const std::string& args :
+       {"generate --model " + long_path + " --input /dev/null",
+        "generate --model " + tiny + " --tokenizer " + long_path + " --input /dev/null",
+        "plan --model " + long_path + " --prompt-len 8 --gen-len 8",
+        "bench --model " + tiny + " --no-bounds --offload-dir " + long_path}) {
+    const auto r = run_strata(args);
+    EXPECT_EQ(r.exit_status, 2) << args << "\n" << r.err;
+    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
+    EXPECT_LT(r.err.size(), 400u) << r.err;
+  }
+}
+
 // An internal error names no source file unless --verbose; every error line is valid UTF-8.
 TEST(BadFlags, ErrorLinesAreCleanUtf8) {
   // The shell's printf writes the bytes 0xff 0xfe into the path.

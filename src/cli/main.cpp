@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <thread>
@@ -51,6 +52,13 @@ std::pair<int, int> launched_rank() {
     if (r && n) return {std::atoi(r), std::atoi(n)};
   }
   return {-1, 1};
+}
+
+// A path for an error line: one of thousands of characters keeps its two ends.
+std::string short_path(const std::string& path) {
+  constexpr size_t kKeep = 80;
+  if (path.size() <= 2 * kKeep + 3) return path;
+  return path.substr(0, kKeep) + "..." + path.substr(path.size() - kKeep);
 }
 
 // One line on stderr, valid UTF-8 whatever the message quotes; returns the exit status.
@@ -104,6 +112,10 @@ int main(int argc, char** argv) {
     return it->second.first(argc - 1, argv + 1);
   } catch (const strata::Error& e) {
     return report(command, e.what(), e.exit_status(), e.where(), verbose);
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A path the user gave that the file system refuses (too long, not a directory, no access).
+    return report(command, short_path(e.path1().string()) + ": " + e.code().message(),
+                  strata::kExitBadInput, "", verbose);
   } catch (const std::exception& e) {
     return report(command, e.what(), strata::kExitInternal, strata::process_location(), verbose);
   }
