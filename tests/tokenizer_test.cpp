@@ -191,6 +191,30 @@ TEST(Tokenizer, AddedTokensAndAffixes) {
   EXPECT_THROW(t.decode(std::vector<int32_t>{-1}), Error);
 }
 
+// Found by the tokenizer_json fuzzer: one id of 366666668 sized the id table at 11.7 GB, and
+// INT32_MAX overflowed it. Each is an input error naming the token, before any allocation.
+TEST(Tokenizer, IdsFarPastTheTokenCountAreInputErrors) {
+  for (const int32_t id : {366666668, 2147483646, 2147483647}) {
+    TokenizerSpec in_vocab = byte_spec({});
+    in_vocab.vocab["far"] = id;
+    TokenizerSpec in_added = byte_spec({});
+    in_added.added = {{"<far>", id, true}};
+    for (const TokenizerSpec* spec : {&in_vocab, &in_added}) {
+      try {
+        const Tokenizer t(*spec);
+        ADD_FAILURE() << "no error for id " << id;
+      } catch (const Error& e) {
+        EXPECT_EQ(e.exit_status(), kExitBadInput) << e.what();
+        EXPECT_NE(std::string(e.what()).find("far"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find(std::to_string(id)), std::string::npos) << e.what();
+      }
+    }
+  }
+  TokenizerSpec sparse = byte_spec({});
+  sparse.added = {{"<pad>", 128255, true}};  // a real vocabulary's gaps stay allowed
+  EXPECT_EQ(Tokenizer(sparse).encode_plain("<pad>"), (std::vector<int32_t>{128255}));
+}
+
 TEST(Tokenizer, InvalidUtf8IsReplacedTheSameEveryTime) {
   const Tokenizer t(byte_spec({}));
   const auto ids = t.encode(

@@ -176,9 +176,17 @@ Tokenizer::Tokenizer(const TokenizerSpec& spec)
 }
 
 void Tokenizer::set_vocab(const TokenizerSpec& spec) {
-  auto size = static_cast<int32_t>(spec.scored_pieces.size());
-  for (const auto& [text, id] : spec.vocab) size = std::max(size, id + 1);
-  for (const auto& t : spec.added) size = std::max(size, t.id + 1);
+  // The id table is dense, so one absurd id would size it: ids must stay near the token count.
+  const size_t tokens = spec.scored_pieces.size() + spec.vocab.size() + spec.added.size();
+  const int64_t max_ids = std::max<int64_t>(int64_t{1} << 20, 2 * static_cast<int64_t>(tokens));
+  int64_t size = static_cast<int64_t>(spec.scored_pieces.size());
+  const auto grow = [&](const std::string& text, int32_t id) {
+    STRATA_INPUT_CHECK(id < max_ids, "token '", text, "' has id ", id, ", far past the ", tokens,
+                       " tokens defined (ids must be below ", max_ids, ")");
+    size = std::max(size, int64_t{id} + 1);
+  };
+  for (const auto& [text, id] : spec.vocab) grow(text, id);
+  for (const auto& t : spec.added) grow(t.content, t.id);
   bytes_.resize(static_cast<size_t>(size));
   kind_.assign(static_cast<size_t>(size), kUnused);
   for (size_t id = 0; id < spec.scored_pieces.size(); ++id) {
