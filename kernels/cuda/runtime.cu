@@ -1,5 +1,6 @@
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <memory>
 #include <utility>
 
@@ -80,9 +81,20 @@ PinnedArena::~PinnedArena() {
   if (memory_) cudaFreeHost(memory_);
 }
 
+namespace {
+std::atomic<uint64_t> pageable_copies{0};
+}  // namespace
+
 void copy_h2d(void* dst, const void* src, size_t bytes, const Stream& stream) {
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, src) == cudaSuccess &&
+      attributes.type == cudaMemoryTypeUnregistered) {
+    pageable_copies.fetch_add(1, std::memory_order_relaxed);
+  }
   STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, native(stream)));
 }
+
+uint64_t pageable_h2d_copies() { return pageable_copies.load(std::memory_order_relaxed); }
 
 void copy_d2h(void* dst, const void* src, size_t bytes, const Stream& stream) {
   STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, native(stream)));

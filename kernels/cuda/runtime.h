@@ -153,6 +153,10 @@ void copy_d2d(void* dst, const void* src, size_t bytes, const Stream& stream);
 // direction follows from the pointers): appending to a strided KV cache, gathering a tile.
 void copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width_bytes,
              size_t rows, const Stream& stream);
+// Host-to-device copies issued so far from pageable memory (each may synchronise the host with
+// the stream); tests check that the engine's steady state issues none.
+uint64_t pageable_h2d_copies();
+
 // Runs `fn` on the host in stream order (cudaLaunchHostFunc): work queued on `stream` after it
 // waits until it returns. fn must not call CUDA nor throw; host work between kernels (attention
 // on the CPU, where the cache lives) goes here so the issuing thread never blocks.

@@ -1,4 +1,5 @@
 // The CUDA runtime of kernels/cuda/runtime.h emulated on the host (see host_stream.h).
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -124,6 +125,8 @@ void* allocate_aligned(size_t bytes, size_t align) {
 }  // namespace
 
 namespace host {
+
+std::atomic<uint64_t> pageable_copies{0};
 
 void enqueue(const Stream& stream, std::function<void()> work) {
   std::lock_guard lock(scheduler().mutex());
@@ -258,10 +261,13 @@ void copy_h2d(void* dst, const void* src, size_t bytes, const Stream& stream) {
     return;
   }
   // Pageable memory is staged when the copy is issued, as the CUDA runtime does.
+  host::pageable_copies.fetch_add(1, std::memory_order_relaxed);
   auto staged = std::make_shared<std::vector<uint8_t>>(static_cast<const uint8_t*>(src),
                                                        static_cast<const uint8_t*>(src) + bytes);
   host::enqueue(stream, [=] { std::memcpy(dst, staged->data(), bytes); });
 }
+
+uint64_t pageable_h2d_copies() { return host::pageable_copies.load(std::memory_order_relaxed); }
 
 void copy_d2h(void* dst, const void* src, size_t bytes, const Stream& stream) {
   if (bytes == 0) return;

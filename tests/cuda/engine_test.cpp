@@ -22,6 +22,7 @@
 #include "parallel/pipeline.h"
 #include "parallel/transport.h"
 #include "runtime/cpu_engine.h"
+#include "kernels/cuda/runtime.h"
 #include "runtime/cuda/cuda_layout.h"
 #include "runtime/engine.h"
 #include "runtime/engine_layout.h"
@@ -336,6 +337,23 @@ TEST_P(CudaEngineTest, WeightTrafficIsOneCopyPerStep) {
   p.cpu_cache_compute = true;
   run(*src, w, p, Device::kCuda, "", &stats);
   EXPECT_EQ(stats.tiers[1].bytes_read, stats.tiers[1].weight_bytes * steps);
+}
+
+// Each GPU batch's step metadata crosses once per step from pinned memory: a resident run
+// issues no copy from pageable memory, which may make the host wait for the stream.
+TEST_P(CudaEngineTest, ResidentStepsCopyNothingFromPageableMemory) {
+  const auto src = source();
+  const Workload w = workload(GetParam());
+  const auto engine = make_engine(*src, options_for(all_on_gpu(2, 2), Device::kCuda, ""));
+  GenerateOptions gen;
+  gen.gen_len = 4;
+  gen.ignore_eos = true;
+  const size_t n = std::min<size_t>(4, w.prompts.size());
+  const uint64_t before = cuda::pageable_h2d_copies();
+  const auto out = engine->generate(std::span(w.prompts).subspan(0, n), gen, nullptr);
+  EXPECT_EQ(cuda::pageable_h2d_copies(), before);
+  ASSERT_EQ(out.size(), n);
+  for (const auto& g : out) EXPECT_EQ(g.output_ids.size(), 4u);
 }
 
 // HeteGen: the host computes each split linear's first columns from its copy of those rows while

@@ -51,7 +51,8 @@ class ModelPair {
         layouts_(stage_layouts(config_, sep_layer)),
         limits_{kMaxRows, kSlots, kCapacity},
         pool_(StageRunner::workspace_bytes(config_, limits_) + 4096),
-        runner_(config_, limits_, pool_, blas_),
+        pinned_(StageRunner::host_meta_bytes(config_, limits_) + 4096),
+        runner_(config_, limits_, pool_, pinned_, blas_),
         lengths_(kSlots, 0) {
     const int64_t h = config_.hidden_size;
     for (const auto& layout : layouts_) {
@@ -97,7 +98,8 @@ class ModelPair {
   StepResult gpu(std::span<const SequenceStep> steps, std::span<const int64_t> lengths) {
     const int64_t h = config_.hidden_size;
     const Stream& stream = test::stream();
-    const int64_t rows = runner_.begin_step(steps, lengths, stream);
+    const uint64_t pageable = pageable_h2d_copies();
+    const int64_t rows = runner_.begin_step(0, steps, lengths, stream);
     const auto n_logits = steps.size() * static_cast<size_t>(config_.vocab_size);
     fill_bytes(hidden_.data(), 0xFF, hidden_.size_bytes(), stream);
     fill_bytes(logits_.data(), 0xFF, logits_.size_bytes(), stream);
@@ -110,6 +112,8 @@ class ModelPair {
     }
     runner_.head(layouts_.back(), gpu_weights_.back().as<Fp16>(), hidden, logits_.as<float>(),
                  stream);
+    // A pageable source may make the copy wait for the stream; the metadata crosses pinned.
+    EXPECT_EQ(pageable_h2d_copies(), pageable) << "the step copied from pageable memory";
     return {test::from_f16(test::download<Fp16>(hidden_, static_cast<size_t>(rows * h))),
             test::download<float>(logits_, n_logits)};
   }
@@ -147,6 +151,7 @@ class ModelPair {
   StageRunnerLimits limits_;
   Blas blas_;
   DevicePool pool_;
+  PinnedArena pinned_;
   StageRunner runner_;
   std::vector<int64_t> lengths_;
   std::vector<std::vector<float>> cpu_weights_, cpu_cache_;

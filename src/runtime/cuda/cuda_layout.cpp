@@ -130,8 +130,9 @@ CudaLayout cuda_layout(const ModelConfig& c, const EngineOptions& o,
   }
   if (p.compress_weight && p.weights.gpu_percent < 100) device += pool_bytes(l.max_stage_units);
   if (!cache_resident(p)) device += kRing * pool_bytes(static_cast<uint64_t>(sh.kv_numel) * 2);
-  l.limits = {sh.act_rows, p.gpu_batch_size, sh.capacity};
+  l.limits = {sh.act_rows, p.gpu_batch_size, sh.capacity, p.num_gpu_batches};
   device += pool_bytes(cuda::StageRunner::workspace_bytes(c, l.limits));
+  pinned += pool_bytes(cuda::StageRunner::host_meta_bytes(c, l.limits));
   l.blas_workspace_bytes = blas_workspace_bytes(c, l.limits);
   device += pool_bytes(l.blas_workspace_bytes);
   l.reserve_bytes = kDeviceReserveBytes;

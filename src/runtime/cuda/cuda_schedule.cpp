@@ -90,6 +90,10 @@ void CudaBackend::begin_step(const std::vector<std::vector<SequenceStep>>& st,
     return std::all_of(batch.begin(), batch.end(),
                        [](const SequenceStep& x) { return x.tokens.size() == 1; });
   });
+  // Each GPU batch's metadata crosses once per step, from pinned memory; the stages select it.
+  for (size_t k = 0; k < st.size(); ++k) {
+    if (!st[k].empty()) runner->begin_step(static_cast<int64_t>(k), st[k], lens[k], compute_stream);
+  }
 }
 
 void CudaBackend::end_step() {
@@ -218,7 +222,7 @@ void CudaBackend::compute_stage(const BatchWork& w) {
                        : weight_buffers[s % 2].as<Fp16>();
   Fp16* hidden = hidden_of(w);
   compute_log.begin("compute" + tag(w), compute_stream);
-  runner->begin_step(batch, *w.lengths, compute_stream);
+  runner->use_batch(w.k);
   switch (layout.kind) {
     case StageKind::kEmbed:
       runner->embed(layout, wt, hidden, compute_stream);

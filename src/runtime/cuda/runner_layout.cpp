@@ -41,7 +41,7 @@ ScratchLayout scratch_layout(const ModelConfig& c, const StageRunnerLimits& l) {
   s.decode_bytes =
       attention_decode_workspace_bytes(l.max_seqs, c.n_heads, c.head_dim(), l.capacity);
   s.decode = take(s.decode_bytes);
-  s.meta = take(static_cast<size_t>(meta_layout(l).total) * sizeof(int32_t));
+  s.meta = take(static_cast<size_t>(l.batches * meta_layout(l).total) * sizeof(int32_t));
   s.inv_freq = take(c.rotary ? static_cast<size_t>(c.head_dim() / 2) * sizeof(float) : 0);
   s.total = at;
   return s;
@@ -58,6 +58,11 @@ size_t StageRunner::host_linear_device_bytes(const ModelConfig& c, const StageRu
 
 size_t StageRunner::host_linear_pinned_bytes(const ModelConfig& c, const StageRunnerLimits& l) {
   return host_linear_device_bytes(c, l);
+}
+
+size_t StageRunner::host_meta_bytes(const ModelConfig& c, const StageRunnerLimits& l) {
+  const size_t inv_freq = c.rotary ? static_cast<size_t>(c.head_dim() / 2) * sizeof(float) : 0;
+  return static_cast<size_t>(l.batches * meta_layout(l).total) * sizeof(int32_t) + inv_freq;
 }
 
 size_t StageRunner::workspace_bytes(const ModelConfig& config, const StageRunnerLimits& limits) {

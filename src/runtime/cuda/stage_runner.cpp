@@ -47,9 +47,10 @@ cuda::Activation device_activation(const ModelConfig& c) {
 }  // namespace
 
 StageRunner::StageRunner(const ModelConfig& config, const StageRunnerLimits& limits,
-                         DevicePool& pool, Blas& blas)
+                         DevicePool& pool, PinnedArena& pinned, Blas& blas)
     : config_(config), limits_(limits), blas_(&blas) {
-  STRATA_CHECK(limits.max_rows > 0 && limits.max_seqs > 0 && limits.capacity > 0,
+  STRATA_CHECK(limits.max_rows > 0 && limits.max_seqs > 0 && limits.capacity > 0 &&
+                   limits.batches > 0,
                "stage runner limits must be positive");
   STRATA_CHECK(limits.max_rows <= INT_MAX && limits.capacity <= INT_MAX,
                "stage runner limits past int32 row indices");
@@ -68,21 +69,31 @@ StageRunner::StageRunner(const ModelConfig& config, const StageRunnerLimits& lim
   projected_ = at(s.projected);
   decode_workspace_ = base + s.decode;
   decode_workspace_bytes_ = s.decode_bytes;
-  meta_ = reinterpret_cast<int32_t*>(base + s.meta);
-  host_meta_.assign(static_cast<size_t>(meta_layout(limits).total), 0);
+  const int64_t meta_total = meta_layout(limits).total;
+  host_meta_ = pinned.allocate(host_meta_bytes(config, limits));
+  batches_.resize(static_cast<size_t>(limits.batches));
+  for (int64_t k = 0; k < limits.batches; ++k) {
+    batches_[static_cast<size_t>(k)].device =
+        reinterpret_cast<int32_t*>(base + s.meta) + k * meta_total;
+    batches_[static_cast<size_t>(k)].host = host_meta_.as<int32_t>() + k * meta_total;
+  }
   if (config.rotary) {
     inv_freq_ = reinterpret_cast<float*>(base + s.inv_freq);
     host_inv_freq_ = rope_inv_freq(config);
   }
 }
 
-int64_t StageRunner::begin_step(std::span<const SequenceStep> steps,
+int64_t StageRunner::begin_step(int64_t k, std::span<const SequenceStep> steps,
                                 std::span<const int64_t> lengths, const Stream& stream) {
   const MetaLayout m = meta_layout(limits_);
   const int64_t n_seqs = static_cast<int64_t>(steps.size());
+  STRATA_CHECK(k >= 0 && k < limits_.batches, "GPU batch ", k, " (runner sized for ",
+               limits_.batches, ")");
   STRATA_CHECK(n_seqs > 0 && n_seqs <= limits_.max_seqs, "a step of ", n_seqs,
                " sequences (runner sized for ", limits_.max_seqs, ")");
-  int32_t* meta = host_meta_.data();
+  BatchStep& b = batches_[static_cast<size_t>(k)];
+  b.uploaded.synchronize();  // the last step's copy out of this pinned slot
+  int32_t* meta = b.host;
   int64_t rows = 0, max_new = 0, max_len = 0;
   bool decode_only = true;
   meta[m.row_offsets] = 0;
@@ -113,19 +124,36 @@ int64_t StageRunner::begin_step(std::span<const SequenceStep> steps,
     max_len = std::max(max_len, start + n);
     decode_only = decode_only && n == 1;
   }
-  // A pageable source: cudaMemcpyAsync returns once it is staged, so the host array may be
-  // refilled by the next step while this one still runs.
-  copy_h2d(meta_, meta, static_cast<size_t>(m.total) * sizeof(int32_t), stream);
+  copy_h2d(b.device, meta, static_cast<size_t>(m.total) * sizeof(int32_t), stream);
+  b.uploaded.record(stream);
   if (inv_freq_ && !inv_freq_uploaded_) {
-    copy_h2d(inv_freq_, host_inv_freq_.data(), host_inv_freq_.size() * sizeof(float), stream);
+    // Once, from the pinned slot's tail, which nothing else writes.
+    float* staged = reinterpret_cast<float*>(host_meta_.as<int32_t>() +
+                                             limits_.batches * m.total);
+    std::copy(host_inv_freq_.begin(), host_inv_freq_.end(), staged);
+    copy_h2d(inv_freq_, staged, host_inv_freq_.size() * sizeof(float), stream);
     inv_freq_uploaded_ = true;
   }
-  rows_ = rows;
-  n_seqs_ = n_seqs;
-  max_new_ = max_new;
-  max_len_ = max_len;
-  decode_only_ = decode_only;
+  b.rows = rows;
+  b.n_seqs = n_seqs;
+  b.max_new = max_new;
+  b.max_len = max_len;
+  b.decode_only = decode_only;
+  use_batch(k);
   return rows;
+}
+
+void StageRunner::use_batch(int64_t k) {
+  STRATA_CHECK(k >= 0 && k < limits_.batches, "GPU batch ", k, " (runner sized for ",
+               limits_.batches, ")");
+  const BatchStep& b = batches_[static_cast<size_t>(k)];
+  STRATA_CHECK(b.rows > 0, "GPU batch ", k, " was not begun");
+  meta_ = b.device;
+  rows_ = b.rows;
+  n_seqs_ = b.n_seqs;
+  max_new_ = b.max_new;
+  max_len_ = b.max_len;
+  decode_only_ = b.decode_only;
 }
 
 void StageRunner::embed(const StageLayout& layout, const Fp16* weights, Fp16* hidden,

@@ -36,6 +36,7 @@ struct StageRunnerLimits {
   int64_t max_rows = 0;  // packed rows (new tokens) in one step
   int64_t max_seqs = 0;  // sequences in one step
   int64_t capacity = 0;  // cache positions per slot
+  int64_t batches = 1;   // GPU batches of one step, each with its step metadata on the device
 };
 
 // HeteGen's split of one linear layer: the host computes output columns [0, split) from its own
@@ -49,24 +50,32 @@ struct HostLinear {
 // Which linears of a stage are split, by the tensor name without ".weight".
 using HostLinearPlan = std::function<HostLinear(const StageLayout&, const std::string& name)>;
 
-// Runs one step's stages: begin_step (uploads the packed batch's tokens, row offsets, starts and
-// slots), embed, every decoder / attention / MLP stage in order, head. A step whose sequences all
+// Runs one step's stages: begin_step per GPU batch (uploads its packed tokens, row offsets,
+// starts and slots once), then per stage and batch use_batch, embed, every decoder / attention /
+// MLP stage in order, head. A step whose sequences all
 // add one token takes the split-KV decode attention, any other the packed prefill one.
 class StageRunner {
  public:
   // Device bytes of scratch for these limits: activations, decode partials, step metadata.
   static size_t workspace_bytes(const ModelConfig& config, const StageRunnerLimits& limits);
+  // Pinned bytes the runner allocates itself: each batch's metadata, the rotary frequencies.
+  static size_t host_meta_bytes(const ModelConfig& config, const StageRunnerLimits& limits);
 
-  // The scratch comes out of `pool` once, here; blas must outlive the runner.
+  // The scratch comes out of `pool` and the metadata's pinned slots out of `pinned` once, here;
+  // blas must outlive the runner.
   StageRunner(const ModelConfig& config, const StageRunnerLimits& limits, DevicePool& pool,
-              Blas& blas);
+              PinnedArena& pinned, Blas& blas);
   StageRunner(const StageRunner&) = delete;
   StageRunner& operator=(const StageRunner&) = delete;
 
-  // Packs `steps` as pack_rows does (same checks) against the cached lengths before the step,
-  // indexed by slot, and uploads the metadata on `stream`. Returns the packed row count.
-  int64_t begin_step(std::span<const SequenceStep> steps, std::span<const int64_t> lengths,
-                     const Stream& stream);
+  // Packs GPU batch k's `steps` as pack_rows does (same checks) against the cached lengths
+  // before the step, indexed by slot, into k's pinned slot and uploads it to k's device
+  // metadata on `stream`, once per step; k becomes the current batch. Returns the packed row
+  // count. The pinned slot is rewritten only after its last upload is done.
+  int64_t begin_step(int64_t k, std::span<const SequenceStep> steps,
+                     std::span<const int64_t> lengths, const Stream& stream);
+  // Makes batch k, begun this step, the one the stage calls below run on.
+  void use_batch(int64_t k);
   int64_t rows() const { return rows_; }
   int64_t n_seqs() const { return n_seqs_; }
   bool decode_only() const { return decode_only_; }  // every sequence adds one token
@@ -120,16 +129,25 @@ class StageRunner {
   StageRunnerLimits limits_;
   Blas* blas_;
   Block memory_;
+  Block host_meta_;
   Fp16 *words_ = nullptr, *x_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr;
   Fp16 *attn_ = nullptr, *mid_ = nullptr, *last_ = nullptr, *projected_ = nullptr;
   void* decode_workspace_ = nullptr;
   size_t decode_workspace_bytes_ = 0;
-  int32_t* meta_ = nullptr;    // device: tokens, row offsets, starts, slots, lengths, last rows,
-                               // positions
-  float* inv_freq_ = nullptr;  // device: rotary frequencies (rotary models)
+  // One GPU batch's step: its metadata on the device (tokens, row offsets, starts, slots,
+  // lengths, last rows, positions) and in pinned memory, and what the launches need of it.
+  struct BatchStep {
+    int32_t* device = nullptr;
+    int32_t* host = nullptr;
+    Event uploaded{false};
+    int64_t rows = 0, n_seqs = 0, max_new = 0, max_len = 0;
+    bool decode_only = false;
+  };
+  std::vector<BatchStep> batches_;
+  const int32_t* meta_ = nullptr;  // the current batch's device metadata
+  float* inv_freq_ = nullptr;      // device: rotary frequencies (rotary models)
   std::vector<float> host_inv_freq_;
   bool inv_freq_uploaded_ = false;
-  std::vector<int32_t> host_meta_;  // the same on the host, refilled each step
   int64_t rows_ = 0, n_seqs_ = 0, max_new_ = 0, max_len_ = 0;
   bool decode_only_ = false;
   // Split linears (set_host_linears).
