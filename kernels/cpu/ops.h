@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 
 namespace strata::cpu {
 
@@ -57,6 +58,10 @@ void scale_inplace(float* y, float s, int64_t n);
 // have stride ld_q, rows of k / v stride ld_kv; head h is columns [h * head_dim, (h+1) * head_dim)
 // of q and out, and reads key / value head h / (n_heads / n_kv_heads) (grouped-query attention).
 // q is already scaled by 1 / sqrt(head_dim).
+// Calls f(first, last) over [0, n) cut into `threads` contiguous ranges, on the calling thread's
+// OpenMP team (kept between calls), not on threads started per call.
+void for_ranges(int64_t n, int threads, const std::function<void(int64_t, int64_t)>& f);
+
 void attention(const float* q, int64_t ld_q, const float* k, const float* v, int64_t ld_kv,
                float* out, int64_t start, int64_t n_new, int64_t n_heads, int64_t n_kv_heads,
                int64_t head_dim);

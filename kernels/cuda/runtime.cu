@@ -2,12 +2,18 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <utility>
 
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/host_lane.h"
 #include "kernels/cuda/runtime.h"
 
 namespace strata::cuda {
+
+namespace {
+void free_lane(void* lane);
+}  // namespace
 
 Stream::Stream() {
   cudaStream_t s = nullptr;
@@ -16,6 +22,10 @@ Stream::Stream() {
 }
 
 Stream::~Stream() {
+  if (lane_) {  // no callback may post to the lane once it is gone
+    cudaStreamSynchronize(static_cast<cudaStream_t>(handle_));
+    free_lane(lane_);
+  }
   if (handle_) cudaStreamDestroy(static_cast<cudaStream_t>(handle_));
 }
 
@@ -112,17 +122,71 @@ void copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, siz
 }
 
 namespace {
-void CUDART_CB run_host_fn(void* data) {
-  std::unique_ptr<std::function<void()>> fn(static_cast<std::function<void()>*>(data));
-  (*fn)();
+
+// A stream's host lane and its finished-job counter, in mapped pinned memory the device reads.
+struct PinnedLane {
+  PinnedLane() : counter(allocate_counter()), lane(counter) {
+    STRATA_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&device_counter),
+                                               counter, 0));
+  }
+  ~PinnedLane() = default;  // the lane joins before the counter goes (see free_lane)
+  static uint32_t* allocate_counter() {
+    void* p = nullptr;
+    STRATA_CUDA_CHECK(cudaHostAlloc(&p, sizeof(uint32_t), cudaHostAllocMapped |
+                                                              cudaHostAllocPortable));
+    *static_cast<uint32_t*>(p) = 0;
+    return static_cast<uint32_t*>(p);
+  }
+  uint32_t* counter;
+  uint32_t* device_counter = nullptr;
+  HostLane lane;
+};
+
+void free_lane(void* p) {
+  auto* l = static_cast<PinnedLane*>(p);
+  uint32_t* counter = l->counter;
+  delete l;
+  cudaFreeHost(counter);
 }
+
+struct Post {
+  HostLane* lane;
+  std::function<void()> fn;
+};
+
+// The driver's callback: hand the job to the stream's lane and return.
+void CUDART_CB post_host_fn(void* data) {
+  std::unique_ptr<Post> post(static_cast<Post*>(data));
+  post->lane->post(std::move(post->fn));
+}
+
+// Holds the stream until the lane's counter reaches `ticket`: one thread polling host memory,
+// sleeping between reads so it costs the link almost nothing.
+__global__ void wait_for_host(const volatile uint32_t* done, uint32_t ticket) {
+  while (static_cast<int32_t>(*done - ticket) < 0) {
+#if __CUDA_ARCH__ >= 700
+    __nanosleep(2000);
+#endif
+  }
+}
+
+std::mutex lane_creation;
+
 }  // namespace
 
 void launch_host(const Stream& stream, std::function<void()> fn) {
-  auto* owned = new std::function<void()>(std::move(fn));
-  const cudaError_t status = cudaLaunchHostFunc(native(stream), run_host_fn, owned);
-  if (status != cudaSuccess) delete owned;
+  {
+    std::lock_guard lock(lane_creation);
+    if (!stream.lane_) stream.lane_ = new PinnedLane();
+  }
+  auto* l = static_cast<PinnedLane*>(stream.lane_);
+  const uint32_t ticket = l->lane.next_ticket();
+  auto* post = new Post{&l->lane, std::move(fn)};
+  const cudaError_t status = cudaLaunchHostFunc(native(stream), post_host_fn, post);
+  if (status != cudaSuccess) delete post;
   STRATA_CUDA_CHECK(status);
+  wait_for_host<<<1, 1, 0, native(stream)>>>(l->device_counter, ticket);
+  STRATA_CUDA_CHECK(cudaGetLastError());
 }
 
 void fill_bytes(void* dst, int value, size_t bytes, const Stream& stream) {

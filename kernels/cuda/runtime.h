@@ -25,7 +25,9 @@ class Stream {
   void synchronize() const;
 
  private:
+  friend void launch_host(const Stream& stream, std::function<void()> fn);
   void* handle_ = nullptr;
+  mutable void* lane_ = nullptr;  // its host-work thread (launch_host), made on first use
 };
 
 class Event {
@@ -157,9 +159,11 @@ void copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, siz
 // the stream); tests check that the engine's steady state issues none.
 uint64_t pageable_h2d_copies();
 
-// Runs `fn` on the host in stream order (cudaLaunchHostFunc): work queued on `stream` after it
-// waits until it returns. fn must not call CUDA nor throw; host work between kernels (attention
-// on the CPU, where the cache lives) goes here so the issuing thread never blocks.
+// Runs `fn` on the host in stream order: work queued on `stream` after it waits until it
+// returns. fn runs on the stream's own host thread (a driver callback only hands it over, and the
+// stream waits on the device for it to finish), so host work on different streams overlaps. fn
+// must not call CUDA nor throw; host work between kernels (attention on the CPU, where the cache
+// lives, disk reads) goes here so the issuing thread never blocks. One issuing thread per stream.
 void launch_host(const Stream& stream, std::function<void()> fn);
 
 // Sets bytes to `value` (0xFF poisons fp16 / fp32 with NaN).

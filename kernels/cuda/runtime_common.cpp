@@ -5,15 +5,58 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/cuda/host_lane.h"
 #include "kernels/cuda/runtime.h"
 
 namespace strata::cuda {
 
-Stream::Stream(Stream&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+Stream::Stream(Stream&& other) noexcept
+    : handle_(std::exchange(other.handle_, nullptr)), lane_(std::exchange(other.lane_, nullptr)) {}
 
 Stream& Stream::operator=(Stream&& other) noexcept {
   std::swap(handle_, other.handle_);
+  std::swap(lane_, other.lane_);
   return *this;
+}
+
+HostLane::HostLane(uint32_t* done) : done_(done), thread_([this] { run(); }) {}
+
+HostLane::~HostLane() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  thread_.join();
+}
+
+void HostLane::post(std::function<void()> job) {
+  {
+    std::lock_guard lock(mutex_);
+    jobs_.push_back(std::move(job));
+  }
+  wake_.notify_one();
+}
+
+uint32_t HostLane::done() const { return __atomic_load_n(done_, __ATOMIC_ACQUIRE); }
+
+void HostLane::run() {
+  for (;;) {
+    std::function<void()> job;
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+      if (jobs_.empty()) return;
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+    }
+    try {
+      job();
+    } catch (...) {  // launch_host's contract: jobs report their own errors
+    }
+    // Only this thread writes: what the job wrote is visible before the count moves.
+    __atomic_store_n(done_, __atomic_load_n(done_, __ATOMIC_RELAXED) + 1, __ATOMIC_RELEASE);
+  }
 }
 
 Event::Event(Event&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}

@@ -9,12 +9,14 @@
 #include <mutex>
 #include <random>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "core/dtype.h"
 #include "core/error.h"
 #include "kernels/cuda/device.h"
+#include "kernels/cuda/host_lane.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/runtime.h"
 #include "kernels/cuda_host/host_stream.h"
@@ -24,11 +26,19 @@ namespace {
 
 struct StreamState;
 
-// Queued work, or a wait: runnable once `stream` has completed `position` items.
+// Queued work, or a wait: runnable once `stream` has completed `position` items and `ready`
+// (a stream's host work, launch_host) says so.
 struct Item {
   std::function<void()> work;
   StreamState* stream = nullptr;
   uint64_t position = 0;
+  std::function<bool()> ready;
+};
+
+// A stream's host lane (launch_host) and its counter.
+struct EmulatedLane {
+  uint32_t counter = 0;
+  HostLane lane{&counter};
 };
 
 struct StreamState {
@@ -67,13 +77,29 @@ class Scheduler {
   // Runs items, streams picked at random among those whose next item can run, until `target`
   // has completed `position` items (or every stream is empty, when target is null).
   void run_until(StreamState* target, uint64_t position) {
+    auto host_wait_since = std::chrono::steady_clock::time_point::min();
     while (target ? target->done < position : !all_empty()) {
       std::vector<StreamState*> ready;
+      bool host_work = false;  // some stream waits for its host lane, which runs on its own
       for (StreamState* s : streams_) {
         if (s->queue.empty()) continue;
         const Item& head = s->queue.front();
-        if (!head.stream || head.stream->done >= head.position) ready.push_back(s);
+        if (head.stream && head.stream->done < head.position) continue;
+        if (head.ready && !head.ready()) {
+          host_work = true;
+          continue;
+        }
+        ready.push_back(s);
       }
+      if (ready.empty() && host_work) {
+        const auto now = std::chrono::steady_clock::now();
+        if (host_wait_since == std::chrono::steady_clock::time_point::min()) host_wait_since = now;
+        STRATA_CHECK(now - host_wait_since < std::chrono::minutes(5),
+                     "emulated CUDA: host work did not finish in 5 minutes");
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+        continue;
+      }
+      host_wait_since = std::chrono::steady_clock::time_point::min();
       STRATA_CHECK(!ready.empty(), "emulated CUDA: streams wait on each other (deadlock)");
       StreamState* s = ready[std::uniform_int_distribution<size_t>(0, ready.size() - 1)(rng_)];
       Item item = std::move(s->queue.front());
@@ -172,6 +198,7 @@ Stream::~Stream() {
   }
   scheduler().remove(state(*this));
   delete state(*this);
+  delete static_cast<EmulatedLane*>(lane_);  // joins its thread, which has nothing queued
 }
 
 void Stream::synchronize() const {
@@ -298,7 +325,13 @@ void copy_2d(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, siz
 }
 
 void launch_host(const Stream& stream, std::function<void()> fn) {
-  host::enqueue(stream, std::move(fn));
+  std::lock_guard lock(scheduler().mutex());
+  if (!stream.lane_) stream.lane_ = new EmulatedLane();
+  HostLane* lane = &static_cast<EmulatedLane*>(stream.lane_)->lane;
+  const uint32_t ticket = lane->next_ticket();
+  scheduler().push(state(stream), {[lane, fn = std::move(fn)] { lane->post(fn); }, nullptr, 0, {}});
+  scheduler().push(state(stream),
+                   {nullptr, nullptr, 0, [lane, ticket] { return reached(lane->done(), ticket); }});
 }
 
 void fill_bytes(void* dst, int value, size_t bytes, const Stream& stream) {

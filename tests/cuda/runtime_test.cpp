@@ -1,7 +1,10 @@
 // Streams, events, the device pool, the pinned arena and the range allocator under them.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstring>
+#include <future>
 #include <numeric>
 #include <vector>
 
@@ -61,6 +64,37 @@ TEST(PinnedArena, RoundTripThroughTwoStreamsOrderedByAnEvent) {
   EXPECT_TRUE(end.done());
   EXPECT_GT(end.elapsed_ms(start), 0.0f);
   EXPECT_EQ(std::memcmp(src.data(), dst.data(), kN * 4), 0);
+}
+
+// Host work on one stream must not queue behind host work on another (a disk read behind CPU
+// attention): stream a's job waits for stream b's, which runs only if a's does not hold the one
+// thread host functions may share. And each stream's jobs still run in order, before what
+// follows them on the stream.
+TEST(LaunchHost, StreamsRunHostWorkSideBySideAndInOrder) {
+  Stream a, b;
+  std::promise<void> b_ran;
+  std::shared_future<void> b_done = b_ran.get_future().share();
+  std::atomic<bool> a_saw_b{false};
+  std::vector<int> order;
+  launch_host(a, [&] {
+    a_saw_b = b_done.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+    order.push_back(1);
+  });
+  launch_host(a, [&] { order.push_back(2); });
+  launch_host(b, [&] { b_ran.set_value(); });
+  // The stream waits for its host work: a copy queued after it sees what it wrote.
+  PinnedArena pinned(4096);
+  const Block host = pinned.allocate(sizeof(int));
+  DeviceBuffer device(sizeof(int));
+  launch_host(a, [p = host.as<int>()] { *p = 42; });
+  copy_h2d(device.data(), host.data(), sizeof(int), a);
+  const Block back = pinned.allocate(sizeof(int));
+  copy_d2h(back.data(), device.data(), sizeof(int), a);
+  a.synchronize();
+  b.synchronize();
+  EXPECT_TRUE(a_saw_b) << "host work on stream a held up stream b's";
+  EXPECT_EQ(order, (std::vector<int>{1, 2}));
+  EXPECT_EQ(*back.as<int>(), 42);
 }
 
 TEST(Copy2d, MovesAStridedTileBetweenHostAndDevice) {

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <thread>
 #include <utility>
 
 #include "core/dtype.h"
@@ -63,13 +62,7 @@ void attend_on_host(const ModelConfig& c, int64_t capacity, const std::vector<in
       convert_from_f32(DType::kF16, o.data(), out + i * qd, o.size());
     }
   };
-  const int64_t threads = std::clamp<int64_t>(openblas_get_num_threads(), 1, n);
-  std::vector<std::thread> workers;
-  for (int64_t t = 1; t < threads; ++t) {
-    workers.emplace_back(sequences, n * t / threads, n * (t + 1) / threads);
-  }
-  sequences(0, n / threads);
-  for (auto& w : workers) w.join();
+  cpu::for_ranges(n, openblas_get_num_threads(), sequences);
 }
 
 int64_t batch_rows(const std::vector<SequenceStep>& batch) {
