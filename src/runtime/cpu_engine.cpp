@@ -258,7 +258,11 @@ struct CpuBackend final : ScheduleBackend {
     if (float* h = act.resident()) {
       std::memcpy(h, src, static_cast<size_t>(n) * 4);
     } else {
-      act.store(src, 0, n, store_staging);
+      // store() takes whole disk blocks from its source, so the source spans the whole array
+      // (src holds only n values); the engine is idle between steps, so a ring buffer is free.
+      float* full = act_buffers[0].as<float>();
+      std::memcpy(full, src, static_cast<size_t>(n) * 4);
+      act.store(full, 0, n, store_staging);
     }
   }
   void read_hidden(int64_t group, int64_t k, float* dst, int64_t n_rows) {
