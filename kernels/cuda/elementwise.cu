@@ -33,15 +33,17 @@ __device__ __forceinline__ float activate(float v, Activation act) {
   return v;
 }
 
-template <typename T>
-__global__ void bias_activation_kernel(T* y, const Fp16* bias, int64_t m, int64_t n,
+// out[r, c] = act(in[r, c] + bias[c]) over a 2-D grid: x over columns, y over rows (striding
+// past 65535 rows), so no thread divides; 32-bit column indices, the row offset formed once.
+template <typename In, typename Out>
+__global__ void bias_activation_kernel(const In* in, Out* out, const Fp16* bias, int rows, int n,
                                        Activation act) {
-  const int64_t total = m * n;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    float v = load(y, i);
-    if (bias) v += load(bias, i % n);
-    store(y, i, activate(v, act));
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= n) return;
+  const float b = bias ? load(bias, c) : 0.0f;
+  for (int r = blockIdx.y; r < rows; r += gridDim.y) {
+    const int64_t at = static_cast<int64_t>(r) * n + c;
+    store(out, at, activate(load(in, at) + b, act));
   }
 }
 
@@ -49,11 +51,15 @@ unsigned grid_for(int64_t n) {
   return static_cast<unsigned>(std::min<int64_t>((n + kThreads - 1) / kThreads, 65536));
 }
 
-template <typename T>
-void bias_activation_t(T* y, const Fp16* bias, int64_t m, int64_t n, Activation act,
-                       const Stream& stream) {
-  if (m * n == 0 || (!bias && act == Activation::kNone)) return;
-  bias_activation_kernel<<<grid_for(m * n), kThreads, 0, native(stream)>>>(y, bias, m, n, act);
+template <typename In, typename Out>
+void bias_activation_t(const In* in, Out* out, const Fp16* bias, int64_t m, int64_t n,
+                       Activation act, const Stream& stream) {
+  if (m * n == 0) return;
+  STRATA_CHECK(m <= INT_MAX && n <= INT_MAX, "bias and activation over ", m, " x ", n);
+  const dim3 grid(static_cast<unsigned>((n + kThreads - 1) / kThreads),
+                  static_cast<unsigned>(std::min<int64_t>(m, 65535)));
+  bias_activation_kernel<<<grid, kThreads, 0, native(stream)>>>(
+      in, out, bias, static_cast<int>(m), static_cast<int>(n), act);
   STRATA_CUDA_CHECK_LAUNCH();
 }
 
@@ -192,20 +198,29 @@ Blas::~Blas() {
 void linear(Blas& blas, const Fp16* x, const Fp16* w, const Fp16* bias, Fp16* y, int64_t m,
             int64_t n, int64_t k, Activation act, const Stream& stream) {
   if (m == 0 || n == 0) return;
-  gemm(blas, x, w, y, CUDA_R_16F, m, n, k, stream);
-  bias_activation_t(y, bias, m, n, act, stream);
+  if (!bias && act == Activation::kNone) {
+    gemm(blas, x, w, y, CUDA_R_16F, m, n, k, stream);  // rounded once by cuBLAS
+    return;
+  }
+  const int64_t block = linear_block_rows(blas, m, n);
+  for (int64_t r = 0; r < m; r += block) {
+    const int64_t rows = std::min(block, m - r);
+    gemm(blas, x + r * k, w, blas.output_scratch(), CUDA_R_32F, rows, n, k, stream);
+    bias_activation_t(blas.output_scratch(), y + r * n, bias, rows, n, act, stream);
+  }
 }
 
 void linear(Blas& blas, const Fp16* x, const Fp16* w, const Fp16* bias, float* y, int64_t m,
             int64_t n, int64_t k, const Stream& stream) {
   if (m == 0 || n == 0) return;
   gemm(blas, x, w, y, CUDA_R_32F, m, n, k, stream);
-  bias_activation_t(y, bias, m, n, Activation::kNone, stream);
+  if (bias) bias_activation_t(y, y, bias, m, n, Activation::kNone, stream);
 }
 
 void bias_activation(Fp16* y, const Fp16* bias, int64_t m, int64_t n, Activation act,
                      const Stream& stream) {
-  bias_activation_t(y, bias, m, n, act, stream);
+  if (!bias && act == Activation::kNone) return;
+  bias_activation_t(y, y, bias, m, n, act, stream);
 }
 
 void layer_norm(const Fp16* x, const Fp16* gamma, const Fp16* beta, Fp16* y, int64_t rows,

@@ -27,16 +27,30 @@ class Blas {
   // GEMMs use `bytes` at `workspace` (device memory the caller keeps) instead of a workspace
   // cuBLAS would cudaMalloc behind the engine's pool at the first GEMM.
   void set_workspace(void* workspace, size_t bytes);
+  // Device memory the caller keeps where linear() writes its fp32 GEMM output, a block of rows
+  // at a time, before bias and activation round it to fp16 once (an fp16 GEMM output would be
+  // rounded twice, and a sum past 65504 would be inf before the bias). Needed by a linear with a
+  // bias or an activation; output_scratch_bytes sizes it for rows of up to `widest` columns.
+  void set_output_scratch(void* scratch, size_t bytes);
+  static size_t output_scratch_bytes(int64_t max_rows, int64_t widest);
+  float* output_scratch() const { return scratch_; }
+  size_t output_scratch_size() const { return scratch_bytes_; }
 
  private:
   void* handle_ = nullptr;
+  float* scratch_ = nullptr;
+  size_t scratch_bytes_ = 0;
 };
 
 enum class Activation { kNone, kRelu, kGelu };  // GELU is the exact (erf) one, as HF's "gelu"
 
-// y[m, n] = act(x[m, k] * w[n, k]^T + bias[n]); bias may be null. cuBLAS, fp32 accumulation.
+// y[m, n] = act(x[m, k] * w[n, k]^T + bias[n]); bias may be null. cuBLAS, fp32 accumulation;
+// with a bias or an activation, through the output scratch and rounded once.
 void linear(Blas& blas, const Fp16* x, const Fp16* w, const Fp16* bias, Fp16* y, int64_t m,
             int64_t n, int64_t k, Activation act, const Stream& stream);
+// Rows of y per block of linear()'s output scratch: whole multiples of 64 where more fit;
+// checks that the scratch was set and holds one row of n.
+int64_t linear_block_rows(const Blas& blas, int64_t m, int64_t n);
 // The same with fp32 output (the LM head's logits), no activation.
 void linear(Blas& blas, const Fp16* x, const Fp16* w, const Fp16* bias, float* y, int64_t m,
             int64_t n, int64_t k, const Stream& stream);

@@ -33,24 +33,48 @@ __device__ __forceinline__ float decode(const QuantGroup<Bits>& g, int e) {
   return quant_decode(quant_code(g, e), scale, min);
 }
 
+// Thread x of row y of a block decodes element x of group blockIdx.x * kGroupsPerBlock + y:
+// no division, the element index formed once from the group's.
+constexpr int kGroupsPerBlock = kThreads / kQuantGroup;
+
 template <int Bits, typename T>
-__global__ void dequantize_kernel(const QuantGroup<Bits>* groups, int64_t n, int64_t group_len,
+__global__ void dequantize_kernel(const QuantGroup<Bits>* groups, int64_t n, int group_len,
                                   T* dst) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    store(dst, i, decode(groups[i / group_len], static_cast<int>(i % group_len)));
-  }
+  const int e = threadIdx.x;
+  const int64_t g = static_cast<int64_t>(blockIdx.x) * kGroupsPerBlock + threadIdx.y;
+  const int64_t i = g * group_len + e;
+  if (e < group_len && i < n) store(dst, i, decode(groups[g], e));
 }
 
-// Element (r, c) lives in group c * per_col + r / 64; threads run along c so writes coalesce.
+// Element (r, c) lives in group c * per_col + r / 64. A block owns a tile of one group row (64
+// rows) by kTileCols columns: it first copies the tile's kTileCols groups (one per column, each
+// contiguous) into shared memory in 16-bit words, then writes the tile row by row with threads
+// along c, so both the group reads and the element writes coalesce. In shared memory the groups
+// are 9 or 17 banks apart, an odd stride, so the decode reads do not conflict.
+constexpr int kTileCols = 32;
+constexpr int kTileRowsPerPass = kThreads / kTileCols;
+
 template <int Bits, typename T>
-__global__ void dequantize_matrix_kernel(const QuantGroup<Bits>* groups, int64_t rows, int64_t cols,
-                                         T* dst) {
-  const int64_t per_col = (rows + kQuantGroup - 1) / kQuantGroup, total = rows * cols;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t r = i / cols, c = i % cols;
-    store(dst, i, decode(groups[c * per_col + r / kQuantGroup], static_cast<int>(r % kQuantGroup)));
+__global__ void dequantize_matrix_kernel(const QuantGroup<Bits>* groups, int64_t rows, int cols,
+                                         int per_col, T* dst) {
+  __shared__ QuantGroup<Bits> tile[kTileCols];
+  constexpr int kWords = sizeof(QuantGroup<Bits>) / sizeof(uint16_t);
+  const int c0 = blockIdx.x * kTileCols, row_group = blockIdx.y;
+  const int width = min(kTileCols, cols - c0);
+  const int tid = threadIdx.y * kTileCols + threadIdx.x;
+  auto* words = reinterpret_cast<uint16_t*>(tile);
+  for (int w = tid; w < width * kWords; w += kThreads) {
+    const int c = w / kWords, word = w - c * kWords;
+    const auto* group = reinterpret_cast<const uint16_t*>(
+        groups + static_cast<int64_t>(c0 + c) * per_col + row_group);
+    words[w] = group[word];
+  }
+  __syncthreads();
+  if (static_cast<int>(threadIdx.x) >= width) return;
+  const int64_t r0 = static_cast<int64_t>(row_group) * kQuantGroup;
+  const int height = rows - r0 < kQuantGroup ? static_cast<int>(rows - r0) : kQuantGroup;
+  for (int e = threadIdx.y; e < height; e += kTileRowsPerPass) {
+    store(dst, (r0 + e) * cols + c0 + threadIdx.x, decode(tile[threadIdx.x], e));
   }
 }
 
@@ -104,10 +128,6 @@ __global__ void quantize_kernel(const T* src, int64_t n, int64_t group_len, int6
   }
 }
 
-unsigned grid_for(int64_t n) {
-  return static_cast<unsigned>(std::min<int64_t>((n + kThreads - 1) / kThreads, 65536));
-}
-
 template <typename T>
 void quantize_t(int bits, const T* src, int64_t n, int64_t group_len, void* groups,
                 const Stream& stream) {
@@ -132,12 +152,18 @@ void dequantize_t(int bits, const void* groups, int64_t n, int64_t group_len, T*
   STRATA_CHECK(bits == 4 || bits == 8, "quantisation bits must be 4 or 8, got ", bits);
   STRATA_CHECK(group_len >= 1 && group_len <= kQuantGroup, "quantisation group of ", group_len);
   if (n == 0) return;
+  const int64_t n_groups = (n + group_len - 1) / group_len;
+  STRATA_CHECK(n_groups <= int64_t{INT_MAX} * kGroupsPerBlock, "dequantising ", n_groups,
+               " groups");
+  const unsigned grid = blocks_for(n_groups, kGroupsPerBlock);
+  const dim3 block(kQuantGroup, kGroupsPerBlock);
+  const int len = static_cast<int>(group_len);
   if (bits == 4) {
-    dequantize_kernel<<<grid_for(n), kThreads, 0, native(stream)>>>(
-        static_cast<const Q4Group*>(groups), n, group_len, dst);
+    dequantize_kernel<<<grid, block, 0, native(stream)>>>(static_cast<const Q4Group*>(groups), n,
+                                                          len, dst);
   } else {
-    dequantize_kernel<<<grid_for(n), kThreads, 0, native(stream)>>>(
-        static_cast<const Q8Group*>(groups), n, group_len, dst);
+    dequantize_kernel<<<grid, block, 0, native(stream)>>>(static_cast<const Q8Group*>(groups), n,
+                                                          len, dst);
   }
   STRATA_CUDA_CHECK_LAUNCH();
 }
@@ -147,12 +173,18 @@ void dequantize_matrix_t(int bits, const void* groups, int64_t rows, int64_t col
                          const Stream& stream) {
   STRATA_CHECK(bits == 4 || bits == 8, "quantisation bits must be 4 or 8, got ", bits);
   if (rows * cols == 0) return;
+  const int64_t per_col = (rows + kQuantGroup - 1) / kQuantGroup;
+  STRATA_CHECK(cols <= INT_MAX && per_col <= 65535, "dequantising a ", rows, " x ", cols,
+               " matrix");
+  const dim3 grid(blocks_for(cols, kTileCols), static_cast<unsigned>(per_col));
+  const dim3 block(kTileCols, kTileRowsPerPass);
+  const int c = static_cast<int>(cols), p = static_cast<int>(per_col);
   if (bits == 4) {
-    dequantize_matrix_kernel<<<grid_for(rows * cols), kThreads, 0, native(stream)>>>(
-        static_cast<const Q4Group*>(groups), rows, cols, dst);
+    dequantize_matrix_kernel<<<grid, block, 0, native(stream)>>>(
+        static_cast<const Q4Group*>(groups), rows, c, p, dst);
   } else {
-    dequantize_matrix_kernel<<<grid_for(rows * cols), kThreads, 0, native(stream)>>>(
-        static_cast<const Q8Group*>(groups), rows, cols, dst);
+    dequantize_matrix_kernel<<<grid, block, 0, native(stream)>>>(
+        static_cast<const Q8Group*>(groups), rows, c, p, dst);
   }
   STRATA_CUDA_CHECK_LAUNCH();
 }

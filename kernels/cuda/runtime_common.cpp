@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "kernels/cuda/host_lane.h"
+#include "kernels/cuda/ops.h"
 #include "kernels/cuda/runtime.h"
 
 namespace strata::cuda {
@@ -135,6 +136,28 @@ double median_ms(const Stream& stream, int reps, const std::function<void()>& fn
   }
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
+}
+
+void Blas::set_output_scratch(void* scratch, size_t bytes) {
+  scratch_ = static_cast<float*>(scratch);
+  scratch_bytes_ = bytes;
+}
+
+// At most 32 MiB, in blocks of 64 rows (GEMM tiles stay whole), at least 64 rows.
+size_t Blas::output_scratch_bytes(int64_t max_rows, int64_t widest) {
+  const int64_t row_bytes = std::max<int64_t>(widest, 1) * 4;
+  const int64_t fit = std::max<int64_t>(64, (int64_t{32} << 20) / row_bytes / 64 * 64);
+  return static_cast<size_t>(std::min(std::max<int64_t>(max_rows, 1), fit) * row_bytes);
+}
+
+int64_t linear_block_rows(const Blas& blas, int64_t m, int64_t n) {
+  const auto row_bytes = static_cast<size_t>(n) * 4;
+  STRATA_CHECK(blas.output_scratch() && blas.output_scratch_size() >= row_bytes,
+               "a linear with bias or activation needs an output scratch of at least ", row_bytes,
+               " bytes (Blas::set_output_scratch)");
+  const auto fit = static_cast<int64_t>(blas.output_scratch_size() / row_bytes);
+  if (fit >= m) return m;
+  return fit >= 64 ? fit / 64 * 64 : fit;
 }
 
 }  // namespace strata::cuda

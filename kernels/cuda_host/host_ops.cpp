@@ -72,11 +72,15 @@ void attend(const Fp16* q, int64_t ld_q, const Fp16* k, const Fp16* v, int64_t l
 
 }  // namespace
 
-void linear(Blas&, const Fp16* x, const Fp16* w, const Fp16* bias, Fp16* y, int64_t m, int64_t n,
-            int64_t k, Activation act, const Stream& stream) {
+void linear(Blas& blas, const Fp16* x, const Fp16* w, const Fp16* bias, Fp16* y, int64_t m,
+            int64_t n, int64_t k, Activation act, const Stream& stream) {
   check_device(x, static_cast<size_t>(m * k) * 2, "linear input");
   check_device(w, static_cast<size_t>(n * k) * 2, "linear weight");
   check_device(y, static_cast<size_t>(m * n) * 2, "linear output");
+  if (m > 0 && n > 0 && (bias || act != Activation::kNone)) {
+    linear_block_rows(blas, m, n);  // the GPU's contract: fp32 output through the scratch
+    check_device(blas.output_scratch(), blas.output_scratch_size(), "linear output scratch");
+  }
   enqueue(stream, [=] {
     auto out = gemm(x, w, bias, m, n, k);
     activate(out, act);

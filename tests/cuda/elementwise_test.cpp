@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/error.h"
 #include "kernels/cpu/reference.h"
 #include "kernels/cpu/reference_cuda_ops.h"
 #include "tests/cuda/cuda_test_util.h"
@@ -32,6 +33,9 @@ TEST_P(Linear, MatchesReferenceForEachActivation) {
   cpu::ref::linear(x.data(), w.data(), b.data(), want.data(), m, n, k);
   auto dx = upload(test::to_f16(x)), dw = upload(test::to_f16(w)), db = upload(test::to_f16(b));
   Blas blas;
+  // Room for 2 rows only where more than 2 come: the rows go through it in blocks.
+  DeviceBuffer scratch(static_cast<size_t>(std::min<int64_t>(m, 2) * n) * 4);
+  blas.set_output_scratch(scratch.data(), scratch.size_bytes());
   for (Activation act : {Activation::kNone, Activation::kRelu, Activation::kGelu}) {
     auto expect = want;
     if (act == Activation::kRelu) {
@@ -57,6 +61,27 @@ INSTANTIATE_TEST_SUITE_P(OddShapes, Linear,
                          ::testing::Values(GemmShape{1, 1, 1}, GemmShape{3, 77, 129},
                                            GemmShape{17, 250, 64}, GemmShape{129, 65, 333},
                                            GemmShape{1, 1000, 1024}));
+
+// A GEMM sum past fp16's 65504 that the bias brings back in range: the fp32 output is rounded
+// once, after the bias, so it is finite, where an fp16 GEMM output would already be inf.
+TEST(Linear, BiasAppliesBeforeTheRoundingToFp16) {
+  const int64_t m = 3, n = 5, k = 256;  // each sum is 256 * 16 * 16 = 65536
+  auto dx = upload(test::to_f16(std::vector<float>(m * k, 16.0f)));
+  auto dw = upload(test::to_f16(std::vector<float>(n * k, 16.0f)));
+  auto db = upload(test::to_f16(std::vector<float>(n, -1024.0f)));
+  Blas blas;
+  DeviceBuffer scratch(Blas::output_scratch_bytes(m, n));
+  blas.set_output_scratch(scratch.data(), scratch.size_bytes());
+  auto dy = poisoned<Fp16>(m * n);
+  linear(blas, dx.as<Fp16>(), dw.as<Fp16>(), db.as<Fp16>(), dy.as<Fp16>(), m, n, k,
+         Activation::kRelu, test::stream());
+  for (float v : test::from_f16(download<Fp16>(dy, m * n))) EXPECT_EQ(v, 64512.0f);
+  // Without a scratch such a linear is refused, not computed the rounding-twice way.
+  Blas bare;
+  EXPECT_THROW(linear(bare, dx.as<Fp16>(), dw.as<Fp16>(), db.as<Fp16>(), dy.as<Fp16>(), m, n, k,
+                      Activation::kNone, test::stream()),
+               Error);
+}
 
 TEST(LayerNorm, MatchesReferenceOnOddDims) {
   auto gen = test::rng();

@@ -51,9 +51,11 @@ class ModelPair {
         layouts_(stage_layouts(config_, sep_layer)),
         limits_{kMaxRows, kSlots, kCapacity},
         pool_(StageRunner::workspace_bytes(config_, limits_) + 4096),
+        scratch_(Blas::output_scratch_bytes(kMaxRows, 4 * config_.hidden_size + config_.ffn_dim)),
         pinned_(StageRunner::host_meta_bytes(config_, limits_) + 4096),
         runner_(config_, limits_, pool_, pinned_, blas_),
         lengths_(kSlots, 0) {
+    blas_.set_output_scratch(scratch_.data(), scratch_.size_bytes());
     const int64_t h = config_.hidden_size;
     for (const auto& layout : layouts_) {
       std::vector<float> f32(static_cast<size_t>(layout.numel));
@@ -151,6 +153,7 @@ class ModelPair {
   StageRunnerLimits limits_;
   Blas blas_;
   DevicePool pool_;
+  DeviceBuffer scratch_;
   PinnedArena pinned_;
   StageRunner runner_;
   std::vector<int64_t> lengths_;

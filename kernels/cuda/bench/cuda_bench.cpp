@@ -116,6 +116,8 @@ nlohmann::json prefill_attention(const Stream& stream) {
 nlohmann::json gemm(const Stream& stream) {
   nlohmann::json rows = nlohmann::json::array();
   Blas blas;
+  DeviceBuffer scratch(Blas::output_scratch_bytes(4096, 28672));
+  blas.set_output_scratch(scratch.data(), scratch.size_bytes());
   struct Shape {
     int64_t m, n, k;
   };

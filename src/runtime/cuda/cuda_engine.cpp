@@ -178,6 +178,8 @@ void CudaBackend::allocate_working(const CudaLayout& l) {
   }
   blas_workspace = device_block(l.blas_workspace_bytes);
   blas.set_workspace(blas_workspace.data(), l.blas_workspace_bytes);
+  linear_scratch = device_block(l.linear_scratch_bytes);
+  blas.set_output_scratch(linear_scratch.data(), l.linear_scratch_bytes);
   counters.add_allocation(Tier::kGpu, cuda::StageRunner::workspace_bytes(c, l.limits));
   runner = std::make_unique<cuda::StageRunner>(c, l.limits, *pool, *pinned, blas);
   counters.add_allocation(Tier::kCpu, cuda::StageRunner::host_meta_bytes(c, l.limits));

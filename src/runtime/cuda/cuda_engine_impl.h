@@ -123,6 +123,7 @@ struct CudaBackend final : ScheduleBackend {
   StoredFormat cache_stored;        // the cache's format on every tier
   cuda::Block logits_device, hidden_device;
   cuda::Block blas_workspace;  // blas's; the pool, declared before blas, outlives it
+  cuda::Block linear_scratch;  // blas's fp32 GEMM output before bias and activation
   cuda::Block weight_staging[kWeightSlots], logits_host, hidden_host;
   cuda::Block attention_host;     // cpu_cache_compute: q, k, v, then the output, [gbs, h] each
   std::exception_ptr host_error;  // from work run in stream order on the host

@@ -135,6 +135,10 @@ CudaLayout cuda_layout(const ModelConfig& c, const EngineOptions& o,
   pinned += pool_bytes(cuda::StageRunner::host_meta_bytes(c, l.limits));
   l.blas_workspace_bytes = blas_workspace_bytes(c, l.limits);
   device += pool_bytes(l.blas_workspace_bytes);
+  const auto widest = static_cast<int64_t>(
+      std::max<size_t>(cuda::widest_linear(c), static_cast<size_t>(c.mlp_width())));
+  l.linear_scratch_bytes = cuda::Blas::output_scratch_bytes(l.limits.max_rows, widest);
+  device += pool_bytes(l.linear_scratch_bytes);
   l.reserve_bytes = kDeviceReserveBytes;
   l.logits_bytes = static_cast<uint64_t>(p.gpu_batch_size * c.vocab_size) * 4;
   device += pool_bytes(l.logits_bytes);

@@ -30,6 +30,7 @@ struct CudaLayout {
   bool hetegen = false;
   cuda::StageRunnerLimits limits;
   uint64_t blas_workspace_bytes = 0;  // cuBLAS's workspace, a pool block
+  uint64_t linear_scratch_bytes = 0;  // linear()'s fp32 output blocks (Blas::set_output_scratch)
   uint64_t reserve_bytes = 0;         // device memory outside the pool (kDeviceReserveBytes)
   uint64_t device_bytes = 0;          // the pool
   uint64_t pinned_bytes = 0;          // the arena
