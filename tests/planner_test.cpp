@@ -339,7 +339,7 @@ TEST(Planner, NeverExceedsATierOnAGpu) {
   for (const char* arch : {"opt-1.3b", "qwen2.5-0.5b"}) {
     const auto config = parse_model_config(builtin_config_json(arch), arch);
     int offloaded = 0;
-    for (const uint64_t gpu_mib : {600, 1200, 2500, 6000}) {
+    for (const uint64_t gpu_mib : {700, 1200, 2500, 6000}) {
       for (const uint64_t cpu_mib : {1000, 8000}) {
         PlanRequest r;
         r.prompt_len = 128;

@@ -143,13 +143,6 @@ void Blas::set_output_scratch(void* scratch, size_t bytes) {
   scratch_bytes_ = bytes;
 }
 
-// At most 32 MiB, in blocks of 64 rows (GEMM tiles stay whole), at least 64 rows.
-size_t Blas::output_scratch_bytes(int64_t max_rows, int64_t widest) {
-  const int64_t row_bytes = std::max<int64_t>(widest, 1) * 4;
-  const int64_t fit = std::max<int64_t>(64, (int64_t{32} << 20) / row_bytes / 64 * 64);
-  return static_cast<size_t>(std::min(std::max<int64_t>(max_rows, 1), fit) * row_bytes);
-}
-
 int64_t linear_block_rows(const Blas& blas, int64_t m, int64_t n) {
   const auto row_bytes = static_cast<size_t>(n) * 4;
   STRATA_CHECK(blas.output_scratch() && blas.output_scratch_size() >= row_bytes,
