@@ -283,7 +283,7 @@ PlanRequest offloaded_request(int64_t gpu_batch_size) {
   r.gpu_batch_size = gpu_batch_size;
   r.num_gpu_batches = 1;
   r.allow_disk = false;
-  r.caps.gpu_bytes = 1ull << 30;  // 2.6 GB of fp16 weights: most stay on the CPU tier
+  r.caps.gpu_bytes = 5ull << 28;  // 1.25 GiB; 2.6 GB of fp16 weights: most stay on the CPU tier
   return r;
 }
 
