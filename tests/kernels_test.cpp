@@ -7,6 +7,7 @@
 #include "core/dtype.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/reference.h"
+#include "kernels/cpu/reference_cuda_ops.h"
 #include "test_util.h"
 
 namespace strata {
@@ -97,6 +98,55 @@ TEST(Kernels, AttentionMatchesReferenceForPrefillAndDecode) {
       for (int64_t c = 0; c < heads * head_dim; ++c) {
         ASSERT_NEAR(got[i * ld + c], want[i * ld + c], 1e-4) << "row " << i << " col " << c;
       }
+    }
+  }
+}
+
+// The tensor-core prefill kernel's twin (its tiles of 64 keys, online softmax, fp16
+// probabilities) against the plain softmax in double, on shapes that leave partial tiles, a
+// cached prefix, grouped-query heads and left padding (keys below first_key masked; queries in
+// the padding get zeros). fp16 probabilities cost about 2^-11 relative; the bound is 4x that.
+// The negative control (the twin told about no padding) must not pass.
+TEST(Kernels, TiledPrefillTwinMatchesReference) {
+  std::mt19937 rng(5);
+  for (auto [start, n_new, heads, kv_heads, head_dim, first_key] :
+       {std::tuple{0, 1, 1, 1, 64, 0},
+        {0, 37, 3, 3, 64, 0},
+        {45, 19, 4, 2, 128, 0},
+        {0, 130, 2, 1, 64, 0},
+        {7, 70, 5, 5, 128, 30},
+        {100, 64, 2, 2, 64, 65},
+        {3, 200, 4, 4, 24, 0}}) {
+    SCOPED_TRACE(testing::Message() << start << "+" << n_new << " h" << heads << "/" << kv_heads
+                                    << " d" << head_dim << " from " << first_key);
+    const int64_t ld = heads * head_dim, ld_kv = kv_heads * head_dim, n_keys = start + n_new;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    auto q = random_vector(size_t(n_new * ld), rng, 3 * scale);
+    auto k = random_vector(size_t(n_keys * ld_kv), rng, 2.0f);
+    auto v = random_vector(size_t(n_keys * ld_kv), rng);
+    std::vector<float> got(q.size(), NAN), want(q.size(), 0.0f), unpadded(q.size(), NAN);
+    cpu::ref::attention_tiled(q.data(), ld, k.data(), v.data(), ld_kv, got.data(), start, n_new,
+                              heads, kv_heads, head_dim, first_key);
+    const int64_t first_q = std::max<int64_t>(0, first_key - start);
+    if (first_q < n_new) {
+      cpu::ref::attention(q.data() + first_q * ld, ld, k.data() + first_key * ld_kv,
+                          v.data() + first_key * ld_kv, ld_kv, want.data() + first_q * ld,
+                          start + first_q - first_key, n_new - first_q, heads, kv_heads, head_dim);
+    }
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      const double d = std::abs(double(got[i]) - want[i]);
+      worst = std::isnan(d) ? INFINITY : std::max(worst, d);
+    }
+    EXPECT_LT(worst, 4 * 0x1p-11) << "largest difference";
+    if (first_key > 0) {
+      cpu::ref::attention_tiled(q.data(), ld, k.data(), v.data(), ld_kv, unpadded.data(), start,
+                                n_new, heads, kv_heads, head_dim, 0);
+      double control = 0;
+      for (size_t i = 0; i < got.size(); ++i) {
+        control = std::max(control, std::abs(double(unpadded[i]) - want[i]));
+      }
+      EXPECT_GT(control, 0.05) << "the negative control passed";
     }
   }
 }

@@ -6,6 +6,7 @@
 
 #include <climits>
 
+#include "kernels/cpu/reference_cuda_ops.h"
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/reduce.cuh"
@@ -121,6 +122,190 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int t = 0; t < kPerLane; ++t) {
       const int d = lane + 32 * t;
       if (d < d_count) o[d] = __float2half_rn(acc[qi][t] * inv);
+    }
+  }
+}
+
+// ---- prefill on tensor cores (sm_80+, head_dim 64 or 128, 16-byte aligned rows) ----
+// FlashAttention-2's loop on mma.sync m16n8k16 (fp16 in, fp32 accumulate): each of 4 warps owns
+// 16 queries of the block's 64 and keeps their Q fragments in registers; per tile of 64 keys the
+// warp computes S = Q K^T, masks it, updates the running max and sum of its rows, rounds the
+// probabilities to fp16 and adds P V into fp32 accumulators. P never leaves registers: the
+// accumulator layout of S is the operand layout P needs. kernels/cpu/reference_cuda_ops.h's
+// attention_tiled is the same arithmetic on the CPU.
+constexpr int kMmaWarps = 4;
+constexpr int kMmaQueries = 16 * kMmaWarps;
+constexpr int kMmaKeys = static_cast<int>(cpu::ref::kPrefillTileKeys);
+constexpr int kSmemPad = 8;  // halves per shared row past head_dim: fragment loads hit 32 banks
+static_assert(kMmaQueries == kMmaKeys, "the query tile is staged in the key buffer");
+
+__device__ __forceinline__ uint32_t lds32(const __half* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
+
+__device__ __forceinline__ uint32_t pack(__half lo, __half hi) {
+  const __half2 h = __halves2half2(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+// d += a b: a the 16 x 16 row-major A fragment, (b0, b1) the 16 x 8 column-major B fragment.
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                          uint32_t b1) {
+#if __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+// rows [0, 64) of a tile (rows >= valid are zeros) into shared rows of D + kSmemPad halves.
+template <int D>
+__device__ __forceinline__ void stage_rows(const __half* src, int64_t ld, int64_t valid,
+                                           __half* dst) {
+  constexpr int kVecs = D / 8;
+  for (int i = threadIdx.x; i < kMmaKeys * kVecs; i += kMmaWarps * 32) {
+    const int r = i / kVecs, c = i % kVecs;  // powers of two: shifts
+    uint4 val = make_uint4(0, 0, 0, 0);
+    if (r < valid) val = *reinterpret_cast<const uint4*>(src + r * ld + c * 8);
+    *reinterpret_cast<uint4*>(dst + r * (D + kSmemPad) + c * 8) = val;
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(kMmaWarps * 32)
+    prefill_mma_kernel(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const Fp16* k,
+                       const Fp16* v, int64_t ld_kv, int64_t seq_stride_kv, Fp16* out,
+                       int64_t start_all, int64_t n_new_all, int heads_per_kv,
+                       const int32_t* key_begin, const int32_t* row_offsets,
+                       const int32_t* starts, const int32_t* slots) {
+  constexpr int kRow = D + kSmemPad;
+  __shared__ __align__(16) __half ks[kMmaKeys * kRow];  // the query tile first, then each key tile
+  __shared__ __align__(16) __half vs[kMmaKeys * kRow];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int64_t s = blockIdx.z, h = blockIdx.y,
+                q0 = static_cast<int64_t>(blockIdx.x) * kMmaQueries;
+  const int64_t row0 = row_offsets ? row_offsets[s] : 0;
+  const int64_t n_new = row_offsets ? row_offsets[s + 1] - row0 : n_new_all;
+  const int64_t start = starts ? starts[s] : start_all;
+  const int64_t kv_seq = slots ? slots[s] : s;
+  if (q0 >= n_new) return;
+  const auto* qb = reinterpret_cast<const __half*>(q) + s * seq_stride_q + row0 * ld_q + h * D;
+  const auto* kb = reinterpret_cast<const __half*>(k) + kv_seq * seq_stride_kv +
+                   h / heads_per_kv * D;
+  const auto* vb = reinterpret_cast<const __half*>(v) + kv_seq * seq_stride_kv +
+                   h / heads_per_kv * D;
+  const int64_t first_key = key_begin ? key_begin[s] : 0;
+  const int64_t q_end = min(q0 + kMmaQueries, n_new);
+  const int64_t last_key = start + q_end - 1;
+
+  // This thread's two query rows of the warp's 16: r and r + 8.
+  const int r = warp * 16 + g;
+  const int64_t pos[2] = {start + q0 + r, start + q0 + r + 8};
+  const bool live[2] = {q0 + r < n_new, q0 + r + 8 < n_new};
+
+  stage_rows<D>(qb + q0 * ld_q, ld_q, n_new - q0, ks);
+  __syncthreads();
+  uint32_t qf[D / 16][4];
+#pragma unroll
+  for (int c = 0; c < D / 16; ++c) {
+    qf[c][0] = lds32(ks + r * kRow + c * 16 + 2 * t);
+    qf[c][1] = lds32(ks + (r + 8) * kRow + c * 16 + 2 * t);
+    qf[c][2] = lds32(ks + r * kRow + c * 16 + 8 + 2 * t);
+    qf[c][3] = lds32(ks + (r + 8) * kRow + c * 16 + 8 + 2 * t);
+  }
+  float o[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
+  for (int64_t tile = first_key / kMmaKeys * kMmaKeys; tile <= last_key; tile += kMmaKeys) {
+    __syncthreads();  // the Q fragments, or the previous tile, are out of shared memory
+    const int64_t valid = last_key + 1 - tile;
+    stage_rows<D>(kb + tile * ld_kv, ld_kv, valid, ks);
+    stage_rows<D>(vb + tile * ld_kv, ld_kv, valid, vs);
+    __syncthreads();
+    // S = Q K^T: 8 tiles of 8 keys; B[d][key] = K[key][d], a contiguous pair of a key row.
+    float sc[kMmaKeys / 8][4];
+#pragma unroll
+    for (int n = 0; n < kMmaKeys / 8; ++n) {
+      sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+#pragma unroll
+      for (int c = 0; c < D / 16; ++c) {
+        const __half* kr = ks + (n * 8 + g) * kRow + c * 16 + 2 * t;
+        mma_16816(sc[n], qf[c], lds32(kr), lds32(kr + 8));
+      }
+    }
+    // Mask (causal, padding, past the sequence) and the running max of each row.
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int n = 0; n < kMmaKeys / 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = e >> 1;
+        const int64_t key = tile + n * 8 + 2 * t + (e & 1);
+        if (!live[row] || key < first_key || key > pos[row]) sc[n][e] = -INFINITY;
+        tile_max[row] = fmaxf(tile_max[row], sc[n][e]);
+      }
+    }
+    float alpha[2];
+#pragma unroll
+    for (int row = 0; row < 2; ++row) {  // a row's 64 scores sit in the 4 threads of its group
+      tile_max[row] = fmaxf(tile_max[row], __shfl_xor_sync(0xffffffffu, tile_max[row], 1));
+      tile_max[row] = fmaxf(tile_max[row], __shfl_xor_sync(0xffffffffu, tile_max[row], 2));
+      const float m_new = fmaxf(m[row], tile_max[row]);
+      alpha[row] = m_new == -INFINITY ? 1.0f : __expf(m[row] - m_new);
+      m[row] = m_new;
+    }
+    // P in fp16, laid out as the A fragments of 4 chunks of 16 keys; the sum from the same values.
+    uint32_t pf[kMmaKeys / 16][4];
+    float sum[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int n = 0; n < kMmaKeys / 8; ++n) {
+#pragma unroll
+      for (int row = 0; row < 2; ++row) {
+        const float a = sc[n][2 * row], b = sc[n][2 * row + 1];
+        const __half2 p = __floats2half2_rn(a == -INFINITY ? 0.0f : __expf(a - m[row]),
+                                            b == -INFINITY ? 0.0f : __expf(b - m[row]));
+        sum[row] += __low2float(p) + __high2float(p);
+        pf[n / 2][(n % 2) * 2 + row] = *reinterpret_cast<const uint32_t*>(&p);
+      }
+    }
+#pragma unroll
+    for (int row = 0; row < 2; ++row) {
+      sum[row] += __shfl_xor_sync(0xffffffffu, sum[row], 1);
+      sum[row] += __shfl_xor_sync(0xffffffffu, sum[row], 2);
+      l[row] = l[row] * alpha[row] + sum[row];
+    }
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      o[n][0] *= alpha[0];
+      o[n][1] *= alpha[0];
+      o[n][2] *= alpha[1];
+      o[n][3] *= alpha[1];
+    }
+    // O += P V: B[key][d] = V[key][d], two key rows per register.
+#pragma unroll
+    for (int c = 0; c < kMmaKeys / 16; ++c) {
+      const __half* v0 = vs + (c * 16 + 2 * t) * kRow + g;
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n) {
+        const __half* vn = v0 + n * 8;
+        mma_16816(o[n], pf[c], pack(vn[0], vn[kRow]), pack(vn[8 * kRow], vn[9 * kRow]));
+      }
+    }
+  }
+#pragma unroll
+  for (int row = 0; row < 2; ++row) {
+    if (!live[row]) continue;
+    const float inv = l[row] > 0 ? 1.0f / l[row] : 0.0f;  // a padding query saw no key: zeros
+    auto* dst = reinterpret_cast<__half*>(out) + s * seq_stride_q +
+                (row0 + q0 + r + 8 * row) * ld_q + h * D;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      *reinterpret_cast<__half2*>(dst + n * 8 + 2 * t) =
+          __floats2half2_rn(o[n][2 * row] * inv, o[n][2 * row + 1] * inv);
     }
   }
 }
@@ -351,7 +536,56 @@ int heads_per_kv(int64_t n_heads, int64_t n_kv_heads) {
   return static_cast<int>(n_heads / n_kv_heads);
 }
 
+bool tensor_core_device() {
+  static const bool yes = [] {
+    int device = 0, major = 0;
+    return cudaGetDevice(&device) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) ==
+               cudaSuccess &&
+           major >= 8;
+  }();
+  return yes;
+}
+
+bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
+// Launches the prefill on tensor cores where it applies; false leaves it to prefill_kernel.
+bool launch_prefill_mma(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const Fp16* k,
+                        const Fp16* v, int64_t ld_kv, int64_t seq_stride_kv, Fp16* out,
+                        int64_t start, int64_t n_new, int64_t max_new, int64_t n_seqs,
+                        int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+                        const int32_t* key_begin, const int32_t* row_offsets,
+                        const int32_t* starts, const int32_t* slots, const Stream& stream) {
+  if (!prefill_on_tensor_cores(head_dim, ld_q, ld_kv, seq_stride_q, seq_stride_kv, q, k, v, out)) {
+    return false;
+  }
+  const dim3 grid(static_cast<unsigned>((max_new + kMmaQueries - 1) / kMmaQueries),
+                  static_cast<unsigned>(n_heads), static_cast<unsigned>(n_seqs));
+  const int group = heads_per_kv(n_heads, n_kv_heads);
+  if (head_dim == 64) {
+    prefill_mma_kernel<64><<<grid, kMmaWarps * 32, 0, native(stream)>>>(
+        q, ld_q, seq_stride_q, k, v, ld_kv, seq_stride_kv, out, start, n_new, group, key_begin,
+        row_offsets, starts, slots);
+  } else {
+    prefill_mma_kernel<128><<<grid, kMmaWarps * 32, 0, native(stream)>>>(
+        q, ld_q, seq_stride_q, k, v, ld_kv, seq_stride_kv, out, start, n_new, group, key_begin,
+        row_offsets, starts, slots);
+  }
+  STRATA_CUDA_CHECK_LAUNCH();
+  return true;
+}
+
 }  // namespace
+
+bool prefill_on_tensor_cores(int64_t head_dim, int64_t ld_q, int64_t ld_kv, int64_t seq_stride_q,
+                             int64_t seq_stride_kv, const void* q, const void* k, const void* v,
+                             const void* out) {
+  return (head_dim == 64 || head_dim == 128) && ld_q % 8 == 0 && ld_kv % 8 == 0 &&
+         seq_stride_q % 8 == 0 && seq_stride_kv % 8 == 0 && aligned16(q) && aligned16(k) &&
+         aligned16(v) && aligned16(out) && tensor_core_device();
+}
 
 void attention_prefill(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const Fp16* k,
                        const Fp16* v, int64_t ld_kv, int64_t seq_stride_kv, Fp16* out,
@@ -362,6 +596,11 @@ void attention_prefill(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const 
                " (at most ", kMaxHeadDim, ")");
   STRATA_CHECK(n_heads <= 65535 && n_seqs <= 65535, "attention grid of ", n_seqs, " x ", n_heads);
   if (n_new == 0 || n_seqs == 0) return;
+  if (launch_prefill_mma(q, ld_q, seq_stride_q, k, v, ld_kv, seq_stride_kv, out, start, n_new,
+                         n_new, n_seqs, n_heads, n_kv_heads, head_dim, key_begin, nullptr, nullptr,
+                         nullptr, stream)) {
+    return;
+  }
   const dim3 grid(static_cast<unsigned>((n_new + kBlockQueries - 1) / kBlockQueries),
                   static_cast<unsigned>(n_heads), static_cast<unsigned>(n_seqs));
   prefill_kernel<<<grid, kWarps * 32, 0, native(stream)>>>(
@@ -381,6 +620,11 @@ void attention_prefill_packed(const Fp16* q, int64_t ld_q, const int32_t* row_of
   STRATA_CHECK(n_heads <= 65535 && n_seqs <= 65535, "attention grid of ", n_seqs, " x ", n_heads);
   STRATA_CHECK(row_offsets && starts, "packed attention needs row offsets and starts");
   if (max_new == 0 || n_seqs == 0) return;
+  if (launch_prefill_mma(q, ld_q, 0, k, v, ld_kv, seq_stride_kv, out, 0, 0, max_new, n_seqs,
+                         n_heads, n_kv_heads, head_dim, key_begin, row_offsets, starts, slots,
+                         stream)) {
+    return;
+  }
   const dim3 grid(static_cast<unsigned>((max_new + kBlockQueries - 1) / kBlockQueries),
                   static_cast<unsigned>(n_heads), static_cast<unsigned>(n_seqs));
   prefill_kernel<<<grid, kWarps * 32, 0, native(stream)>>>(

@@ -96,6 +96,13 @@ void attention_prefill(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const 
                        int64_t n_kv_heads, int64_t head_dim, const int32_t* key_begin,
                        const Stream& stream);
 
+// Whether the prefill launchers take the tensor-core kernel (mma.sync, sm_80+) for these
+// arguments: head_dim 64 or 128, row strides in multiples of 8 elements, 16-byte aligned
+// pointers. Otherwise they run the fp32 CUDA-core kernel; both compute the same attention.
+bool prefill_on_tensor_cores(int64_t head_dim, int64_t ld_q, int64_t ld_kv, int64_t seq_stride_q,
+                             int64_t seq_stride_kv, const void* q, const void* k, const void* v,
+                             const void* out);
+
 // The engine's packed batch (runtime/stages.h): sequence s has n_s = row_offsets[s + 1] -
 // row_offsets[s] queries, rows row_offsets[s].. of q / out (stride ld_q), at positions
 // [starts[s], starts[s] + n_s); its keys / values (new ones already appended) are cache slot

@@ -49,8 +49,9 @@ std::vector<float> gemm(const Fp16* x, const Fp16* w, const Fp16* bias, int64_t 
 struct Heads {
   int64_t n, n_kv, dim;
 };
+// tiled: the tensor-core kernel's arithmetic (its CPU twin), where the GPU would take it.
 void attend(const Fp16* q, int64_t ld_q, const Fp16* k, const Fp16* v, int64_t ld_kv, Fp16* out,
-            int64_t ld_out, int64_t start, int64_t n_new, Heads heads) {
+            int64_t ld_out, int64_t start, int64_t n_new, Heads heads, bool tiled = false) {
   const int64_t width = heads.n * heads.dim, kv_width = heads.n_kv * heads.dim;
   const int64_t n_keys = start + n_new;
   std::vector<float> qs(static_cast<size_t>(n_new * width)),
@@ -65,8 +66,13 @@ void attend(const Fp16* q, int64_t ld_q, const Fp16* k, const Fp16* v, int64_t l
       vs[r * kv_width + c] = fp16_to_fp32(v[r * ld_kv + c]);
     }
   }
-  cpu::attention(qs.data(), width, ks.data(), vs.data(), kv_width, os.data(), start, n_new, heads.n,
-                 heads.n_kv, heads.dim);
+  if (tiled) {
+    cpu::ref::attention_tiled(qs.data(), width, ks.data(), vs.data(), kv_width, os.data(), start,
+                              n_new, heads.n, heads.n_kv, heads.dim, 0);
+  } else {
+    cpu::attention(qs.data(), width, ks.data(), vs.data(), kv_width, os.data(), start, n_new,
+                   heads.n, heads.n_kv, heads.dim);
+  }
   for (int64_t r = 0; r < n_new; ++r) narrow(os.data() + r * width, out + r * ld_out, width);
 }
 
@@ -210,16 +216,28 @@ void embed(const Fp16* token_table, const Fp16* position_table, const int32_t* t
   });
 }
 
+// The emulated device has tensor cores: the same choice as the GPU's launchers.
+bool prefill_on_tensor_cores(int64_t head_dim, int64_t ld_q, int64_t ld_kv, int64_t seq_stride_q,
+                             int64_t seq_stride_kv, const void* q, const void* k, const void* v,
+                             const void* out) {
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return (head_dim == 64 || head_dim == 128) && ld_q % 8 == 0 && ld_kv % 8 == 0 &&
+         seq_stride_q % 8 == 0 && seq_stride_kv % 8 == 0 && aligned(q) && aligned(k) &&
+         aligned(v) && aligned(out);
+}
+
 void attention_prefill(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const Fp16* k,
                        const Fp16* v, int64_t ld_kv, int64_t seq_stride_kv, Fp16* out,
                        int64_t start, int64_t n_new, int64_t n_seqs, int64_t n_heads,
                        int64_t n_kv_heads, int64_t head_dim, const int32_t* key_begin,
                        const Stream& stream) {
   STRATA_CHECK(key_begin == nullptr, "emulated CUDA: attention with left padding");
+  const bool tiled =
+      prefill_on_tensor_cores(head_dim, ld_q, ld_kv, seq_stride_q, seq_stride_kv, q, k, v, out);
   enqueue(stream, [=] {
     for (int64_t s = 0; s < n_seqs; ++s) {
       attend(q + s * seq_stride_q, ld_q, k + s * seq_stride_kv, v + s * seq_stride_kv, ld_kv,
-             out + s * seq_stride_q, ld_q, start, n_new, {n_heads, n_kv_heads, head_dim});
+             out + s * seq_stride_q, ld_q, start, n_new, {n_heads, n_kv_heads, head_dim}, tiled);
     }
   });
 }
@@ -230,12 +248,13 @@ void attention_prefill_packed(const Fp16* q, int64_t ld_q, const int32_t* row_of
                               int64_t n_seqs, int64_t, int64_t n_heads, int64_t n_kv_heads,
                               int64_t head_dim, const int32_t* key_begin, const Stream& stream) {
   STRATA_CHECK(key_begin == nullptr, "emulated CUDA: attention with left padding");
+  const bool tiled = prefill_on_tensor_cores(head_dim, ld_q, ld_kv, 0, seq_stride_kv, q, k, v, out);
   enqueue(stream, [=] {
     for (int64_t s = 0; s < n_seqs; ++s) {
       const int64_t slot = slots ? slots[s] : s, first = row_offsets[s];
       attend(q + first * ld_q, ld_q, k + slot * seq_stride_kv, v + slot * seq_stride_kv, ld_kv,
              out + first * ld_q, ld_q, starts[s], row_offsets[s + 1] - first,
-             {n_heads, n_kv_heads, head_dim});
+             {n_heads, n_kv_heads, head_dim}, tiled);
     }
   });
 }

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "kernels/cpu/reference.h"
 #include "tests/cuda/cuda_test_util.h"
@@ -18,6 +19,7 @@ using test::upload;
 struct PrefillCase {
   int64_t n_seqs, start, n_new, n_heads, head_dim;
   bool padded;
+  bool aligned = false;  // rows in multiples of 8 (head_dim 64 / 128): the tensor-core kernel
 };
 
 class Prefill : public ::testing::TestWithParam<PrefillCase> {};
@@ -25,7 +27,8 @@ class Prefill : public ::testing::TestWithParam<PrefillCase> {};
 TEST_P(Prefill, MatchesReference) {
   const auto c = GetParam();
   auto gen = test::rng();
-  const int64_t ld = c.n_heads * c.head_dim + 3;  // odd row stride: heads must use ld, not width
+  // An odd row stride (heads must use ld, not width) takes the CUDA-core kernel.
+  const int64_t ld = c.n_heads * c.head_dim + (c.aligned ? 8 : 3);
   const int64_t total = c.start + c.n_new;
   const int64_t q_stride = c.n_new * ld, kv_stride = total * ld;
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
@@ -53,6 +56,9 @@ TEST_P(Prefill, MatchesReference) {
   auto dq = upload(test::to_f16(q)), dk = upload(test::to_f16(k)), dv = upload(test::to_f16(v));
   auto dbegin = upload(key_begin);
   auto dout = poisoned<Fp16>(q.size());
+  EXPECT_EQ(prefill_on_tensor_cores(c.head_dim, ld, ld, q_stride, kv_stride, dq.data(), dk.data(),
+                                    dv.data(), dout.data()),
+            c.aligned);
   attention_prefill(dq.as<Fp16>(), ld, q_stride, dk.as<Fp16>(), dv.as<Fp16>(), ld, kv_stride,
                     dout.as<Fp16>(), c.start, c.n_new, c.n_seqs, c.n_heads, c.n_heads, c.head_dim,
                     c.padded ? dbegin.as<int32_t>() : nullptr, test::stream());
@@ -75,7 +81,12 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(PrefillCase{1, 0, 1, 1, 64, false}, PrefillCase{2, 0, 37, 3, 64, false},
                       PrefillCase{3, 0, 100, 2, 80, true}, PrefillCase{1, 45, 19, 4, 128, false},
                       PrefillCase{2, 7, 70, 5, 24, true}, PrefillCase{1, 0, 513, 2, 128, false},
-                      PrefillCase{2, 0, 33, 1, 1, false}));
+                      PrefillCase{2, 0, 33, 1, 1, false}, PrefillCase{1, 0, 1, 1, 64, false, true},
+                      PrefillCase{2, 0, 37, 3, 64, true, true},
+                      PrefillCase{1, 45, 19, 4, 128, false, true},
+                      PrefillCase{3, 0, 100, 2, 128, true, true},
+                      PrefillCase{1, 0, 513, 2, 64, false, true},
+                      PrefillCase{2, 130, 65, 2, 128, true, true}));
 
 // Negative control: the same inputs without the causal mask must not pass.
 TEST(PrefillControl, NonCausalReferenceFails) {
@@ -98,13 +109,18 @@ TEST(PrefillControl, NonCausalReferenceFails) {
 
 // The engine's packed layout: ragged sequences, each with its own start, cache slot and padding.
 // kv_heads < n_heads: grouped-query attention (query head h reads key / value head h / group).
-class PrefillPacked : public ::testing::TestWithParam<int64_t> {};
+// (kv_heads, head_dim): 72 with odd strides takes the CUDA-core kernel, 128 with the engine's
+// strides the tensor-core one.
+class PrefillPacked : public ::testing::TestWithParam<std::pair<int64_t, int64_t>> {};
 
 TEST_P(PrefillPacked, MatchesReferencePerSequence) {
   auto gen = test::rng();
-  const int64_t n_heads = 6, kv_heads = GetParam(), head_dim = 72, width = n_heads * head_dim;
-  const int64_t capacity = 64, ld_q = width + 3, ld_kv = kv_heads * head_dim + 1;
-  const int64_t seq_stride = capacity * ld_kv + 7;
+  const auto [kv_heads, head_dim] = GetParam();
+  const bool aligned = head_dim == 128;
+  const int64_t n_heads = 6, width = n_heads * head_dim;
+  const int64_t capacity = 64, ld_q = width + (aligned ? 0 : 3);
+  const int64_t ld_kv = kv_heads * head_dim + (aligned ? 0 : 1);
+  const int64_t seq_stride = capacity * ld_kv + (aligned ? 0 : 7);
   const std::vector<int32_t> row_offsets = {0, 5, 6, 46}, starts = {0, 17, 3}, slots = {2, 0, 1},
                              key_begin = {0, 4, 2};
   const int64_t n_seqs = 3, rows = row_offsets.back(), max_new = 40;
@@ -124,6 +140,9 @@ TEST_P(PrefillPacked, MatchesReferencePerSequence) {
   auto doff = upload(row_offsets), dstart = upload(starts), dslots = upload(slots),
        dbegin = upload(key_begin);
   auto dout = poisoned<Fp16>(q.size());
+  EXPECT_EQ(prefill_on_tensor_cores(head_dim, ld_q, ld_kv, 0, seq_stride, dq.data(), dk.data(),
+                                    dv.data(), dout.data()),
+            aligned);
   attention_prefill_packed(dq.as<Fp16>(), ld_q, doff.as<int32_t>(), dstart.as<int32_t>(),
                            dslots.as<int32_t>(), dk.as<Fp16>(), dv.as<Fp16>(), ld_kv, seq_stride,
                            dout.as<Fp16>(), n_seqs, max_new, n_heads, kv_heads, head_dim,
@@ -139,7 +158,13 @@ TEST_P(PrefillPacked, MatchesReferencePerSequence) {
   EXPECT_EQ(mismatch(got_heads, want_heads, test::kRelF16), "");
 }
 
-INSTANTIATE_TEST_SUITE_P(Heads, PrefillPacked, ::testing::Values(6, 2, 1));
+INSTANTIATE_TEST_SUITE_P(Heads, PrefillPacked,
+                         ::testing::Values(std::pair<int64_t, int64_t>{6, 72},
+                                           std::pair<int64_t, int64_t>{2, 72},
+                                           std::pair<int64_t, int64_t>{1, 72},
+                                           std::pair<int64_t, int64_t>{6, 128},
+                                           std::pair<int64_t, int64_t>{2, 128},
+                                           std::pair<int64_t, int64_t>{1, 128}));
 
 struct DecodeCase {
   int64_t n_seqs, n_heads, head_dim, max_len;
