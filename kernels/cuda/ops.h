@@ -3,6 +3,7 @@
 // bits) and math accumulates in fp32; logits are fp32. No CUDA header leaks from here.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -32,7 +33,13 @@ class Blas {
   // rounded twice, and a sum past 65504 would be inf before the bias). Needed by a linear with a
   // bias or an activation; output_scratch_bytes sizes it for rows of up to `widest` columns.
   void set_output_scratch(void* scratch, size_t bytes);
-  static size_t output_scratch_bytes(int64_t max_rows, int64_t widest);
+  // Inline: the memory plan needs it in every build. At most 32 MiB, in blocks of 64 rows (GEMM
+  // tiles stay whole), at least 64 rows.
+  static size_t output_scratch_bytes(int64_t max_rows, int64_t widest) {
+    const int64_t row_bytes = std::max<int64_t>(widest, 1) * 4;
+    const int64_t fit = std::max<int64_t>(64, (int64_t{32} << 20) / row_bytes / 64 * 64);
+    return static_cast<size_t>(std::min(std::max<int64_t>(max_rows, 1), fit) * row_bytes);
+  }
   float* output_scratch() const { return scratch_; }
   size_t output_scratch_size() const { return scratch_bytes_; }
 

@@ -47,14 +47,6 @@ ScratchLayout scratch_layout(const ModelConfig& c, const StageRunnerLimits& l) {
   return s;
 }
 
-// Here, not with the rest of Blas: the memory plan needs it in every build. At most 32 MiB, in
-// blocks of 64 rows (GEMM tiles stay whole), at least 64 rows.
-size_t Blas::output_scratch_bytes(int64_t max_rows, int64_t widest) {
-  const int64_t row_bytes = std::max<int64_t>(widest, 1) * 4;
-  const int64_t fit = std::max<int64_t>(64, (int64_t{32} << 20) / row_bytes / 64 * 64);
-  return static_cast<size_t>(std::min(std::max<int64_t>(max_rows, 1), fit) * row_bytes);
-}
-
 size_t widest_linear(const ModelConfig& c) {
   return static_cast<size_t>(std::max({c.hidden_size, c.ffn_dim, c.q_dim()}));
 }
