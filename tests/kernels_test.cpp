@@ -109,14 +109,13 @@ TEST(Kernels, AttentionMatchesReferenceForPrefillAndDecode) {
 // The negative control (the twin told about no padding) must not pass.
 TEST(Kernels, TiledPrefillTwinMatchesReference) {
   std::mt19937 rng(5);
-  for (auto [start, n_new, heads, kv_heads, head_dim, first_key] :
-       {std::tuple{0, 1, 1, 1, 64, 0},
-        {0, 37, 3, 3, 64, 0},
-        {45, 19, 4, 2, 128, 0},
-        {0, 130, 2, 1, 64, 0},
-        {7, 70, 5, 5, 128, 30},
-        {100, 64, 2, 2, 64, 65},
-        {3, 200, 4, 4, 24, 0}}) {
+  for (auto [start, n_new, heads, kv_heads, head_dim, first_key] : {std::tuple{0, 1, 1, 1, 64, 0},
+                                                                    {0, 37, 3, 3, 64, 0},
+                                                                    {45, 19, 4, 2, 128, 0},
+                                                                    {0, 130, 2, 1, 64, 0},
+                                                                    {7, 70, 5, 5, 128, 30},
+                                                                    {100, 64, 2, 2, 64, 65},
+                                                                    {3, 200, 4, 4, 24, 0}}) {
     SCOPED_TRACE(testing::Message() << start << "+" << n_new << " h" << heads << "/" << kv_heads
                                     << " d" << head_dim << " from " << first_key);
     const int64_t ld = heads * head_dim, ld_kv = kv_heads * head_dim, n_keys = start + n_new;

@@ -183,4 +183,17 @@ RunResult run_strata(const std::string& args, const std::string& shell_prefix) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_text(out), read_text(err)};
 }
 
+void expect_cli_error(const std::string& args, std::initializer_list<std::string> parts) {
+  const auto r = run_strata(args);
+  EXPECT_EQ(r.exit_status, 2) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  ASSERT_FALSE(r.err.empty());
+  EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
+  for (const auto& part : parts) EXPECT_NE(r.err.find(part), std::string::npos) << r.err;
+}
+
+std::string generate_args(const std::string& input, const std::string& extra) {
+  return "generate --model " + model_dir("opt-pub-tiny") + " --input " + input + " " + extra;
+}
+
 }  // namespace strata::test

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <initializer_list>
 #include <iterator>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -129,5 +130,10 @@ struct RunResult {
 // Runs `strata ARGS` (a shell-quoted string) and captures both streams; `shell_prefix`, when
 // given, runs first in the same shell (e.g. "ulimit -v 4000000;").
 RunResult run_strata(const std::string& args, const std::string& shell_prefix = "");
+// Expects `strata ARGS` to fail as bad input: exit 2, nothing on stdout, one line on stderr
+// holding every part.
+void expect_cli_error(const std::string& args, std::initializer_list<std::string> parts);
+// `generate` on the tiny OPT reference model with `input`, then `extra` flags.
+std::string generate_args(const std::string& input, const std::string& extra = "");
 
 }  // namespace strata::test

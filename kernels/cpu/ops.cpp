@@ -11,9 +11,9 @@
 namespace strata::cpu {
 
 void for_ranges(int64_t n, int threads, const std::function<void(int64_t, int64_t)>& f) {
-  const int64_t t = std::clamp<int64_t>(threads, 1, std::max<int64_t>(n, 1));
-#pragma omp parallel for num_threads(static_cast<int>(t)) schedule(static, 1)
-  for (int64_t i = 0; i < t; ++i) f(n * i / t, n * (i + 1) / t);
+  const int t = static_cast<int>(std::clamp<int64_t>(threads, 1, std::max<int64_t>(n, 1)));
+#pragma omp parallel for num_threads(t) schedule(static, 1)
+  for (int i = 0; i < t; ++i) f(n * i / t, n * (i + 1) / t);
 }
 
 GemmCounters& gemm_counters() {

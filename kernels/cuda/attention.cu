@@ -178,24 +178,23 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
     prefill_mma_kernel(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const Fp16* k,
                        const Fp16* v, int64_t ld_kv, int64_t seq_stride_kv, Fp16* out,
                        int64_t start_all, int64_t n_new_all, int heads_per_kv,
-                       const int32_t* key_begin, const int32_t* row_offsets,
-                       const int32_t* starts, const int32_t* slots) {
+                       const int32_t* key_begin, const int32_t* row_offsets, const int32_t* starts,
+                       const int32_t* slots) {
   constexpr int kRow = D + kSmemPad;
   __shared__ __align__(16) __half ks[kMmaKeys * kRow];  // the query tile first, then each key tile
   __shared__ __align__(16) __half vs[kMmaKeys * kRow];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const int64_t s = blockIdx.z, h = blockIdx.y,
-                q0 = static_cast<int64_t>(blockIdx.x) * kMmaQueries;
+  const int64_t s = blockIdx.z, h = blockIdx.y, q0 = static_cast<int64_t>(blockIdx.x) * kMmaQueries;
   const int64_t row0 = row_offsets ? row_offsets[s] : 0;
   const int64_t n_new = row_offsets ? row_offsets[s + 1] - row0 : n_new_all;
   const int64_t start = starts ? starts[s] : start_all;
   const int64_t kv_seq = slots ? slots[s] : s;
   if (q0 >= n_new) return;
   const auto* qb = reinterpret_cast<const __half*>(q) + s * seq_stride_q + row0 * ld_q + h * D;
-  const auto* kb = reinterpret_cast<const __half*>(k) + kv_seq * seq_stride_kv +
-                   h / heads_per_kv * D;
-  const auto* vb = reinterpret_cast<const __half*>(v) + kv_seq * seq_stride_kv +
-                   h / heads_per_kv * D;
+  const auto* kb =
+      reinterpret_cast<const __half*>(k) + kv_seq * seq_stride_kv + h / heads_per_kv * D;
+  const auto* vb =
+      reinterpret_cast<const __half*>(v) + kv_seq * seq_stride_kv + h / heads_per_kv * D;
   const int64_t first_key = key_begin ? key_begin[s] : 0;
   const int64_t q_end = min(q0 + kMmaQueries, n_new);
   const int64_t last_key = start + q_end - 1;
@@ -547,17 +546,13 @@ bool tensor_core_device() {
   return yes;
 }
 
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
 // Launches the prefill on tensor cores where it applies; false leaves it to prefill_kernel.
 bool launch_prefill_mma(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const Fp16* k,
                         const Fp16* v, int64_t ld_kv, int64_t seq_stride_kv, Fp16* out,
                         int64_t start, int64_t n_new, int64_t max_new, int64_t n_seqs,
                         int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
-                        const int32_t* key_begin, const int32_t* row_offsets,
-                        const int32_t* starts, const int32_t* slots, const Stream& stream) {
+                        const int32_t* key_begin, const int32_t* row_offsets, const int32_t* starts,
+                        const int32_t* slots, const Stream& stream) {
   if (!prefill_on_tensor_cores(head_dim, ld_q, ld_kv, seq_stride_q, seq_stride_kv, q, k, v, out)) {
     return false;
   }
@@ -582,9 +577,9 @@ bool launch_prefill_mma(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const
 bool prefill_on_tensor_cores(int64_t head_dim, int64_t ld_q, int64_t ld_kv, int64_t seq_stride_q,
                              int64_t seq_stride_kv, const void* q, const void* k, const void* v,
                              const void* out) {
-  return (head_dim == 64 || head_dim == 128) && ld_q % 8 == 0 && ld_kv % 8 == 0 &&
-         seq_stride_q % 8 == 0 && seq_stride_kv % 8 == 0 && aligned16(q) && aligned16(k) &&
-         aligned16(v) && aligned16(out) && tensor_core_device();
+  return prefill_tensor_core_shapes(head_dim, ld_q, ld_kv, seq_stride_q, seq_stride_kv, q, k, v,
+                                    out) &&
+         tensor_core_device();
 }
 
 void attention_prefill(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const Fp16* k,

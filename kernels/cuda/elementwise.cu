@@ -58,8 +58,8 @@ void bias_activation_t(const In* in, Out* out, const Fp16* bias, int64_t m, int6
   STRATA_CHECK(m <= INT_MAX && n <= INT_MAX, "bias and activation over ", m, " x ", n);
   const dim3 grid(static_cast<unsigned>((n + kThreads - 1) / kThreads),
                   static_cast<unsigned>(std::min<int64_t>(m, 65535)));
-  bias_activation_kernel<<<grid, kThreads, 0, native(stream)>>>(
-      in, out, bias, static_cast<int>(m), static_cast<int>(n), act);
+  bias_activation_kernel<<<grid, kThreads, 0, native(stream)>>>(in, out, bias, static_cast<int>(m),
+                                                                static_cast<int>(n), act);
   STRATA_CUDA_CHECK_LAUNCH();
 }
 

@@ -104,7 +104,9 @@ void copy_h2d(void* dst, const void* src, size_t bytes, const Stream& stream) {
   STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, native(stream)));
 }
 
-uint64_t pageable_h2d_copies() { return pageable_copies.load(std::memory_order_relaxed); }
+uint64_t pageable_h2d_copies() {
+  return pageable_copies.load(std::memory_order_relaxed);
+}
 
 void copy_d2h(void* dst, const void* src, size_t bytes, const Stream& stream) {
   STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, native(stream)));
@@ -126,14 +128,14 @@ namespace {
 // A stream's host lane and its finished-job counter, in mapped pinned memory the device reads.
 struct PinnedLane {
   PinnedLane() : counter(allocate_counter()), lane(counter) {
-    STRATA_CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&device_counter),
-                                               counter, 0));
+    STRATA_CUDA_CHECK(
+        cudaHostGetDevicePointer(reinterpret_cast<void**>(&device_counter), counter, 0));
   }
   ~PinnedLane() = default;  // the lane joins before the counter goes (see free_lane)
   static uint32_t* allocate_counter() {
     void* p = nullptr;
-    STRATA_CUDA_CHECK(cudaHostAlloc(&p, sizeof(uint32_t), cudaHostAllocMapped |
-                                                              cudaHostAllocPortable));
+    STRATA_CUDA_CHECK(
+        cudaHostAlloc(&p, sizeof(uint32_t), cudaHostAllocMapped | cudaHostAllocPortable));
     *static_cast<uint32_t*>(p) = 0;
     return static_cast<uint32_t*>(p);
   }

@@ -39,7 +39,9 @@ void HostLane::post(std::function<void()> job) {
   wake_.notify_one();
 }
 
-uint32_t HostLane::done() const { return __atomic_load_n(done_, __ATOMIC_ACQUIRE); }
+uint32_t HostLane::done() const {
+  return __atomic_load_n(done_, __ATOMIC_ACQUIRE);
+}
 
 void HostLane::run() {
   for (;;) {

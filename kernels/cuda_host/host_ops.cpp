@@ -220,10 +220,8 @@ void embed(const Fp16* token_table, const Fp16* position_table, const int32_t* t
 bool prefill_on_tensor_cores(int64_t head_dim, int64_t ld_q, int64_t ld_kv, int64_t seq_stride_q,
                              int64_t seq_stride_kv, const void* q, const void* k, const void* v,
                              const void* out) {
-  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  return (head_dim == 64 || head_dim == 128) && ld_q % 8 == 0 && ld_kv % 8 == 0 &&
-         seq_stride_q % 8 == 0 && seq_stride_kv % 8 == 0 && aligned(q) && aligned(k) &&
-         aligned(v) && aligned(out);
+  return prefill_tensor_core_shapes(head_dim, ld_q, ld_kv, seq_stride_q, seq_stride_kv, q, k, v,
+                                    out);
 }
 
 void attention_prefill(const Fp16* q, int64_t ld_q, int64_t seq_stride_q, const Fp16* k,

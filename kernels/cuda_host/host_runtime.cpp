@@ -294,7 +294,9 @@ void copy_h2d(void* dst, const void* src, size_t bytes, const Stream& stream) {
   host::enqueue(stream, [=] { std::memcpy(dst, staged->data(), bytes); });
 }
 
-uint64_t pageable_h2d_copies() { return host::pageable_copies.load(std::memory_order_relaxed); }
+uint64_t pageable_h2d_copies() {
+  return host::pageable_copies.load(std::memory_order_relaxed);
+}
 
 void copy_d2h(void* dst, const void* src, size_t bytes, const Stream& stream) {
   if (bytes == 0) return;

@@ -158,13 +158,11 @@ TEST_P(PrefillPacked, MatchesReferencePerSequence) {
   EXPECT_EQ(mismatch(got_heads, want_heads, test::kRelF16), "");
 }
 
-INSTANTIATE_TEST_SUITE_P(Heads, PrefillPacked,
-                         ::testing::Values(std::pair<int64_t, int64_t>{6, 72},
-                                           std::pair<int64_t, int64_t>{2, 72},
-                                           std::pair<int64_t, int64_t>{1, 72},
-                                           std::pair<int64_t, int64_t>{6, 128},
-                                           std::pair<int64_t, int64_t>{2, 128},
-                                           std::pair<int64_t, int64_t>{1, 128}));
+INSTANTIATE_TEST_SUITE_P(
+    Heads, PrefillPacked,
+    ::testing::Values(std::pair<int64_t, int64_t>{6, 72}, std::pair<int64_t, int64_t>{2, 72},
+                      std::pair<int64_t, int64_t>{1, 72}, std::pair<int64_t, int64_t>{6, 128},
+                      std::pair<int64_t, int64_t>{2, 128}, std::pair<int64_t, int64_t>{1, 128}));
 
 struct DecodeCase {
   int64_t n_seqs, n_heads, head_dim, max_len;

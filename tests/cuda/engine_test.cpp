@@ -18,11 +18,11 @@
 
 #include "core/error.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cuda/runtime.h"
 #include "model/weight_source.h"
 #include "parallel/pipeline.h"
 #include "parallel/transport.h"
 #include "runtime/cpu_engine.h"
-#include "kernels/cuda/runtime.h"
 #include "runtime/cuda/cuda_layout.h"
 #include "runtime/engine.h"
 #include "runtime/engine_layout.h"

@@ -49,9 +49,9 @@ cuda::Activation device_activation(const ModelConfig& c) {
 StageRunner::StageRunner(const ModelConfig& config, const StageRunnerLimits& limits,
                          DevicePool& pool, PinnedArena& pinned, Blas& blas)
     : config_(config), limits_(limits), blas_(&blas) {
-  STRATA_CHECK(limits.max_rows > 0 && limits.max_seqs > 0 && limits.capacity > 0 &&
-                   limits.batches > 0,
-               "stage runner limits must be positive");
+  STRATA_CHECK(
+      limits.max_rows > 0 && limits.max_seqs > 0 && limits.capacity > 0 && limits.batches > 0,
+      "stage runner limits must be positive");
   STRATA_CHECK(limits.max_rows <= INT_MAX && limits.capacity <= INT_MAX,
                "stage runner limits past int32 row indices");
   const ScratchLayout s = scratch_layout(config, limits);
@@ -128,8 +128,7 @@ int64_t StageRunner::begin_step(int64_t k, std::span<const SequenceStep> steps,
   b.uploaded.record(stream);
   if (inv_freq_ && !inv_freq_uploaded_) {
     // Once, from the pinned slot's tail, which nothing else writes.
-    float* staged = reinterpret_cast<float*>(host_meta_.as<int32_t>() +
-                                             limits_.batches * m.total);
+    float* staged = reinterpret_cast<float*>(host_meta_.as<int32_t>() + limits_.batches * m.total);
     std::copy(host_inv_freq_.begin(), host_inv_freq_.end(), staged);
     copy_h2d(inv_freq_, staged, host_inv_freq_.size() * sizeof(float), stream);
     inv_freq_uploaded_ = true;
@@ -148,51 +147,49 @@ void StageRunner::use_batch(int64_t k) {
                limits_.batches, ")");
   const BatchStep& b = batches_[static_cast<size_t>(k)];
   STRATA_CHECK(b.rows > 0, "GPU batch ", k, " was not begun");
-  meta_ = b.device;
-  rows_ = b.rows;
-  n_seqs_ = b.n_seqs;
-  max_new_ = b.max_new;
-  max_len_ = b.max_len;
-  decode_only_ = b.decode_only;
+  step_ = &b;
+}
+
+const StageRunner::BatchStep& StageRunner::step() const {
+  STRATA_CHECK(step_, "begin_step before the stages");
+  return *step_;
 }
 
 void StageRunner::embed(const StageLayout& layout, const Fp16* weights, Fp16* hidden,
                         const Stream& stream) {
   STRATA_CHECK(layout.kind == StageKind::kEmbed, "not an embedding stage");
-  STRATA_CHECK(rows_ > 0, "begin_step before the stages");
   const MetaLayout m = meta_layout(limits_);
   const ModelConfig& c = config_;
   const int64_t h = c.hidden_size, e = c.word_embed_proj_dim;
   const Fp16* tokens = tensor(layout, weights, "embed_tokens.weight", {c.vocab_size, e}, true);
   if (c.rotary) {  // positions enter in each layer's attention
-    gather_rows(tokens, meta(m.tokens), rows_, h, hidden, stream);
+    gather_rows(tokens, meta(m.tokens), step().rows, h, hidden, stream);
     return;
   }
   const Fp16* positions =
       tensor(layout, weights, "embed_positions.weight", {c.max_positions + 2, h}, true);
   if (!c.has_projection()) {
     cuda::embed(tokens, positions, meta(m.tokens), meta(m.row_offsets), meta(m.starts), nullptr,
-                n_seqs_, rows_, h, hidden, stream);
+                step().n_seqs, step().rows, h, hidden, stream);
     return;
   }
   // OPT-350m: words are e wide, projected to h, and positions added after the projection.
   const Fp16* project_in = tensor(layout, weights, "project_in.weight", {h, e}, true);
-  gather_rows(tokens, meta(m.tokens), rows_, e, words_, stream);
-  linear(*blas_, words_, project_in, nullptr, hidden, rows_, h, e, Activation::kNone, stream);
+  gather_rows(tokens, meta(m.tokens), step().rows, e, words_, stream);
+  linear(*blas_, words_, project_in, nullptr, hidden, step().rows, h, e, Activation::kNone, stream);
   cuda::embed(nullptr, positions, meta(m.tokens), meta(m.row_offsets), meta(m.starts), nullptr,
-              n_seqs_, rows_, h, hidden, stream);
+              step().n_seqs, step().rows, h, hidden, stream);
 }
 
 void StageRunner::check_decoder(const StageLayout& layout) const {
   STRATA_CHECK(layout.kind == StageKind::kDecoder || layout.kind == StageKind::kAttention ||
                    layout.kind == StageKind::kMlp,
                "not a decoder stage");
-  STRATA_CHECK(rows_ > 0, "begin_step before the stages");
 }
 
 void StageRunner::norm(const StageLayout& layout, const Fp16* weights, const std::string& name,
                        const Fp16* in, Fp16* out, const Stream& stream) {
-  norm_rows(layout, weights, name, in, out, rows_, stream);
+  norm_rows(layout, weights, name, in, out, step().rows, stream);
 }
 
 void StageRunner::norm_rows(const StageLayout& layout, const Fp16* weights, const std::string& name,
@@ -228,13 +225,13 @@ void StageRunner::lin(const StageLayout& layout, const Fp16* weights, const std:
   const Fp16* bias = tensor(layout, weights, name + ".bias", {n}, false);
   const HostLinear host = host_plan_ ? host_plan_(layout, name) : HostLinear{};
   if (host.split == 0) {
-    linear(*blas_, in, w, bias, out, rows_, n, k, act, stream);
+    linear(*blas_, in, w, bias, out, step().rows, n, k, act, stream);
     return;
   }
   // Host columns [0, s) on the side stream, device columns [s, n) here, then the join. The side
   // stream's buffers are free again: their last reader was the join of the previous split linear,
   // which this stream ran before x_ready_.
-  const int64_t s = host.split, rest = n - s, m = rows_;
+  const int64_t s = host.split, rest = n - s, m = step().rows;
   STRATA_CHECK(s > 0 && s < n, "split column ", s, " of ", name, " outside (0, ", n, ")");
   x_ready_.record(stream);
   x_ready_.wait(side_);
@@ -267,10 +264,10 @@ void StageRunner::project_qkv(const StageLayout& layout, const Fp16* weights, co
   lin(layout, weights, p + n.v, attn_in, v_, kvd, h, Activation::kNone, stream);
   if (c.rotary) {
     const MetaLayout m = meta_layout(limits_);
-    rotary(q_, qd, rows_, meta(m.positions), c.n_heads, c.head_dim(), inv_freq_, stream);
-    rotary(k_, kvd, rows_, meta(m.positions), c.kv_heads(), c.head_dim(), inv_freq_, stream);
+    rotary(q_, qd, step().rows, meta(m.positions), c.n_heads, c.head_dim(), inv_freq_, stream);
+    rotary(k_, kvd, step().rows, meta(m.positions), c.kv_heads(), c.head_dim(), inv_freq_, stream);
   }
-  scale_inplace(q_, rows_ * qd, 1.0f / std::sqrt(static_cast<float>(c.head_dim())), stream);
+  scale_inplace(q_, step().rows * qd, 1.0f / std::sqrt(static_cast<float>(c.head_dim())), stream);
 }
 
 void StageRunner::finish_decoder(const StageLayout& layout, const Fp16* weights, Fp16* hidden,
@@ -281,7 +278,7 @@ void StageRunner::finish_decoder(const StageLayout& layout, const Fp16* weights,
   const std::string p = "layers." + std::to_string(layout.layer) + ".";
   const int64_t h = c.hidden_size;
   lin(layout, weights, p + n.o, attn_, x_, h, c.q_dim(), Activation::kNone, stream);
-  add_inplace(hidden, x_, rows_ * h, stream);
+  add_inplace(hidden, x_, step().rows * h, stream);
   if (!c.pre_layer_norm) norm(layout, weights, p + n.attn_norm, hidden, hidden, stream);
   if (layout.kind == StageKind::kDecoder) mlp(layout, weights, hidden, stream);
 }
@@ -300,12 +297,12 @@ void StageRunner::mlp(const StageLayout& layout, const Fp16* weights, Fp16* hidd
   Fp16* act = mid_;
   lin(layout, weights, p + n.up, ffn_in, mid_, f, h, device_activation(c), stream);
   if (c.gated_mlp) {
-    act = mid_ + rows_ * f;
+    act = mid_ + step().rows * f;
     lin(layout, weights, p + n.gate, ffn_in, act, f, h, Activation::kNone, stream);
-    silu_mul(act, mid_, rows_ * f, stream);
+    silu_mul(act, mid_, step().rows * f, stream);
   }
   lin(layout, weights, p + n.down, act, x_, h, f, Activation::kNone, stream);
-  add_inplace(hidden, x_, rows_ * h, stream);
+  add_inplace(hidden, x_, step().rows * h, stream);
   if (!c.pre_layer_norm) norm(layout, weights, p + n.mlp_norm, hidden, hidden, stream);
 }
 
@@ -319,22 +316,22 @@ void StageRunner::decoder(const StageLayout& layout, const Fp16* weights, const 
   const MetaLayout m = meta_layout(limits_);
   const ModelConfig& c = config_;
   const int64_t qd = c.q_dim(), kvd = c.kv_dim();
-  STRATA_CHECK(kv.base && kv.hidden == kvd && kv.capacity >= max_len_,
+  STRATA_CHECK(kv.base && kv.hidden == kvd && kv.capacity >= step().max_len,
                "KV block too small for the step");
   project_qkv(layout, weights, hidden, stream);
-  kv_append(k_, v_, meta(m.row_offsets), meta(m.starts), meta(m.slots), n_seqs_, rows_, kvd,
-            kv.base, kv.capacity, stream);
+  kv_append(k_, v_, meta(m.row_offsets), meta(m.starts), meta(m.slots), step().n_seqs, step().rows,
+            kvd, kv.base, kv.capacity, stream);
   const Fp16* keys = kv.base;
   const Fp16* values = kv.base + kv.capacity * kvd;
   const int64_t slot_stride = 2 * kv.capacity * kvd;
-  if (decode_only_) {
+  if (step().decode_only) {
     attention_decode(q_, qd, keys, values, kvd, slot_stride, meta(m.slots), meta(m.lengths),
-                     nullptr, max_len_, attn_, qd, n_seqs_, c.n_heads, c.kv_heads(), c.head_dim(),
-                     decode_workspace_, decode_workspace_bytes_, stream);
+                     nullptr, step().max_len, attn_, qd, step().n_seqs, c.n_heads, c.kv_heads(),
+                     c.head_dim(), decode_workspace_, decode_workspace_bytes_, stream);
   } else {
     attention_prefill_packed(q_, qd, meta(m.row_offsets), meta(m.starts), meta(m.slots), keys,
-                             values, kvd, slot_stride, attn_, n_seqs_, max_new_, c.n_heads,
-                             c.kv_heads(), c.head_dim(), nullptr, stream);
+                             values, kvd, slot_stride, attn_, step().n_seqs, step().max_new,
+                             c.n_heads, c.kv_heads(), c.head_dim(), nullptr, stream);
   }
   finish_decoder(layout, weights, hidden, stream);
 }
@@ -342,10 +339,9 @@ void StageRunner::decoder(const StageLayout& layout, const Fp16* weights, const 
 void StageRunner::head(const StageLayout& layout, const Fp16* weights, const Fp16* hidden,
                        float* logits, const Stream& stream) {
   STRATA_CHECK(layout.kind == StageKind::kHead, "not a head stage");
-  STRATA_CHECK(rows_ > 0, "begin_step before the stages");
   const MetaLayout m = meta_layout(limits_);
   const ModelConfig& c = config_;
-  const int64_t h = c.hidden_size, e = c.word_embed_proj_dim, n = n_seqs_;
+  const int64_t h = c.hidden_size, e = c.word_embed_proj_dim, n = step().n_seqs;
   // Only each sequence's last row needs logits.
   gather_rows(hidden, meta(m.last_rows), n, h, last_, stream);
   if (c.final_layer_norm) norm_rows(layout, weights, c.final_norm_name(), last_, last_, n, stream);

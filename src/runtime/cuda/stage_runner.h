@@ -76,9 +76,9 @@ class StageRunner {
                      std::span<const int64_t> lengths, const Stream& stream);
   // Makes batch k, begun this step, the one the stage calls below run on.
   void use_batch(int64_t k);
-  int64_t rows() const { return rows_; }
-  int64_t n_seqs() const { return n_seqs_; }
-  bool decode_only() const { return decode_only_; }  // every sequence adds one token
+  int64_t rows() const { return step().rows; }
+  int64_t n_seqs() const { return step().n_seqs; }
+  bool decode_only() const { return step().decode_only; }  // every sequence adds one token
 
   // hidden: [rows, hidden_size] fp16, written by embed and updated in place by decoder.
   void embed(const StageLayout& layout, const Fp16* weights, Fp16* hidden, const Stream& stream);
@@ -114,7 +114,7 @@ class StageRunner {
             const Stream& stream);
 
  private:
-  const int32_t* meta(int64_t offset) const { return meta_ + offset; }
+  const int32_t* meta(int64_t offset) const { return step().device + offset; }
   void check_decoder(const StageLayout& layout) const;
   void norm(const StageLayout& layout, const Fp16* weights, const std::string& name, const Fp16* in,
             Fp16* out, const Stream& stream);
@@ -144,12 +144,11 @@ class StageRunner {
     bool decode_only = false;
   };
   std::vector<BatchStep> batches_;
-  const int32_t* meta_ = nullptr;  // the current batch's device metadata
-  float* inv_freq_ = nullptr;      // device: rotary frequencies (rotary models)
+  const BatchStep* step_ = nullptr;  // the current batch (use_batch)
+  const BatchStep& step() const;
+  float* inv_freq_ = nullptr;  // device: rotary frequencies (rotary models)
   std::vector<float> host_inv_freq_;
   bool inv_freq_uploaded_ = false;
-  int64_t rows_ = 0, n_seqs_ = 0, max_new_ = 0, max_len_ = 0;
-  bool decode_only_ = false;
   // Split linears (set_host_linears).
   HostLinearPlan host_plan_;
   Stream side_;
