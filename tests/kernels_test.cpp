@@ -5,6 +5,7 @@
 #include <random>
 
 #include "core/dtype.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/reference.h"
 #include "kernels/cpu/reference_cuda_ops.h"
@@ -98,6 +99,37 @@ TEST(Kernels, AttentionMatchesReferenceForPrefillAndDecode) {
       for (int64_t c = 0; c < heads * head_dim; ++c) {
         ASSERT_NEAR(got[i * ld + c], want[i * ld + c], 1e-4) << "row " << i << " col " << c;
       }
+    }
+  }
+}
+
+// Many sequences' attention through for_sequences: decode steps split the sequences over the
+// threads, longer ones each sequence's heads; either way every bit must match one thread's.
+TEST(Kernels, AttentionOfManySequencesIsTheSameOnAnyThreadCount) {
+  std::mt19937 rng(6);
+  const int64_t heads = 8, kv_heads = 4, head_dim = 40, ld = heads * head_dim,
+                ld_kv = kv_heads * head_dim, n_seqs = 5, start = 30;
+  for (const int64_t n_new : {1, 3, 12}) {
+    SCOPED_TRACE(testing::Message() << n_new << " new tokens");
+    const int64_t n_keys = start + n_new;
+    auto q = random_vector(size_t(n_seqs * n_new * ld), rng);
+    auto kv = random_vector(size_t(n_seqs * 2 * n_keys * ld_kv), rng, 2.0f);
+    const auto run = [&](int threads) {
+      cpu::set_compute_threads(threads);
+      std::vector<float> out(q.size(), NAN);
+      cpu::for_sequences(n_seqs, n_new, [&](int64_t s) {
+        const float* k = kv.data() + s * 2 * n_keys * ld_kv;
+        cpu::attention(q.data() + s * n_new * ld, ld, k, k + n_keys * ld_kv, ld_kv,
+                       out.data() + s * n_new * ld, start, n_new, heads, kv_heads, head_dim);
+      });
+      cpu::set_compute_threads(0);
+      return out;
+    };
+    const auto one = run(1), two = run(2), three = run(3);
+    for (size_t i = 0; i < one.size(); ++i) {
+      ASSERT_TRUE(std::isfinite(one[i])) << i;
+      ASSERT_EQ(one[i], two[i]) << i;
+      ASSERT_EQ(one[i], three[i]) << i;
     }
   }
 }

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/isa.h"
 
 namespace strata::cpu {
 
@@ -169,9 +170,6 @@ void scale_inplace(float* y, float s, int64_t n) {
 
 namespace {
 
-// Below this many new tokens a sequence's attention is a few dot products: loops beat sgemm.
-constexpr int64_t kGemmAttentionMinQueries = 8;
-
 // Turns row i of scores (keys [0, n_valid)) into probabilities in place; the rest become 0.
 void causal_softmax_row(float* row, int64_t n_valid, int64_t n_total) {
   float max = row[0];
@@ -199,30 +197,64 @@ void attention_head_gemm(const float* q, int64_t ld_q, const float* k, const flo
   gemm_nn(scores, n_keys, v + kv_col, ld_kv, out + col, ld_q, n_new, head_dim, n_keys);
 }
 
-// The same with a few queries: dot products beat a GEMM call. p holds start + n_new floats,
-// acc head_dim.
-void attention_head_loops(const float* q, int64_t ld_q, const float* k, const float* v,
-                          int64_t ld_kv, float* out, int64_t start, int64_t n_new, int64_t col,
-                          int64_t kv_col, int64_t head_dim, float* p, float* acc) {
+// sum(a[i] * b[i]) over 16 partial sums added as a tree at the end: vectorises at any width
+// into the same order (an `omp simd` reduction ends in 16 dependent scalar adds).
+inline float dot(const float* a, const float* b, int64_t n) {
+  constexpr int64_t kLanes = 16;
+  float acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) acc[l] += a[i + l] * b[i + l];
+  }
+  for (int64_t l = 0; i + l < n; ++l) acc[l] += a[i + l] * b[i + l];
+  for (int64_t w = kLanes / 2; w > 0; w /= 2) {
+    for (int64_t l = 0; l < w; ++l) acc[l] += acc[l + w];
+  }
+  return acc[0];
+}
+
+// The same with a few queries, where dot products beat a GEMM call, for heads [h0, h1) at once:
+// each key and value row is read once, front to back, rather than a head's slice at a time at
+// the row's stride, and fetched a few rows ahead (the hardware prefetcher alone reaches about
+// 0.55 of the read rate here, 0.75 with this). Per head the arithmetic is that head's alone, in
+// a fixed order, so the split of heads over threads changes no bit. p holds
+// (h1 - h0) * (start + n_new) floats.
+STRATA_CPU_CLONES void attention_rows(const float* q, int64_t ld_q, const float* k, const float* v,
+                                      int64_t ld_kv, float* out, int64_t start, int64_t n_new,
+                                      int64_t h0, int64_t h1, int64_t group, int64_t head_dim,
+                                      float* p) {
+  constexpr int64_t kAhead = 3;        // rows
+  constexpr int64_t kLineFloats = 16;  // a 64-byte cache line
+  const int64_t ahead = kAhead * ld_kv;
   for (int64_t i = 0; i < n_new; ++i) {
     const int64_t n_keys = start + i + 1;
-    const float* qh = q + i * ld_q + col;
+    const float* qi = q + i * ld_q;
     for (int64_t j = 0; j < n_keys; ++j) {
-      const float* kj = k + j * ld_kv + kv_col;
-      float s = 0;
-#pragma omp simd reduction(+ : s)
-      for (int64_t d = 0; d < head_dim; ++d) s += qh[d] * kj[d];
-      p[j] = s;
+      const float* kj = k + j * ld_kv;
+      for (int64_t h = h0; h < h1; ++h) {
+        const float* kh = kj + h / group * head_dim;
+        if (j + kAhead < n_keys) {
+          for (int64_t c = 0; c < head_dim; c += kLineFloats) __builtin_prefetch(kh + ahead + c);
+        }
+        p[(h - h0) * n_keys + j] = dot(qi + h * head_dim, kh, head_dim);
+      }
     }
-    causal_softmax_row(p, n_keys, n_keys);
-    std::fill(acc, acc + head_dim, 0.0f);
+    for (int64_t h = h0; h < h1; ++h) causal_softmax_row(p + (h - h0) * n_keys, n_keys, n_keys);
+    float* oi = out + i * ld_q;
+    std::fill(oi + h0 * head_dim, oi + h1 * head_dim, 0.0f);
     for (int64_t j = 0; j < n_keys; ++j) {
-      const float* vj = v + j * ld_kv + kv_col;
-      const float pj = p[j];
+      const float* vj = v + j * ld_kv;
+      for (int64_t h = h0; h < h1; ++h) {
+        const float pj = p[(h - h0) * n_keys + j];
+        const float* vh = vj + h / group * head_dim;
+        if (j + kAhead < n_keys) {
+          for (int64_t c = 0; c < head_dim; c += kLineFloats) __builtin_prefetch(vh + ahead + c);
+        }
+        float* o = oi + h * head_dim;
 #pragma omp simd
-      for (int64_t d = 0; d < head_dim; ++d) acc[d] += pj * vj[d];
+        for (int64_t d = 0; d < head_dim; ++d) o[d] += pj * vh[d];
+      }
     }
-    std::copy(acc, acc + head_dim, out + i * ld_q + col);
   }
 }
 
@@ -235,25 +267,37 @@ void attention(const float* q, int64_t ld_q, const float* k, const float* v, int
                " key / value heads for ", n_heads, " query heads");
   const int64_t group = n_heads / n_kv_heads;
   const int64_t n_keys = start + n_new;
-  const bool use_gemm = n_new >= kGemmAttentionMinQueries;
-  // Heads split over the threads; each head's GEMMs then run on one (gemm_nests()), so every
-  // head's result is the same whatever the thread count.
-  const int threads = gemm_nests() ? team(n_heads * (n_new + 1) * n_keys * head_dim) : 1;
+  const int64_t work = n_heads * (n_new + 1) * n_keys * head_dim;
+  // Heads split over the threads, each head's arithmetic on one of them (a head's GEMMs too:
+  // gemm_nests()), so every head's result is the same whatever the thread count.
+  if (n_new < kGemmAttentionMinQueries) {
+    for_ranges(n_heads, team(work), [&](int64_t h0, int64_t h1) {
+      std::vector<float> p(static_cast<size_t>((h1 - h0) * n_keys));
+      attention_rows(q, ld_q, k, v, ld_kv, out, start, n_new, h0, h1, group, head_dim, p.data());
+    });
+    return;
+  }
+  const int threads = gemm_nests() ? team(work) : 1;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> scratch(static_cast<size_t>(use_gemm ? n_new * n_keys : n_keys + head_dim));
+    std::vector<float> scores(static_cast<size_t>(n_new * n_keys));
 #pragma omp for schedule(static)
     for (int64_t h = 0; h < n_heads; ++h) {
-      const int64_t col = h * head_dim, kv_col = h / group * head_dim;
-      if (use_gemm) {
-        attention_head_gemm(q, ld_q, k, v, ld_kv, out, start, n_new, col, kv_col, head_dim,
-                            scratch.data());
-      } else {
-        attention_head_loops(q, ld_q, k, v, ld_kv, out, start, n_new, col, kv_col, head_dim,
-                             scratch.data(), scratch.data() + n_keys);
-      }
+      attention_head_gemm(q, ld_q, k, v, ld_kv, out, start, n_new, h * head_dim,
+                          h / group * head_dim, head_dim, scores.data());
     }
   }
+}
+
+void for_sequences(int64_t n, int64_t max_new, const std::function<void(int64_t)>& attend) {
+  if (max_new >= kGemmAttentionMinQueries || n == 1) {
+    for (int64_t i = 0; i < n; ++i) attend(i);
+    return;
+  }
+  // Inside the team's threads each attention() gets a team of one (no nested parallelism).
+  for_ranges(n, compute_threads(), [&](int64_t first, int64_t last) {
+    for (int64_t i = first; i < last; ++i) attend(i);
+  });
 }
 
 void log_softmax(const float* logits, float* out, int64_t n) {

@@ -66,6 +66,13 @@ void attention(const float* q, int64_t ld_q, const float* k, const float* v, int
                float* out, int64_t start, int64_t n_new, int64_t n_heads, int64_t n_kv_heads,
                int64_t head_dim);
 
+// Calls attend(i) for sequences [0, n), each one attention() call. When every sequence has few
+// new tokens (max_new below kGemmAttentionMinQueries: decode) the threads split the sequences,
+// so each streams whole cache rows; otherwise sequences run in turn and each splits its heads.
+// Either way a sequence's result does not depend on the thread count.
+constexpr int64_t kGemmAttentionMinQueries = 8;
+void for_sequences(int64_t n, int64_t max_new, const std::function<void(int64_t)>& attend);
+
 // out[i] = log_softmax(logits)[i], accumulated in double.
 void log_softmax(const float* logits, float* out, int64_t n);
 

@@ -105,7 +105,8 @@ struct BenchRun {
   double total_s = 0;
   double gemm_s = 0;
   double gemm_gflops = 0;
-  double bound_s = 0;  // seconds the work takes at the sgemm peak
+  double bound_s = 0;         // seconds the work takes at the sgemm peak
+  double decode_bound_s = 0;  // the same for the decode steps' work
   double disk_read_gbps = 0;
   double h2d_gbps = 0;
   int64_t decode_tokens = 0;
@@ -130,6 +131,7 @@ BenchRun run_blocks(Engine& engine, const std::vector<Prompt>& prompts, int64_t 
   r.gemm_s = static_cast<double>(cpu::gemm_counters().nanoseconds.load()) * 1e-9;
   r.gemm_gflops = static_cast<double>(cpu::gemm_counters().flops.load()) / 1e9 / r.gemm_s;
   r.bound_s = stats.flops / (bounds.sgemm_gflops * 1e9);
+  r.decode_bound_s = stats.decode_flops / (bounds.sgemm_gflops * 1e9);
   // The rate while the disk was busy: the run's share of time spent on I/O is in the busy figures.
   r.disk_read_gbps = es.disk_busy_s > 0 ? (es.tiers[2].bytes_read + es.tiers[2].bytes_written) /
                                               es.disk_busy_s / 1e9
@@ -189,6 +191,8 @@ nlohmann::json bench_json(const BenchSetup& setup, const BenchRun& r, const Boun
   if (b.sgemm_gflops > 0) {
     j["sgemm_peak_gflops"] = b.sgemm_gflops;
     j["compute_bound_fraction"] = r.bound_s / r.total_s;
+    j["prefill_compute_bound_fraction"] = (r.bound_s - r.decode_bound_s) / stats.prefill_s;
+    j["decode_compute_bound_fraction"] = r.decode_bound_s / stats.decode_s;
   }
   if (b.disk_probe_gbps > 0) j["disk_probe_read_gbps"] = b.disk_probe_gbps;
   if (b.h2d_peak_gbps > 0) j["h2d_pinned_gbps"] = b.h2d_peak_gbps;
@@ -237,6 +241,11 @@ void print_against_bounds(const BenchRun& r, const Bounds& b) {
         "compute bound %.2f s; achieved %.2f of the bound\n",
         b.sgemm_gflops, cpu::gemm_library().c_str(), r.stats.flops / 1e9, r.bound_s,
         r.bound_s / r.total_s);
+    if (r.stats.decode_s > 0) {
+      std::printf("prefill at %.2f of its bound (%.2f s), decode at %.2f of its bound (%.2f s)\n",
+                  (r.bound_s - r.decode_bound_s) / r.stats.prefill_s, r.bound_s - r.decode_bound_s,
+                  r.decode_bound_s / r.stats.decode_s, r.decode_bound_s);
+    }
     if (r.gemm_s > 0) {
       std::printf("GEMM: %.2f s = %.1f%% of the time at %.1f GFLOP/s (%.2f of peak)\n", r.gemm_s,
                   100.0 * r.gemm_s / r.total_s, r.gemm_gflops, r.gemm_gflops / b.sgemm_gflops);

@@ -16,7 +16,9 @@ const char* finish_reason_name(FinishReason reason) {
 
 void GenerationStats::add_step(const ModelConfig& c, const StepBuilder& step, double seconds) {
   (step.prefill() ? prefill_s : decode_s) += seconds;
-  flops += forward_flops(c, step.n_new(), step.n_cached());
+  const double f = forward_flops(c, step.n_new(), step.n_cached());
+  flops += f;
+  if (!step.prefill()) decode_flops += f;
   generated_tokens += static_cast<int64_t>(step.n_new().size());
   if (step.prefill()) {
     for (int64_t x : step.n_new()) prompt_tokens += x;
@@ -29,6 +31,7 @@ void GenerationStats::add(const GenerationStats& o) {
   prompt_tokens += o.prompt_tokens;
   generated_tokens += o.generated_tokens;
   flops += o.flops;
+  decode_flops += o.decode_flops;
 }
 
 Sampled next_token(std::span<const float> logits, const Prompt& prompt,

@@ -1,5 +1,6 @@
 #include "runtime/stages.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -86,18 +87,22 @@ void attend(const ModelConfig& c, const StageView& w, const LayerNames& n, const
     cpu::rotary(k, kvd, rows, pos, c.kv_heads(), c.head_dim(), ws.inv_freq.data());
   }
   cpu::scale_inplace(q, 1.0f / std::sqrt(static_cast<float>(c.head_dim())), rows * qd);
-  for (size_t s = 0; s < steps.size(); ++s) {
-    const int64_t slot = steps[s].slot;
+  int64_t max_new = 0;
+  for (size_t s = 0; s + 1 < row_offsets.size(); ++s) {
+    max_new = std::max(max_new, row_offsets[s + 1] - row_offsets[s]);
+  }
+  cpu::for_sequences(static_cast<int64_t>(steps.size()), max_new, [&](int64_t s) {
+    const int64_t slot = steps[static_cast<size_t>(s)].slot;
     const int64_t start = kv.lengths[static_cast<size_t>(slot)];
-    const int64_t n_new = row_offsets[s + 1] - row_offsets[s];
+    const int64_t r0 = row_offsets[static_cast<size_t>(s)];
+    const int64_t n_new = row_offsets[static_cast<size_t>(s) + 1] - r0;
     float* keys = kv.keys(slot);
     float* values = kv.values(slot);
-    const int64_t r0 = row_offsets[s];
     std::memcpy(keys + start * kvd, k + r0 * kvd, static_cast<size_t>(n_new * kvd) * 4);
     std::memcpy(values + start * kvd, v + r0 * kvd, static_cast<size_t>(n_new * kvd) * 4);
     cpu::attention(q + r0 * qd, qd, keys, values, kvd, attn + r0 * qd, start, n_new, c.n_heads,
                    c.kv_heads(), c.head_dim());
-  }
+  });
 }
 
 // The MLP of the packed rows into out [rows, hidden].

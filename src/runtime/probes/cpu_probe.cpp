@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/error.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
 
@@ -76,6 +77,28 @@ double measure_copy_gbps(uint64_t size_bytes) {
   return static_cast<double>(size_bytes) / best / 1e9;
 }
 
+double measure_read_gbps(uint64_t size_bytes) {
+  constexpr int64_t kLanes = 64;
+  const int64_t n = static_cast<int64_t>(size_bytes / 4);
+  std::vector<float> data(static_cast<size_t>(n), 1.0f);
+  const int threads = cpu::compute_threads();
+  std::vector<double> sums(static_cast<size_t>(threads));
+  const double best = best_seconds(3, [&] {
+    cpu::for_ranges(n / kLanes, threads, [&](int64_t first, int64_t last) {
+      // Independent partial sums, so the adds' latency does not bound the rate.
+      float acc[kLanes] = {};
+      for (int64_t i = first * kLanes; i < last * kLanes; i += kLanes) {
+        for (int64_t l = 0; l < kLanes; ++l) acc[l] += data[static_cast<size_t>(i + l)];
+      }
+      float s = 0;
+      for (const float a : acc) s += a;
+      sums[static_cast<size_t>(first * threads * kLanes / n)] = s;  // kept: the loop must run
+    });
+  });
+  STRATA_CHECK(sums[0] > 0, "read probe summed nothing");
+  return static_cast<double>(n) * 4 / best / 1e9;
+}
+
 double measure_expand_gbps(uint64_t numel) {
   std::vector<uint16_t> src(numel, 0x3c00);  // 1.0 in fp16
   std::vector<float> dst(numel);
@@ -91,11 +114,11 @@ double measure_decode_attention_gflops(int64_t hidden, int64_t n_heads, int64_t 
   std::vector<float> kv(static_cast<size_t>(sequences * 2 * keys * hidden), 0.02f);
   std::vector<float> out(q.size());
   const double best = best_seconds(3, [&] {
-    for (int64_t s = 0; s < sequences; ++s) {
+    cpu::for_sequences(sequences, 1, [&](int64_t s) {
       const float* k = kv.data() + s * 2 * keys * hidden;
       cpu::attention(q.data() + s * hidden, hidden, k, k + keys * hidden, hidden,
                      out.data() + s * hidden, context, 1, n_heads, n_heads, hidden / n_heads);
-    }
+    });
   });
   return 4.0 * static_cast<double>(hidden) * static_cast<double>(keys) * sequences / best / 1e9;
 }

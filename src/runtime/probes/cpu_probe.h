@@ -15,6 +15,9 @@ double measure_sgemm_rows_gflops(int64_t rows, int hidden = 1024);
 
 // memcpy of `size_bytes` by one thread (cache and activation moves), in GB/s.
 double measure_copy_gbps(uint64_t size_bytes = 256ull << 20);
+// Reading `size_bytes` (a sum over it) by every compute thread, in GB/s: the rate that bounds
+// work which streams from memory, such as decode attention over the cache.
+double measure_read_gbps(uint64_t size_bytes = 1ull << 30);
 // fp16 -> fp32 conversion of `numel` elements by one thread, in GB/s of fp32 written (the
 // expansion of offloaded weights on the compute stream).
 double measure_expand_gbps(uint64_t numel = 64ull << 20);
