@@ -2,6 +2,7 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "core/dtype.h"
@@ -40,6 +41,29 @@ TEST(Kernels, LinearMatchesReference) {
     cpu::linear(x.data(), w.data(), nullptr, got.data(), m, n, k);
     cpu::ref::linear(x.data(), w.data(), nullptr, want.data(), m, n, k);
     expect_close(got, want, 1e-4);
+  }
+}
+
+// A weight rewritten once into the GEMM library's layout gives the plain weight's bits at every
+// row count (decode and prefill), so a stage kept blocked agrees with one streamed plain.
+TEST(Kernels, BlockedWeightGivesThePlainWeightsBits) {
+  std::mt19937 rng(5);
+  const int64_t n = 640, k = 512;  // n * k at oneDNN's threshold, n a multiple of 64 blocks
+  if (!cpu::can_block_weight(n, k)) GTEST_SKIP() << "GEMM is " << cpu::gemm_library();
+  EXPECT_FALSE(cpu::can_block_weight(67, 129));  // small: OpenBLAS
+  const auto w = random_vector(size_t(n) * k, rng), bias = random_vector(size_t(n), rng);
+  auto blocked = w;
+  cpu::block_weight(blocked.data(), n, k);
+  EXPECT_NE(blocked, w);
+  for (int64_t m : {1, 7, 32, 33, 300}) {
+    SCOPED_TRACE(testing::Message() << m << " rows");
+    const auto x = random_vector(size_t(m * k), rng);
+    std::vector<float> plain(size_t(m * n), NAN), got(size_t(m * n), NAN), want(size_t(m * n));
+    cpu::linear(x.data(), w.data(), bias.data(), plain.data(), m, n, k);
+    cpu::linear_blocked(x.data(), blocked.data(), bias.data(), got.data(), m, n, k);
+    cpu::ref::linear(x.data(), w.data(), bias.data(), want.data(), m, n, k);
+    expect_close(got, want, 1e-4);
+    EXPECT_EQ(0, std::memcmp(got.data(), plain.data(), got.size() * sizeof(float)));
   }
 }
 

@@ -7,7 +7,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <tuple>
+#include <vector>
 
 #include "core/error.h"
 
@@ -47,8 +49,24 @@ bool want_openblas() {
 }
 
 #if STRATA_HAVE_ONEDNN
+dnnl::engine& engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+// The weight layout oneDNN's matmul picks for itself; the same for any row count on the ISAs
+// seen so far, and a fixed layout is what lets a weight be reordered once.
+dnnl::memory::desc blocked_desc(int64_t n, int64_t k) {
+  using dnnl::memory;
+  constexpr int64_t m = 32;
+  const memory::desc src({m, k}, memory::data_type::f32, memory::format_tag::ab);
+  const memory::desc wei({k, n}, memory::data_type::f32, memory::format_tag::any);
+  const memory::desc dst({m, n}, memory::data_type::f32, memory::format_tag::ab);
+  return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, dst), engine()).weights_desc();
+}
+
 // One matmul primitive per shape, strides and team size, kept per thread: building one takes
-// far longer than a decode step's GEMM.
+// far longer than a decode step's GEMM. ldw 0 with w_t: w is in blocked_desc's layout.
 class MatmulCache {
  public:
   void run(const float* x, int64_t ldx, const float* w, int64_t ldw, bool w_t, float* y,
@@ -60,8 +78,10 @@ class MatmulCache {
     if (it == primitives_.end()) {
       if (primitives_.size() >= kMaxEntries) primitives_.clear();
       const memory::desc src({m, k}, memory::data_type::f32, memory::dims{ldx, 1});
-      const memory::desc wei({k, n}, memory::data_type::f32,
-                             w_t ? memory::dims{1, ldw} : memory::dims{ldw, 1});
+      const memory::desc wei =
+          ldw == 0 ? blocked_desc(n, k)
+                   : memory::desc({k, n}, memory::data_type::f32,
+                                  w_t ? memory::dims{1, ldw} : memory::dims{ldw, 1});
       const memory::desc dst({m, n}, memory::data_type::f32, memory::dims{ldy, 1});
       const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), engine());
       it = primitives_.emplace(key, Entry{dnnl::matmul(pd), src, wei, dst}).first;
@@ -82,11 +102,6 @@ class MatmulCache {
   };
   static constexpr size_t kMaxEntries = 512;  // packed prefill makes a shape per row count
 
-  static dnnl::engine& engine() {
-    static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-    return e;
-  }
-
   dnnl::stream stream_{engine()};
   std::map<Key, Entry> primitives_;
 };
@@ -101,7 +116,7 @@ void gemm(const float* x, int64_t ldx, const float* w, int64_t ldw, bool w_t, fl
   }
   apply_threads();
 #if STRATA_HAVE_ONEDNN
-  if (!want_openblas() && m * n * k >= kOneDnnMinWork) {
+  if (ldw == 0 || (!want_openblas() && m * n * k >= kOneDnnMinWork)) {
     thread_local MatmulCache cache;
     cache.run(x, ldx, w, ldw, w_t, y, ldy, m, n, k);
     return;
@@ -120,6 +135,47 @@ void gemm_nt(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y,
 void gemm_nn(const float* x, int64_t ldx, const float* v, int64_t ldv, float* y, int64_t ldy,
              int64_t m, int64_t n, int64_t k) {
   gemm(x, ldx, v, ldv, false, y, ldy, m, n, k);
+}
+
+bool can_block_weight(int64_t n, int64_t k) {
+#if STRATA_HAVE_ONEDNN
+  // n * k at the oneDNN threshold: the plain weight goes to oneDNN at any row count too.
+  if (want_openblas() || n * k < kOneDnnMinWork) return false;
+  // Asked on every linear call: building a primitive descriptor each time would show.
+  static std::mutex mutex;
+  static std::map<std::pair<int64_t, int64_t>, bool> known;
+  const std::lock_guard lock(mutex);
+  auto [it, added] = known.try_emplace({n, k}, false);
+  if (added) {
+    it->second = blocked_desc(n, k).get_size() == static_cast<size_t>(n * k) * sizeof(float);
+  }
+  return it->second;
+#else
+  (void)n;
+  (void)k;
+  return false;
+#endif
+}
+
+void block_weight(float* w, int64_t n, int64_t k) {
+  STRATA_CHECK(can_block_weight(n, k), "weight [", n, ", ", k, "] cannot be blocked in place");
+#if STRATA_HAVE_ONEDNN
+  using dnnl::memory;
+  apply_threads();
+  std::vector<float> blocked(static_cast<size_t>(n * k));
+  memory plain(memory::desc({k, n}, memory::data_type::f32, memory::dims{1, k}), engine(), w);
+  memory out(blocked_desc(n, k), engine(), blocked.data());
+  dnnl::stream stream(engine());
+  dnnl::reorder(plain, out).execute(stream, plain, out);
+  stream.wait();
+  std::memcpy(w, blocked.data(), blocked.size() * sizeof(float));
+#endif
+}
+
+void gemm_nt_blocked(const float* x, int64_t ldx, const float* w, float* y, int64_t ldy, int64_t m,
+                     int64_t n, int64_t k) {
+  STRATA_CHECK(STRATA_HAVE_ONEDNN && !want_openblas(), "blocked weights need oneDNN's GEMM");
+  gemm(x, ldx, w, 0, true, y, ldy, m, n, k);
 }
 
 bool gemm_nests() {

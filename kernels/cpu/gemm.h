@@ -16,6 +16,17 @@ void gemm_nt(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y,
 void gemm_nn(const float* x, int64_t ldx, const float* v, int64_t ldv, float* y, int64_t ldy,
              int64_t m, int64_t n, int64_t k);
 
+// A weight w[n, k] that stays put for a whole run can be rewritten once, in place, into the GEMM
+// library's own layout, so decode-sized GEMMs read it as it lies instead of repacking all of it
+// on every call (at 32 rows that repacking is about a quarter of the time). Results are the
+// same bits as gemm_nt's on the plain weight. False without oneDNN, under STRATA_GEMM=openblas,
+// for small weights (they run on OpenBLAS) and where the layout would pad.
+bool can_block_weight(int64_t n, int64_t k);
+void block_weight(float* w, int64_t n, int64_t k);  // requires can_block_weight
+// gemm_nt on a weight block_weight has rewritten (its stride is its own).
+void gemm_nt_blocked(const float* x, int64_t ldx, const float* w, float* y, int64_t ldy, int64_t m,
+                     int64_t n, int64_t k);
+
 // Whether a GEMM called inside a parallel region runs on that one thread (oneDNN under OpenMP
 // does; OpenBLAS would start its own threads), so callers may split work over threads first.
 bool gemm_nests();

@@ -32,12 +32,17 @@ int team(int64_t values) {
   return values < kParallelMinValues ? 1 : compute_threads();
 }
 
-// y[:, 0:cols] (rows of stride ldy) = x * w[0:cols]^T, counted in gemm_counters().
+// y[:, 0:cols] (rows of stride ldy) = x * w[0:cols]^T, counted in gemm_counters(); w blocked
+// (gemm.h) holds all of its columns.
 void gemm_columns(const float* x, const float* w, float* y, int64_t m, int64_t cols, int64_t k,
-                  int64_t ldy) {
+                  int64_t ldy, bool blocked = false) {
   if (cols == 0) return;
   const auto begin = std::chrono::steady_clock::now();
-  gemm_nt(x, k, w, k, y, ldy, m, cols, k);
+  if (blocked) {
+    gemm_nt_blocked(x, k, w, y, ldy, m, cols, k);
+  } else {
+    gemm_nt(x, k, w, k, y, ldy, m, cols, k);
+  }
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
       std::chrono::steady_clock::now() - begin);
   gemm_counters().nanoseconds += static_cast<uint64_t>(ns.count());
@@ -58,6 +63,13 @@ void add_bias(float* y, const float* bias, int64_t m, int64_t n) {
 void linear(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
             int64_t k) {
   gemm_columns(x, w, y, m, n, k, n);
+  if (bias) add_bias(y, bias, m, n);
+}
+
+void linear_blocked(const float* x, const float* w, const float* bias, float* y, int64_t m,
+                    int64_t n, int64_t k) {
+  gemm_counters().blocked += 1;
+  gemm_columns(x, w, y, m, n, k, n, true);
   if (bias) add_bias(y, bias, m, n);
 }
 

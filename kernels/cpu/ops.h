@@ -12,11 +12,13 @@ namespace strata::cpu {
 struct GemmCounters {
   std::atomic<uint64_t> flops{0};
   std::atomic<uint64_t> nanoseconds{0};
-  std::atomic<uint64_t> splits{0};  // linear_split calls that gave the CPU side columns
+  std::atomic<uint64_t> splits{0};   // linear_split calls that gave the CPU side columns
+  std::atomic<uint64_t> blocked{0};  // linear_blocked calls
   void reset() {
     flops = 0;
     nanoseconds = 0;
     splits = 0;
+    blocked = 0;
   }
 };
 GemmCounters& gemm_counters();
@@ -26,6 +28,10 @@ inline constexpr float kLayerNormEps = 1e-5f;
 // y[m, n] = x[m, k] * w[n, k]^T + bias[n] (bias may be null). Through gemm_nt (gemm.h).
 void linear(const float* x, const float* w, const float* bias, float* y, int64_t m, int64_t n,
             int64_t k);
+
+// linear() on a weight cpu::block_weight (gemm.h) has rewritten.
+void linear_blocked(const float* x, const float* w, const float* bias, float* y, int64_t m,
+                    int64_t n, int64_t k);
 
 // HeteGen's split of a linear layer: output columns [0, split_column(alpha, n)) are the CPU's,
 // [split_column, n) the GPU's. On the CPU backend both halves run here, as two GEMMs over row

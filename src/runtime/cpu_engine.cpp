@@ -38,6 +38,7 @@ struct CpuBackend final : ScheduleBackend {
   TierCounters counters;
   std::unique_ptr<DiskStore> disk;
   std::vector<std::unique_ptr<TieredArray>> weights;  // per stage
+  std::vector<bool> blocked;  // per stage: its resident linear weights are in the GEMM's layout
   // [(layer - first_layer) * total_batches + group * num_gpu_batches + k]
   std::vector<std::unique_ptr<TieredArray>> cache;
   std::vector<std::unique_ptr<TieredArray>> acts;  // per GPU batch of every group
@@ -203,6 +204,7 @@ struct CpuBackend final : ScheduleBackend {
     const StageLayout* layout = w.layout;
     TieredArray& w_array = *weights[static_cast<size_t>(w.stage)];
     const float* wt = w_array.resident();
+    const bool blocked_wt = wt != nullptr && blocked[static_cast<size_t>(w.stage)];
     if (!wt) wt = weight_buffers[w.stage % 2].as<float>();
     float* h = hidden_of(w);
     const KvBlock kv = kv_of(w);
@@ -210,21 +212,23 @@ struct CpuBackend final : ScheduleBackend {
     const auto* lens = w.lengths;
     const auto* offs = &offsets[static_cast<size_t>(w.k)];
     float* logits_k = logits[static_cast<size_t>(w.k)].data();
-    run(Lane::kCompute, "compute" + tag(w), [this, layout, wt, h, kv, batch, lens, offs, logits_k] {
-      switch (layout->kind) {
-        case StageKind::kEmbed:
-          embed_forward(config, wt, *batch, *lens, *offs, h, ws);
-          break;
-        case StageKind::kDecoder:
-        case StageKind::kAttention:
-        case StageKind::kMlp:
-          decoder_forward(config, *layout, wt, *batch, *offs, kv, h, ws, policy().hetegen_alpha);
-          break;
-        case StageKind::kHead:
-          head_forward(config, *layout, wt, *offs, h, logits_k, ws);
-          break;
-      }
-    });
+    run(Lane::kCompute, "compute" + tag(w),
+        [this, layout, wt, blocked_wt, h, kv, batch, lens, offs, logits_k] {
+          switch (layout->kind) {
+            case StageKind::kEmbed:
+              embed_forward(config, wt, *batch, *lens, *offs, h, ws);
+              break;
+            case StageKind::kDecoder:
+            case StageKind::kAttention:
+            case StageKind::kMlp:
+              decoder_forward(config, *layout, wt, *batch, *offs, kv, h, ws, policy().hetegen_alpha,
+                              blocked_wt);
+              break;
+            case StageKind::kHead:
+              head_forward(config, *layout, wt, *offs, h, logits_k, ws, blocked_wt);
+              break;
+          }
+        });
   }
   // Only the new rows go back: positions [len, len + n) of each sequence's keys and values.
   void store_cache(const BatchWork& w) override {
@@ -339,6 +343,11 @@ CpuBackend::CpuBackend(const WeightSource& source, const EngineOptions& engine_o
     weights.push_back(std::make_unique<TieredArray>(n, weight_format(config, p), p.weights,
                                                     disk.get(), counters));
     weights.back()->fill_stored(stored.data());
+    // Weights that stay on the compute tier all run skip the GEMM's repacking on every call; a
+    // HeteGen split needs the plain rows.
+    float* resident = weights.back()->resident();
+    blocked.push_back(resident != nullptr && !p.hetegen_alpha.any() &&
+                      block_linear_weights(layout, resident));
   }
   stored = {};
   stage_f32 = {};

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
 
 namespace strata {
@@ -27,6 +28,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 struct StageView {
   const StageLayout& layout;
   const float* base;
+  bool blocked = false;  // block_linear_weights has rewritten the linear weights
   const float* get(const std::string& suffix) const {
     const StageTensor* t = layout.find(suffix);
     return t ? base + t->offset : nullptr;
@@ -37,7 +39,13 @@ void linear(const StageView& w, const std::string& name, const float* x, float* 
             int64_t out, int64_t in, double alpha = 0) {
   const float* weight = w.get(name + ".weight");
   STRATA_CHECK(weight != nullptr, "stage has no ", name);
-  cpu::linear_split(x, weight, w.get(name + ".bias"), y, rows, out, in, alpha);
+  const float* bias = w.get(name + ".bias");
+  if (w.blocked && cpu::can_block_weight(out, in)) {
+    STRATA_CHECK(cpu::split_column(alpha, out) == 0, name, " is blocked and cannot be split");
+    cpu::linear_blocked(x, weight, bias, y, rows, out, in);
+    return;
+  }
+  cpu::linear_split(x, weight, bias, y, rows, out, in, alpha);
 }
 
 void norm(const ModelConfig& c, const StageView& w, const std::string& name, const float* x,
@@ -135,6 +143,16 @@ const StageTensor* StageLayout::find(const std::string& suffix) const {
     }
   }
   return nullptr;
+}
+
+bool block_linear_weights(const StageLayout& layout, float* weights) {
+  if (layout.kind == StageKind::kEmbed) return false;  // its tables are read by row
+  for (const auto& t : layout.tensors) {
+    if (t.shape.size() == 2 && cpu::can_block_weight(t.shape[0], t.shape[1])) {
+      cpu::block_weight(weights + t.offset, t.shape[0], t.shape[1]);
+    }
+  }
+  return true;
 }
 
 std::vector<StageLayout> stage_layouts(const ModelConfig& c, bool sep_layer) {
@@ -235,8 +253,9 @@ void embed_forward(const ModelConfig& c, const float* weights, std::span<const S
 
 void decoder_forward(const ModelConfig& c, const StageLayout& layout, const float* weights,
                      std::span<const SequenceStep> steps, std::span<const int64_t> row_offsets,
-                     const KvBlock& kv, float* hidden, Workspace& ws, const HeteGenAlpha& alpha) {
-  const StageView w{layout, weights};
+                     const KvBlock& kv, float* hidden, Workspace& ws, const HeteGenAlpha& alpha,
+                     bool blocked) {
+  const StageView w{layout, weights, blocked};
   const LayerNames n = c.layer_names();
   const std::string p = "layers." + std::to_string(layout.layer) + ".";
   const int64_t h = c.hidden_size;
@@ -268,8 +287,8 @@ void decoder_forward(const ModelConfig& c, const StageLayout& layout, const floa
 
 void head_forward(const ModelConfig& c, const StageLayout& layout, const float* weights,
                   std::span<const int64_t> row_offsets, const float* hidden, float* logits,
-                  Workspace& ws) {
-  const StageView w{layout, weights};
+                  Workspace& ws, bool blocked) {
+  const StageView w{layout, weights, blocked};
   const int64_t h = c.hidden_size, e = c.word_embed_proj_dim;
   const int64_t n_seq = static_cast<int64_t>(row_offsets.size()) - 1;
   // Only each sequence's last row needs logits.

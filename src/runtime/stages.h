@@ -86,11 +86,16 @@ void embed_forward(const ModelConfig& config, const float* weights,
 void decoder_forward(const ModelConfig& config, const StageLayout& layout, const float* weights,
                      std::span<const SequenceStep> steps, std::span<const int64_t> row_offsets,
                      const KvBlock& kv, float* hidden, Workspace& ws,
-                     const HeteGenAlpha& alpha = {});
+                     const HeteGenAlpha& alpha = {}, bool blocked = false);
 // Logits after each sequence's last row into logits[i * vocab_size ...].
 void head_forward(const ModelConfig& config, const StageLayout& layout, const float* weights,
                   std::span<const int64_t> row_offsets, const float* hidden, float* logits,
-                  Workspace& ws);
+                  Workspace& ws, bool blocked = false);
+
+// Rewrites a stage's linear weights that cpu::can_block_weight allows into the GEMM library's
+// layout, in place, for a stage that stays put all run; the forwards above then take
+// blocked = true. Returns whether the stage's forward reads blocked weights (not the embedding).
+bool block_linear_weights(const StageLayout& layout, float* weights);
 
 // Floating-point operations of a forward step with these new-token counts and cache lengths.
 double forward_flops(const ModelConfig& config, std::span<const int64_t> n_new,

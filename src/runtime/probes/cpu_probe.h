@@ -10,8 +10,9 @@ namespace strata {
 double measure_sgemm_gflops(int n = 2048, int repetitions = 3);
 
 // sgemm rate with `rows` activation rows over a decoder layer's weight shapes (hidden h, MLP
-// 4h), cycling through enough copies that the weights stream from memory, in GFLOP/s.
-double measure_sgemm_rows_gflops(int64_t rows, int hidden = 1024);
+// 4h), cycling through enough copies that the weights stream from memory, in GFLOP/s. blocked:
+// the weights rewritten once by cpu::block_weight (0 where they cannot be).
+double measure_sgemm_rows_gflops(int64_t rows, int hidden = 1024, bool blocked = false);
 
 // memcpy of `size_bytes` by one thread (cache and activation moves), in GB/s.
 double measure_copy_gbps(uint64_t size_bytes = 256ull << 20);
