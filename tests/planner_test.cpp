@@ -287,6 +287,25 @@ TEST(CostModel, CpuMemoryModelMatchesTheEngine) {
   }
 }
 
+// A step's read floor counted from the checkpoint's tensor list: every 2-D weight but the
+// embedding tables (rows looked up, not read whole), the head when it is tied to the embedding,
+// and each sequence's cache rows, keys and values, in every layer.
+TEST(CostModel, ReadElementsAreTheLinearWeightsAndTheCache) {
+  for (const std::string arch : {"opt-125m", "opt-350m", "llama-3.2-1b", "qwen2.5-0.5b"}) {
+    SCOPED_TRACE(arch);
+    const auto c = parse_model_config(builtin_config_json(arch), arch);
+    double weights = 0;
+    for (const TensorSpec& t : model_tensor_specs(c)) {
+      if (t.shape.size() != 2 || t.name.rfind("embed_", 0) == 0) continue;
+      weights += static_cast<double>(t.shape[0] * t.shape[1]);
+    }
+    if (c.tie_word_embeddings) weights += static_cast<double>(c.vocab_size * c.word_embed_proj_dim);
+    const std::vector<int64_t> n_new = {1, 1, 3}, n_cached = {10, 0, 5};
+    const double cache = static_cast<double>(c.n_layers * (11 + 1 + 8) * 2 * c.kv_dim());
+    EXPECT_EQ(forward_read_elements(c, n_new, n_cached), weights + cache);
+  }
+}
+
 // The cache is kv_dim wide per token and layer: 2 KV heads of 24 (48) against hidden_size 64.
 TEST(CostModel, CacheFollowsGqa) {
   const ModelConfig mha = tiny_config(), gqa = tiny_llama_config();

@@ -18,7 +18,10 @@ void GenerationStats::add_step(const ModelConfig& c, const StepBuilder& step, do
   (step.prefill() ? prefill_s : decode_s) += seconds;
   const double f = forward_flops(c, step.n_new(), step.n_cached());
   flops += f;
-  if (!step.prefill()) decode_flops += f;
+  if (!step.prefill()) {
+    decode_flops += f;
+    decode_read_elements += forward_read_elements(c, step.n_new(), step.n_cached());
+  }
   generated_tokens += static_cast<int64_t>(step.n_new().size());
   if (step.prefill()) {
     for (int64_t x : step.n_new()) prompt_tokens += x;
@@ -32,6 +35,7 @@ void GenerationStats::add(const GenerationStats& o) {
   generated_tokens += o.generated_tokens;
   flops += o.flops;
   decode_flops += o.decode_flops;
+  decode_read_elements += o.decode_read_elements;
 }
 
 Sampled next_token(std::span<const float> logits, const Prompt& prompt,

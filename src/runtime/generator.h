@@ -75,7 +75,8 @@ struct GenerationStats {
   int64_t prompt_tokens = 0;
   int64_t generated_tokens = 0;
   double flops = 0;
-  double decode_flops = 0;  // the part of flops in decode steps
+  double decode_flops = 0;          // the part of flops in decode steps
+  double decode_read_elements = 0;  // forward_read_elements over the decode steps
   void add(const GenerationStats& other);
   // One forward step of `seconds`: prefill or decode time, its FLOPs and tokens.
   void add_step(const ModelConfig& config, const StepBuilder& step, double seconds);

@@ -329,4 +329,19 @@ double forward_flops(const ModelConfig& c, std::span<const int64_t> n_new,
   return flops;
 }
 
+double forward_read_elements(const ModelConfig& c, std::span<const int64_t> n_new,
+                             std::span<const int64_t> n_cached) {
+  const double h = static_cast<double>(c.hidden_size), f = static_cast<double>(c.ffn_dim);
+  const double qd = static_cast<double>(c.q_dim()), kvd = static_cast<double>(c.kv_dim());
+  const double mlp_linears = c.gated_mlp ? 3 : 2;
+  double keys = 0;  // cache rows each layer reads, the new ones included
+  for (size_t s = 0; s < n_new.size(); ++s) keys += static_cast<double>(n_cached[s] + n_new[s]);
+  const double layer_weights = 2 * h * qd + 2 * h * kvd + mlp_linears * h * f;
+  const double e = static_cast<double>(c.word_embed_proj_dim);
+  double elements = static_cast<double>(c.n_layers) * (layer_weights + keys * 2 * kvd);
+  elements += e * static_cast<double>(c.vocab_size);  // lm_head
+  if (c.has_projection()) elements += 2 * h * e;
+  return elements;
+}
+
 }  // namespace strata

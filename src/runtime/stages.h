@@ -101,4 +101,10 @@ bool block_linear_weights(const StageLayout& layout, float* weights);
 double forward_flops(const ModelConfig& config, std::span<const int64_t> n_new,
                      std::span<const int64_t> n_cached);
 
+// Elements such a step reads at least: every linear weight once and each sequence's cache rows
+// in every layer (embedding rows and activations left out). A decode step's weights do not fit
+// in a cache, so this over the read rate of memory is a floor on its time.
+double forward_read_elements(const ModelConfig& config, std::span<const int64_t> n_new,
+                             std::span<const int64_t> n_cached);
+
 }  // namespace strata
