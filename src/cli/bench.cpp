@@ -105,8 +105,12 @@ Bounds measure_bounds(const cxxopts::ParseResult& flags, const ModelConfig& conf
   return b;
 }
 
-// The sgemm probe again once the run is over.
-void finish_bounds(Bounds& b) {
+// The sgemm and disk probes again once the run is over; the faster reading of each counts.
+void finish_bounds(Bounds& b, const EngineOptions& options) {
+  if (b.disk_probe_gbps > 0) {
+    b.disk_probe_gbps =
+        std::max(b.disk_probe_gbps, measure_disk_read_gbps(options.offload_dir, 1ull << 30));
+  }
   if (b.sgemm_before_gflops <= 0) return;
   b.sgemm_after_gflops = measure_sgemm_gflops();
   b.sgemm_gflops = std::max(b.sgemm_before_gflops, b.sgemm_after_gflops);
@@ -259,7 +263,7 @@ void print_against_bounds(const BenchRun& r, const Bounds& b) {
   if (b.disk_probe_gbps > 0) {
     std::printf(
         "disk: %.3f GB/s while busy (%.1f s) against %.3f GB/s O_DIRECT sequential read "
-        "(same run): %.2f\n",
+        "(faster of before and after the run): %.2f\n",
         r.disk_read_gbps, es.disk_busy_s, b.disk_probe_gbps, r.disk_read_gbps / b.disk_probe_gbps);
   }
   if (b.cuda && b.h2d_peak_gbps > 0) {
@@ -414,7 +418,7 @@ int run_bench(int argc, char** argv) {
 
   const auto engine = make_engine(*source, engine_options);
   BenchRun run = run_blocks(*engine, prompts, block, gen_len);
-  finish_bounds(bounds);
+  finish_bounds(bounds, engine_options);
   judge(run, bounds, policy);
   const BenchSetup setup{source->description(), prompt_len, gen_len,
                          static_cast<int64_t>(prompts.size()), policy};
