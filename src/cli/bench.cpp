@@ -89,6 +89,9 @@ struct Bounds {
   double disk_probe_gbps = 0;
 };
 
+// Read by the disk probe before and after the run.
+constexpr uint64_t kDiskProbeBytes = 1ull << 30;
+
 Bounds measure_bounds(const cxxopts::ParseResult& flags, const ModelConfig& config,
                       const EngineOptions& options) {
   const bool measure = !flags.count("no-bounds");
@@ -100,7 +103,7 @@ Bounds measure_bounds(const cxxopts::ParseResult& flags, const ModelConfig& conf
   b.h2d_peak_gbps = measure && b.cuda ? measure_pinned_h2d_gbps(options.gpu_index) : 0.0;
   const MemoryPlan plan = plan_memory(config, options);
   if (measure && plan.total(Tier::kDisk) > 0 && !options.offload_dir.empty()) {
-    b.disk_probe_gbps = measure_disk_read_gbps(options.offload_dir, 1ull << 30);
+    b.disk_probe_gbps = measure_disk_read_gbps(options.offload_dir, kDiskProbeBytes);
   }
   return b;
 }
@@ -109,7 +112,7 @@ Bounds measure_bounds(const cxxopts::ParseResult& flags, const ModelConfig& conf
 void finish_bounds(Bounds& b, const EngineOptions& options) {
   if (b.disk_probe_gbps > 0) {
     b.disk_probe_gbps =
-        std::max(b.disk_probe_gbps, measure_disk_read_gbps(options.offload_dir, 1ull << 30));
+        std::max(b.disk_probe_gbps, measure_disk_read_gbps(options.offload_dir, kDiskProbeBytes));
   }
   if (b.sgemm_before_gflops <= 0) return;
   b.sgemm_after_gflops = measure_sgemm_gflops();
